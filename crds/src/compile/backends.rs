@@ -1,0 +1,242 @@
+//! Backends: a Route's `backends[]` resolved to upstreams with endpoints, from Services
+//! and EndpointSlices of the Route's namespace, or from an explicit URL.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ServicePort;
+use url::{Host, Url};
+
+use super::Index;
+use super::report::ObjectReport;
+use crate::condition::{ConditionType, Reason};
+use crate::path;
+use crate::route::BackendRef;
+use crate::snapshot::{Backend, BackendProtocol, Endpoint};
+
+/// Label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// `appProtocol` values that select HTTP/2 without TLS and HTTPS.
+const H2C_APP_PROTOCOLS: &[&str] = &["kubernetes.io/h2c", "h2c"];
+const HTTPS_APP_PROTOCOLS: &[&str] = &["https"];
+
+/// Resolves one backend reference. `None` means the reference itself is invalid (already
+/// reported); a missing Service gives a backend without endpoints, so its share of
+/// requests fails with 503 while the other backends keep serving.
+pub(crate) fn resolve(
+    backend: &BackendRef,
+    namespace: &str,
+    field: &str,
+    index: &Index<'_>,
+    allow_urls: bool,
+    report: &mut ObjectReport,
+) -> Option<(String, Backend)> {
+    match (&backend.url, &backend.name, backend.port) {
+        (Some(url), None, None) => {
+            let resolved = from_url(url, &format!("{field}.url"), report)?;
+            if !allow_urls {
+                report.push(
+                    format!("{field}.url"),
+                    ConditionType::ResolvedRefs,
+                    Reason::RefNotPermitted,
+                    "URL backends are disabled here; refer to a Service by name and port",
+                );
+                return Some((
+                    resolved.0,
+                    Backend {
+                        endpoints: Vec::new(),
+                        ..resolved.1
+                    },
+                ));
+            }
+            Some(resolved)
+        }
+        (None, Some(name), Some(port)) => {
+            Some(from_service(namespace, name, port, field, index, report))
+        }
+        _ => {
+            report.invalid(field, "set either url, or name and port");
+            None
+        }
+    }
+}
+
+fn from_url(raw: &str, field: &str, report: &mut ObjectReport) -> Option<(String, Backend)> {
+    let url = match Url::parse(raw) {
+        Ok(url) => url,
+        Err(e) => {
+            report.invalid(field, format!("{raw:?} is not a URL: {e}"));
+            return None;
+        }
+    };
+    let protocol = match url.scheme() {
+        "http" => BackendProtocol::Http,
+        "https" => BackendProtocol::Https,
+        "h2c" => BackendProtocol::H2c,
+        other => {
+            report.invalid(field, format!("scheme {other:?} is not http, https or h2c"));
+            return None;
+        }
+    };
+    let host = match url.host() {
+        Some(Host::Domain(d)) if !d.is_empty() => d.to_ascii_lowercase(),
+        Some(Host::Ipv4(ip)) => ip.to_string(),
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        _ => {
+            report.invalid(field, format!("{raw:?} has no host"));
+            return None;
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        report.invalid(
+            field,
+            "credentials in a backend URL are not allowed; use a plugin to add them",
+        );
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        report.invalid(field, "a backend URL cannot have a query or fragment");
+        return None;
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    let base_path = match url.path() {
+        "" | "/" => None,
+        p if path::is_normalized(p) => Some(p.trim_end_matches('/').to_owned()),
+        p => {
+            report.invalid(field, format!("the URL path {p:?} is not in normal form"));
+            return None;
+        }
+    };
+    let display_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    let id = format!(
+        "url:{}://{display_host}:{port}{}",
+        url.scheme(),
+        base_path.as_deref().unwrap_or("")
+    );
+    let server_name = (protocol == BackendProtocol::Https).then(|| host.clone());
+    let backend = Backend {
+        protocol,
+        endpoints: vec![Endpoint { host, port }],
+        server_name,
+        base_path,
+    };
+    Some((id, backend))
+}
+
+fn from_service(
+    namespace: &str,
+    name: &str,
+    port: u16,
+    field: &str,
+    index: &Index<'_>,
+    report: &mut ObjectReport,
+) -> (String, Backend) {
+    let id = format!("service:{namespace}/{name}:{port}");
+    let mut backend = Backend {
+        protocol: BackendProtocol::Http,
+        endpoints: Vec::new(),
+        server_name: None,
+        base_path: None,
+    };
+    let Some(service) = index.services.get(&(namespace, name)) else {
+        report.push(
+            format!("{field}.name"),
+            ConditionType::ResolvedRefs,
+            Reason::BackendNotFound,
+            format!("Service {namespace}/{name} not found"),
+        );
+        return (id, backend);
+    };
+    let spec = service.spec.as_ref();
+    let ports: &[ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let Some(service_port) = ports.iter().find(|p| i32::from(port) == p.port) else {
+        let known: Vec<String> = ports.iter().map(|p| p.port.to_string()).collect();
+        report.push(
+            format!("{field}.port"),
+            ConditionType::ResolvedRefs,
+            Reason::BackendNotFound,
+            format!(
+                "Service {namespace}/{name} has no port {port} (ports: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        return (id, backend);
+    };
+    let app_protocol = service_port.app_protocol.as_deref().unwrap_or_default();
+    if H2C_APP_PROTOCOLS.contains(&app_protocol) {
+        backend.protocol = BackendProtocol::H2c;
+    } else if HTTPS_APP_PROTOCOLS.contains(&app_protocol) {
+        backend.protocol = BackendProtocol::Https;
+        backend.server_name = Some(format!("{name}.{namespace}.svc"));
+    }
+
+    if let Some(external) = spec
+        .filter(|s| s.type_.as_deref() == Some("ExternalName"))
+        .and_then(|s| s.external_name.as_deref())
+    {
+        backend.endpoints.push(Endpoint {
+            host: external.to_ascii_lowercase(),
+            port,
+        });
+        if backend.protocol == BackendProtocol::Https {
+            backend.server_name = Some(external.to_ascii_lowercase());
+        }
+        return (id, backend);
+    }
+
+    let port_name = service_port.name.as_deref().unwrap_or_default();
+    let mut endpoints = BTreeSet::new();
+    for slice in index
+        .endpoint_slices
+        .get(&(namespace, name))
+        .into_iter()
+        .flatten()
+    {
+        let Some(target_port) = slice.ports.iter().flatten().find_map(|p| {
+            (p.name.as_deref().unwrap_or_default() == port_name)
+                .then_some(p.port)
+                .flatten()
+        }) else {
+            continue;
+        };
+        let Ok(target_port) = u16::try_from(target_port) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            // Every address of an endpoint is the same pod; the first is the one to use.
+            if let (true, Some(address)) = (ready, endpoint.addresses.first()) {
+                endpoints.insert(Endpoint {
+                    host: address.clone(),
+                    port: target_port,
+                });
+            }
+        }
+    }
+    backend.endpoints = endpoints.into_iter().collect();
+    (id, backend)
+}
+
+/// The Service an EndpointSlice belongs to.
+pub(crate) fn slice_service_name(
+    slice: &k8s_openapi::api::discovery::v1::EndpointSlice,
+) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)
+        .map(String::as_str)
+}

@@ -1,0 +1,325 @@
+//! The compiler: Routes, Plugins and the objects they refer to in, one [`Snapshot`] and a
+//! report per object out. Pure and deterministic: the same inputs, in any order, give a
+//! byte-identical snapshot.
+//!
+//! Partial config is the rule: an invalid object is reported and left out, and everything
+//! else is compiled as if it were not there. A Plugin whose new spec fails keeps the
+//! bundle it had in the previous snapshot.
+
+mod backends;
+mod plugins;
+mod precedence;
+pub mod report;
+mod routes;
+mod schema_check;
+mod tls;
+pub mod typescript;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jsonschema::Validator;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+
+use crate::plugin::PluginScope;
+use crate::snapshot::{Action, PluginBundle, SNAPSHOT_FORMAT, Snapshot};
+use crate::{Plugin, Route};
+use report::{InSnapshot, ObjectKind, ObjectReport};
+
+pub use report::{Diagnostic, ObjectRef};
+
+/// Namespace of objects that name none (manifest files read in standalone mode).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Everything the compiler reads.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs<'a> {
+    /// Routes.
+    pub routes: Vec<&'a Route>,
+    /// Plugins.
+    pub plugins: Vec<&'a Plugin>,
+    /// ConfigMaps holding plugin sources (others are ignored).
+    pub config_maps: Vec<&'a ConfigMap>,
+    /// Services that Routes use as backends (others are ignored).
+    pub services: Vec<&'a Service>,
+    /// EndpointSlices of those Services.
+    pub endpoint_slices: Vec<&'a EndpointSlice>,
+    /// Secrets with TLS certificates.
+    pub secrets: Vec<&'a Secret>,
+    /// The snapshot before this one: its version, and the last good bundle of each plugin.
+    pub previous: Option<&'a Snapshot>,
+    /// Switches.
+    pub options: Options,
+}
+
+/// Compiler switches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Whether Routes may send traffic to explicit URLs. In a shared cluster, turning this
+    /// off keeps every Route's traffic inside its namespace's Services.
+    pub allow_url_backends: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            allow_url_backends: true,
+        }
+    }
+}
+
+/// What the compiler produced.
+#[derive(Clone, Debug)]
+pub struct Compilation {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// One report per Route and Plugin, sorted by kind, namespace and name.
+    pub reports: Vec<ObjectReport>,
+}
+
+impl Compilation {
+    /// The report on one object.
+    pub fn report(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&ObjectReport> {
+        self.reports.iter().find(|r| {
+            r.object.kind == kind && r.object.namespace == namespace && r.object.name == name
+        })
+    }
+}
+
+/// Lookups of the non-weir inputs by namespace and name.
+pub(crate) struct Index<'a> {
+    config_maps: BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
+    services: BTreeMap<(&'a str, &'a str), &'a Service>,
+    /// By namespace and Service name.
+    endpoint_slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    secrets: BTreeMap<(&'a str, &'a str), &'a Secret>,
+}
+
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or_default()
+}
+
+fn by_name<'a, K: kube::Resource>(objects: &[&'a K]) -> BTreeMap<(&'a str, &'a str), &'a K> {
+    let mut map = BTreeMap::new();
+    for object in objects {
+        let meta = object.meta();
+        map.entry((namespace_of(meta), name_of(meta)))
+            .or_insert(*object);
+    }
+    map
+}
+
+impl<'a> Index<'a> {
+    fn new(inputs: &Inputs<'a>) -> Self {
+        let mut endpoint_slices: BTreeMap<_, Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in &inputs.endpoint_slices {
+            if let Some(service) = backends::slice_service_name(slice) {
+                endpoint_slices
+                    .entry((namespace_of(&slice.metadata), service))
+                    .or_default()
+                    .push(*slice);
+            }
+        }
+        Self {
+            config_maps: by_name(&inputs.config_maps),
+            services: by_name(&inputs.services),
+            endpoint_slices,
+            secrets: by_name(&inputs.secrets),
+        }
+    }
+}
+
+/// A Plugin as Routes see it.
+pub(crate) enum PluginState {
+    /// A bundle runs (the current spec's or the last good one), with its config schema.
+    Usable {
+        bundle: PluginBundle,
+        schema: Option<Validator>,
+    },
+    /// The Plugin exists but nothing of it can run.
+    Unusable,
+}
+
+/// Plugins by namespace and name.
+#[derive(Default)]
+pub(crate) struct PluginTable {
+    by_name: BTreeMap<(String, String), PluginState>,
+}
+
+impl PluginTable {
+    fn get(&self, namespace: &str, name: &str) -> Option<&PluginState> {
+        self.by_name.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// The usable global plugins of a namespace, by order, then name.
+    fn globals(&self, namespace: &str) -> Vec<(&str, &PluginState)> {
+        let mut globals: Vec<(i32, &str, &PluginState)> = self
+            .by_name
+            .iter()
+            .filter_map(|((ns, name), state)| match state {
+                PluginState::Usable { bundle, .. }
+                    if ns == namespace && bundle.scope == PluginScope::Global =>
+                {
+                    Some((bundle.order, name.as_str(), state))
+                }
+                _ => None,
+            })
+            .collect();
+        globals.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        globals
+            .into_iter()
+            .map(|(_, name, state)| (name, state))
+            .collect()
+    }
+}
+
+/// What lowering a Route needs to look at.
+pub(crate) struct Context<'a> {
+    index: Index<'a>,
+    plugins: PluginTable,
+    options: Options,
+}
+
+/// Compiles the inputs into a snapshot and a report per Route and Plugin.
+pub fn compile(inputs: &Inputs<'_>) -> Compilation {
+    let index = Index::new(inputs);
+    let mut reports = Vec::new();
+
+    let mut plugin_table = PluginTable::default();
+    for ((namespace, name), plugin) in by_name(&inputs.plugins) {
+        let mut report = ObjectReport::new(
+            ObjectKind::Plugin,
+            namespace,
+            name,
+            plugin.metadata.generation,
+        );
+        let state = match plugins::compile(plugin, namespace, name, &index, &mut report) {
+            Some(bundle) => {
+                report.in_snapshot = InSnapshot::Whole;
+                PluginState::Usable {
+                    schema: plugins::bundle_schema(&bundle),
+                    bundle,
+                }
+            }
+            None => match inputs
+                .previous
+                .and_then(|p| p.plugins.get(&format!("{namespace}/{name}")))
+            {
+                Some(last_good) => {
+                    report.in_snapshot = InSnapshot::LastGood {
+                        generation: last_good.generation,
+                        code_hash: last_good.code_hash.clone(),
+                    };
+                    PluginState::Usable {
+                        schema: plugins::bundle_schema(last_good),
+                        bundle: last_good.clone(),
+                    }
+                }
+                None => PluginState::Unusable,
+            },
+        };
+        plugin_table
+            .by_name
+            .insert((namespace.to_owned(), name.to_owned()), state);
+        reports.push(report);
+    }
+
+    let ctx = Context {
+        index,
+        plugins: plugin_table,
+        options: inputs.options.clone(),
+    };
+
+    // Oldest first: an older Route wins conflicts. Routes read from files have no
+    // creation time and come after, by namespace and name.
+    let mut routes: Vec<((&str, &str), &Route)> = by_name(&inputs.routes).into_iter().collect();
+    routes.sort_by_key(|((namespace, name), route)| {
+        let created = route.creation_timestamp().map(|t| t.0);
+        (created.is_none(), created, *namespace, *name)
+    });
+    let mut route_reports = Vec::new();
+    let mut lowered = Vec::new();
+    for ((namespace, name), route) in routes {
+        let mut report = ObjectReport::new(
+            ObjectKind::Route,
+            namespace,
+            name,
+            route.metadata.generation,
+        );
+        if let Some(route) = routes::lower(route, namespace, name, &ctx, &mut report) {
+            lowered.push(route);
+            route_reports.push((report, true));
+        } else {
+            route_reports.push((report, false));
+        }
+    }
+    let mut lowered_reports: Vec<&mut ObjectReport> = route_reports
+        .iter_mut()
+        .filter(|(_, kept)| *kept)
+        .map(|(r, _)| r)
+        .collect();
+    let virtual_hosts = precedence::virtual_hosts(&lowered, &mut lowered_reports);
+    let certificates = precedence::certificates(&lowered, &mut lowered_reports);
+    reports.extend(route_reports.into_iter().map(|(report, _)| report));
+
+    let used_rules: BTreeSet<&str> = virtual_hosts
+        .iter()
+        .flat_map(|h| &h.entries)
+        .map(|e| e.rule.as_str())
+        .collect();
+    let mut rules = BTreeMap::new();
+    let mut backends = BTreeMap::new();
+    for route in lowered {
+        for (id, rule) in route.rules {
+            if used_rules.contains(id.as_str()) {
+                rules.insert(id, rule);
+            }
+        }
+        for (id, backend) in route.backends {
+            backends.entry(id).or_insert(backend);
+        }
+    }
+    let used_backends: BTreeSet<&str> = rules
+        .values()
+        .filter_map(|rule| match &rule.action {
+            Action::Forward(forward) => Some(forward.backends.iter().map(|b| b.backend.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    backends.retain(|id, _| used_backends.contains(id.as_str()));
+
+    let plugins = ctx
+        .plugins
+        .by_name
+        .into_iter()
+        .filter_map(|((namespace, name), state)| match state {
+            PluginState::Usable { bundle, .. } => Some((format!("{namespace}/{name}"), bundle)),
+            PluginState::Unusable => None,
+        })
+        .collect();
+
+    let mut snapshot = Snapshot {
+        format: SNAPSHOT_FORMAT,
+        version: 0,
+        hash: String::new(),
+        virtual_hosts,
+        rules,
+        backends,
+        plugins,
+        certificates,
+    };
+    snapshot.hash = snapshot.content_hash();
+    snapshot.version = match inputs.previous {
+        Some(previous) if previous.hash == snapshot.hash => previous.version,
+        Some(previous) => previous.version + 1,
+        None => 1,
+    };
+    reports.sort_by(|a, b| a.object.cmp(&b.object));
+    Compilation { snapshot, reports }
+}

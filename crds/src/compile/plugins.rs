@@ -1,0 +1,162 @@
+//! Plugins: source resolved (inline or ConfigMap), TypeScript transpiled, config checked
+//! against `configSchema`, and the result bundled for the proxies.
+
+use jsonschema::Validator;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Index;
+use super::report::ObjectReport;
+use super::schema_check::{check_plugin_spec, config_validator, report_errors};
+use super::typescript::transpile;
+use crate::Plugin;
+use crate::condition::{ConditionType, Reason};
+use crate::snapshot::PluginBundle;
+
+/// Compiles the current spec of a Plugin; `None` when it cannot run (the reasons are in
+/// `report`, and the caller may keep the last good bundle instead).
+pub(crate) fn compile(
+    plugin: &Plugin,
+    namespace: &str,
+    name: &str,
+    index: &Index<'_>,
+    report: &mut ObjectReport,
+) -> Option<PluginBundle> {
+    let spec = &plugin.spec;
+    check_plugin_spec(&serde_json::to_value(spec).unwrap_or(Value::Null), report);
+
+    let config = spec
+        .config
+        .clone()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if !config.is_object() {
+        report.invalid("spec.config", "config must be an object");
+    }
+    if let Some(schema) = &spec.config_schema {
+        match config_validator(schema) {
+            Ok(validator) => report_errors(&validator, &config, "spec.config", report),
+            Err(e) => report.invalid("spec.configSchema", format!("not a valid JSON Schema: {e}")),
+        }
+    }
+
+    let source = source_text(plugin, namespace, index, report);
+    if report.is_invalid() {
+        return None;
+    }
+    let source = source?;
+    let code = match transpile(source) {
+        Ok(code) => code,
+        Err(errors) => {
+            for error in errors {
+                report.push(
+                    source_field(plugin),
+                    ConditionType::Compiled,
+                    error.reason,
+                    error.to_string(),
+                );
+            }
+            return None;
+        }
+    };
+    Some(PluginBundle {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        generation: plugin.metadata.generation,
+        code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
+        code,
+        config,
+        config_schema: spec.config_schema.clone(),
+        order: spec.order,
+        scope: spec.scope,
+        timeout_ms: spec.timeout_ms,
+        memory_limit_mib: spec.memory_limit_mib,
+        failure_policy: spec.failure_policy,
+    })
+}
+
+fn source_field(plugin: &Plugin) -> &'static str {
+    if plugin.spec.source.code.is_some() {
+        "spec.source.code"
+    } else {
+        "spec.source.configMapRef"
+    }
+}
+
+fn source_text<'i>(
+    plugin: &'i Plugin,
+    namespace: &str,
+    index: &Index<'i>,
+    report: &mut ObjectReport,
+) -> Option<&'i str> {
+    let source = &plugin.spec.source;
+    match (&source.code, &source.config_map_ref) {
+        (Some(code), None) => Some(code),
+        (None, Some(reference)) => {
+            let Some(config_map) = index.config_maps.get(&(namespace, reference.name.as_str()))
+            else {
+                report.push(
+                    "spec.source.configMapRef.name",
+                    ConditionType::ResolvedRefs,
+                    Reason::ConfigMapNotFound,
+                    format!("ConfigMap {namespace}/{} not found", reference.name),
+                );
+                return None;
+            };
+            let data = config_map.data.as_ref();
+            let text = data.and_then(|d| d.get(&reference.key));
+            if text.is_none() {
+                let keys: Vec<&str> = data
+                    .into_iter()
+                    .flat_map(|d| d.keys())
+                    .map(String::as_str)
+                    .collect();
+                report.push(
+                    "spec.source.configMapRef.key",
+                    ConditionType::ResolvedRefs,
+                    Reason::KeyNotFound,
+                    format!(
+                        "ConfigMap {namespace}/{} has no key {:?} (keys: {})",
+                        reference.name,
+                        reference.key,
+                        if keys.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            keys.join(", ")
+                        }
+                    ),
+                );
+            }
+            text.map(String::as_str)
+        }
+        _ => {
+            report.invalid("spec.source", "set exactly one of code and configMapRef");
+            None
+        }
+    }
+}
+
+/// The config a Route sees: the plugin's config with the Route's override merged over
+/// it (JSON merge patch), checked against the plugin's `configSchema`.
+pub(crate) fn route_config(
+    bundle: &PluginBundle,
+    schema: Option<&Validator>,
+    overrides: Option<&Value>,
+    field: &str,
+    report: &mut ObjectReport,
+) -> Value {
+    let mut config = bundle.config.clone();
+    let Some(overrides) = overrides else {
+        return config;
+    };
+    json_patch::merge(&mut config, overrides);
+    if let Some(validator) = schema {
+        report_errors(validator, &config, field, report);
+    }
+    config
+}
+
+/// The compiled `configSchema` of a bundle, if it has one.
+pub(crate) fn bundle_schema(bundle: &PluginBundle) -> Option<Validator> {
+    // The schema compiled when the bundle did, so this does not fail.
+    config_validator(bundle.config_schema.as_ref()?).ok()
+}

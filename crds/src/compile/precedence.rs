@@ -1,0 +1,161 @@
+//! Which Route gets a request when several could: conflicts between Routes claiming the
+//! same host and match (the older Route wins), and the order of match entries under each
+//! host (most specific first).
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use super::report::{InSnapshot, ObjectReport};
+use super::routes::LoweredRoute;
+use crate::condition::{ConditionType, Reason};
+use crate::snapshot::{Certificate, MatchEntry, PathPattern, VirtualHost};
+
+/// What two entries must share to conflict: host, path, methods, headers and query.
+type ConflictKey<'a> = (
+    &'a str,
+    &'a PathPattern,
+    &'a [String],
+    &'a [crate::snapshot::ValueCondition],
+    &'a [crate::snapshot::ValueCondition],
+);
+
+/// Places the entries of `routes` (oldest Route first) under their hosts, dropping the
+/// entries that lose a conflict and telling their Routes so.
+pub(crate) fn virtual_hosts(
+    routes: &[LoweredRoute],
+    reports: &mut [&mut ObjectReport],
+) -> Vec<VirtualHost> {
+    // Winner of each key: index of the route.
+    let mut claims: BTreeMap<ConflictKey<'_>, usize> = BTreeMap::new();
+    let mut hosts: BTreeMap<&str, Vec<(SortKey, &MatchEntry)>> = BTreeMap::new();
+    for (position, route) in routes.iter().enumerate() {
+        let mut placed = 0usize;
+        let mut lost = 0usize;
+        for host in &route.hosts {
+            for lowered in &route.entries {
+                let entry = &lowered.entry;
+                let key = (
+                    host.as_str(),
+                    &entry.path,
+                    &entry.methods[..],
+                    &entry.headers[..],
+                    &entry.query[..],
+                );
+                match claims.get(&key) {
+                    Some(&winner) if winner == position => continue, // the same match twice in one Route
+                    Some(&winner) => {
+                        let winner = &routes[winner];
+                        lost += 1;
+                        reports[position].push(
+                            format!("spec.rules[{}].matches[{}]", lowered.rule, lowered.index),
+                            ConditionType::Accepted,
+                            Reason::Conflicted,
+                            format!(
+                                "host {host}: the same match is claimed by Route {}/{}, which is older and wins",
+                                winner.namespace, winner.name
+                            ),
+                        );
+                    }
+                    None => {
+                        claims.insert(key, position);
+                        placed += 1;
+                        hosts.entry(host).or_default().push((
+                            sort_key(entry, position, lowered.rule, lowered.index),
+                            entry,
+                        ));
+                    }
+                }
+            }
+        }
+        reports[position].in_snapshot = match (placed, lost) {
+            (0, _) => InSnapshot::No,
+            (_, 0) => InSnapshot::Whole,
+            _ => InSnapshot::Partly,
+        };
+    }
+    hosts
+        .into_iter()
+        .map(|(host, mut entries)| {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            VirtualHost {
+                host: host.to_owned(),
+                entries: entries.into_iter().map(|(_, e)| e.clone()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Exact before Template before Regex before Prefix; longer values first; more
+/// conditions (methods, headers, query) first; then the older Route, rule and match order.
+type SortKey = (u8, Reverse<usize>, Reverse<usize>, usize, usize, usize);
+
+fn sort_key(entry: &MatchEntry, route_position: usize, rule: usize, index: usize) -> SortKey {
+    let (rank, value) = match &entry.path {
+        PathPattern::Exact(v) => (0, v),
+        PathPattern::Template(v) => (1, v),
+        PathPattern::Regex(v) => (2, v),
+        PathPattern::Prefix(v) => (3, v),
+    };
+    let conditions =
+        usize::from(!entry.methods.is_empty()) + entry.headers.len() + entry.query.len();
+    (
+        rank,
+        Reverse(value.len()),
+        Reverse(conditions),
+        route_position,
+        rule,
+        index,
+    )
+}
+
+/// One certificate per Secret, serving the hosts of the Routes that name it; when two
+/// Secrets claim a host, the older Route's wins and the other Route is told.
+pub(crate) fn certificates(
+    routes: &[LoweredRoute],
+    reports: &mut [&mut ObjectReport],
+) -> Vec<Certificate> {
+    let mut host_owner: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    let mut by_secret: BTreeMap<&str, Certificate> = BTreeMap::new();
+    for (position, route) in routes.iter().enumerate() {
+        let Some(certificate) = &route.certificate else {
+            continue;
+        };
+        for host in &certificate.hosts {
+            match host_owner.get(host.as_str()) {
+                Some((_, secret)) if *secret == certificate.secret => {}
+                Some((winner, secret)) => {
+                    let winner = &routes[*winner];
+                    reports[position].push(
+                        "spec.tls.secretName",
+                        ConditionType::Accepted,
+                        Reason::Conflicted,
+                        format!(
+                            "host {host} already has TLS from Secret {secret} of Route {}/{}, which is older and wins",
+                            winner.namespace, winner.name
+                        ),
+                    );
+                    continue;
+                }
+                None => {
+                    host_owner.insert(host, (position, &certificate.secret));
+                }
+            }
+            let entry = by_secret
+                .entry(&certificate.secret)
+                .or_insert_with(|| Certificate {
+                    hosts: Vec::new(),
+                    ..certificate.clone()
+                });
+            if !entry.hosts.contains(host) {
+                entry.hosts.push(host.clone());
+            }
+        }
+    }
+    by_secret
+        .into_values()
+        .map(|mut c| {
+            c.hosts.sort();
+            c
+        })
+        .collect()
+}

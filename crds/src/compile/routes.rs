@@ -1,0 +1,793 @@
+//! One Route checked and lowered to snapshot rules and match entries. Conflicts between
+//! Routes and the order of entries are decided later, in `precedence`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use regex::RegexBuilder;
+
+use super::plugins::route_config;
+use super::report::ObjectReport;
+use super::schema_check::check_route_spec;
+use super::{Context, PluginState, backends, tls};
+use crate::condition::{ConditionType, Reason};
+use crate::path::{self, Template};
+use crate::route::{
+    CorsPolicy, DirectResponse, HttpMethod, PathMatchType, Redirect, Rewrite, RouteMatch,
+    RouteRule, ValueMatch, ValueMatchType,
+};
+use crate::snapshot::{
+    Action, Backend, Certificate, Cors, Forward, MatchEntry, Outliers, PathPattern, PathRewrite,
+    PluginCall, RedirectAction, Respond, Retries, Rule, TimeoutsMs, ValueCondition,
+    WeightedBackend,
+};
+use crate::{Route, plugin::PluginScope, route::RetryOn};
+
+/// Regular expressions are compiled with this size limit, so no Route can make the
+/// proxy build a huge automaton.
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+const DEFAULT_BACKOFF_BASE_MS: u64 = 25;
+const DEFAULT_BACKOFF_MAX_MS: u64 = 250;
+const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+const DEFAULT_BASE_EJECTION_MS: u64 = 30_000;
+const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+const DEFAULT_CORS_METHODS: [HttpMethod; 3] = [HttpMethod::Get, HttpMethod::Head, HttpMethod::Post];
+
+/// A Route after checking, before conflicts with other Routes are settled.
+pub(crate) struct LoweredRoute {
+    pub namespace: String,
+    pub name: String,
+    /// Host patterns; `*` when the Route names none.
+    pub hosts: Vec<String>,
+    /// Rules by id.
+    pub rules: Vec<(String, Rule)>,
+    /// Match entries, to be placed under every host.
+    pub entries: Vec<LoweredEntry>,
+    /// Backends the rules use, by id.
+    pub backends: Vec<(String, Backend)>,
+    /// TLS certificate for the hosts.
+    pub certificate: Option<Certificate>,
+}
+
+/// A match entry and where it came from in the Route.
+pub(crate) struct LoweredEntry {
+    pub entry: MatchEntry,
+    pub rule: usize,
+    pub index: usize,
+}
+
+/// Checks a Route and lowers it; `None` when it must be left out (the reasons are in
+/// `report`).
+pub(crate) fn lower(
+    route: &Route,
+    namespace: &str,
+    name: &str,
+    ctx: &Context<'_>,
+    report: &mut ObjectReport,
+) -> Option<LoweredRoute> {
+    let spec = &route.spec;
+    check_route_spec(&serde_json::to_value(spec).unwrap_or_default(), report);
+
+    let mut hosts: Vec<String> = spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    hosts.sort();
+    hosts.dedup();
+    if hosts.is_empty() {
+        hosts.push("*".to_owned());
+    }
+
+    let plugins = plugin_calls(route, namespace, ctx, report);
+    let cors = spec.cors.as_ref().map(|c| lower_cors(c, report));
+    let certificate = spec
+        .tls
+        .as_ref()
+        .and_then(|t| tls::certificate(&t.secret_name, namespace, &hosts, &ctx.index, report));
+
+    let mut lowered = LoweredRoute {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        hosts,
+        rules: Vec::new(),
+        entries: Vec::new(),
+        backends: Vec::new(),
+        certificate,
+    };
+    for (rule_index, rule) in spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{rule_index}]");
+        let id = format!("{namespace}/{name}/{rule_index}");
+        let matches = lower_matches(rule, &field, report);
+        let Some(action) = lower_action(
+            rule,
+            &matches,
+            namespace,
+            &field,
+            ctx,
+            report,
+            &mut lowered.backends,
+        ) else {
+            continue;
+        };
+        for (index, entry) in matches.into_iter().enumerate() {
+            lowered.entries.push(LoweredEntry {
+                entry: MatchEntry {
+                    rule: id.clone(),
+                    ..entry
+                },
+                rule: rule_index,
+                index,
+            });
+        }
+        lowered.rules.push((
+            id,
+            Rule {
+                route: format!("{namespace}/{name}"),
+                index: u32::try_from(rule_index).unwrap_or(u32::MAX),
+                action,
+                cors: cors.clone(),
+                plugins: plugins.clone().unwrap_or_default(),
+            },
+        ));
+    }
+
+    let unresolved_plugin = report.has(
+        ConditionType::ResolvedRefs,
+        &[Reason::PluginNotFound, Reason::PluginNotReady],
+    );
+    if report.is_invalid() || unresolved_plugin {
+        // A Route must never serve without a plugin it asks for (it may be its auth).
+        return None;
+    }
+    Some(lowered)
+}
+
+/// The plugin chain: the namespace's global plugins by order and name, then the Route's
+/// own in the order listed. `None` when a listed plugin cannot be used.
+fn plugin_calls(
+    route: &Route,
+    namespace: &str,
+    ctx: &Context<'_>,
+    report: &mut ObjectReport,
+) -> Option<Vec<PluginCall>> {
+    let attachments = &route.spec.plugins;
+    let mut seen = BTreeMap::new();
+    for (i, attachment) in attachments.iter().enumerate() {
+        if let Some(first) = seen.insert(attachment.name.as_str(), i) {
+            report.invalid(
+                format!("spec.plugins[{i}].name"),
+                format!(
+                    "plugin {:?} is already listed at spec.plugins[{first}]",
+                    attachment.name
+                ),
+            );
+        }
+    }
+    let override_for = |name: &str| attachments.iter().position(|a| a.name == name);
+
+    let mut calls = Vec::new();
+    for (name, state) in ctx.plugins.globals(namespace) {
+        let PluginState::Usable { bundle, schema } = state else {
+            continue;
+        };
+        let (field, overrides) = match override_for(name) {
+            Some(i) => (
+                format!("spec.plugins[{i}].config"),
+                attachments[i].config.as_ref(),
+            ),
+            None => (String::new(), None),
+        };
+        let config = route_config(bundle, schema.as_ref(), overrides, &field, report);
+        calls.push(PluginCall {
+            plugin: format!("{namespace}/{name}"),
+            config,
+        });
+    }
+    let mut complete = true;
+    for (i, attachment) in attachments.iter().enumerate() {
+        let field = format!("spec.plugins[{i}]");
+        match ctx.plugins.get(namespace, &attachment.name) {
+            None => {
+                report.push(
+                    format!("{field}.name"),
+                    ConditionType::ResolvedRefs,
+                    Reason::PluginNotFound,
+                    format!("Plugin {namespace}/{} not found", attachment.name),
+                );
+                complete = false;
+            }
+            Some(PluginState::Unusable) => {
+                report.push(
+                    format!("{field}.name"),
+                    ConditionType::ResolvedRefs,
+                    Reason::PluginNotReady,
+                    format!(
+                        "Plugin {namespace}/{} has no version that compiled; see its status",
+                        attachment.name
+                    ),
+                );
+                complete = false;
+            }
+            Some(PluginState::Usable { bundle, .. }) if bundle.scope == PluginScope::Global => {}
+            Some(PluginState::Usable { bundle, schema }) => {
+                let config = route_config(
+                    bundle,
+                    schema.as_ref(),
+                    attachment.config.as_ref(),
+                    &format!("{field}.config"),
+                    report,
+                );
+                calls.push(PluginCall {
+                    plugin: format!("{namespace}/{}", attachment.name),
+                    config,
+                });
+            }
+        }
+    }
+    complete.then_some(calls)
+}
+
+fn lower_matches(rule: &RouteRule, field: &str, report: &mut ObjectReport) -> Vec<MatchEntry> {
+    if rule.matches.is_empty() {
+        return vec![lower_match(
+            &RouteMatch::default(),
+            &format!("{field}.matches"),
+            report,
+        )];
+    }
+    rule.matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| lower_match(m, &format!("{field}.matches[{i}]"), report))
+        .collect()
+}
+
+fn lower_match(m: &RouteMatch, field: &str, report: &mut ObjectReport) -> MatchEntry {
+    let path = match &m.path {
+        None => PathPattern::Prefix("/".to_owned()),
+        Some(p) => {
+            let value_field = format!("{field}.path.value");
+            let value = p.value.clone();
+            match p.kind {
+                PathMatchType::Exact | PathMatchType::Prefix => match path::normalize(&value) {
+                    Ok(normal) if normal == value => {}
+                    Ok(normal) => report.invalid(
+                        value_field,
+                        format!("{value:?} is not in normal form; write {normal:?}"),
+                    ),
+                    Err(e) => report.invalid(value_field, format!("{value:?}: {e}")),
+                },
+                PathMatchType::Template => {
+                    if let Err(e) = Template::parse(&value) {
+                        report.invalid(value_field, format!("{value:?}: {e}"));
+                    }
+                }
+                PathMatchType::Regex => check_regex(&value, &value_field, report),
+            }
+            match p.kind {
+                PathMatchType::Exact => PathPattern::Exact(value),
+                PathMatchType::Prefix => PathPattern::Prefix(value),
+                PathMatchType::Template => PathPattern::Template(value),
+                PathMatchType::Regex => PathPattern::Regex(value),
+            }
+        }
+    };
+    let mut methods: Vec<String> = m.methods.iter().map(|m| m.as_str().to_owned()).collect();
+    methods.sort();
+    methods.dedup();
+    MatchEntry {
+        rule: String::new(),
+        path,
+        methods,
+        headers: lower_values(&m.headers, &format!("{field}.headers"), true, report),
+        query: lower_values(&m.query, &format!("{field}.query"), false, report),
+    }
+}
+
+fn lower_values(
+    values: &[ValueMatch],
+    field: &str,
+    lowercase_names: bool,
+    report: &mut ObjectReport,
+) -> Vec<ValueCondition> {
+    let mut conditions: Vec<ValueCondition> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let field = format!("{field}[{i}]");
+            match (v.kind, &v.value) {
+                (ValueMatchType::Present, _) => {}
+                (_, None) => report.invalid(
+                    format!("{field}.value"),
+                    "value is required unless type is Present",
+                ),
+                (ValueMatchType::Regex, Some(regex)) => {
+                    check_regex(regex, &format!("{field}.value"), report)
+                }
+                (ValueMatchType::Exact, Some(_)) => {}
+            }
+            ValueCondition {
+                name: if lowercase_names {
+                    v.name.to_ascii_lowercase()
+                } else {
+                    v.name.clone()
+                },
+                kind: v.kind,
+                value: if v.kind == ValueMatchType::Present {
+                    None
+                } else {
+                    v.value.clone()
+                },
+            }
+        })
+        .collect();
+    conditions.sort();
+    conditions
+}
+
+fn check_regex(regex: &str, field: &str, report: &mut ObjectReport) {
+    if let Err(e) = RegexBuilder::new(&format!("^(?:{regex})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        report.invalid(field, format!("invalid regular expression: {e}"));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lower_action(
+    rule: &RouteRule,
+    matches: &[MatchEntry],
+    namespace: &str,
+    field: &str,
+    ctx: &Context<'_>,
+    report: &mut ObjectReport,
+    backends: &mut Vec<(String, Backend)>,
+) -> Option<Action> {
+    let forward_only = rule.rewrite.is_some()
+        || rule.timeouts.is_some()
+        || rule.retries.is_some()
+        || rule.load_balancer.is_some()
+        || rule.max_concurrent_requests.is_some()
+        || rule.outlier_detection.is_some();
+    match (&rule.backends, &rule.redirect, &rule.direct_response) {
+        (Some(refs), None, None) => {
+            lower_forward(rule, refs, matches, namespace, field, ctx, report, backends)
+                .map(Action::Forward)
+        }
+        (None, Some(_), None) | (None, None, Some(_)) if forward_only => {
+            report.invalid(
+                field,
+                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests and outlierDetection apply only to rules with backends",
+            );
+            None
+        }
+        (None, Some(redirect), None) => {
+            lower_redirect(redirect, matches, &format!("{field}.redirect"), report)
+                .map(Action::Redirect)
+        }
+        (None, None, Some(direct)) => Some(Action::Respond(lower_direct(
+            direct,
+            &format!("{field}.directResponse"),
+            report,
+        ))),
+        _ => {
+            report.invalid(
+                field,
+                "set exactly one of backends, redirect and directResponse",
+            );
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lower_forward(
+    rule: &RouteRule,
+    refs: &[crate::route::BackendRef],
+    matches: &[MatchEntry],
+    namespace: &str,
+    field: &str,
+    ctx: &Context<'_>,
+    report: &mut ObjectReport,
+    backends: &mut Vec<(String, Backend)>,
+) -> Option<Forward> {
+    let mut weighted = Vec::new();
+    for (i, backend_ref) in refs.iter().enumerate() {
+        let backend_field = format!("{field}.backends[{i}]");
+        let Some((id, backend)) = backends::resolve(
+            backend_ref,
+            namespace,
+            &backend_field,
+            &ctx.index,
+            ctx.options.allow_url_backends,
+            report,
+        ) else {
+            continue;
+        };
+        let weight = backend_ref.weight.unwrap_or(1);
+        if weight > 0 {
+            weighted.push(WeightedBackend {
+                backend: id.clone(),
+                weight,
+            });
+        }
+        if !backends.iter().any(|(known, _)| *known == id) {
+            backends.push((id, backend));
+        }
+    }
+    if weighted.is_empty() && !refs.is_empty() && !report.is_invalid() {
+        report.invalid(
+            format!("{field}.backends"),
+            "at least one backend needs a positive weight",
+        );
+    }
+
+    let (path_rewrite, host_rewrite) = match &rule.rewrite {
+        Some(rewrite) => lower_rewrite(rewrite, matches, &format!("{field}.rewrite"), report),
+        None => (None, None),
+    };
+    let timeouts = rule.timeouts.clone().unwrap_or_default();
+    let timeouts_field = format!("{field}.timeouts");
+    let timeouts = TimeoutsMs {
+        request_ms: duration_ms(
+            timeouts.request.as_deref(),
+            DEFAULT_REQUEST_TIMEOUT_MS,
+            &format!("{timeouts_field}.request"),
+            report,
+        ),
+        idle_ms: duration_ms(
+            timeouts.idle.as_deref(),
+            DEFAULT_IDLE_TIMEOUT_MS,
+            &format!("{timeouts_field}.idle"),
+            report,
+        ),
+        connect_ms: duration_ms(
+            timeouts.connect.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT_MS,
+            &format!("{timeouts_field}.connect"),
+            report,
+        ),
+    };
+    let retries = lower_retries(rule, &format!("{field}.retries"), report);
+    let outlier_detection = rule.outlier_detection.as_ref().map(|o| Outliers {
+        consecutive_failures: o
+            .consecutive_failures
+            .unwrap_or(DEFAULT_CONSECUTIVE_FAILURES),
+        base_ejection_ms: duration_ms(
+            o.base_ejection_time.as_deref(),
+            DEFAULT_BASE_EJECTION_MS,
+            &format!("{field}.outlierDetection.baseEjectionTime"),
+            report,
+        ),
+        max_ejection_percent: o
+            .max_ejection_percent
+            .unwrap_or(DEFAULT_MAX_EJECTION_PERCENT),
+    });
+    Some(Forward {
+        backends: weighted,
+        path_rewrite,
+        host_rewrite,
+        timeouts,
+        retries,
+        load_balancer: rule.load_balancer.unwrap_or_default(),
+        max_concurrent_requests: rule.max_concurrent_requests,
+        outlier_detection,
+    })
+}
+
+/// Without a `retries` block, a request that could not reach any endpoint is tried once
+/// more elsewhere: it never reached an upstream, so this is safe for every method.
+fn lower_retries(rule: &RouteRule, field: &str, report: &mut ObjectReport) -> Option<Retries> {
+    let Some(policy) = &rule.retries else {
+        return Some(Retries {
+            attempts: 1,
+            retry_on: vec![RetryOn::ConnectFailure],
+            statuses: Vec::new(),
+            backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            budget_percent: DEFAULT_RETRY_BUDGET_PERCENT,
+        });
+    };
+    let attempts = policy.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS);
+    if attempts == 0 {
+        return None;
+    }
+    let mut on = policy
+        .retry_on
+        .clone()
+        .unwrap_or_else(|| vec![RetryOn::ConnectFailure]);
+    on.sort();
+    on.dedup();
+    let mut statuses = policy.statuses.clone();
+    statuses.sort_unstable();
+    statuses.dedup();
+    let backoff = policy.backoff.clone().unwrap_or_default();
+    let base = duration_ms(
+        backoff.base.as_deref(),
+        DEFAULT_BACKOFF_BASE_MS,
+        &format!("{field}.backoff.base"),
+        report,
+    );
+    let max = duration_ms(
+        backoff.max.as_deref(),
+        DEFAULT_BACKOFF_MAX_MS.max(base),
+        &format!("{field}.backoff.max"),
+        report,
+    );
+    if max < base {
+        report.invalid(
+            format!("{field}.backoff.max"),
+            "max must not be shorter than base",
+        );
+    }
+    Some(Retries {
+        attempts,
+        retry_on: on,
+        statuses,
+        backoff_base_ms: base,
+        backoff_max_ms: max,
+        budget_percent: policy
+            .budget_percent
+            .unwrap_or(DEFAULT_RETRY_BUDGET_PERCENT),
+    })
+}
+
+/// Milliseconds of a duration string, or `default` when unset.
+fn duration_ms(value: Option<&str>, default: u64, field: &str, report: &mut ObjectReport) -> u64 {
+    let Some(value) = value else { return default };
+    match kube::core::Duration::from_str(value) {
+        Ok(d) if d.is_negative() => {
+            report.invalid(field, format!("{value:?} is negative"));
+            default
+        }
+        Ok(d) => u64::try_from(std::time::Duration::from(d).as_millis()).unwrap_or(u64::MAX),
+        Err(e) => {
+            report.invalid(
+                field,
+                format!("{value:?} is not a duration like 250ms, 10s or 1m30s: {e}"),
+            );
+            default
+        }
+    }
+}
+
+/// Prefix replacement needs to know which prefix matched, so every match of the rule
+/// must be a `Prefix` or `Exact` one.
+fn check_prefix_rewritable(matches: &[MatchEntry], field: &str, report: &mut ObjectReport) {
+    if matches
+        .iter()
+        .any(|m| !matches!(m.path, PathPattern::Prefix(_) | PathPattern::Exact(_)))
+    {
+        report.invalid(
+            field,
+            "prefix replacement needs every match of the rule to be a Prefix or Exact path match",
+        );
+    }
+}
+
+fn check_absolute_normal(value: &str, field: &str, report: &mut ObjectReport) {
+    if !path::is_normalized(value) {
+        report.invalid(
+            field,
+            format!("{value:?} must be an absolute path in normal form"),
+        );
+    }
+}
+
+fn lower_rewrite(
+    rewrite: &Rewrite,
+    matches: &[MatchEntry],
+    field: &str,
+    report: &mut ObjectReport,
+) -> (Option<PathRewrite>, Option<String>) {
+    let strip = rewrite.strip_prefix.unwrap_or(false);
+    let path_rewrite = match (strip, &rewrite.replace_prefix, &rewrite.replace_path) {
+        (false, None, None) => None,
+        (true, None, None) => {
+            check_prefix_rewritable(matches, &format!("{field}.stripPrefix"), report);
+            Some(PathRewrite::ReplacePrefix("/".to_owned()))
+        }
+        (false, Some(prefix), None) => {
+            check_prefix_rewritable(matches, &format!("{field}.replacePrefix"), report);
+            check_absolute_normal(prefix, &format!("{field}.replacePrefix"), report);
+            Some(PathRewrite::ReplacePrefix(prefix.clone()))
+        }
+        (false, None, Some(full)) => {
+            check_absolute_normal(full, &format!("{field}.replacePath"), report);
+            Some(PathRewrite::ReplaceFull(full.clone()))
+        }
+        _ => {
+            report.invalid(
+                field,
+                "set at most one of stripPrefix, replacePrefix and replacePath",
+            );
+            None
+        }
+    };
+    (
+        path_rewrite,
+        rewrite.host.as_ref().map(|h| h.to_ascii_lowercase()),
+    )
+}
+
+fn lower_redirect(
+    redirect: &Redirect,
+    matches: &[MatchEntry],
+    field: &str,
+    report: &mut ObjectReport,
+) -> Option<RedirectAction> {
+    let path = match (&redirect.path, &redirect.replace_prefix) {
+        (None, None) => None,
+        (Some(full), None) => {
+            check_absolute_normal(full, &format!("{field}.path"), report);
+            Some(PathRewrite::ReplaceFull(full.clone()))
+        }
+        (None, Some(prefix)) => {
+            check_prefix_rewritable(matches, &format!("{field}.replacePrefix"), report);
+            check_absolute_normal(prefix, &format!("{field}.replacePrefix"), report);
+            Some(PathRewrite::ReplacePrefix(prefix.clone()))
+        }
+        (Some(_), Some(_)) => {
+            report.invalid(field, "set at most one of path and replacePrefix");
+            return None;
+        }
+    };
+    Some(RedirectAction {
+        scheme: redirect.scheme.map(|s| match s {
+            crate::route::RedirectScheme::Http => "http".to_owned(),
+            crate::route::RedirectScheme::Https => "https".to_owned(),
+        }),
+        host: redirect.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        port: redirect.port,
+        path,
+        status: redirect.status_code.map_or(302, u16::from),
+    })
+}
+
+fn lower_direct(direct: &DirectResponse, field: &str, report: &mut ObjectReport) -> Respond {
+    let mut headers = BTreeMap::new();
+    for (name, value) in &direct.headers {
+        if !is_token(name) {
+            report.invalid(
+                format!("{field}.headers.{name}"),
+                format!("{name:?} is not a valid header name"),
+            );
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            report.invalid(
+                format!("{field}.headers.{name}"),
+                "header values cannot contain control characters",
+            );
+        }
+        headers.insert(name.to_ascii_lowercase(), value.clone());
+    }
+    let body = direct.body.clone().unwrap_or_default();
+    if !body.is_empty() {
+        headers
+            .entry("content-type".to_owned())
+            .or_insert_with(|| "text/plain; charset=utf-8".to_owned());
+    }
+    Respond {
+        status: direct.status,
+        headers,
+        body,
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn lower_cors(cors: &CorsPolicy, report: &mut ObjectReport) -> Cors {
+    const FIELD: &str = "spec.cors";
+    for (i, origin) in cors.allow_origins.iter().enumerate() {
+        if origin != "*" && !is_origin_pattern(origin) {
+            report.invalid(
+                format!("{FIELD}.allowOrigins[{i}]"),
+                format!("{origin:?} is not *, an origin like https://app.example.com, or https://*.example.com"),
+            );
+        }
+    }
+    let allow_credentials = cors.allow_credentials.unwrap_or(false);
+    if allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
+        report.invalid(
+            format!("{FIELD}.allowCredentials"),
+            "credentials cannot be allowed for the * origin",
+        );
+    }
+    for (i, header) in cors.allow_headers.iter().enumerate() {
+        if header != "*" && !is_token(header) {
+            report.invalid(
+                format!("{FIELD}.allowHeaders[{i}]"),
+                format!("{header:?} is not a header name or *"),
+            );
+        }
+    }
+    let methods = if cors.allow_methods.is_empty() {
+        &DEFAULT_CORS_METHODS[..]
+    } else {
+        &cors.allow_methods[..]
+    };
+    Cors {
+        allow_origins: cors
+            .allow_origins
+            .iter()
+            .map(|o| o.to_ascii_lowercase())
+            .collect(),
+        allow_methods: methods.iter().map(|m| m.as_str().to_owned()).collect(),
+        allow_headers: cors
+            .allow_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        expose_headers: cors
+            .expose_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        allow_credentials,
+        max_age_seconds: cors
+            .max_age
+            .as_deref()
+            .map(|age| duration_ms(Some(age), 0, &format!("{FIELD}.maxAge"), report) / 1000),
+    }
+}
+
+/// `scheme://host[:port]`, where host may start with one `*.` label.
+fn is_origin_pattern(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") || authority.is_empty() {
+        return false;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return false;
+    }
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_patterns() {
+        for ok in [
+            "https://app.example.com",
+            "http://localhost:3000",
+            "https://*.example.com",
+        ] {
+            assert!(is_origin_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "app.example.com",
+            "ftp://x.com",
+            "https://",
+            "https://a..b",
+            "https://x.com:99999",
+            "https://x.com/path",
+        ] {
+            assert!(!is_origin_pattern(bad), "{bad}");
+        }
+    }
+}

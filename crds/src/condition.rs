@@ -1,0 +1,270 @@
+//! Status conditions: the vocabulary weir reports on its objects and the pure rule for
+//! updating them (keep `lastTransitionTime` unless the status flips, so an unchanged
+//! status compares equal and is not written again).
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::{Deserialize, Serialize};
+
+/// The conditions of an object, one per type.
+pub type Conditions = Vec<Condition>;
+
+/// The condition types weir writes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionType {
+    /// The object is valid and not in conflict with another.
+    Accepted,
+    /// Everything the object refers to exists and is usable.
+    ResolvedRefs,
+    /// (Plugins) the source transpiled and passed the compile-time checks.
+    Compiled,
+    /// The object is in the snapshot applied by every proxy.
+    Programmed,
+}
+
+impl ConditionType {
+    /// The condition type as written in `status.conditions[].type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::ResolvedRefs => "ResolvedRefs",
+            Self::Compiled => "Compiled",
+            Self::Programmed => "Programmed",
+        }
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a condition has its status: a CamelCase reason, as Kubernetes conventions ask.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// `Accepted=True`.
+    Accepted,
+    /// A field is invalid; the object is left out.
+    Invalid,
+    /// Another, older Route claims the same host and match.
+    Conflicted,
+    /// `ResolvedRefs=True`.
+    ResolvedRefs,
+    /// A backend Service, or its port, does not exist.
+    BackendNotFound,
+    /// A backend URL is not allowed where this snapshot is built.
+    RefNotPermitted,
+    /// A Plugin named by a Route does not exist.
+    PluginNotFound,
+    /// A Plugin named by a Route exists but has no version that can run.
+    PluginNotReady,
+    /// A TLS Secret does not exist.
+    SecretNotFound,
+    /// A TLS Secret holds no usable certificate chain and private key.
+    InvalidCertificate,
+    /// A source ConfigMap does not exist.
+    ConfigMapNotFound,
+    /// A source ConfigMap has no such key.
+    KeyNotFound,
+    /// `Compiled=True`.
+    Compiled,
+    /// The source does not parse; the message carries `line:col`.
+    SyntaxError,
+    /// The module has no `export default`.
+    MissingDefaultExport,
+    /// The module imports other modules, which plugins cannot.
+    ImportNotSupported,
+    /// `Programmed=True`.
+    Programmed,
+    /// The snapshot holding the object is not yet applied by every proxy.
+    Pending,
+    /// A proxy failed to load the object.
+    LoadFailed,
+    /// The object was left out of the snapshot.
+    NotProgrammed,
+}
+
+impl Reason {
+    /// The reason as written in `status.conditions[].reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::Invalid => "Invalid",
+            Self::Conflicted => "Conflicted",
+            Self::ResolvedRefs => "ResolvedRefs",
+            Self::BackendNotFound => "BackendNotFound",
+            Self::RefNotPermitted => "RefNotPermitted",
+            Self::PluginNotFound => "PluginNotFound",
+            Self::PluginNotReady => "PluginNotReady",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::InvalidCertificate => "InvalidCertificate",
+            Self::ConfigMapNotFound => "ConfigMapNotFound",
+            Self::KeyNotFound => "KeyNotFound",
+            Self::Compiled => "Compiled",
+            Self::SyntaxError => "SyntaxError",
+            Self::MissingDefaultExport => "MissingDefaultExport",
+            Self::ImportNotSupported => "ImportNotSupported",
+            Self::Programmed => "Programmed",
+            Self::Pending => "Pending",
+            Self::LoadFailed => "LoadFailed",
+            Self::NotProgrammed => "NotProgrammed",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A condition as weir wants it, before it meets the object's current status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCondition {
+    /// The condition type.
+    pub kind: ConditionType,
+    /// `True` or `False`.
+    pub status: bool,
+    /// Why.
+    pub reason: Reason,
+    /// For humans, e.g. `applied on 3/3 proxies (snapshot 42)`.
+    pub message: String,
+}
+
+impl DesiredCondition {
+    /// A `True` condition.
+    pub fn ok(kind: ConditionType, reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: true,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A `False` condition.
+    pub fn failed(kind: ConditionType, reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+fn status_str(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// The object's conditions after applying `desired` at `generation`.
+///
+/// A condition whose status does not change keeps its `lastTransitionTime`, so when
+/// nothing changed the result equals `current` and the caller can skip the write.
+/// Conditions of types not in `desired` are kept as they are.
+pub fn merge_conditions(
+    current: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Conditions {
+    let mut merged: Conditions = current
+        .iter()
+        .filter(|c| !desired.iter().any(|d| d.kind.as_str() == c.type_))
+        .cloned()
+        .collect();
+    for want in desired {
+        let status = status_str(want.status);
+        let last_transition_time = current
+            .iter()
+            .find(|c| c.type_ == want.kind.as_str() && c.status == status)
+            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+        merged.push(Condition {
+            type_: want.kind.as_str().to_owned(),
+            status: status.to_owned(),
+            reason: want.reason.as_str().to_owned(),
+            message: want.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        });
+    }
+    merged.sort_by(|a, b| a.type_.cmp(&b.type_));
+    merged
+}
+
+/// Whether two condition lists say the same thing, whatever their order.
+pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x == y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn accepted(status: bool) -> DesiredCondition {
+        if status {
+            DesiredCondition::ok(ConditionType::Accepted, Reason::Accepted, "valid")
+        } else {
+            DesiredCondition::failed(
+                ConditionType::Accepted,
+                Reason::Invalid,
+                "spec.hosts[0]: bad",
+            )
+        }
+    }
+
+    #[test]
+    fn new_condition_gets_now_and_generation() {
+        let merged = merge_conditions(&[], &[accepted(true)], Some(3), &at(100));
+        assert_eq!(merged.len(), 1);
+        let c = &merged[0];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Accepted", "True", "Accepted")
+        );
+        assert_eq!(c.observed_generation, Some(3));
+        assert_eq!(c.last_transition_time, at(100));
+    }
+
+    #[test]
+    fn unchanged_status_keeps_transition_time_and_compares_equal() {
+        let first = merge_conditions(&[], &[accepted(true)], Some(3), &at(100));
+        let again = merge_conditions(&first, &[accepted(true)], Some(3), &at(200));
+        assert_eq!(again, first);
+        assert!(same_conditions(&again, &first));
+    }
+
+    #[test]
+    fn flipped_status_moves_transition_time() {
+        let first = merge_conditions(&[], &[accepted(true)], Some(3), &at(100));
+        let flipped = merge_conditions(&first, &[accepted(false)], Some(4), &at(200));
+        assert_eq!(flipped[0].status, "False");
+        assert_eq!(flipped[0].reason, "Invalid");
+        assert_eq!(flipped[0].last_transition_time, at(200));
+        assert!(!same_conditions(&flipped, &first));
+    }
+
+    #[test]
+    fn new_generation_alone_is_a_change() {
+        let first = merge_conditions(&[], &[accepted(true)], Some(3), &at(100));
+        let next = merge_conditions(&first, &[accepted(true)], Some(4), &at(200));
+        assert_eq!(next[0].last_transition_time, at(100));
+        assert!(!same_conditions(&next, &first));
+    }
+
+    #[test]
+    fn other_condition_types_are_kept() {
+        let programmed = DesiredCondition::ok(ConditionType::Programmed, Reason::Programmed, "ok");
+        let first = merge_conditions(&[], &[programmed], Some(1), &at(100));
+        let merged = merge_conditions(&first, &[accepted(true)], Some(1), &at(200));
+        let types: Vec<_> = merged.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Accepted", "Programmed"]);
+    }
+}

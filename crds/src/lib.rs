@@ -1,0 +1,18 @@
+//! The weir API, shared by the operator and the proxy so the same manifests mean the
+//! same thing everywhere: the `Route` and `Plugin` custom resources, the `Snapshot` wire
+//! format proxies consume, and the pure compiler from the one to the other. Nothing here
+//! does I/O.
+
+pub mod compile;
+pub mod condition;
+pub mod manifest;
+pub mod path;
+pub mod plugin;
+pub mod route;
+pub mod schema;
+pub mod snapshot;
+
+pub use compile::{Compilation, Inputs, Options, compile};
+pub use plugin::{Plugin, PluginSpec, PluginStatus};
+pub use route::{Route, RouteSpec, RouteStatus};
+pub use snapshot::Snapshot;

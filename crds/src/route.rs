@@ -1,0 +1,642 @@
+//! The `Route` custom resource: which requests a host and path bring to which backends,
+//! and what happens on the way (rewrites, timeouts, retries, CORS, TLS, plugins).
+//!
+//! The schema carries every rule OpenAPI and CEL can express, so `kubectl apply` refuses
+//! nonsense early; the compiler checks the same rules again because standalone mode reads
+//! these types from files with no API server in front.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::Conditions;
+
+/// Pattern of a host name: DNS labels, lower case, optionally behind a leading `*.` wildcard.
+pub const HOST_PATTERN: &str =
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
+
+/// Pattern of a duration such as `250ms`, `10s` or `1m30s` (the Gateway API form).
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+
+/// Pattern of an HTTP header or query parameter name (an RFC 9110 token).
+pub const TOKEN_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+
+/// A Route sends requests for some hosts to backends, or answers them itself.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "Route",
+    namespaced,
+    status = "RouteStatus",
+    shortname = "wr",
+    category = "weir",
+    derive = "PartialEq",
+    doc = "A Route sends requests for some hosts to backends, or answers them itself.",
+    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
+    printcolumn(
+        name = "Programmed",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Programmed\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Host names this Route serves, exact (`api.example.com`) or one-label wildcards
+    /// (`*.example.com`). Empty means every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 253), pattern(HOST_PATTERN)))]
+    pub hosts: Vec<String>,
+
+    /// The rules, each a set of matches and what to do with a matching request.
+    #[schemars(length(min = 1, max = 64))]
+    pub rules: Vec<RouteRule>,
+
+    /// TLS certificate for the hosts of this Route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
+
+    /// CORS policy; the proxy answers preflight requests itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+
+    /// Plugins run for this Route, in this order, after the namespace's global plugins.
+    /// Listing a global plugin here only overrides its config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub plugins: Vec<PluginAttachment>,
+}
+
+/// What the API server and the operator report about a Route.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// `Accepted`, `ResolvedRefs` and `Programmed`, each with `observedGeneration`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Conditions,
+}
+
+/// One rule: requests matching any of `matches` get this rule's action, which is exactly
+/// one of `backends`, `redirect` and `directResponse`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "[has(self.backends), has(self.redirect), has(self.directResponse)].filter(x, x).size() == 1",
+        "message": "set exactly one of backends, redirect and directResponse"
+    },
+    {
+        "rule": "!has(self.rewrite) || has(self.backends)",
+        "message": "rewrite applies only to rules with backends"
+    },
+    {
+        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection)) || has(self.backends)",
+        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests and outlierDetection apply only to rules with backends"
+    }
+]))]
+pub struct RouteRule {
+    /// Request matches; a request matching any one of them selects this rule. Empty
+    /// means every path (`Prefix /`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub matches: Vec<RouteMatch>,
+
+    /// Backends to proxy to, chosen by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub backends: Option<Vec<BackendRef>>,
+
+    /// Answer with a redirect instead of proxying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+
+    /// Answer with a fixed response instead of proxying (health endpoints, maintenance pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+
+    /// Rewrite of the path and host before the request goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+
+    /// Time limits for requests of this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+
+    /// When and how often failed requests are tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+
+    /// How requests are spread over a backend's endpoints. Default `LeastRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+
+    /// Requests this rule may have in flight to each backend at once; further requests
+    /// are shed with 503 instead of queueing. Unset means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_concurrent_requests: Option<u32>,
+
+    /// Passive health checking: endpoints that keep failing are taken out for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// Conditions a request must meet, all of them, to match.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// Path condition. Unset means `Prefix /`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+
+    /// Methods allowed; empty means any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
+    pub methods: Vec<HttpMethod>,
+
+    /// Header conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<ValueMatch>,
+
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub query: Vec<ValueMatch>,
+}
+
+/// How a request path is compared. Request paths are normalized first (dot segments
+/// resolved, repeated slashes merged, `%2F` and unreserved escapes decoded).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathMatch {
+    /// The kind of comparison.
+    #[serde(rename = "type", default)]
+    pub kind: PathMatchType,
+
+    /// The path, template or regular expression. Exact, Prefix and Template values are
+    /// absolute paths in normalized form.
+    #[schemars(length(min = 1, max = 1024))]
+    pub value: String,
+}
+
+/// The kinds of path comparison, from most to least specific when several match.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PathMatchType {
+    /// The whole path equals the value.
+    Exact,
+    /// A template such as `/users/{id}/orders/{order}`: each `{name}` matches one
+    /// non-empty segment and is passed on to plugins as a path parameter.
+    Template,
+    /// A regular expression (RE2 syntax) that must match the whole path.
+    Regex,
+    /// The path starts with the value, segment by segment: `/api` matches `/api` and
+    /// `/api/users`, not `/apis`.
+    #[default]
+    Prefix,
+}
+
+/// HTTP request methods.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Connect,
+    Options,
+    Trace,
+    Patch,
+}
+
+impl HttpMethod {
+    /// The method as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+            Self::Options => "OPTIONS",
+            Self::Trace => "TRACE",
+            Self::Patch => "PATCH",
+        }
+    }
+}
+
+/// A condition on a named header or query parameter.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.type) && self.type == 'Present') || has(self.value)",
+        "message": "value is required unless type is Present"
+    }
+]))]
+pub struct ValueMatch {
+    /// Header or query parameter name; header names compare case-insensitively.
+    #[schemars(length(min = 1, max = 256), pattern(TOKEN_PATTERN))]
+    pub name: String,
+
+    /// The kind of comparison. Default `Exact`.
+    #[serde(rename = "type", default)]
+    pub kind: ValueMatchType,
+
+    /// The value, or regular expression, to compare with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+}
+
+/// How a header or query value is compared.
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+pub enum ValueMatchType {
+    /// The value equals `value`.
+    #[default]
+    Exact,
+    /// The value matches the regular expression `value` in whole.
+    Regex,
+    /// The header or parameter is present, whatever its value.
+    Present,
+}
+
+/// A backend: a Kubernetes Service in the Route's namespace (`name` and `port`), or an
+/// explicit `url` (standalone mode, external services).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.url) ? !has(self.name) && !has(self.port) : has(self.name) && has(self.port)",
+        "message": "set either url, or name and port"
+    }
+]))]
+pub struct BackendRef {
+    /// Name of a Service in the Route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: Option<String>,
+
+    /// Port of the Service (its `port`, not the target port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+
+    /// An explicit URL: `http://`, `https://` or `h2c://` (HTTP/2 without TLS), host,
+    /// optional port and optional base path prepended to every request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(r"^(https?|h2c)://"))]
+    pub url: Option<String>,
+
+    /// Relative share of requests. Default 1; 0 sends nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub weight: Option<u32>,
+}
+
+/// An HTTP redirect answered by the proxy. Unset parts keep the request's own.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.path) && has(self.replacePrefix))",
+        "message": "set at most one of path and replacePrefix"
+    }
+]))]
+pub struct Redirect {
+    /// Scheme of the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<RedirectScheme>,
+
+    /// Host of the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: Option<String>,
+
+    /// Port of the target; unset means the scheme's default port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+
+    /// Replaces the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern("^/"))]
+    pub path: Option<String>,
+
+    /// Replaces the part of the path matched by a `Prefix` match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern("^/"))]
+    pub replace_prefix: Option<String>,
+
+    /// Status code. Default 302.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<RedirectStatus>,
+}
+
+/// Schemes a redirect may send to.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum RedirectScheme {
+    Http,
+    Https,
+}
+
+/// Redirect status codes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(try_from = "u16", into = "u16")]
+#[schemars(with = "u16", extend("enum" = [301, 302, 303, 307, 308]))]
+#[allow(missing_docs)]
+pub enum RedirectStatus {
+    MovedPermanently,
+    Found,
+    SeeOther,
+    TemporaryRedirect,
+    PermanentRedirect,
+}
+
+impl TryFrom<u16> for RedirectStatus {
+    type Error = String;
+    fn try_from(code: u16) -> Result<Self, String> {
+        Ok(match code {
+            301 => Self::MovedPermanently,
+            302 => Self::Found,
+            303 => Self::SeeOther,
+            307 => Self::TemporaryRedirect,
+            308 => Self::PermanentRedirect,
+            other => {
+                return Err(format!(
+                    "{other} is not a redirect status (301, 302, 303, 307, 308)"
+                ));
+            }
+        })
+    }
+}
+
+impl From<RedirectStatus> for u16 {
+    fn from(status: RedirectStatus) -> u16 {
+        match status {
+            RedirectStatus::MovedPermanently => 301,
+            RedirectStatus::Found => 302,
+            RedirectStatus::SeeOther => 303,
+            RedirectStatus::TemporaryRedirect => 307,
+            RedirectStatus::PermanentRedirect => 308,
+        }
+    }
+}
+
+/// A fixed response answered by the proxy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectResponse {
+    /// Status code.
+    #[schemars(range(min = 200, max = 599))]
+    pub status: u16,
+
+    /// Response headers. A body without `content-type` is sent as `text/plain`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub headers: BTreeMap<String, String>,
+
+    /// Response body, at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub body: Option<String>,
+}
+
+/// Path and host rewriting before the request goes upstream.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "[has(self.stripPrefix) && self.stripPrefix, has(self.replacePrefix), has(self.replacePath)].filter(x, x).size() <= 1",
+        "message": "set at most one of stripPrefix, replacePrefix and replacePath"
+    }
+]))]
+pub struct Rewrite {
+    /// Remove the part of the path matched by the `Prefix` match (same as
+    /// `replacePrefix: /`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<bool>,
+
+    /// Replace the part of the path matched by the `Prefix` match with this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern("^/"))]
+    pub replace_prefix: Option<String>,
+
+    /// Replace the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern("^/"))]
+    pub replace_path: Option<String>,
+
+    /// Host header sent upstream instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 253),
+        pattern(
+            r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$"
+        )
+    )]
+    pub host: Option<String>,
+}
+
+/// Time limits, as durations such as `250ms`, `10s` or `1m30s`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Whole request, from routing until the upstream's response headers; 504 after.
+    /// Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub request: Option<String>,
+
+    /// Longest silence while a body streams either way before the stream is cut.
+    /// Default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub idle: Option<String>,
+
+    /// Time to open a connection to an endpoint. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub connect: Option<String>,
+}
+
+/// Retries of failed requests. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,
+/// TRACE) are retried, and retries count against a budget so they cannot multiply load.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Retries after the first try. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub attempts: Option<u32>,
+
+    /// Failures that are retried. Default `[ConnectFailure]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 3))]
+    pub retry_on: Option<Vec<RetryOn>>,
+
+    /// Upstream status codes that are retried too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 500, max = 599)))]
+    pub statuses: Vec<u16>,
+
+    /// Wait between tries, growing exponentially with jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+
+    /// Retries allowed, as a percentage of requests in flight. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub budget_percent: Option<u32>,
+}
+
+/// Kinds of failure a retry policy can retry.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum RetryOn {
+    /// The connection to the endpoint could not be opened.
+    ConnectFailure,
+    /// The connection was reset before response headers arrived.
+    Reset,
+    /// The try ran out of time (the per-try share of the request timeout).
+    Timeout,
+}
+
+/// Exponential backoff between retries.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    /// First wait. Default 25ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub base: Option<String>,
+
+    /// Longest wait. Default 250ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub max: Option<String>,
+}
+
+/// Load-balancing algorithms.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LoadBalancer {
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// Of two endpoints picked at random, the one with fewer requests in flight.
+    #[default]
+    LeastRequest,
+}
+
+/// Passive outlier detection.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// Consecutive failures (connect errors and 5xx) that eject an endpoint. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub consecutive_failures: Option<u32>,
+
+    /// How long an ejected endpoint stays out, growing with each ejection. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub base_ejection_time: Option<String>,
+
+    /// Most endpoints of a backend ejected at once, in percent. Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// TLS for a Route's hosts.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTls {
+    /// A Secret of type `kubernetes.io/tls` in the Route's namespace (`tls.crt`, `tls.key`).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// A CORS policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsPolicy {
+    /// Origins allowed: exact (`https://app.example.com`), with a wildcard host label
+    /// (`https://*.example.com`), or `*`.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 512)))]
+    pub allow_origins: Vec<String>,
+
+    /// Methods allowed. Default GET, HEAD, POST.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
+    pub allow_methods: Vec<HttpMethod>,
+
+    /// Request headers allowed, or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    pub allow_headers: Vec<String>,
+
+    /// Response headers the browser may expose to scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), pattern(TOKEN_PATTERN))
+    )]
+    pub expose_headers: Vec<String>,
+
+    /// Whether credentials (cookies, authorization) may be sent. Not allowed together
+    /// with the `*` origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+
+    /// How long the browser may cache a preflight answer. Unset leaves it to the browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub max_age: Option<String>,
+}
+
+/// A plugin run for a Route, with an optional override of its config.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginAttachment {
+    /// Name of a Plugin in the Route's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Merged over the Plugin's own `config` (JSON merge patch) for this Route only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::free_form_object")]
+    pub config: Option<serde_json::Value>,
+}

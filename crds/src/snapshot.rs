@@ -1,0 +1,455 @@
+//! The `Snapshot`: everything a proxy needs to serve, compiled from the Routes, Plugins,
+//! ConfigMaps, Services, EndpointSlices and Secrets of the cluster (or of a directory).
+//!
+//! A proxy swaps a whole snapshot at once. The format is JSON (serde), versioned by
+//! [`SNAPSHOT_FORMAT`]; `docs/snapshot.md` describes it for people. Maps are `BTreeMap`s
+//! and lists are sorted by the compiler, so equal inputs serialize to equal bytes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plugin::{FailurePolicy, PluginScope};
+use crate::route::{LoadBalancer, RetryOn, ValueMatchType};
+
+/// The version of the wire format itself. A proxy refuses snapshots of another format.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Everything a proxy serves, at one version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// [`SNAPSHOT_FORMAT`] of the producer.
+    pub format: u32,
+    /// Grows by one whenever the content changes; proxies report the version they run.
+    pub version: u64,
+    /// `sha256:` of the content (everything but `version` and `hash`).
+    pub hash: String,
+    /// Hosts with their match entries, most specific entry first.
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// Rules by id (`namespace/route/index`): what to do with a matched request.
+    pub rules: BTreeMap<String, Rule>,
+    /// Upstreams by id (`service:namespace/name:port` or `url:<url>`).
+    pub backends: BTreeMap<String, Backend>,
+    /// Plugin bundles by id (`namespace/name`).
+    pub plugins: BTreeMap<String, PluginBundle>,
+    /// TLS certificates, chosen by SNI.
+    pub certificates: Vec<Certificate>,
+}
+
+/// The part of a snapshot the hash covers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Content<'a> {
+    format: u32,
+    virtual_hosts: &'a [VirtualHost],
+    rules: &'a BTreeMap<String, Rule>,
+    backends: &'a BTreeMap<String, Backend>,
+    plugins: &'a BTreeMap<String, PluginBundle>,
+    certificates: &'a [Certificate],
+}
+
+impl Snapshot {
+    /// An empty snapshot at version 0: what a proxy has before its first real one.
+    pub fn empty() -> Self {
+        let mut snapshot = Self {
+            format: SNAPSHOT_FORMAT,
+            version: 0,
+            hash: String::new(),
+            virtual_hosts: Vec::new(),
+            rules: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            certificates: Vec::new(),
+        };
+        snapshot.hash = snapshot.content_hash();
+        snapshot
+    }
+
+    /// `sha256:<hex>` of the content, independent of `version` and `hash`.
+    pub fn content_hash(&self) -> String {
+        let content = Content {
+            format: self.format,
+            virtual_hosts: &self.virtual_hosts,
+            rules: &self.rules,
+            backends: &self.backends,
+            plugins: &self.plugins,
+            certificates: &self.certificates,
+        };
+        // Serializing plain data to a Vec cannot fail.
+        let bytes = serde_json::to_vec(&content).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    }
+
+    /// Whether `hash` is the hash of the content (a check against corruption in transit).
+    pub fn hash_is_valid(&self) -> bool {
+        self.hash == self.content_hash()
+    }
+}
+
+/// A host (`api.example.com`, `*.example.com`, or `*` for any host) and its match entries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualHost {
+    /// The host pattern, lower case.
+    pub host: String,
+    /// Match entries, most specific first: the first that matches a request wins.
+    pub entries: Vec<MatchEntry>,
+}
+
+/// A request match leading to a rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchEntry {
+    /// Id of the rule in [`Snapshot::rules`].
+    pub rule: String,
+    /// Path condition, on the normalized path.
+    pub path: PathPattern,
+    /// Methods allowed (upper case); empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Header conditions (names lower case), all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueCondition>,
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueCondition>,
+}
+
+/// A path condition. See [`crate::path`] for normalization and segment rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(tag = "type", content = "value")]
+pub enum PathPattern {
+    /// The path equals this.
+    Exact(String),
+    /// A `{param}` template.
+    Template(String),
+    /// A regular expression that must match the whole path.
+    Regex(String),
+    /// The path lies under this prefix, segment-wise.
+    Prefix(String),
+}
+
+/// A header or query parameter condition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueCondition {
+    /// Header name (lower case) or query parameter name.
+    pub name: String,
+    /// How to compare.
+    #[serde(rename = "type")]
+    pub kind: ValueMatchType,
+    /// Value or regular expression; absent for `Present`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// What to do with requests matched to one rule of one Route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// `namespace/name` of the Route: the route label in metrics and access logs.
+    pub route: String,
+    /// Index of the rule within the Route.
+    pub index: u32,
+    /// The action.
+    pub action: Action,
+    /// CORS policy; preflights are answered by the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Plugins run for these requests, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginCall>,
+}
+
+/// The action of a rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Action {
+    /// Proxy to backends.
+    Forward(Forward),
+    /// Answer with a redirect.
+    Redirect(RedirectAction),
+    /// Answer with a fixed response.
+    Respond(Respond),
+}
+
+/// Proxying to weighted backends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Forward {
+    /// Backends with their weights (all weights positive).
+    pub backends: Vec<WeightedBackend>,
+    /// Path rewrite before going upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_rewrite: Option<PathRewrite>,
+    /// Host header sent upstream instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+    /// Time limits.
+    pub timeouts: TimeoutsMs,
+    /// Retry policy; absent means no retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Load-balancing algorithm across a backend's endpoints.
+    pub load_balancer: LoadBalancer,
+    /// Requests in flight per backend before shedding with 503; absent means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<u32>,
+    /// Passive outlier ejection; absent means endpoints are never ejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<Outliers>,
+}
+
+/// A backend and its weight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedBackend {
+    /// Id in [`Snapshot::backends`].
+    pub backend: String,
+    /// Relative share of requests (positive).
+    pub weight: u32,
+}
+
+/// A path rewrite.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", content = "value")]
+pub enum PathRewrite {
+    /// Replace the matched `Prefix` (or `Exact`) value with this.
+    ReplacePrefix(String),
+    /// Replace the whole path with this.
+    ReplaceFull(String),
+}
+
+/// Time limits in milliseconds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsMs {
+    /// Routing until upstream response headers.
+    pub request_ms: u64,
+    /// Longest silence while a body streams.
+    pub idle_ms: u64,
+    /// Opening a connection to an endpoint.
+    pub connect_ms: u64,
+}
+
+/// A retry policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retries {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// Failure kinds retried.
+    pub retry_on: Vec<RetryOn>,
+    /// Upstream statuses retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+    /// First backoff.
+    pub backoff_base_ms: u64,
+    /// Longest backoff.
+    pub backoff_max_ms: u64,
+    /// Retries allowed as a percentage of requests in flight.
+    pub budget_percent: u32,
+}
+
+/// Passive outlier ejection settings.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outliers {
+    /// Consecutive failures that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// First ejection time; each further ejection of the same endpoint lasts longer.
+    pub base_ejection_ms: u64,
+    /// Most endpoints of a backend out at once, in percent.
+    pub max_ejection_percent: u32,
+}
+
+/// A redirect answered by the proxy; unset parts keep the request's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectAction {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Target host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Target port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Path rewrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// A fixed response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Respond {
+    /// Status code.
+    pub status: u16,
+    /// Headers (names lower case).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+}
+
+/// A CORS policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// Allowed origins: exact, `scheme://*.domain`, or `*`.
+    pub allow_origins: Vec<String>,
+    /// Allowed methods.
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers (lower case), or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Whether credentials are allowed.
+    pub allow_credentials: bool,
+    /// Preflight cache time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+}
+
+/// A plugin run for a rule, with the config it sees there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginCall {
+    /// Id in [`Snapshot::plugins`].
+    pub plugin: String,
+    /// The plugin's config merged with the Route's override, already validated.
+    pub config: serde_json::Value,
+}
+
+/// An upstream: how to speak to it and where its endpoints are.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// Wire protocol.
+    pub protocol: BackendProtocol,
+    /// Endpoints; empty means the backend has none ready (503).
+    pub endpoints: Vec<Endpoint>,
+    /// TLS server name for `Https` backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Prepended to every request path (from a URL backend's path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_path: Option<String>,
+}
+
+/// How the proxy speaks to a backend.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over TCP.
+    Http,
+    /// HTTP/1.1 or HTTP/2 (by ALPN) over TLS.
+    Https,
+    /// HTTP/2 over TCP without TLS.
+    H2c,
+}
+
+/// An endpoint: an IP address or a DNS name, and a port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// IP address or DNS name (resolved by the proxy).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// A compiled plugin.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginBundle {
+    /// Namespace of the Plugin.
+    pub namespace: String,
+    /// Name of the Plugin.
+    pub name: String,
+    /// `metadata.generation` of the Plugin this bundle was compiled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The ES module, as JavaScript.
+    pub code: String,
+    /// `sha256:` of `code`: the plugin version isolates load.
+    pub code_hash: String,
+    /// The plugin's own config (Routes see it merged with their override).
+    pub config: serde_json::Value,
+    /// The JSON Schema configs were checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<serde_json::Value>,
+    /// Position among global plugins.
+    pub order: i32,
+    /// Global or attached.
+    pub scope: PluginScope,
+    /// Time budget per hook call.
+    pub timeout_ms: u32,
+    /// Memory limit per isolate.
+    #[serde(rename = "memoryLimitMiB")]
+    pub memory_limit_mib: u32,
+    /// What a failure does to the request.
+    pub failure_policy: FailurePolicy,
+}
+
+/// A TLS certificate and the hosts it serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    /// Host patterns (exact or `*.domain`) that select this certificate by SNI.
+    pub hosts: Vec<String>,
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    /// PEM certificate chain, leaf first.
+    pub chain_pem: String,
+    /// PEM private key.
+    pub key_pem: PrivateKeyPem,
+}
+
+/// A PEM private key; `Debug` does not print it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct PrivateKeyPem(pub String);
+
+impl fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKeyPem(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_ignores_version_and_tracks_content() {
+        let mut a = Snapshot::empty();
+        assert!(a.hash_is_valid());
+        let before = a.content_hash();
+        a.version = 7;
+        assert_eq!(a.content_hash(), before);
+        a.certificates.push(Certificate {
+            hosts: vec!["a.example".into()],
+            secret: "ns/s".into(),
+            chain_pem: "chain".into(),
+            key_pem: PrivateKeyPem("key".into()),
+        });
+        assert_ne!(a.content_hash(), before);
+        assert!(!a.hash_is_valid());
+    }
+
+    #[test]
+    fn private_keys_do_not_leak_into_debug_output() {
+        let key = PrivateKeyPem("-----BEGIN PRIVATE KEY-----secret".into());
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}
