@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod condition;
+pub mod crd;
 pub mod manifest;
 pub mod path;
 pub mod plugin;

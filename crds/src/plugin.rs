@@ -15,6 +15,8 @@ pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 16;
 
 /// A Plugin is TypeScript policy (auth, rate limits, header rules, logging) run by the
 /// proxy for the Routes of its namespace.
+// Printer columns repeat `type_ = "string"`, which is what the lint flags.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.dev",

@@ -24,6 +24,8 @@ pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
 pub const TOKEN_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 
 /// A Route sends requests for some hosts to backends, or answers them itself.
+// Printer columns repeat `type_ = "string"`, which is what the lint flags.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.dev",

@@ -138,7 +138,7 @@ impl<'a> Index<'a> {
 pub(crate) enum PluginState {
     /// A bundle runs (the current spec's or the last good one), with its config schema.
     Usable {
-        bundle: PluginBundle,
+        bundle: Box<PluginBundle>,
         schema: Option<Validator>,
     },
     /// The Plugin exists but nothing of it can run.
@@ -203,7 +203,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
                 report.in_snapshot = InSnapshot::Whole;
                 PluginState::Usable {
                     schema: plugins::bundle_schema(&bundle),
-                    bundle,
+                    bundle: Box::new(bundle),
                 }
             }
             None => match inputs
@@ -217,7 +217,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
                     };
                     PluginState::Usable {
                         schema: plugins::bundle_schema(last_good),
-                        bundle: last_good.clone(),
+                        bundle: Box::new(last_good.clone()),
                     }
                 }
                 None => PluginState::Unusable,
@@ -299,7 +299,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         .by_name
         .into_iter()
         .filter_map(|((namespace, name), state)| match state {
-            PluginState::Usable { bundle, .. } => Some((format!("{namespace}/{name}"), bundle)),
+            PluginState::Usable { bundle, .. } => Some((format!("{namespace}/{name}"), *bundle)),
             PluginState::Unusable => None,
         })
         .collect();

@@ -47,11 +47,12 @@ pub(crate) fn virtual_hosts(
                         let winner = &routes[winner];
                         lost += 1;
                         reports[position].push(
-                            format!("spec.rules[{}].matches[{}]", lowered.rule, lowered.index),
+                            lowered.field.clone(),
                             ConditionType::Accepted,
                             Reason::Conflicted,
                             format!(
-                                "host {host}: the same match is claimed by Route {}/{}, which is older and wins",
+                                "host {host}: the same match is claimed by Route {}/{}, which takes precedence \
+                                 (older, or as old and first by namespace/name)",
                                 winner.namespace, winner.name
                             ),
                         );
@@ -76,7 +77,7 @@ pub(crate) fn virtual_hosts(
     hosts
         .into_iter()
         .map(|(host, mut entries)| {
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.sort_by_key(|(key, _)| *key);
             VirtualHost {
                 host: host.to_owned(),
                 entries: entries.into_iter().map(|(_, e)| e.clone()).collect(),
@@ -130,7 +131,8 @@ pub(crate) fn certificates(
                         ConditionType::Accepted,
                         Reason::Conflicted,
                         format!(
-                            "host {host} already has TLS from Secret {secret} of Route {}/{}, which is older and wins",
+                            "host {host} already has TLS from Secret {secret} of Route {}/{}, which takes \
+                             precedence (older, or as old and first by namespace/name)",
                             winner.namespace, winner.name
                         ),
                     );

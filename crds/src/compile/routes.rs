@@ -60,6 +60,8 @@ pub(crate) struct LoweredEntry {
     pub entry: MatchEntry,
     pub rule: usize,
     pub index: usize,
+    /// The match's field path, for diagnostics.
+    pub field: String,
 }
 
 /// Checks a Route and lowers it; `None` when it must be left out (the reasons are in
@@ -112,7 +114,13 @@ pub(crate) fn lower(
         ) else {
             continue;
         };
+        let implicit = rule.matches.is_empty();
         for (index, entry) in matches.into_iter().enumerate() {
+            let field = if implicit {
+                format!("{field}.matches")
+            } else {
+                format!("{field}.matches[{index}]")
+            };
             lowered.entries.push(LoweredEntry {
                 entry: MatchEntry {
                     rule: id.clone(),
@@ -120,6 +128,7 @@ pub(crate) fn lower(
                 },
                 rule: rule_index,
                 index,
+                field,
             });
         }
         lowered.rules.push((

@@ -1,0 +1,512 @@
+//! The compiler on Routes: every kind of match, precedence, actions, and one test per kind
+//! of bad input, each naming the object and field.
+
+mod support;
+
+use support::*;
+use weir_crds::compile::report::InSnapshot;
+use weir_crds::condition::{ConditionType, Reason};
+use weir_crds::route::ValueMatchType;
+use weir_crds::snapshot::{Action, PathPattern, PathRewrite, ValueCondition};
+
+#[test]
+fn every_match_type_is_compiled() {
+    let c = compile_yaml(&route(
+        "api",
+        "  hosts: [api.example.com]
+  rules:
+  - matches:
+    - path: {type: Exact, value: /healthz}
+    - path: {type: Prefix, value: /api}
+      methods: [POST, GET]
+      headers: [{name: X-Canary, value: 'true'}, {name: X-Debug, type: Present}]
+      query: [{name: v, type: Regex, value: '[0-9]+'}]
+    - path: {type: Template, value: '/users/{id}'}
+    - path: {type: Regex, value: '/files/.*\\.png'}
+    directResponse: {status: 200, body: ok}",
+    ));
+    assert_eq!(route_report(&c, "shop", "api").diagnostics, vec![]);
+    let host = &c.snapshot.virtual_hosts[0];
+    assert_eq!(host.host, "api.example.com");
+    let paths: Vec<&PathPattern> = host.entries.iter().map(|e| &e.path).collect();
+    assert_eq!(
+        paths,
+        [
+            &PathPattern::Exact("/healthz".into()),
+            &PathPattern::Template("/users/{id}".into()),
+            &PathPattern::Regex("/files/.*\\.png".into()),
+            &PathPattern::Prefix("/api".into()),
+        ]
+    );
+    let prefix = &host.entries[3];
+    assert_eq!(prefix.methods, ["GET", "POST"]);
+    assert_eq!(
+        prefix.headers,
+        [
+            ValueCondition {
+                name: "x-canary".into(),
+                kind: ValueMatchType::Exact,
+                value: Some("true".into())
+            },
+            ValueCondition {
+                name: "x-debug".into(),
+                kind: ValueMatchType::Present,
+                value: None
+            },
+        ]
+    );
+    assert_eq!(
+        prefix.query,
+        [ValueCondition {
+            name: "v".into(),
+            kind: ValueMatchType::Regex,
+            value: Some("[0-9]+".into())
+        }]
+    );
+    assert!(host.entries.iter().all(|e| e.rule == "shop/api/0"));
+}
+
+#[test]
+fn no_match_means_every_path_and_no_host_means_every_host() {
+    let c = compile_yaml(&route("all", "  rules: [{directResponse: {status: 204}}]"));
+    let host = &c.snapshot.virtual_hosts[0];
+    assert_eq!(host.host, "*");
+    assert_eq!(host.entries[0].path, PathPattern::Prefix("/".into()));
+}
+
+#[test]
+fn most_specific_entry_comes_first_across_routes() {
+    let yaml = [
+        route("a", "  hosts: [x.example]\n  rules: [{matches: [{path: {type: Prefix, value: /a}}], directResponse: {status: 200}}]"),
+        route("b", "  hosts: [x.example]\n  rules: [{matches: [{path: {type: Prefix, value: /a/b}}], directResponse: {status: 200}}]"),
+        route("c", "  hosts: [x.example]\n  rules: [{matches: [{path: {type: Prefix, value: /a}, methods: [GET]}], directResponse: {status: 200}}]"),
+        route("d", "  hosts: [x.example]\n  rules: [{matches: [{path: {type: Exact, value: /a}}], directResponse: {status: 200}}]"),
+    ]
+    .concat();
+    let c = compile_yaml(&yaml);
+    let order: Vec<&str> = c.snapshot.virtual_hosts[0]
+        .entries
+        .iter()
+        .map(|e| e.rule.as_str())
+        .collect();
+    assert_eq!(order, ["shop/d/0", "shop/b/0", "shop/c/0", "shop/a/0"]);
+}
+
+#[test]
+fn actions_are_lowered_with_defaults() {
+    let c = compile_yaml(&route(
+        "actions",
+        "  rules:
+  - matches: [{path: {value: /old}}]
+    redirect: {scheme: https, host: new.example.com, replacePrefix: /new, statusCode: 301}
+  - matches: [{path: {type: Exact, value: /maintenance}}]
+    directResponse: {status: 503, headers: {Retry-After: '120'}, body: down for maintenance}
+  - matches: [{path: {value: /api}}]
+    backends: [{url: 'http://127.0.0.1:9000/base', weight: 3}, {url: 'h2c://backend.local', weight: 0}]
+    rewrite: {stripPrefix: true, host: internal.example}
+    timeouts: {request: 1m30s, connect: 250ms}
+    retries: {attempts: 3, retryOn: [Reset, ConnectFailure], statuses: [503, 502], backoff: {base: 10ms, max: 1s}}
+    loadBalancer: RoundRobin
+    maxConcurrentRequests: 100
+    outlierDetection: {consecutiveFailures: 3}",
+    ));
+    assert_eq!(route_report(&c, "shop", "actions").diagnostics, vec![]);
+    let rules = &c.snapshot.rules;
+    let Action::Redirect(redirect) = &rules["shop/actions/0"].action else {
+        panic!("redirect")
+    };
+    assert_eq!(redirect.status, 301);
+    assert_eq!(
+        redirect.path,
+        Some(PathRewrite::ReplacePrefix("/new".into()))
+    );
+    assert_eq!(redirect.scheme.as_deref(), Some("https"));
+
+    let Action::Respond(respond) = &rules["shop/actions/1"].action else {
+        panic!("respond")
+    };
+    assert_eq!(respond.status, 503);
+    assert_eq!(respond.headers["retry-after"], "120");
+    assert_eq!(respond.headers["content-type"], "text/plain; charset=utf-8");
+
+    let Action::Forward(forward) = &rules["shop/actions/2"].action else {
+        panic!("forward")
+    };
+    assert_eq!(forward.backends.len(), 1, "a zero weight sends nothing");
+    assert_eq!(
+        forward.backends[0].backend,
+        "url:http://127.0.0.1:9000/base"
+    );
+    assert_eq!(forward.backends[0].weight, 3);
+    assert_eq!(
+        forward.path_rewrite,
+        Some(PathRewrite::ReplacePrefix("/".into()))
+    );
+    assert_eq!(forward.host_rewrite.as_deref(), Some("internal.example"));
+    assert_eq!(
+        (
+            forward.timeouts.request_ms,
+            forward.timeouts.idle_ms,
+            forward.timeouts.connect_ms
+        ),
+        (90_000, 60_000, 250)
+    );
+    let retries = forward.retries.as_ref().unwrap();
+    assert_eq!(retries.attempts, 3);
+    assert_eq!(retries.statuses, [502, 503]);
+    assert_eq!(
+        (
+            retries.backoff_base_ms,
+            retries.backoff_max_ms,
+            retries.budget_percent
+        ),
+        (10, 1000, 20)
+    );
+    assert_eq!(forward.max_concurrent_requests, Some(100));
+    assert_eq!(forward.outlier_detection.unwrap().consecutive_failures, 3);
+    let backend = &c.snapshot.backends["url:http://127.0.0.1:9000/base"];
+    assert_eq!(backend.base_path.as_deref(), Some("/base"));
+    assert_eq!(
+        (
+            backend.endpoints[0].host.as_str(),
+            backend.endpoints[0].port
+        ),
+        ("127.0.0.1", 9000)
+    );
+    assert!(
+        !c.snapshot
+            .backends
+            .contains_key("url:h2c://backend.local:80"),
+        "unused backends are left out"
+    );
+}
+
+#[test]
+fn without_a_retry_policy_only_connect_failures_are_retried_once() {
+    let c = compile_yaml(&route(
+        "r",
+        "  rules: [{backends: [{url: 'http://127.0.0.1:1'}]}]",
+    ));
+    let Action::Forward(forward) = &c.snapshot.rules["shop/r/0"].action else {
+        panic!()
+    };
+    let retries = forward.retries.as_ref().unwrap();
+    assert_eq!(retries.attempts, 1);
+    assert_eq!(
+        retries.retry_on,
+        [weir_crds::route::RetryOn::ConnectFailure]
+    );
+
+    let c = compile_yaml(&route(
+        "r",
+        "  rules: [{backends: [{url: 'http://127.0.0.1:1'}], retries: {attempts: 0}}]",
+    ));
+    let Action::Forward(forward) = &c.snapshot.rules["shop/r/0"].action else {
+        panic!()
+    };
+    assert_eq!(forward.retries, None);
+}
+
+/// One Route per kind of invalid field: each is left out, with `Accepted=False`,
+/// reason `Invalid`, naming the field.
+#[test]
+fn each_kind_of_invalid_route_field_is_named() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "bad-host",
+            "  hosts: [Not_A_Host]\n  rules: [{directResponse: {status: 200}}]",
+            "spec.hosts[0]",
+        ),
+        (
+            "unnormal-prefix",
+            "  rules: [{matches: [{path: {value: /a//b}}], directResponse: {status: 200}}]",
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            "bad-template",
+            "  rules: [{matches: [{path: {type: Template, value: '/u/{1}'}}], directResponse: {status: 200}}]",
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            "bad-regex",
+            "  rules: [{matches: [{path: {type: Regex, value: '/(a'}}], directResponse: {status: 200}}]",
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            "bad-header-regex",
+            "  rules: [{matches: [{headers: [{name: x, type: Regex, value: '(('}]}], directResponse: {status: 200}}]",
+            "spec.rules[0].matches[0].headers[0].value",
+        ),
+        (
+            "header-without-value",
+            "  rules: [{matches: [{headers: [{name: x}]}], directResponse: {status: 200}}]",
+            "spec.rules[0].matches[0].headers[0].value",
+        ),
+        (
+            "two-actions",
+            "  rules: [{directResponse: {status: 200}, redirect: {host: a.example}}]",
+            "spec.rules[0]",
+        ),
+        (
+            "no-action",
+            "  rules: [{matches: [{path: {value: /}}]}]",
+            "spec.rules[0]",
+        ),
+        (
+            "rewrite-on-redirect",
+            "  rules: [{redirect: {host: a.example}, rewrite: {stripPrefix: true}}]",
+            "spec.rules[0]",
+        ),
+        (
+            "prefix-rewrite-of-regex",
+            "  rules: [{matches: [{path: {type: Regex, value: /a.*}}], backends: [{url: 'http://a'}], rewrite: {replacePrefix: /b}}]",
+            "spec.rules[0].rewrite.replacePrefix",
+        ),
+        (
+            "two-rewrites",
+            "  rules: [{backends: [{url: 'http://a'}], rewrite: {stripPrefix: true, replacePath: /x}}]",
+            "spec.rules[0].rewrite",
+        ),
+        (
+            "bad-duration",
+            "  rules: [{backends: [{url: 'http://a'}], timeouts: {request: 10 seconds}}]",
+            "spec.rules[0].timeouts.request",
+        ),
+        (
+            "backoff-inverted",
+            "  rules: [{backends: [{url: 'http://a'}], retries: {backoff: {base: 1s, max: 10ms}}}]",
+            "spec.rules[0].retries.backoff.max",
+        ),
+        (
+            "too-many-retries",
+            "  rules: [{backends: [{url: 'http://a'}], retries: {attempts: 50}}]",
+            "spec.rules[0].retries.attempts",
+        ),
+        (
+            "credentials-any-origin",
+            "  cors: {allowOrigins: ['*'], allowCredentials: true}\n  rules: [{directResponse: {status: 200}}]",
+            "spec.cors.allowCredentials",
+        ),
+        (
+            "bad-origin",
+            "  cors: {allowOrigins: [example.com]}\n  rules: [{directResponse: {status: 200}}]",
+            "spec.cors.allowOrigins[0]",
+        ),
+        (
+            "zero-weights",
+            "  rules: [{backends: [{url: 'http://a', weight: 0}]}]",
+            "spec.rules[0].backends",
+        ),
+        (
+            "name-and-url",
+            "  rules: [{backends: [{url: 'http://a', name: svc, port: 80}]}]",
+            "spec.rules[0].backends[0]",
+        ),
+        (
+            "ftp-url",
+            "  rules: [{backends: [{url: 'ftp://a'}]}]",
+            "spec.rules[0].backends[0].url",
+        ),
+        (
+            "url-credentials",
+            "  rules: [{backends: [{url: 'http://user:pw@a'}]}]",
+            "spec.rules[0].backends[0].url",
+        ),
+        (
+            "bad-status",
+            "  rules: [{directResponse: {status: 99}}]",
+            "spec.rules[0].directResponse.status",
+        ),
+        (
+            "bad-response-header",
+            "  rules: [{directResponse: {status: 200, headers: {'bad header': x}}}]",
+            "spec.rules[0].directResponse.headers.bad header",
+        ),
+        ("no-rules", "  rules: []", "spec.rules"),
+        (
+            "plugin-twice",
+            "  plugins: [{name: p}, {name: p}]\n  rules: [{directResponse: {status: 200}}]",
+            "spec.plugins[1].name",
+        ),
+    ];
+    let mut yaml = String::new();
+    for (name, spec, _) in cases {
+        yaml.push_str(&route(name, spec));
+    }
+    yaml.push_str(&plugin("p", &inline_plugin(HELLO_PLUGIN)));
+    let c = compile_yaml(&yaml);
+    for (name, _, field) in cases {
+        let report = route_report(&c, "shop", name);
+        let message = diagnostic(report, field, Reason::Invalid);
+        assert!(!message.is_empty());
+        assert_eq!(report.in_snapshot, InSnapshot::No, "{name}");
+        assert_eq!(
+            condition(report, ConditionType::Accepted),
+            (false, Reason::Invalid),
+            "{name}"
+        );
+    }
+    assert!(
+        c.snapshot.rules.is_empty(),
+        "no invalid Route is programmed: {:?}",
+        c.snapshot.rules.keys()
+    );
+}
+
+#[test]
+fn diagnostics_explain_themselves() {
+    let c = compile_yaml(&route(
+        "r",
+        "  rules: [{matches: [{path: {value: /a/../b}}], directResponse: {status: 200}}]",
+    ));
+    let message = diagnostic(
+        route_report(&c, "shop", "r"),
+        "spec.rules[0].matches[0].path.value",
+        Reason::Invalid,
+    );
+    assert_eq!(message, "\"/a/../b\" is not in normal form; write \"/b\"");
+    let conditions = route_report(&c, "shop", "r").conditions();
+    assert_eq!(
+        conditions[0].message,
+        "spec.rules[0].matches[0].path.value: \"/a/../b\" is not in normal form; write \"/b\""
+    );
+}
+
+#[test]
+fn url_backends_can_be_forbidden() {
+    let m = manifests(&route(
+        "r",
+        "  rules: [{backends: [{url: 'http://169.254.169.254'}]}]",
+    ));
+    let mut inputs = m.inputs();
+    inputs.options.allow_url_backends = false;
+    let c = weir_crds::compile(&inputs);
+    let report = route_report(&c, "shop", "r");
+    diagnostic(
+        report,
+        "spec.rules[0].backends[0].url",
+        Reason::RefNotPermitted,
+    );
+    assert_eq!(
+        condition(report, ConditionType::ResolvedRefs),
+        (false, Reason::RefNotPermitted)
+    );
+    let backend = c.snapshot.backends.values().next().unwrap();
+    assert!(
+        backend.endpoints.is_empty(),
+        "the forbidden URL gets no endpoint"
+    );
+}
+
+#[test]
+fn conflicting_routes_older_wins_and_loser_is_told() {
+    let yaml = "---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: newer, namespace: b, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  hosts: [shop.example]
+  rules:
+  - matches: [{path: {value: /cart}}, {path: {value: /other}}]
+    directResponse: {status: 201}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: older, namespace: a, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  hosts: [shop.example]
+  rules: [{matches: [{path: {value: /cart}}], directResponse: {status: 200}}]
+";
+    let c = compile_yaml(yaml);
+    assert_eq!(route_report(&c, "a", "older").diagnostics, vec![]);
+    assert_eq!(
+        route_report(&c, "a", "older").in_snapshot,
+        InSnapshot::Whole
+    );
+    let loser = route_report(&c, "b", "newer");
+    let message = diagnostic(loser, "spec.rules[0].matches[0]", Reason::Conflicted);
+    assert!(message.contains("Route a/older"), "{message}");
+    assert_eq!(
+        condition(loser, ConditionType::Accepted),
+        (false, Reason::Conflicted)
+    );
+    assert_eq!(
+        loser.in_snapshot,
+        InSnapshot::Partly,
+        "its other match still serves"
+    );
+    let entries: Vec<(&PathPattern, &str)> = c.snapshot.virtual_hosts[0]
+        .entries
+        .iter()
+        .map(|e| (&e.path, e.rule.as_str()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (&PathPattern::Prefix("/other".into()), "b/newer/0"),
+            (&PathPattern::Prefix("/cart".into()), "a/older/0")
+        ]
+    );
+}
+
+#[test]
+fn same_age_conflicts_go_to_namespace_then_name_order() {
+    let yaml = [
+        route(
+            "zeta",
+            "  hosts: [x.example]\n  rules: [{directResponse: {status: 201}}]",
+        ),
+        route(
+            "alpha",
+            "  hosts: [x.example]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+    ]
+    .concat();
+    let c = compile_yaml(&yaml);
+    diagnostic(
+        route_report(&c, "shop", "zeta"),
+        "spec.rules[0].matches",
+        Reason::Conflicted,
+    );
+    assert_eq!(route_report(&c, "shop", "zeta").in_snapshot, InSnapshot::No);
+    assert_eq!(c.snapshot.virtual_hosts[0].entries[0].rule, "shop/alpha/0");
+}
+
+#[test]
+fn different_methods_or_hosts_do_not_conflict() {
+    let yaml = [
+        route("get", "  hosts: [x.example]\n  rules: [{matches: [{methods: [GET]}], directResponse: {status: 200}}]"),
+        route("post", "  hosts: [x.example]\n  rules: [{matches: [{methods: [POST]}], directResponse: {status: 200}}]"),
+        route("other-host", "  hosts: [y.example]\n  rules: [{matches: [{methods: [GET]}], directResponse: {status: 200}}]"),
+    ]
+    .concat();
+    let c = compile_yaml(&yaml);
+    for name in ["get", "post", "other-host"] {
+        assert_eq!(route_report(&c, "shop", name).diagnostics, vec![], "{name}");
+    }
+}
+
+#[test]
+fn wildcard_hosts_are_their_own_virtual_hosts() {
+    let c = compile_yaml(&route(
+        "w",
+        "  hosts: ['*.example.com', API.example.com]\n  rules: [{directResponse: {status: 200}}]",
+    ));
+    // Upper case is refused by the schema, like the API server would.
+    diagnostic(
+        route_report(&c, "shop", "w"),
+        "spec.hosts[1]",
+        Reason::Invalid,
+    );
+    let c = compile_yaml(&route(
+        "w",
+        "  hosts: ['*.example.com', api.example.com]\n  rules: [{directResponse: {status: 200}}]",
+    ));
+    let hosts: Vec<&str> = c
+        .snapshot
+        .virtual_hosts
+        .iter()
+        .map(|h| h.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["*.example.com", "api.example.com"]);
+}
