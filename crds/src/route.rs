@@ -51,8 +51,9 @@ pub const TOKEN_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RouteSpec {
-    /// Host names this Route serves, exact (`api.example.com`) or one-label wildcards
-    /// (`*.example.com`). Empty means every host.
+    /// Host names this Route serves, exact (`api.example.com`) or wildcards: `*.example.com`
+    /// matches every subdomain (`a.example.com`, `a.b.example.com`) but not `example.com`,
+    /// and the longest wildcard wins. Empty means every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(max = 253), pattern(HOST_PATTERN)))]
     pub hosts: Vec<String>,

@@ -409,6 +409,8 @@ pub struct Certificate {
     pub hosts: Vec<String>,
     /// `namespace/name` of the Secret.
     pub secret: String,
+    /// `namespace/name` of the Routes that name the Secret, to report load problems on.
+    pub routes: Vec<String>,
     /// PEM certificate chain, leaf first.
     pub chain_pem: String,
     /// PEM private key.
@@ -440,6 +442,7 @@ mod tests {
         a.certificates.push(Certificate {
             hosts: vec!["a.example".into()],
             secret: "ns/s".into(),
+            routes: vec!["ns/r".into()],
             chain_pem: "chain".into(),
             key_pem: PrivateKeyPem("key".into()),
         });

@@ -214,6 +214,7 @@ fn tls_secrets_become_certificates_for_the_route_hosts() {
     let cert = &c.snapshot.certificates[0];
     assert_eq!(cert.hosts, ["api.example.com", "www.example.com"]);
     assert_eq!(cert.secret, "shop/api-cert");
+    assert_eq!(cert.routes, ["shop/api"]);
     assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(format!("{cert:?}").contains("<redacted>"));
 }

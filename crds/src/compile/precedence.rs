@@ -151,12 +151,17 @@ pub(crate) fn certificates(
             if !entry.hosts.contains(host) {
                 entry.hosts.push(host.clone());
             }
+            let route_name = format!("{}/{}", route.namespace, route.name);
+            if !entry.routes.contains(&route_name) {
+                entry.routes.push(route_name);
+            }
         }
     }
     by_secret
         .into_values()
         .map(|mut c| {
             c.hosts.sort();
+            c.routes.sort();
             c
         })
         .collect()

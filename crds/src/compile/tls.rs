@@ -75,6 +75,7 @@ pub(crate) fn certificate(
     Some(Certificate {
         hosts: hosts.to_vec(),
         secret: format!("{namespace}/{secret_name}"),
+        routes: Vec::new(),
         chain_pem,
         key_pem: PrivateKeyPem(key_pem),
     })
