@@ -348,7 +348,7 @@ pub struct Backend {
 }
 
 /// How the proxy speaks to a backend.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackendProtocol {
     /// HTTP/1.1 over TCP.
     Http,

@@ -1,2 +1,100 @@
-//! placeholder
-fn main() {}
+//! `weir-proxy`: parses flags, sets up logging and the runtime, and runs the proxy until
+//! SIGTERM or Ctrl-C. Exits 64 on bad flags or configuration.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use prometheus_client::registry::Registry;
+use weir_proxy::cli::Cli;
+use weir_proxy::telemetry::Telemetry;
+use weir_proxy::{Proxy, StartError};
+
+/// Exit code for unusable configuration (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let config = match cli.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("weir-proxy: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let roots = match cli.upstream_roots() {
+        Ok(roots) => roots,
+        Err(e) => {
+            eprintln!("weir-proxy: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir-proxy: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry = match Telemetry::init(cli.log_format, config.otlp_endpoint.as_deref()) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("weir-proxy: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        };
+        let proxy = match Proxy::start(config, Registry::default(), roots).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                tracing::error!("{e}");
+                return match e {
+                    StartError::Config(_) => ExitCode::from(EXIT_BAD_CONFIG),
+                    StartError::Bind(_) => ExitCode::FAILURE,
+                };
+            }
+        };
+        if let Ok(addresses) = proxy.addresses() {
+            tracing::info!(traffic = %addresses.traffic, tls = ?addresses.tls, admin = %addresses.admin, "weir-proxy listening");
+        }
+        proxy.run(shutdown_signal()).await;
+        telemetry.shutdown();
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

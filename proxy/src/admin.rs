@@ -1,0 +1,167 @@
+//! The admin API (docs/admin-api.md): snapshot pushes and version, health, readiness and
+//! metrics, on its own listener. Snapshot endpoints need the bearer token, compared in
+//! constant time.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use weir_crds::snapshot::Snapshot;
+
+use crate::body::{self, ProxyBody};
+use crate::error::json_response;
+use crate::gateway::{ApplyError, Gateway};
+use crate::metrics;
+
+/// Largest snapshot accepted.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The bearer token snapshots must carry; `None` refuses every push.
+#[derive(Clone)]
+pub struct AdminToken(Option<Arc<str>>);
+
+impl AdminToken {
+    /// The token read from a file (surrounding white space trimmed), or none.
+    pub fn from_file(path: Option<&std::path::Path>) -> std::io::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self(None));
+        };
+        let token = std::fs::read_to_string(path)?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the admin token file is empty",
+            ));
+        }
+        Ok(Self(Some(token.into())))
+    }
+
+    /// A fixed token.
+    pub fn new(token: &str) -> Self {
+        Self(Some(token.into()))
+    }
+
+    fn accepts(&self, headers: &http::HeaderMap) -> bool {
+        let Some(expected) = &self.0 else {
+            return false;
+        };
+        let Some(offered) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        bool::from(offered.trim().as_bytes().ct_eq(expected.as_bytes()))
+    }
+}
+
+/// Serves one admin request.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    token: AdminToken,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let response = match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            if gateway.is_ready() {
+                json_response(
+                    StatusCode::OK,
+                    &json!({"status": "ready", "version": gateway.current().version}),
+                )
+            } else {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "no snapshot has been applied yet",
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(body::full(metrics::encode(&gateway.registry)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        (_, "/v1/snapshot" | "/v1/snapshot/version") if !token.accepts(request.headers()) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        ),
+        (&Method::GET, "/v1/snapshot/version") => {
+            let current = gateway.current();
+            json_response(
+                StatusCode::OK,
+                &json!({"version": current.version, "hash": current.hash}),
+            )
+        }
+        (&Method::PUT, "/v1/snapshot") => put_snapshot(&gateway, request).await,
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/snapshot" | "/v1/snapshot/version") => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    };
+    Ok(response)
+}
+
+async fn put_snapshot(gateway: &Gateway, request: Request<Incoming>) -> Response<ProxyBody> {
+    let bytes = match Limited::new(request.into_body(), MAX_SNAPSHOT_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_snapshot",
+                &format!("reading the body: {e}"),
+            );
+        }
+    };
+    let snapshot: Snapshot = match serde_json::from_slice(&bytes) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_snapshot",
+                &format!("not a snapshot: {e}"),
+            );
+        }
+    };
+    match gateway.apply(&snapshot) {
+        Ok(applied) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(applied).unwrap_or_default(),
+        ),
+        Err(ApplyError::Stale { offered, current }) => json_response(
+            StatusCode::CONFLICT,
+            &json!({
+                "error": "stale_version",
+                "message": format!("snapshot version {offered} is not newer than the current version {current}"),
+                "currentVersion": current,
+            }),
+        ),
+        Err(ApplyError::Invalid(message)) => {
+            error(StatusCode::BAD_REQUEST, "invalid_snapshot", &message)
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    json_response(status, &json!({"error": code, "message": message}))
+}

@@ -1,0 +1,189 @@
+//! Command-line flags (each also readable from a `WEIR_*` environment variable) and their
+//! translation into a [`ProxyConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::config::{Limits, ProxyConfig, TlsFiles};
+use crate::telemetry::LogFormat;
+
+/// weir's data plane: routes and proxies HTTP traffic from snapshots pushed by the
+/// operator, or from a directory of manifests (`--config`).
+#[derive(Debug, Parser)]
+#[command(name = "weir-proxy", version)]
+pub struct Cli {
+    /// Standalone mode: a directory of Route, Plugin, ConfigMap and Secret manifests,
+    /// reloaded when a file changes.
+    #[arg(long = "config", env = "WEIR_CONFIG", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    /// Plain-text listener (HTTP/1.1 and h2c).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// TLS listener; certificates come from the Routes' TLS Secrets, chosen by SNI.
+    #[arg(long, env = "WEIR_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// Admin listener (snapshots, /healthz, /readyz, /metrics). Keep it off public networks.
+    #[arg(long, env = "WEIR_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+    pub admin_listen: SocketAddr,
+
+    /// File holding the bearer token that snapshot pushes must carry.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain making the admin listener HTTPS (with --admin-tls-key).
+    #[arg(long, env = "WEIR_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the admin certificate.
+    #[arg(long, env = "WEIR_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
+
+    /// Extra CA certificates (PEM) trusted for HTTPS upstreams, besides the public roots.
+    #[arg(long, env = "WEIR_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "WEIR_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// A trusted proxy network (CIDR) whose X-Forwarded-* headers are kept; repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "WEIR_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Largest request head in bytes (431 beyond).
+    #[arg(long, env = "WEIR_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: u64,
+
+    /// Time a client has to send a request head; also the idle limit of HTTP/1
+    /// keep-alive connections.
+    #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// OTLP/HTTP collector (e.g. http://otel-collector:4318) for request spans.
+    #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Do not write an access-log line per request.
+    #[arg(long, env = "WEIR_NO_ACCESS_LOG")]
+    pub no_access_log: bool,
+}
+
+impl Cli {
+    /// The proxy configuration these flags describe, or what is wrong with them.
+    pub fn to_config(&self) -> Result<ProxyConfig, String> {
+        if let Some(dir) = &self.config_dir
+            && !dir.is_dir()
+        {
+            return Err(format!("--config {}: not a directory", dir.display()));
+        }
+        if self.workers == Some(0) {
+            return Err("--workers must be at least 1".into());
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return Err(format!(
+                "--otlp-endpoint {endpoint}: only http:// collectors are supported"
+            ));
+        }
+        let mut config = ProxyConfig::new(self.listen, self.admin_listen);
+        config.tls_listen = self.tls_listen;
+        config.admin_token_file = self.admin_token_file.clone();
+        config.admin_tls = match (&self.admin_tls_cert, &self.admin_tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        config.config_dir = self.config_dir.clone();
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        config.trusted_proxies = self.trusted_proxies.clone();
+        config.limits = Limits {
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+            header_read_timeout: self.header_read_timeout,
+        };
+        config.drain_timeout = self.drain_timeout;
+        config.otlp_endpoint = self.otlp_endpoint.clone();
+        config.access_log = !self.no_access_log;
+        Ok(config)
+    }
+
+    /// The extra upstream CA certificates.
+    pub fn upstream_roots(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+        let Some(path) = &self.upstream_ca_file else {
+            return Ok(Vec::new());
+        };
+        let roots = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--upstream-ca-file {}: {e}", path.display()))?;
+        if roots.is_empty() {
+            return Err(format!(
+                "--upstream-ca-file {}: no certificate in it",
+                path.display()
+            ));
+        }
+        Ok(roots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let cli = Cli::try_parse_from(["weir-proxy"]).unwrap();
+        let config = cli.to_config().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(20));
+        assert!(config.access_log);
+
+        let cli = Cli::try_parse_from(["weir-proxy", "--config", "/nonexistent/dir"]).unwrap();
+        assert!(cli.to_config().unwrap_err().contains("not a directory"));
+        assert!(Cli::try_parse_from(["weir-proxy", "--trusted-proxy", "not-a-cidr"]).is_err());
+        assert!(
+            Cli::try_parse_from(["weir-proxy", "--admin-tls-cert", "x"]).is_err(),
+            "needs the key too"
+        );
+        let cli = Cli::try_parse_from([
+            "weir-proxy",
+            "--trusted-proxy",
+            "10.0.0.0/8,192.168.0.0/16",
+            "--header-read-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let config = cli.to_config().unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,94 @@
+//! The proxy's own configuration: listeners, limits, admin access and telemetry. Routes,
+//! backends and plugins are not here: they come from snapshots.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Everything `weir-proxy` is started with.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Plain-text listener (HTTP/1.1 and HTTP/2 with prior knowledge).
+    pub listen: SocketAddr,
+    /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN), certificates chosen by SNI from the
+    /// snapshot. `None` disables it.
+    pub tls_listen: Option<SocketAddr>,
+    /// Admin listener: snapshots, health, readiness and metrics.
+    pub admin_listen: SocketAddr,
+    /// File holding the bearer token for `PUT /v1/snapshot`. Without it, snapshots cannot
+    /// be pushed (standalone mode).
+    pub admin_token_file: Option<PathBuf>,
+    /// Certificate and key (PEM files) making the admin listener HTTPS.
+    pub admin_tls: Option<TlsFiles>,
+    /// Standalone mode: a directory of Route, Plugin, ConfigMap and Secret manifests,
+    /// compiled at start and again whenever a file changes.
+    pub config_dir: Option<PathBuf>,
+    /// Tokio worker threads serving traffic.
+    pub workers: usize,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are trusted and extended;
+    /// from anyone else those headers are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request limits.
+    pub limits: Limits,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// OTLP/HTTP endpoint (`http://collector:4318`) that request and upstream spans are
+    /// exported to; `None` exports nothing (trace context is still propagated).
+    pub otlp_endpoint: Option<String>,
+    /// Whether one JSON access-log line is written per request.
+    pub access_log: bool,
+}
+
+/// Paths of a PEM certificate chain and private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Limits on what a client may send.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Largest request body; larger gets 413.
+    pub max_body_bytes: u64,
+    /// Time a client has to send a complete request head, counted from when the
+    /// connection is ready for it (so it also closes idle HTTP/1 keep-alive connections).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// A configuration listening on the given addresses with default limits, no TLS, no
+    /// admin token, no standalone directory.
+    pub fn new(listen: SocketAddr, admin_listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            tls_listen: None,
+            admin_listen,
+            admin_token_file: None,
+            admin_tls: None,
+            config_dir: None,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            drain_timeout: Duration::from_secs(30),
+            otlp_endpoint: None,
+            access_log: true,
+        }
+    }
+}

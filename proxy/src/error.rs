@@ -1,0 +1,121 @@
+//! Every way the proxy can fail a request, and the one place where such a failure
+//! becomes an HTTP response: a status and a JSON body saying what happened, never a stack.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::body::{self, ProxyBody};
+
+/// Why the proxy answered a request itself with an error.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The request is malformed or ambiguous (bad path, smuggling-shaped framing).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No route matches the request.
+    #[error("no route matches {host}{path}")]
+    NoRoute {
+        /// Host of the request.
+        host: String,
+        /// Normalized path.
+        path: String,
+    },
+    /// The request body is larger than the proxy accepts.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// No snapshot has been applied yet.
+    #[error("the proxy has no configuration yet")]
+    NotReady,
+    /// The chosen backend has no endpoint that can take the request.
+    #[error("backend {backend} has no healthy endpoint")]
+    NoHealthyUpstream {
+        /// Backend id.
+        backend: String,
+    },
+    /// The backend is at its concurrency limit; the request was shed instead of queued.
+    #[error("backend {backend} is at its limit of concurrent requests")]
+    Overloaded {
+        /// Backend id.
+        backend: String,
+    },
+    /// No connection to an endpoint could be opened.
+    #[error("upstream {backend} is unreachable: {reason}")]
+    UpstreamUnreachable {
+        /// Backend id.
+        backend: String,
+        /// What went wrong, without addresses of internal hosts beyond the backend id.
+        reason: String,
+    },
+    /// The upstream failed mid-exchange (reset, protocol error).
+    #[error("upstream {backend} failed: {reason}")]
+    UpstreamFailed {
+        /// Backend id.
+        backend: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream {backend} did not answer within {timeout_ms} ms")]
+    UpstreamTimeout {
+        /// Backend id.
+        backend: String,
+        /// The timeout that ran out.
+        timeout_ms: u64,
+    },
+}
+
+impl ProxyError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable, machine-readable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::NoRoute { .. } => "no_route",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::NotReady => "not_ready",
+            Self::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            Self::Overloaded { .. } => "upstream_overloaded",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamFailed { .. } => "upstream_failed",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The response the client gets.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        json_response(
+            self.status(),
+            &json!({ "error": self.code(), "message": self.to_string(), "requestId": request_id }),
+        )
+    }
+}
+
+/// A JSON response with `content-type: application/json`.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

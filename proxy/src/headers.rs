@@ -1,0 +1,321 @@
+//! Header hygiene between client and upstream: hop-by-hop headers removed, forwarding
+//! headers set from the connection (a client's own are trusted only from trusted
+//! proxies), request ids propagated or made.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection and must not
+/// be forwarded.
+const HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and those the `Connection` header names. For a protocol
+/// upgrade (`upgrade` is true) `Connection: upgrade` and `Upgrade` are kept.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    // `TE: trailers` is the one TE value that must travel on (gRPC needs it).
+    let trailers_only = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        && headers.contains_key(header::TE);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if trailers_only {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// address of `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect();
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip, trusted))
+        .unwrap_or(peer)
+}
+
+/// What the proxy knows about a request's connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// `http` or `https`, as the client connected.
+    pub proto: &'static str,
+    /// The host the client asked for.
+    pub host: &'a str,
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted proxy the
+/// existing values are kept and extended; from anyone else they are replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &[IpNet]) {
+    let peer_ip = origin.peer.ip();
+    let node = match peer_ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let element = format!(
+        "for={node};host=\"{}\";proto={}",
+        origin.host.replace('"', ""),
+        origin.proto
+    );
+    if is_trusted(peer_ip, trusted) {
+        append_list(headers, &X_FORWARDED_FOR, &peer_ip.to_string());
+        append_list(headers, &FORWARDED, &element);
+        insert_if_absent(headers, &X_FORWARDED_PROTO, origin.proto);
+        insert_if_absent(headers, &X_FORWARDED_HOST, origin.host);
+    } else {
+        set(headers, &X_FORWARDED_FOR, &peer_ip.to_string());
+        set(headers, &FORWARDED, &element);
+        set(headers, &X_FORWARDED_PROTO, origin.proto);
+        set(headers, &X_FORWARDED_HOST, origin.host);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(value) => {
+            headers.insert(name.clone(), value);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+fn insert_if_absent(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if !headers.contains_key(name) {
+        set(headers, name, value);
+    }
+}
+
+/// Appends `value` to a comma-separated list header, joining repeated fields into one.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let existing: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let joined = if existing.is_empty() {
+        value.to_owned()
+    } else {
+        format!("{}, {value}", existing.join(", "))
+    };
+    set(headers, name, &joined);
+}
+
+/// The request id to use: the client's `X-Request-Id` when it is short printable ASCII,
+/// else a new random one. The header is set to it.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return id.to_owned();
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    headers.insert(
+        X_REQUEST_ID.clone(),
+        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-")),
+    );
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_go() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut map, false);
+        let names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut map = headers(&[("te", "trailers")]);
+        remove_hop_by_hop(&mut map, false);
+        assert_eq!(map["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrades_keep_their_upgrade_headers() {
+        let mut map = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+        ]);
+        assert!(is_upgrade(&map));
+        remove_hop_by_hop(&mut map, true);
+        assert_eq!(map["connection"], "upgrade");
+        assert_eq!(map["upgrade"], "websocket");
+        assert!(!map.contains_key("keep-alive"));
+        assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+    }
+
+    fn origin(peer: &str) -> Origin<'static> {
+        Origin {
+            peer: peer.parse().unwrap(),
+            proto: "https",
+            host: "api.example.com",
+        }
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_forge_forwarding_headers() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        set_forwarded(&mut map, origin("203.0.113.9:5000"), &[]);
+        assert_eq!(map["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "api.example.com");
+        assert_eq!(
+            map["forwarded"],
+            "for=203.0.113.9;host=\"api.example.com\";proto=https"
+        );
+        assert_eq!(
+            client_ip(&map, "203.0.113.9".parse().unwrap(), &[]),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_extended_and_the_client_is_the_first_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut map = headers(&[
+            ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
+            ("x-forwarded-proto", "http"),
+            ("forwarded", "for=198.51.100.7"),
+        ]);
+        set_forwarded(&mut map, origin("10.0.0.2:5000"), &trusted);
+        assert_eq!(map["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.0.0.2");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "api.example.com");
+        assert_eq!(
+            map["forwarded"],
+            "for=198.51.100.7, for=10.0.0.2;host=\"api.example.com\";proto=https"
+        );
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(&map, peer, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_peers_are_quoted_in_forwarded() {
+        let mut map = HeaderMap::new();
+        set_forwarded(&mut map, origin("[2001:db8::1]:443"), &[]);
+        assert_eq!(
+            map["forwarded"],
+            "for=\"[2001:db8::1]\";host=\"api.example.com\";proto=https"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        let mut map = headers(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut map), "abc-123");
+        let mut map = headers(&[("x-request-id", "has space")]);
+        let made = ensure_request_id(&mut map);
+        assert_eq!(made.len(), 32);
+        assert_eq!(map["x-request-id"], made.as_str());
+        let mut map = HeaderMap::new();
+        let a = ensure_request_id(&mut map);
+        let b = ensure_request_id(&mut HeaderMap::new());
+        assert_ne!(a, b);
+    }
+}

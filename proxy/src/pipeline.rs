@@ -1,0 +1,279 @@
+//! The request pipeline: checks, routing, CORS, then the rule's action (a fixed response,
+//! a redirect, or forwarding upstream), with metrics and the access log at the end.
+//!
+//! ```text
+//! request ─> framing and size checks ─> path normalization ─> route ─> CORS preflight?
+//!        ─> action: respond | redirect | forward (balance, limit, retry) ─> CORS headers
+//!        ─> metrics ─> response body streams ─> access log line
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+use weir_crds::path::{self, replace_prefix};
+use weir_crds::snapshot::{PathRewrite, RedirectAction};
+
+use crate::access_log::AccessRecord;
+use crate::body::{self, Observed, ProxyBody};
+use crate::error::ProxyError;
+use crate::forward::{self, ForwardRequest};
+use crate::framing::ConnectionFraming;
+use crate::gateway::Gateway;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::loaded::{FixedResponse, LoadedAction, LoadedSnapshot};
+use crate::router::{RequestHead, request_host};
+use crate::{cors, telemetry};
+
+/// What the proxy knows about a client connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// Request framing seen on the wire (HTTP/1).
+    pub framing: Option<Arc<ConnectionFraming>>,
+}
+
+/// Serves one request. Never fails: errors become responses here.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    conn: ConnInfo,
+    mut request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let request_id = headers::ensure_request_id(request.headers_mut());
+    let client = headers::client_ip(
+        request.headers(),
+        conn.peer.ip(),
+        &gateway.config.trusted_proxies,
+    );
+    let mut record = AccessRecord::new(request_id, request.method().clone(), client, started);
+    let snapshot = gateway.current();
+    let mut route_metrics = None;
+    // Asked first, and for every request, so the answers stay in request order.
+    let conflicting_framing = conn
+        .framing
+        .as_ref()
+        .is_some_and(|f| f.next_request_conflicts());
+    let span = request_span(&gateway, &request, &record.request_id);
+    let served = if conflicting_framing {
+        Err(ProxyError::BadRequest(
+            "the request has both Content-Length and Transfer-Encoding".into(),
+        ))
+    } else {
+        serve(
+            &gateway,
+            &snapshot,
+            &conn,
+            request,
+            &mut record,
+            &mut route_metrics,
+        )
+        .instrument(span.clone())
+        .await
+    };
+    let mut response = match served {
+        Ok(response) => response,
+        Err(error) => {
+            record.error = Some(error.code());
+            error.into_response(&record.request_id)
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    }
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if let Some(route) = &record.route {
+        span.record("http.route", route.as_str());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    match route_metrics {
+        Some(metrics) => metrics.record(status, elapsed),
+        None => gateway.unrouted.record(status, elapsed),
+    }
+    if gateway.config.access_log {
+        response = response
+            .map(|body| Observed::new(body, move |end| record.write(status, end)).boxed_unsync());
+    }
+    Ok(response)
+}
+
+/// The request's span when traces are exported, continuing the client's trace.
+fn request_span(gateway: &Gateway, request: &Request<Incoming>, request_id: &str) -> tracing::Span {
+    if gateway.config.otlp_endpoint.is_none() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: telemetry::SPAN_TARGET,
+        "request",
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+    );
+    telemetry::continue_trace(&span, request.headers());
+    span
+}
+
+async fn serve(
+    gateway: &Gateway,
+    snapshot: &LoadedSnapshot,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+    route_metrics: &mut Option<crate::metrics::RouteMetrics>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let limit = gateway.config.limits.max_body_bytes;
+    if content_length(request.headers()).is_some_and(|length| length > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    if !gateway.is_ready() {
+        return Err(ProxyError::NotReady);
+    }
+    record.host = request_host(request.uri(), request.headers());
+    record.path = path::normalize(request.uri().path())
+        .map_err(|e| ProxyError::BadRequest(format!("path {:?}: {e}", request.uri().path())))?;
+    let head = RequestHead {
+        host: &record.host,
+        path: &record.path,
+        query: request.uri().query(),
+        method: request.method(),
+        headers: request.headers(),
+    };
+    let matched = snapshot
+        .router
+        .route(&head)
+        .ok_or_else(|| ProxyError::NoRoute {
+            host: record.host.clone(),
+            path: record.path.clone(),
+        })?;
+    let rule = matched.target.clone();
+    record.route = Some(rule.route.clone());
+    *route_metrics = Some(rule.metrics.clone());
+
+    if let Some(policy) = &rule.cors
+        && cors::is_preflight(request.method(), request.headers())
+    {
+        return Ok(cors::preflight(policy, request.headers()));
+    }
+    let origin = rule
+        .cors
+        .as_ref()
+        .and_then(|_| request.headers().get(header::ORIGIN).cloned());
+    let mut response = match &rule.action {
+        LoadedAction::Respond(fixed) => fixed_response(fixed),
+        LoadedAction::Redirect(redirect) => redirect_response(
+            redirect,
+            &request,
+            &record.path,
+            matched.matched_prefix,
+            conn.tls,
+        ),
+        LoadedAction::Forward(forward) => {
+            let matched_prefix = matched.matched_prefix.map(str::to_owned);
+            let path = record.path.clone();
+            let host = record.host.clone();
+            let forward_request = ForwardRequest {
+                request,
+                path: &path,
+                matched_prefix: matched_prefix.as_deref(),
+                host: &host,
+                conn: conn.clone(),
+            };
+            forward::forward(gateway, &rule, forward, forward_request, record).await?
+        }
+    };
+    if let Some(policy) = &rule.cors {
+        cors::decorate(policy, origin.as_ref(), response.headers_mut());
+    }
+    Ok(response)
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    *response.headers_mut() = fixed.headers.clone();
+    response
+}
+
+fn redirect_response(
+    redirect: &RedirectAction,
+    request: &Request<Incoming>,
+    path: &str,
+    matched_prefix: Option<&str>,
+    tls: bool,
+) -> Response<ProxyBody> {
+    let scheme = redirect
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let (request_host, request_port) = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host.to_owned(), Some(port.to_owned()))
+        }
+        _ => (authority, None),
+    };
+    let host = redirect.host.clone().unwrap_or(request_host);
+    // A port is kept only while the scheme stays the same; a new scheme means its default.
+    let port = match (redirect.port, &redirect.scheme) {
+        (Some(port), _) => Some(port.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => request_port,
+    };
+    let new_path = match &redirect.path {
+        None => path.to_owned(),
+        Some(PathRewrite::ReplaceFull(full)) => full.clone(),
+        Some(PathRewrite::ReplacePrefix(with)) => {
+            replace_prefix(matched_prefix.unwrap_or("/"), with, path)
+        }
+    };
+    let mut location = format!("{scheme}://{host}");
+    if let Some(port) = port {
+        location.push(':');
+        location.push_str(&port);
+    }
+    location.push_str(&new_path);
+    if let Some(query) = request.uri().query() {
+        location.push('?');
+        location.push_str(query);
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}

@@ -1,0 +1,325 @@
+//! Standalone mode: the same Route, Plugin, ConfigMap and Secret manifests as in a
+//! cluster, read from a directory, compiled with `weir-crds`, and compiled again whenever
+//! a file changes.
+//!
+//! With no API server to refuse a bad file and no status to report it on, a file that
+//! does not parse, or holds an object the compiler rejects as invalid, is reported in the
+//! log (file, object, field) and its last good version keeps serving. Problems that are
+//! not the file's fault (a missing plugin, a missing Secret) are logged and handled as in
+//! a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use thiserror::Error;
+use weir_crds::compile::report::ObjectKind;
+use weir_crds::manifest::{Document, Manifests, Object, parse};
+use weir_crds::snapshot::Snapshot;
+
+use crate::gateway::Gateway;
+
+/// Changes arriving within this window are compiled together.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The configuration directory cannot be used at all.
+#[derive(Debug, Error)]
+#[error("config directory {dir}: {message}")]
+pub struct ConfigDirError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A configuration directory and what was last good in each of its files.
+pub struct ConfigDir {
+    dir: PathBuf,
+    last_good: BTreeMap<PathBuf, Vec<Object>>,
+    previous: Option<Snapshot>,
+}
+
+impl ConfigDir {
+    /// A directory not read yet.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            last_good: BTreeMap::new(),
+            previous: None,
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads and compiles the directory, logging every problem with its file, object and
+    /// field. Fails only when the directory itself cannot be read.
+    pub fn compile(&mut self) -> Result<Snapshot, ConfigDirError> {
+        let files = manifest_files(&self.dir).map_err(|message| ConfigDirError {
+            dir: self.dir.clone(),
+            message,
+        })?;
+        let mut fresh: BTreeMap<PathBuf, Vec<Object>> = BTreeMap::new();
+        let mut broken: BTreeSet<PathBuf> = BTreeSet::new();
+        for file in files {
+            match read_file(&file) {
+                Ok(objects) => {
+                    fresh.insert(file, objects);
+                }
+                Err(()) => {
+                    broken.insert(file);
+                }
+            }
+        }
+
+        // Compile; files holding an object the compiler finds invalid count as broken too,
+        // and the compile runs again with their last good versions.
+        let mut compilation = loop {
+            let manifests = self.assemble(&fresh, &broken);
+            let mut inputs = manifests.inputs();
+            inputs.previous = self.previous.as_ref();
+            let compilation = weir_crds::compile(&inputs);
+            let newly_broken: Vec<PathBuf> = compilation
+                .reports
+                .iter()
+                .filter(|report| report.is_invalid())
+                .filter_map(|report| {
+                    file_of(
+                        &fresh,
+                        report.object.kind,
+                        &report.object.namespace,
+                        &report.object.name,
+                    )
+                })
+                .filter(|file| self.last_good.contains_key(file) && !broken.contains(file))
+                .collect();
+            if newly_broken.is_empty() {
+                break compilation;
+            }
+            for file in newly_broken {
+                tracing::warn!(file = %file.display(), "the file has an invalid object; its last good version keeps serving");
+                broken.insert(file);
+            }
+        };
+        for report in &compilation.reports {
+            let file = file_of(
+                &fresh,
+                report.object.kind,
+                &report.object.namespace,
+                &report.object.name,
+            );
+            for diagnostic in &report.diagnostics {
+                tracing::warn!(
+                    file = %file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+                    object = %report.object,
+                    field = %diagnostic.field,
+                    reason = %diagnostic.reason,
+                    "{}",
+                    diagnostic.message
+                );
+            }
+        }
+        for (file, objects) in fresh {
+            if !broken.contains(&file) {
+                self.last_good.insert(file, objects);
+            }
+        }
+        // Files that were deleted no longer contribute.
+        let present: BTreeSet<PathBuf> = manifest_files(&self.dir)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        self.last_good.retain(|file, _| present.contains(file));
+
+        let snapshot = std::mem::replace(&mut compilation.snapshot, Snapshot::empty());
+        self.previous = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// The objects to compile: every readable file's, and the last good ones of broken files.
+    fn assemble(
+        &self,
+        fresh: &BTreeMap<PathBuf, Vec<Object>>,
+        broken: &BTreeSet<PathBuf>,
+    ) -> Manifests {
+        let mut manifests = Manifests::default();
+        let mut seen: BTreeMap<_, PathBuf> = BTreeMap::new();
+        let files = fresh
+            .iter()
+            .filter(|(file, _)| !broken.contains(*file))
+            .chain(
+                self.last_good
+                    .iter()
+                    .filter(|(file, _)| broken.contains(*file)),
+            );
+        for (file, objects) in files {
+            for object in objects {
+                let key = object_key(object);
+                if let Some(first) = seen.get(&key) {
+                    tracing::warn!(
+                        file = %file.display(),
+                        object = %format!("{} {}/{}", key.0, key.1, key.2),
+                        "also defined in {}; that definition is used",
+                        first.display()
+                    );
+                    continue;
+                }
+                seen.insert(key, file.clone());
+                manifests.add(object.clone());
+            }
+        }
+        manifests
+    }
+}
+
+/// `*.yaml` and `*.yml` files under `dir`, sorted, hidden ones left out.
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&current).map_err(|e| format!("{}: {e}", current.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e == "yaml" || e == "yml")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The objects of a file, or `Err` (after logging why) when any document is broken.
+fn read_file(file: &Path) -> Result<Vec<Object>, ()> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), "cannot read: {e}");
+            return Err(());
+        }
+    };
+    let mut objects = Vec::new();
+    let mut ok = true;
+    for document in parse(&text) {
+        match document {
+            Ok(Document::Object(object)) => objects.push(object),
+            Ok(Document::Ignored { kind }) if !kind.is_empty() => {
+                tracing::debug!(file = %file.display(), "ignoring a {kind}");
+            }
+            Ok(Document::Ignored { .. }) => {}
+            Err(error) => {
+                ok = false;
+                tracing::warn!(file = %file.display(), "{error}; the file's last good version keeps serving");
+            }
+        }
+    }
+    if ok { Ok(objects) } else { Err(()) }
+}
+
+fn object_key(object: &Object) -> (&'static str, String, String) {
+    let (kind, meta) = match object {
+        Object::Route(o) => ("Route", &o.metadata),
+        Object::Plugin(o) => ("Plugin", &o.metadata),
+        Object::ConfigMap(o) => ("ConfigMap", &o.metadata),
+        Object::Secret(o) => ("Secret", &o.metadata),
+        Object::Service(o) => ("Service", &o.metadata),
+        Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+    };
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| weir_crds::compile::DEFAULT_NAMESPACE.to_owned());
+    (kind, namespace, meta.name.clone().unwrap_or_default())
+}
+
+fn file_of(
+    files: &BTreeMap<PathBuf, Vec<Object>>,
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Option<PathBuf> {
+    let kind = kind.to_string();
+    files.iter().find_map(|(file, objects)| {
+        objects
+            .iter()
+            .any(|o| {
+                let (k, ns, n) = object_key(o);
+                k == kind && ns == namespace && n == name
+            })
+            .then(|| file.clone())
+    })
+}
+
+/// Watches a configuration directory for changes. Made before the first compile, so no
+/// change between that compile and the watch loop is missed.
+pub struct DirWatch {
+    config: ConfigDir,
+    // Kept alive for as long as events are wanted.
+    _watcher: notify::RecommendedWatcher,
+    changes: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl DirWatch {
+    /// Starts watching `config`'s directory.
+    pub fn new(config: ConfigDir) -> Result<Self, ConfigDirError> {
+        let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let error = |e: notify::Error| ConfigDirError {
+            dir: config.path().to_owned(),
+            message: format!("cannot watch for changes: {e}"),
+        };
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(error)?;
+        watcher
+            .watch(config.path(), RecursiveMode::Recursive)
+            .map_err(error)?;
+        Ok(Self {
+            config,
+            _watcher: watcher,
+            changes,
+        })
+    }
+
+    /// Compiles the directory now.
+    pub fn compile(&mut self) -> Result<Snapshot, ConfigDirError> {
+        self.config.compile()
+    }
+
+    /// Recompiles and applies on every change until the process ends.
+    pub async fn run(mut self, gateway: Arc<Gateway>) {
+        while self.changes.recv().await.is_some() {
+            // Editors write files in several steps: wait for the burst to end.
+            tokio::time::sleep(DEBOUNCE).await;
+            while self.changes.try_recv().is_ok() {}
+            match self.config.compile() {
+                Ok(snapshot) => {
+                    let applied = gateway.apply_local(&snapshot);
+                    tracing::info!(version = applied.version, "configuration reloaded");
+                }
+                Err(e) => tracing::error!("{e}; the last good config keeps serving"),
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The admin API over real HTTP: authentication, snapshot pushes and their answers,
+//! readiness, health and metrics.
+
+mod support;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn proxy_with_token() -> (TestProxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let proxy = TestProxy::start(|c| c.admin_token_file = Some(token_file)).await;
+    (proxy, dir)
+}
+
+async fn admin(
+    proxy: &TestProxy,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(proxy.admin_url(path));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(&client(), request.body(Full::from(body)).unwrap()).await
+}
+
+fn snapshot_bytes(version: u64, body: &str) -> Vec<u8> {
+    let snapshot = compile_yaml(
+        &route(
+            "r",
+            &format!("  rules: [{{directResponse: {{status: 200, body: {body}}}}}]"),
+        ),
+        version,
+    );
+    serde_json::to_vec(&snapshot).unwrap()
+}
+
+#[tokio::test]
+async fn snapshot_endpoints_need_the_token() {
+    let (proxy, _dir) = proxy_with_token().await;
+    for token in [None, Some("wrong"), Some("s3cret-token-but-longer")] {
+        let answer = admin(
+            &proxy,
+            Method::PUT,
+            "/v1/snapshot",
+            token,
+            snapshot_bytes(1, "x"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(answer.json()["error"], "unauthorized");
+        let answer = admin(&proxy, Method::GET, "/v1/snapshot/version", token, vec![]).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(!proxy.gateway.is_ready(), "nothing was applied");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn pushes_apply_in_order_and_readiness_follows() {
+    let (proxy, _dir) = proxy_with_token().await;
+    let ready = admin(&proxy, Method::GET, "/readyz", None, vec![]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(&proxy.url("/"), "x").await.json()["error"], "not_ready");
+    let version = admin(
+        &proxy,
+        Method::GET,
+        "/v1/snapshot/version",
+        Some(TOKEN),
+        vec![],
+    )
+    .await
+    .json();
+    assert_eq!(version["version"], 0);
+
+    let answer = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        snapshot_bytes(5, "five"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let body = answer.json();
+    assert_eq!(body["version"], 5);
+    assert!(body["hash"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(
+        admin(&proxy, Method::GET, "/readyz", None, vec![])
+            .await
+            .json()["version"],
+        5
+    );
+    assert_eq!(get(&proxy.url("/"), "x").await.text(), "five");
+
+    // The same push again is fine; an older one, or another with the same number, is not.
+    assert_eq!(
+        admin(
+            &proxy,
+            Method::PUT,
+            "/v1/snapshot",
+            Some(TOKEN),
+            snapshot_bytes(5, "five")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let stale = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        snapshot_bytes(4, "four"),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(stale.json()["error"], "stale_version");
+    assert_eq!(stale.json()["currentVersion"], 5);
+    let conflicting = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        snapshot_bytes(5, "other"),
+    )
+    .await;
+    assert_eq!(conflicting.status, StatusCode::CONFLICT);
+    assert_eq!(
+        get(&proxy.url("/"), "x").await.text(),
+        "five",
+        "refused pushes change nothing"
+    );
+
+    assert_eq!(
+        admin(
+            &proxy,
+            Method::PUT,
+            "/v1/snapshot",
+            Some(TOKEN),
+            snapshot_bytes(6, "six")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(get(&proxy.url("/"), "x").await.text(), "six");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_snapshots_are_refused_with_a_reason() {
+    let (proxy, _dir) = proxy_with_token().await;
+    let answer = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "invalid_snapshot");
+
+    let mut tampered: serde_json::Value = serde_json::from_slice(&snapshot_bytes(1, "x")).unwrap();
+    tampered["rules"]["test/r/0"]["action"]["body"] = "tampered".into();
+    let answer = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        serde_json::to_vec(&tampered).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.json()["message"].as_str().unwrap().contains("hash"));
+
+    let mut future: serde_json::Value = serde_json::from_slice(&snapshot_bytes(1, "x")).unwrap();
+    future["format"] = 99.into();
+    let answer = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        serde_json::to_vec(&future).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("format 99")
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn objects_the_proxy_cannot_load_are_named_in_the_answer() {
+    let (proxy, _dir) = proxy_with_token().await;
+    let mut snapshot = compile_yaml(
+        &format!(
+            "{}{}",
+            route(
+                "good",
+                "  hosts: [good.example]\n  rules: [{directResponse: {status: 200, body: good}}]"
+            ),
+            route(
+                "bad",
+                "  hosts: [bad.example]\n  rules: [{directResponse: {status: 200}}]"
+            )
+        ),
+        1,
+    );
+    // A certificate whose key does not match: valid PEM, unusable pair.
+    let one = rcgen::generate_simple_self_signed(vec!["bad.example".into()]).unwrap();
+    let two = rcgen::generate_simple_self_signed(vec!["bad.example".into()]).unwrap();
+    snapshot
+        .certificates
+        .push(weir_crds::snapshot::Certificate {
+            hosts: vec!["bad.example".into()],
+            secret: "test/mismatch".into(),
+            routes: vec!["test/bad".into()],
+            chain_pem: one.cert.pem(),
+            key_pem: weir_crds::snapshot::PrivateKeyPem(two.signing_key.serialize_pem()),
+        });
+    snapshot.hash = snapshot.content_hash();
+    let answer = admin(
+        &proxy,
+        Method::PUT,
+        "/v1/snapshot",
+        Some(TOKEN),
+        serde_json::to_vec(&snapshot).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let failures = answer.json()["failures"].clone();
+    assert_eq!(failures[0]["kind"], "Route");
+    assert_eq!(
+        (
+            failures[0]["namespace"].as_str(),
+            failures[0]["name"].as_str()
+        ),
+        (Some("test"), Some("bad"))
+    );
+    assert!(
+        failures[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{failures}"
+    );
+    assert_eq!(
+        get(&proxy.url("/"), "good.example").await.text(),
+        "good",
+        "the rest is served"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_metrics_need_no_token() {
+    let (proxy, _dir) = proxy_with_token().await;
+    proxy.apply_yaml(&route("api", "  rules: [{matches: [{path: {type: Template, value: '/users/{id}'}}], directResponse: {status: 200}}]"));
+    assert_eq!(
+        admin(&proxy, Method::GET, "/healthz", None, vec![])
+            .await
+            .json()["status"],
+        "ok"
+    );
+    for id in ["1", "2", "3"] {
+        get(&proxy.url(&format!("/users/{id}")), "x").await;
+    }
+    get(&proxy.url("/nothing/here"), "x").await;
+    let metrics = admin(&proxy, Method::GET, "/metrics", None, vec![])
+        .await
+        .text();
+    assert!(
+        metrics.contains("weir_requests_total{route=\"test/api\",status_class=\"2xx\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_requests_total{route=\"-\",status_class=\"4xx\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_request_duration_seconds_count{route=\"test/api\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("weir_active_connections"), "{metrics}");
+    assert!(metrics.contains("weir_snapshot_version 1"), "{metrics}");
+    assert!(
+        !metrics.contains("/users/1"),
+        "route labels are names, never raw paths"
+    );
+    assert_eq!(
+        admin(&proxy, Method::GET, "/nope", None, vec![])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    proxy.stop().await;
+}

@@ -1,0 +1,199 @@
+//! Header hygiene and request limits, seen from a real upstream and from raw sockets:
+//! hop-by-hop headers, forwarding headers, request ids, trace context, smuggling-shaped
+//! framing, header and body size limits, and slow clients.
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy_to(
+    upstream: &Upstream,
+    tweak: impl FnOnce(&mut weir_proxy::config::ProxyConfig),
+) -> TestProxy {
+    let proxy = TestProxy::start(tweak).await;
+    proxy.apply_yaml(&route(
+        "r",
+        &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
+    ));
+    proxy
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_forged_forwarding_headers_do_not_reach_the_upstream() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |_| {}).await;
+    let request = Request::get(proxy.url("/"))
+        .header("host", "shop.example")
+        .header("connection", "x-internal")
+        .header("x-internal", "secret")
+        .header("keep-alive", "timeout=100")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "for=6.6.6.6")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .header("x-request-id", "client-chosen-id")
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.headers["x-request-id"], "client-chosen-id");
+    let seen = &upstream.requests()[0];
+    for gone in [
+        "x-internal",
+        "keep-alive",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "{gone} reached the upstream"
+        );
+    }
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-host"], "shop.example");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;host=\"shop.example\";proto=http"
+    );
+    assert_eq!(seen.headers["x-request-id"], "client-chosen-id");
+    assert_eq!(
+        seen.headers["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "trace context is propagated"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxies_keep_the_chain_and_requests_get_ids() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]
+    })
+    .await;
+    let request = Request::get(proxy.url("/"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&client(), request).await;
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    let id = answer.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 32, "a generated id");
+    assert_eq!(seen.headers["x-request-id"], id);
+    proxy.stop().await;
+}
+
+/// Sends raw bytes and returns what the proxy answers before closing.
+async fn raw_exchange(proxy: &TestProxy, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_shaped_requests_are_refused() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |_| {}).await;
+    let answer = raw_exchange(
+        &proxy,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Behind an honest request on the same connection, too.
+    let answer = raw_exchange(
+        &proxy,
+        b"GET /first HTTP/1.1\r\nhost: x\r\n\r\nPOST /second HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the honest request went upstream"
+    );
+    assert_eq!(upstream.requests()[0].uri, "/first");
+    let answer = raw_exchange(
+        &proxy,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcde",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "nothing more reached the upstream"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_heads_and_bodies_are_refused() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| {
+        c.limits.max_header_bytes = 8 * 1024;
+        c.limits.max_body_bytes = 1000;
+    })
+    .await;
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    let answer = raw_exchange(&proxy, big_header.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let answer = send(
+        &client(),
+        Request::post(proxy.url("/"))
+            .body(Full::from(vec![b'x'; 2000]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.json()["error"], "body_too_large");
+
+    // Without a length up front, the limit applies while the body streams.
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(2000)
+    );
+    let answer = raw_exchange(&proxy, chunked.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(upstream.requests().iter().all(|s| s.body.len() <= 1000));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_cut_off() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| {
+        c.limits.header_read_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let mut stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // Never finish the head: the proxy must close the connection by itself.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection was not closed");
+    assert!(upstream.requests().is_empty());
+    proxy.stop().await;
+}

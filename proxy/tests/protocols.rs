@@ -1,0 +1,340 @@
+//! Protocols: HTTP/2 (h2c and over TLS with ALPN), certificates chosen by SNI,
+//! WebSocket upgrades, and bodies streamed both ways without being buffered whole.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn http2_clients_are_served_over_h2c() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy.apply_yaml(&route(
+        "r",
+        &format!(
+            "  hosts: [h2.example]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
+            upstream.url()
+        ),
+    ));
+    let request = Request::get(format!(
+        "http://h2.example:{}/x",
+        proxy.addresses.traffic.port()
+    ))
+    .version(Version::HTTP_2)
+    .body(Full::<Bytes>::default())
+    .unwrap();
+    // Connect to the proxy whatever the URI says.
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), Version::HTTP_2);
+    let seen = &upstream.requests()[0];
+    assert_eq!(
+        seen.headers["host"],
+        format!("h2.example:{}", proxy.addresses.traffic.port()),
+        "HTTP/1.1 upstreams get a Host"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_backends_get_http2() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy.apply_yaml(&route(
+        "r",
+        &format!(
+            "  rules: [{{backends: [{{url: 'h2c://{}'}}]}}]",
+            upstream.addr
+        ),
+    ));
+    assert_eq!(get(&proxy.url("/"), "x").await.status, StatusCode::OK);
+    assert_eq!(upstream.requests()[0].version, Version::HTTP_2);
+    proxy.stop().await;
+}
+
+struct Site {
+    host: &'static str,
+    cert: CertificateDer<'static>,
+    yaml: String,
+}
+
+fn site(host: &'static str, secret: &str) -> Site {
+    let certified = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let yaml = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: test}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}{}",
+        indent(certified.cert.pem()),
+        indent(certified.signing_key.serialize_pem()),
+        route(
+            secret,
+            &format!(
+                "  hosts: ['{host}']\n  tls: {{secretName: {secret}}}\n  rules: [{{directResponse: {{status: 200, body: '{host}'}}}}]"
+            )
+        )
+    );
+    Site {
+        host,
+        cert: certified.cert.der().clone(),
+        yaml,
+    }
+}
+
+/// Opens TLS to the proxy with SNI `host`, trusting `root`; returns the presented
+/// certificate, the ALPN protocol, and the stream.
+async fn tls_connect(
+    proxy: &TestProxy,
+    host: &'static str,
+    root: &CertificateDer<'static>,
+) -> (
+    CertificateDer<'static>,
+    Option<Vec<u8>>,
+    tokio_rustls::client::TlsStream<TcpStream>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let stream = TcpStream::connect(proxy.addresses.tls.unwrap())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(host).unwrap(), stream)
+        .await
+        .expect("handshake with the right certificate");
+    let (_, session) = tls.get_ref();
+    let presented = session.peer_certificates().unwrap()[0].clone().into_owned();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    (presented, alpn, tls)
+}
+
+#[tokio::test]
+async fn certificates_are_chosen_by_sni_and_alpn_offers_http2() {
+    let a = site("a.example", "a-cert");
+    let b = site("b.example", "b-cert");
+    let proxy = TestProxy::start(|c| c.tls_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    proxy.apply_yaml(&format!("{}{}", a.yaml, b.yaml));
+    for site in [&a, &b] {
+        let (presented, alpn, tls) = tls_connect(&proxy, site.host, &site.cert).await;
+        assert_eq!(presented, site.cert, "{}", site.host);
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::get(format!("https://{}/", site.host))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, site.host);
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_text() {
+                let reply = format!("echo: {}", message.into_text().unwrap());
+                socket.send(Message::text(reply)).await.unwrap();
+            }
+        }
+    });
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy.apply_yaml(&route(
+        "r",
+        &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
+    ));
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (mut socket, response) =
+        tokio_tungstenite::client_async("ws://chat.example/socket", stream)
+            .await
+            .expect("upgrade through the proxy");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for word in ["one", "two"] {
+        socket.send(Message::text(word)).await.unwrap();
+        let reply = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.into_text().unwrap(), format!("echo: {word}"));
+    }
+    proxy.stop().await;
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Bodies travel as they are produced: the upstream sees the first chunk of an upload
+/// before the client has sent the rest, and the client sees the first chunk of a
+/// download before the upstream has produced the rest. A proxy that buffered whole bodies
+/// would deadlock here (and fail on the timeout).
+#[tokio::test]
+async fn bodies_stream_both_ways_without_buffering() {
+    let (first_upload_chunk_tx, first_upload_chunk_rx) = oneshot::channel::<()>();
+    let (download_ack_tx, download_ack_rx) = oneshot::channel::<()>();
+    let first_upload_chunk_tx = Arc::new(std::sync::Mutex::new(Some(first_upload_chunk_tx)));
+    let download_ack_rx = Arc::new(tokio::sync::Mutex::new(Some(download_ack_rx)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let first_upload_chunk_tx = first_upload_chunk_tx.clone();
+            let download_ack_rx = download_ack_rx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let first_upload_chunk_tx = first_upload_chunk_tx.clone();
+                    let download_ack_rx = download_ack_rx.clone();
+                    async move {
+                        if request.uri().path() == "/upload" {
+                            let mut body = request.into_body();
+                            let mut total = 0usize;
+                            while let Some(frame) = body.frame().await {
+                                if let Some(data) = frame.unwrap().data_ref() {
+                                    total += data.len();
+                                    if let Some(tx) = first_upload_chunk_tx.lock().unwrap().take() {
+                                        let _ = tx.send(());
+                                    }
+                                }
+                            }
+                            let response: Response<
+                                http_body_util::combinators::BoxBody<Bytes, Infallible>,
+                            > = Response::new(BodyExt::boxed(Full::new(Bytes::from(
+                                total.to_string(),
+                            ))));
+                            return Ok::<_, Infallible>(response);
+                        }
+                        // Download: one chunk, wait for the client to have it, then the rest.
+                        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                        let ack = download_ack_rx.lock().await.take();
+                        tokio::spawn(async move {
+                            tx.send(Ok(Frame::data(Bytes::from(vec![b'd'; CHUNK]))))
+                                .await
+                                .unwrap();
+                            if let Some(ack) = ack {
+                                let _ = ack.await;
+                            }
+                            for _ in 0..511 {
+                                if tx
+                                    .send(Ok(Frame::data(Bytes::from(vec![b'd'; CHUNK]))))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        });
+                        let body = BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)));
+                        Ok(Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = TestProxy::start(|c| c.limits.max_body_bytes = 64 * 1024 * 1024).await;
+    proxy.apply_yaml(&route("r", &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}], timeouts: {{request: 1m}}}}]")));
+
+    // Upload 16 MiB: the first chunk must reach the upstream while the rest is unsent.
+    let (body_tx, body_rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let upload = Request::post(proxy.url("/upload"))
+        .body(StreamBody::new(tokio_stream_from(body_rx)))
+        .unwrap();
+    let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let response = tokio::spawn(client.request(upload));
+    body_tx
+        .send(Ok(Frame::data(Bytes::from(vec![b'u'; CHUNK]))))
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, first_upload_chunk_rx)
+        .await
+        .expect("the first chunk arrived before the rest was sent")
+        .unwrap();
+    for _ in 0..255 {
+        body_tx
+            .send(Ok(Frame::data(Bytes::from(vec![b'u'; CHUNK]))))
+            .await
+            .unwrap();
+    }
+    drop(body_tx);
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let received = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(received, (256 * CHUNK).to_string());
+
+    // Download 32 MiB: the first chunk must reach the client before the rest is produced.
+    let response = send_streaming(&proxy.url("/download")).await;
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(PATIENCE, body.frame())
+        .await
+        .expect("first chunk in time")
+        .unwrap()
+        .unwrap();
+    assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+    download_ack_tx.send(()).unwrap();
+    let mut total = first.data_ref().map_or(0, Bytes::len);
+    while let Some(frame) = tokio::time::timeout(PATIENCE, body.frame())
+        .await
+        .expect("chunks keep coming")
+    {
+        total += frame.unwrap().data_ref().map_or(0, Bytes::len);
+    }
+    assert_eq!(total, 512 * CHUNK);
+    proxy.stop().await;
+}
+
+async fn send_streaming(url: &str) -> Response<Incoming> {
+    let request = Request::get(url).body(Full::<Bytes>::default()).unwrap();
+    tokio::time::timeout(PATIENCE, client().request(request))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,118 @@
+//! Standalone mode: manifests from a directory, reloaded on change; a broken file keeps
+//! its last good version serving while the others move on.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+fn write(dir: &Path, file: &str, yaml: &str) {
+    // Write then rename, as editors and `kubectl` do, so the watcher never sees half a file.
+    let temporary = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&temporary, yaml).unwrap();
+    std::fs::rename(&temporary, dir.join(file)).unwrap();
+}
+
+fn fixed(host: &str, body: &str) -> String {
+    route(
+        host.split('.').next().unwrap(),
+        &format!("  hosts: [{host}]\n  rules: [{{directResponse: {{status: 200, body: {body}}}}}]"),
+    )
+}
+
+/// Waits until `host` answers `expected`.
+async fn eventually(proxy: &TestProxy, host: &str, expected: &str) {
+    let result = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let answer = get(&proxy.url("/"), host).await;
+            if answer.status == StatusCode::OK && answer.text() == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "{host} never answered {expected:?}");
+}
+
+#[tokio::test]
+async fn files_are_served_and_reloaded_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &fixed("a.example", "one"));
+    let proxy = TestProxy::start(|c| c.config_dir = Some(dir.path().to_owned())).await;
+    assert!(
+        proxy.gateway.is_ready(),
+        "ready once the directory compiled"
+    );
+    assert_eq!(get(&proxy.url("/"), "a.example").await.text(), "one");
+
+    write(dir.path(), "a.yaml", &fixed("a.example", "two"));
+    eventually(&proxy, "a.example", "two").await;
+
+    write(dir.path(), "b.yml", &fixed("b.example", "bee"));
+    eventually(&proxy, "b.example", "bee").await;
+
+    std::fs::remove_file(dir.path().join("b.yml")).unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while get(&proxy.url("/"), "b.example").await.status != StatusCode::NOT_FOUND {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a deleted file's routes go away");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_file_keeps_its_last_good_version() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &fixed("a.example", "good"));
+    write(dir.path(), "b.yaml", &fixed("b.example", "bee"));
+    let proxy = TestProxy::start(|c| c.config_dir = Some(dir.path().to_owned())).await;
+
+    // Not YAML at all.
+    write(
+        dir.path(),
+        "a.yaml",
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nspec: [unclosed\n",
+    );
+    // An unknown field (a typo) in another file, and an invalid regular expression.
+    write(
+        dir.path(),
+        "b.yaml",
+        &route("b", "  hosts: [b.example]\n  rulez: []"),
+    );
+    write(
+        dir.path(),
+        "c.yaml",
+        &route(
+            "c",
+            "  hosts: [c.example]\n  rules: [{matches: [{path: {type: Regex, value: '(['}}], directResponse: {status: 200}}]",
+        ),
+    );
+    // A good change elsewhere must still go through.
+    write(dir.path(), "d.yaml", &fixed("d.example", "dee"));
+    eventually(&proxy, "d.example", "dee").await;
+    assert_eq!(
+        get(&proxy.url("/"), "a.example").await.text(),
+        "good",
+        "last good version of a.yaml"
+    );
+    assert_eq!(
+        get(&proxy.url("/"), "b.example").await.text(),
+        "bee",
+        "last good version of b.yaml"
+    );
+    assert_eq!(
+        get(&proxy.url("/"), "c.example").await.status,
+        StatusCode::NOT_FOUND,
+        "c.yaml never had a good version"
+    );
+
+    write(dir.path(), "a.yaml", &fixed("a.example", "fixed"));
+    eventually(&proxy, "a.example", "fixed").await;
+    proxy.stop().await;
+}
