@@ -103,24 +103,26 @@ pub struct BodyEnd {
 
 pin_project! {
     /// Streams `inner` and calls `on_end` once when it ends, fails or is dropped.
-    pub struct Observed<B, F: FnOnce(BodyEnd)> {
+    pub struct Observed<B: Body, F: FnOnce(BodyEnd)> {
         #[pin]
         inner: B,
         bytes: u64,
         on_end: Option<F>,
     }
 
-    impl<B, F: FnOnce(BodyEnd)> PinnedDrop for Observed<B, F> {
+    impl<B: Body, F: FnOnce(BodyEnd)> PinnedDrop for Observed<B, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(on_end) = this.on_end.take() {
-                on_end(BodyEnd { bytes: *this.bytes, complete: false });
+                // A body that was over before anyone polled it (empty, or all sent with
+                // its head) is complete; anything else was cut short.
+                on_end(BodyEnd { bytes: *this.bytes, complete: this.inner.is_end_stream() });
             }
         }
     }
 }
 
-impl<B, F: FnOnce(BodyEnd)> Observed<B, F> {
+impl<B: Body, F: FnOnce(BodyEnd)> Observed<B, F> {
     /// Watches `inner`.
     pub fn new(inner: B, on_end: F) -> Self {
         Self {
@@ -231,6 +233,36 @@ mod tests {
                 bytes: 0,
                 complete: false
             }]
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_that_say_they_ended_are_complete_without_a_final_poll() {
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let seen = ends.clone();
+        // Servers poll a `Full` body once and stop: it reports its end with the data.
+        let mut body = std::pin::pin!(Observed::new(
+            Full::new(Bytes::from_static(b"abc")),
+            move |end| { seen.lock().unwrap().push(end) }
+        ));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert_eq!(
+            *ends.lock().unwrap(),
+            [BodyEnd {
+                bytes: 3,
+                complete: true
+            }]
+        );
+        let seen = ends.clone();
+        drop(Observed::new(Empty::<Bytes>::new(), move |end| {
+            seen.lock().unwrap().push(end)
+        }));
+        assert_eq!(
+            ends.lock().unwrap()[1],
+            BodyEnd {
+                bytes: 0,
+                complete: true
+            }
         );
     }
 }

@@ -308,3 +308,67 @@ async fn health_and_metrics_need_no_token() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_listener_speaks_https_when_given_a_certificate() {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["weir-admin.local".into()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let proxy =
+        TestProxy::start(|c| c.admin_tls = Some(weir_proxy::config::TlsFiles { cert, key })).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(proxy.addresses.admin)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("weir-admin.local").unwrap(),
+            stream,
+        )
+        .await
+        .expect("TLS handshake with the admin certificate");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            Request::get("/healthz")
+                .body(Full::<bytes::Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"{"status":"ok"}"#);
+
+    // Plain HTTP to the admin port gets nowhere.
+    let plain = tokio::time::timeout(
+        PATIENCE,
+        client().request(
+            Request::get(proxy.admin_url("/healthz"))
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await;
+    assert!(!matches!(plain, Ok(Ok(ref r)) if r.status() == StatusCode::OK));
+    proxy.stop().await;
+}

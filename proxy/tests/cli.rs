@@ -45,3 +45,64 @@ fn bad_configuration_exits_64() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
     assert_eq!(weir_proxy(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn each_request_writes_one_json_access_log_line() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  rules: [{directResponse: {status: 200, body: hi}}]\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
+        .args(["--config", dir.path().to_str().unwrap()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
+    // The proxy logs that it listens once it is ready.
+    lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|line| line.contains("weir-proxy listening"))
+        .expect("a startup line");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /any HTTP/1.1\r\nhost: demo.example\r\nx-request-id: trace-me\r\nconnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let line = lines
+        .map(Result::unwrap)
+        .find(|line| line.contains("\"weir::access\""))
+        .expect("an access log line");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let entry: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["request_id"], "trace-me");
+    assert_eq!(entry["route"], "demo/hello");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["bytes_sent"], 2);
+    assert_eq!(entry["complete"], true);
+    assert_eq!(entry["path"], "/any");
+    assert!(entry["duration_ms"].as_f64().is_some(), "{entry}");
+}
