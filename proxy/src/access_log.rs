@@ -24,7 +24,7 @@ pub struct AccessRecord {
     /// `namespace/name` of the Route that matched.
     pub route: Option<String>,
     /// Endpoint of the last upstream try.
-    pub upstream: Option<String>,
+    pub upstream: Option<http::uri::Authority>,
     /// Time from the first upstream try to the response head, in milliseconds.
     pub upstream_ms: Option<f64>,
     /// Tries sent upstream.
@@ -63,7 +63,7 @@ impl AccessRecord {
             path = %self.path,
             client = %self.client,
             route = self.route.as_deref().unwrap_or(crate::metrics::NO_ROUTE),
-            upstream = self.upstream.as_deref().unwrap_or("-"),
+            upstream = self.upstream.as_ref().map_or("-", http::uri::Authority::as_str),
             status,
             bytes_sent = end.bytes,
             complete = end.complete,

@@ -134,6 +134,9 @@ pub async fn forward(
 
     let target = choose_target(forward);
     let backend = &target.backend;
+    let upstream_path = backend
+        .upstream_path(&upstream_path)
+        .map_err(|e| ProxyError::BadRequest(format!("upstream path: {e}")))?;
     let permit = match &target.limiter {
         Some(limiter) => Some(limiter.clone().try_acquire_owned().map_err(|_| {
             gateway
@@ -179,14 +182,18 @@ pub async fn forward(
         };
         tried.push(index);
         let endpoint = &backend.endpoints[index];
-        record.upstream = Some(format!(
-            "{}:{}",
-            endpoint.address.host, endpoint.address.port
-        ));
+        record.upstream = endpoint.authority.clone();
         record.tries += 1;
-        let uri = backend
-            .uri(index, &upstream_path)
-            .map_err(|e| ProxyError::BadRequest(format!("upstream path: {e}")))?;
+        let uri =
+            backend
+                .uri(index, &upstream_path)
+                .ok_or_else(|| ProxyError::UpstreamUnreachable {
+                    backend: backend.id.clone(),
+                    reason: format!(
+                        "endpoint {:?} is not a valid address",
+                        endpoint.address.host
+                    ),
+                })?;
         let Some(try_body) = body.for_try() else {
             return Err(ProxyError::UpstreamFailed {
                 backend: backend.id.clone(),

@@ -12,6 +12,10 @@ use weir_proxy::{Proxy, StartError};
 /// Exit code for unusable configuration (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 
+// glibc's allocator is a measurable share of a proxy's CPU time; mimalloc is not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -38,11 +42,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers)
-        .enable_all()
-        .build()
-    {
+    // One worker needs no work stealing: the single-threaded scheduler is cheaper.
+    let mut builder = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.workers);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("weir-proxy: starting the runtime: {e}");

@@ -25,6 +25,8 @@ pub fn now_ms() -> u64 {
 pub struct EndpointState {
     /// Where it is.
     pub address: Endpoint,
+    /// `host:port` as a URI authority (IPv6 in brackets), made once.
+    pub authority: Option<http::uri::Authority>,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
     /// While ejected: when the ejection ends. Otherwise when the ejection multiplier last
@@ -36,7 +38,13 @@ pub struct EndpointState {
 impl EndpointState {
     /// A healthy endpoint with nothing in flight.
     pub fn new(address: Endpoint) -> Self {
+        let host = if address.host.contains(':') {
+            format!("[{}]", address.host)
+        } else {
+            address.host.clone()
+        };
         Self {
+            authority: format!("{host}:{}", address.port).parse().ok(),
             address,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),

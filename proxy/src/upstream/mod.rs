@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 
 use http::Uri;
+use http::uri::{PathAndQuery, Scheme};
 use weir_crds::route::LoadBalancer;
 use weir_crds::snapshot::{Backend, BackendProtocol, Endpoint};
 
@@ -105,25 +106,30 @@ impl LoadedBackend {
         self.endpoints.iter().filter(|e| e.is_ejected(now)).count()
     }
 
-    /// The absolute URI of `path_and_query` at endpoint `index`, behind the base path.
-    pub fn uri(&self, index: usize, path_and_query: &str) -> Result<Uri, http::Error> {
-        let endpoint = &self.endpoints[index].address;
-        let scheme = if self.protocol == BackendProtocol::Https {
-            "https"
+    /// The absolute URI of `path_and_query` (already behind the base path, see
+    /// [`LoadedBackend::upstream_path`]) at endpoint `index`.
+    pub fn uri(&self, index: usize, path_and_query: &PathAndQuery) -> Option<Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.protocol == BackendProtocol::Https {
+            Scheme::HTTPS
         } else {
-            "http"
-        };
-        let host = if endpoint.host.contains(':') {
-            format!("[{}]", endpoint.host)
-        } else {
-            endpoint.host.clone()
-        };
-        let base = self.base_path.as_deref().unwrap_or_default();
-        Uri::builder()
-            .scheme(scheme)
-            .authority(format!("{host}:{}", endpoint.port))
-            .path_and_query(format!("{base}{path_and_query}"))
-            .build()
+            Scheme::HTTP
+        });
+        parts.authority = Some(self.endpoints[index].authority.clone()?);
+        parts.path_and_query = Some(path_and_query.clone());
+        Uri::from_parts(parts).ok()
+    }
+
+    /// The path and query sent upstream for `path_and_query`: behind the base path of a
+    /// URL backend.
+    pub fn upstream_path(
+        &self,
+        path_and_query: &str,
+    ) -> Result<PathAndQuery, http::uri::InvalidUri> {
+        match &self.base_path {
+            Some(base) => PathAndQuery::try_from(format!("{base}{path_and_query}")),
+            None => PathAndQuery::try_from(path_and_query),
+        }
     }
 }
 
@@ -161,12 +167,14 @@ mod tests {
             base_path: Some("/base".into()),
         };
         let loaded = LoadedBackend::load("b", &backend, &states);
+        let path = loaded.upstream_path("/x?y=1").unwrap();
         assert_eq!(
-            loaded.uri(0, "/x?y=1").unwrap().to_string(),
+            loaded.uri(0, &path).unwrap().to_string(),
             "http://[::1]:8080/base/x?y=1"
         );
+        let root = loaded.upstream_path("/").unwrap();
         assert_eq!(
-            loaded.uri(1, "/").unwrap().to_string(),
+            loaded.uri(1, &root).unwrap().to_string(),
             "http://10.0.0.1:80/base/"
         );
     }

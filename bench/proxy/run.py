@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Proxy benchmark: weir-proxy and nginx side by side, one worker each, in front of the
+same upstream (an nginx answering a fixed 200), driven by wrk with small keep-alive
+requests. Reports throughput, CPU time per request of the proxy process(es) and latency
+percentiles, and the ratios weir/nginx. Absolute numbers are noisy on a shared machine;
+the ratios, measured in the same run, are what to compare.
+
+Usage: bench/proxy/run.py [--rounds N] [--duration S] [--connections C] [--markdown]
+Needs nginx and wrk (Debian packages) and builds weir-proxy in release mode.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of processes, in seconds."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def process_tree(pid):
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid] + [int(c) for c in children]
+
+
+NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/{name}-body;
+    proxy_temp_path {dir}/{name}-proxy;
+    fastcgi_temp_path {dir}/{name}-fastcgi;
+    uwsgi_temp_path {dir}/{name}-uwsgi;
+    scgi_temp_path {dir}/{name}-scgi;
+    keepalive_requests 1000000;
+{body}
+}}
+"""
+
+
+def start_nginx(directory, name, body):
+    config = Path(directory) / f"{name}.conf"
+    config.write_text(NGINX_COMMON.format(dir=directory, name=name, body=body))
+    return subprocess.Popen(["nginx", "-c", str(config), "-e", f"{directory}/{name}.error.log"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_wrk(port, duration, connections, path="/"):
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    latency = {}
+    for percentile in ("50", "75", "90", "99"):
+        value, unit = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", out).groups()
+        latency[percentile] = float(value) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+    return {
+        "requests": requests,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "latency_us": latency,
+    }
+
+
+def measure(pids, port, duration, connections):
+    before = cpu_seconds(pids)
+    started = time.time()
+    result = run_wrk(port, duration, connections)
+    elapsed = time.time() - started
+    cpu = cpu_seconds(pids) - before
+    result["rps"] = result["requests"] / elapsed
+    result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
+    return result
+
+
+def summarize(runs):
+    return {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
+        "latency_us": {p: statistics.median(r["latency_us"][p] for r in runs) for p in ("50", "75", "90", "99")},
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table for docs/performance.md")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install -y nginx wrk")
+
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-proxy"], cwd=ROOT, check=True)
+    binary = ROOT / "target" / "release" / "weir-proxy"
+
+    processes = []
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            upstream_port, nginx_port, weir_port, admin_port = (free_port() for _ in range(4))
+            processes.append(start_nginx(directory, "upstream",
+                f"    server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 'ok'; }} }}"))
+            nginx = start_nginx(directory, "proxy", f"""
+    upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}""")
+            processes.append(nginx)
+            config = Path(directory) / "weir"
+            config.mkdir()
+            (config / "route.yaml").write_text(
+                "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: bench}\n"
+                f"spec:\n  rules: [{{backends: [{{url: 'http://127.0.0.1:{upstream_port}'}}]}}]\n")
+            weir = subprocess.Popen(
+                [str(binary), "--config", str(config), "--workers", "1", "--no-access-log",
+                 "--listen", f"127.0.0.1:{weir_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            processes.append(weir)
+            for port in (upstream_port, nginx_port, weir_port):
+                wait_for_port(port)
+            time.sleep(0.5)
+            targets = {
+                "nginx": (process_tree(nginx.pid), nginx_port),
+                "weir": ([weir.pid], weir_port),
+            }
+            for name, (_, port) in targets.items():
+                run_wrk(port, 2, args.connections)  # warm up
+            runs = {name: [] for name in targets}
+            for round_number in range(args.rounds):
+                order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+                for name in order:
+                    pids, port = targets[name]
+                    runs[name].append(measure(pids, port, args.duration, args.connections))
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    summary = {name: summarize(r) for name, r in runs.items()}
+    ratio = {
+        "cpu_per_request": summary["weir"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
+        "rps": summary["weir"]["rps"] / summary["nginx"]["rps"],
+        "p50": summary["weir"]["latency_us"]["50"] / summary["nginx"]["latency_us"]["50"],
+        "p99": summary["weir"]["latency_us"]["99"] / summary["nginx"]["latency_us"]["99"],
+    }
+    result = {"settings": vars(args), "runs": runs, "summary": summary, "ratio_weir_over_nginx": ratio}
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "proxy.json").write_text(json.dumps(result, indent=2))
+
+    print(f"{'':8}{'req/s':>10}{'CPU µs/req':>12}{'p50 µs':>9}{'p75 µs':>9}{'p90 µs':>9}{'p99 µs':>9}")
+    for name, s in summary.items():
+        l = s["latency_us"]
+        print(f"{name:8}{s['rps']:>10.0f}{s['cpu_us_per_request']:>12.1f}{l['50']:>9.0f}{l['75']:>9.0f}{l['90']:>9.0f}{l['99']:>9.0f}")
+    print(f"weir/nginx: CPU per request {ratio['cpu_per_request']:.2f}x, throughput {ratio['rps']:.2f}x, "
+          f"p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x")
+    if any(s["non_2xx"] for s in summary.values()):
+        print("warning: some responses were not 2xx:", {n: s["non_2xx"] for n, s in summary.items()})
+    if args.markdown:
+        print()
+        print("| proxy | req/s | CPU µs/req | p50 µs | p90 µs | p99 µs |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, s in summary.items():
+            l = s["latency_us"]
+            print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {l['50']:.0f} | {l['90']:.0f} | {l['99']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
