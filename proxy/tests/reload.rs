@@ -88,18 +88,7 @@ async fn zero_failed_requests_while_snapshots_are_replaced() {
 
 #[tokio::test]
 async fn in_flight_requests_finish_on_their_snapshot() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let slow = {
-        let gate = gate.clone();
-        Upstream::start(move |_| {
-            let gate = gate.clone();
-            async move {
-                let _pass = gate.acquire().await;
-                text(StatusCode::OK, "old snapshot's upstream")
-            }
-        })
-        .await
-    };
+    let (slow, gate) = Upstream::gated("old snapshot's upstream").await;
     let proxy = TestProxy::start(|_| {}).await;
     proxy.apply_yaml(&route(
         "r",
@@ -107,13 +96,7 @@ async fn in_flight_requests_finish_on_their_snapshot() {
     ));
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move { get(&url, "x").await });
-    tokio::time::timeout(PATIENCE, async {
-        while slow.requests().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_for(|| !slow.requests().is_empty()).await;
     proxy.apply_yaml(&route(
         "r",
         "  rules: [{directResponse: {status: 200, body: new}}]",
@@ -126,18 +109,7 @@ async fn in_flight_requests_finish_on_their_snapshot() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let slow = {
-        let gate = gate.clone();
-        Upstream::start(move |_| {
-            let gate = gate.clone();
-            async move {
-                let _pass = gate.acquire().await;
-                text(StatusCode::OK, "finished")
-            }
-        })
-        .await
-    };
+    let (slow, gate) = Upstream::gated("finished").await;
     let mut proxy = TestProxy::start(|c| c.drain_timeout = Duration::from_secs(60)).await;
     proxy.apply_yaml(&route(
         "r",
@@ -149,13 +121,7 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
         let url = url.clone();
         async move { get(&url, "x").await }
     });
-    tokio::time::timeout(PATIENCE, async {
-        while slow.requests().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_for(|| !slow.requests().is_empty()).await;
     let stopping = proxy.begin_shutdown();
     // New connections are refused once the listener is closed.
     tokio::time::timeout(PATIENCE, async {

@@ -221,18 +221,7 @@ async fn failing_endpoints_are_ejected() {
 
 #[tokio::test]
 async fn the_concurrency_limit_sheds_with_503() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let slow = {
-        let gate = gate.clone();
-        Upstream::start(move |_| {
-            let gate = gate.clone();
-            async move {
-                let _pass = gate.acquire().await;
-                text(StatusCode::OK, "finally")
-            }
-        })
-        .await
-    };
+    let (slow, gate) = Upstream::gated("finally").await;
     let proxy = TestProxy::start(|_| {}).await;
     proxy.apply_yaml(&route(
         "r",
@@ -261,17 +250,6 @@ async fn the_concurrency_limit_sheds_with_503() {
 
 async fn get_owned(url: String) -> Answer {
     get(&url, "x").await
-}
-
-/// Waits (with patience) until `condition` holds.
-async fn wait_for(condition: impl Fn() -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("condition reached in time");
 }
 
 #[tokio::test]

@@ -226,6 +226,22 @@ impl Upstream {
         }
     }
 
+    /// An upstream that holds every request until the returned gate gets a permit for
+    /// it, then answers 200 with `body`.
+    pub async fn gated(body: &'static str) -> (Self, Arc<tokio::sync::Semaphore>) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let held = gate.clone();
+        let upstream = Self::start(move |_| {
+            let gate = held.clone();
+            async move {
+                let _pass = gate.acquire().await;
+                text(StatusCode::OK, body)
+            }
+        })
+        .await;
+        (upstream, gate)
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -241,6 +257,17 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Waits (with patience) until `condition` holds.
+pub async fn wait_for(condition: impl Fn() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("condition reached in time");
 }
 
 /// A response with a text body.
