@@ -21,7 +21,7 @@ use crate::access_log::AccessRecord;
 use crate::body::{self, BoxError, IdleTimeout, Observed, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
-use crate::headers::{self, Origin};
+use crate::headers;
 use crate::loaded::{LoadedForward, LoadedRule, Target};
 use crate::metrics::UpstreamErrorKind;
 use crate::pipeline::ConnInfo;
@@ -45,7 +45,7 @@ pub struct ForwardRequest<'a> {
     /// The host it asked for.
     pub host: &'a str,
     /// Its connection.
-    pub conn: ConnInfo,
+    pub conn: &'a ConnInfo,
 }
 
 /// The request body, kept for retries when small.
@@ -110,12 +110,12 @@ pub async fn forward(
         parts.headers.insert(header::HOST, value);
     }
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    let origin = Origin {
-        peer: conn.peer,
-        proto: if conn.tls { "https" } else { "http" },
+    headers::set_forwarded(
+        &mut parts.headers,
+        &conn.peer,
         host,
-    };
-    headers::set_forwarded(&mut parts.headers, origin, &gateway.config.trusted_proxies);
+        &gateway.config.trusted_proxies,
+    );
     if let Some(host_rewrite) = &policy.host_rewrite
         && let Ok(value) = HeaderValue::from_str(host_rewrite)
     {

@@ -103,14 +103,36 @@ impl Scanner {
                     } else {
                         b"\r\n\r\n"
                     };
+                    // Usually a whole head arrives in one read: look at it where it is.
+                    if self.line.is_empty()
+                        && let Some(end) = self.line_end(bytes, 0, terminator)
+                    {
+                        let (line, rest) = bytes.split_at(end);
+                        self.finish_line(line);
+                        bytes = rest;
+                        continue;
+                    }
                     let Some(used) = self.take_until(bytes, terminator) else {
                         return;
                     };
                     bytes = &bytes[used..];
-                    self.finish_line();
+                    let line = std::mem::take(&mut self.line);
+                    self.finish_line(&line);
+                    self.line = line;
+                    self.line.clear();
                 }
             }
         }
+    }
+
+    /// Where the line starting at `bytes[0]` ends (just after `terminator`), if it does
+    /// within `bytes`; the search starts at `from`.
+    fn line_end(&self, bytes: &[u8], from: usize, terminator: &[u8]) -> Option<usize> {
+        if matches!(self.state, State::Trailers) && bytes.starts_with(b"\r\n") {
+            // No trailers: the empty line ends the message at once.
+            return Some(2);
+        }
+        memchr::memmem::find(&bytes[from..], terminator).map(|at| from + at + terminator.len())
     }
 
     /// Appends to `line` up to and including `terminator`; returns how many bytes were
@@ -119,15 +141,7 @@ impl Scanner {
         let old = self.line.len();
         let start = old.saturating_sub(terminator.len() - 1);
         self.line.extend_from_slice(bytes);
-        let end = if matches!(self.state, State::Trailers) && self.line.starts_with(b"\r\n") {
-            // No trailers: the empty line ends the message at once.
-            Some(2)
-        } else {
-            self.line[start..]
-                .windows(terminator.len())
-                .position(|w| w == terminator)
-                .map(|at| start + at + terminator.len())
-        };
+        let end = self.line_end(&self.line, start, terminator);
         match end {
             Some(end) => {
                 self.line.truncate(end);
@@ -142,10 +156,9 @@ impl Scanner {
         }
     }
 
-    fn finish_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
+    fn finish_line(&mut self, line: &[u8]) {
         self.state = match self.state {
-            State::Head => self.head(&line),
+            State::Head => self.head(line),
             State::ChunkSize => {
                 let size = line
                     .split(|b| *b == b';' || *b == b'\r')
@@ -162,8 +175,6 @@ impl Scanner {
             }
             _ => State::Head,
         };
-        self.line = line;
-        self.line.clear();
     }
 
     fn head(&mut self, head: &[u8]) -> State {

@@ -35,6 +35,13 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
 /// Removes hop-by-hop headers and those the `Connection` header names. For a protocol
 /// upgrade (`upgrade` is true) `Connection: upgrade` and `Upgrade` are kept.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names is cheaper than the removals.
+    let present = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name) || name == header::UPGRADE);
+    if !present && !upgrade {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -101,40 +108,70 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
-/// What the proxy knows about a request's connection.
-#[derive(Clone, Copy, Debug)]
-pub struct Origin<'a> {
-    /// The TCP peer.
-    pub peer: SocketAddr,
+/// How a client connection appears in forwarding headers, worked out once per connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The peer's address.
+    pub ip: IpAddr,
+    /// The address as an `X-Forwarded-For` element.
+    pub for_value: HeaderValue,
+    /// The address as a `Forwarded` node (`192.0.2.1`, `"[2001:db8::1]"`).
+    pub node: Box<str>,
     /// `http` or `https`, as the client connected.
     pub proto: &'static str,
-    /// The host the client asked for.
-    pub host: &'a str,
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From a trusted proxy the
-/// existing values are kept and extended; from anyone else they are replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, origin: Origin<'_>, trusted: &[IpNet]) {
-    let peer_ip = origin.peer.ip();
-    let node = match peer_ip {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let element = format!(
-        "for={node};host=\"{}\";proto={}",
-        origin.host.replace('"', ""),
-        origin.proto
-    );
-    if is_trusted(peer_ip, trusted) {
-        append_list(headers, &X_FORWARDED_FOR, &peer_ip.to_string());
-        append_list(headers, &FORWARDED, &element);
-        insert_if_absent(headers, &X_FORWARDED_PROTO, origin.proto);
-        insert_if_absent(headers, &X_FORWARDED_HOST, origin.host);
+impl Peer {
+    /// The forwarding identity of a peer that connected with or without TLS.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip = peer.ip();
+        let text = ip.to_string();
+        let node = match ip {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        Self {
+            ip,
+            for_value: HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown")),
+            node: node.into(),
+            proto: if tls { "https" } else { "http" },
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request to `host`. From a
+/// trusted proxy the existing values are kept and extended; from anyone else they are
+/// replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &Peer, host: &str, trusted: &[IpNet]) {
+    let host = if host.contains('"') {
+        host.replace('"', "")
     } else {
-        set(headers, &X_FORWARDED_FOR, &peer_ip.to_string());
+        host.to_owned()
+    };
+    let mut element = String::with_capacity(32 + peer.node.len() + host.len());
+    element.push_str("for=");
+    element.push_str(&peer.node);
+    element.push_str(";host=\"");
+    element.push_str(&host);
+    element.push_str("\";proto=");
+    element.push_str(peer.proto);
+    if is_trusted(peer.ip, trusted) {
+        append_list(
+            headers,
+            &X_FORWARDED_FOR,
+            peer.for_value.to_str().unwrap_or_default(),
+        );
+        append_list(headers, &FORWARDED, &element);
+        insert_if_absent(headers, &X_FORWARDED_PROTO, peer.proto);
+        insert_if_absent(headers, &X_FORWARDED_HOST, &host);
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), peer.for_value.clone());
         set(headers, &FORWARDED, &element);
-        set(headers, &X_FORWARDED_PROTO, origin.proto);
-        set(headers, &X_FORWARDED_HOST, origin.host);
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(peer.proto),
+        );
+        set(headers, &X_FORWARDED_HOST, &host);
     }
 }
 
@@ -181,7 +218,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
         return id.to_owned();
     }
     // 128 random bits from the thread-local generator: no system call per request.
-    let id = format!("{:032x}", rand::random::<u128>());
+    let id = hex::encode(rand::random::<[u8; 16]>());
     headers.insert(
         X_REQUEST_ID.clone(),
         HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-")),
@@ -243,12 +280,8 @@ mod tests {
         assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
     }
 
-    fn origin(peer: &str) -> Origin<'static> {
-        Origin {
-            peer: peer.parse().unwrap(),
-            proto: "https",
-            host: "api.example.com",
-        }
+    fn origin(peer: &str) -> Peer {
+        Peer::new(peer.parse().unwrap(), true)
     }
 
     #[test]
@@ -259,7 +292,12 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=1.2.3.4"),
         ]);
-        set_forwarded(&mut map, origin("203.0.113.9:5000"), &[]);
+        set_forwarded(
+            &mut map,
+            &origin("203.0.113.9:5000"),
+            "api.example.com",
+            &[],
+        );
         assert_eq!(map["x-forwarded-for"], "203.0.113.9");
         assert_eq!(map["x-forwarded-proto"], "https");
         assert_eq!(map["x-forwarded-host"], "api.example.com");
@@ -281,7 +319,12 @@ mod tests {
             ("x-forwarded-proto", "http"),
             ("forwarded", "for=198.51.100.7"),
         ]);
-        set_forwarded(&mut map, origin("10.0.0.2:5000"), &trusted);
+        set_forwarded(
+            &mut map,
+            &origin("10.0.0.2:5000"),
+            "api.example.com",
+            &trusted,
+        );
         assert_eq!(map["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.0.0.2");
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-host"], "api.example.com");
@@ -299,7 +342,12 @@ mod tests {
     #[test]
     fn ipv6_peers_are_quoted_in_forwarded() {
         let mut map = HeaderMap::new();
-        set_forwarded(&mut map, origin("[2001:db8::1]:443"), &[]);
+        set_forwarded(
+            &mut map,
+            &origin("[2001:db8::1]:443"),
+            "api.example.com",
+            &[],
+        );
         assert_eq!(
             map["forwarded"],
             "for=\"[2001:db8::1]\";host=\"api.example.com\";proto=https"

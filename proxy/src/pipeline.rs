@@ -26,43 +26,51 @@ use crate::error::ProxyError;
 use crate::forward::{self, ForwardRequest};
 use crate::framing::ConnectionFraming;
 use crate::gateway::Gateway;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, Peer, X_REQUEST_ID};
 use crate::loaded::{FixedResponse, LoadedAction, LoadedSnapshot};
 use crate::router::{RequestHead, request_host};
 use crate::{cors, telemetry};
 
-/// What the proxy knows about a client connection.
-#[derive(Clone, Debug)]
+/// What the proxy knows about a client connection, shared by its requests.
+#[derive(Debug)]
 pub struct ConnInfo {
-    /// The TCP peer.
-    pub peer: SocketAddr,
+    /// The peer, as forwarding headers name it.
+    pub peer: Peer,
     /// Whether the client connected over TLS.
     pub tls: bool,
     /// Request framing seen on the wire (HTTP/1).
-    pub framing: Option<Arc<ConnectionFraming>>,
+    pub framing: Arc<ConnectionFraming>,
+}
+
+impl ConnInfo {
+    /// A connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool, framing: Arc<ConnectionFraming>) -> Self {
+        Self {
+            peer: Peer::new(peer, tls),
+            tls,
+            framing,
+        }
+    }
 }
 
 /// Serves one request. Never fails: errors become responses here.
 pub async fn handle(
     gateway: Arc<Gateway>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let request_id = headers::ensure_request_id(request.headers_mut());
     let client = headers::client_ip(
         request.headers(),
-        conn.peer.ip(),
+        conn.peer.ip,
         &gateway.config.trusted_proxies,
     );
     let mut record = AccessRecord::new(request_id, request.method().clone(), client, started);
     let snapshot = gateway.current();
     let mut route_metrics = None;
     // Asked first, and for every request, so the answers stay in request order.
-    let conflicting_framing = conn
-        .framing
-        .as_ref()
-        .is_some_and(|f| f.next_request_conflicts());
+    let conflicting_framing = conn.framing.next_request_conflicts();
     let span = request_span(&gateway, &request, &record.request_id);
     let served = if conflicting_framing {
         Err(ProxyError::BadRequest(
@@ -189,7 +197,7 @@ async fn serve(
                 path: &path,
                 matched_prefix: matched_prefix.as_deref(),
                 host: &host,
-                conn: conn.clone(),
+                conn: &conn,
             };
             forward::forward(gateway, &rule, forward, forward_request, record).await?
         }

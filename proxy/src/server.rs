@@ -208,11 +208,7 @@ async fn accept_traffic(
         drain.connections.clone().spawn(async move {
             gateway.metrics.active_connections.inc();
             let service = |framing| {
-                let conn = ConnInfo {
-                    peer,
-                    tls: tls.is_some(),
-                    framing: Some(framing),
-                };
+                let conn = Arc::new(ConnInfo::new(peer, tls.is_some(), framing));
                 let gateway = gateway.clone();
                 service_fn(move |request| pipeline::handle(gateway.clone(), conn.clone(), request))
             };
