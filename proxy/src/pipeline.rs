@@ -197,7 +197,7 @@ async fn serve(
                 path: &path,
                 matched_prefix: matched_prefix.as_deref(),
                 host: &host,
-                conn: &conn,
+                conn,
             };
             forward::forward(gateway, &rule, forward, forward_request, record).await?
         }
