@@ -161,11 +161,7 @@ pub async fn forward(
         BackendProtocol::H2c if !upgrade => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let client = gateway.clients.get(
-        backend.protocol,
-        policy.timeouts.connect_ms,
-        backend.server_name.as_deref(),
-    );
+    let client = &target.client;
     let _request_in_flight = forward.budget.start_request();
     let mut _retry_in_flight = None;
     let mut tried = Vec::new();

@@ -160,7 +160,8 @@ impl Gateway {
     }
 
     fn swap(&self, snapshot: &Snapshot) -> Applied {
-        let (loaded, failures) = LoadedSnapshot::load(snapshot, &self.live, &self.metrics);
+        let (loaded, failures) =
+            LoadedSnapshot::load(snapshot, &self.live, &self.metrics, &self.clients);
         self.current.store(Arc::new(loaded));
         self.ready.store(true, Ordering::Release);
         self.live.prune();

@@ -72,6 +72,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// A new random request id (128 bits, hex). Ids need to be unique, not secret: a fast
+/// generator per thread, seeded from the system, is enough.
+fn next_request_id() -> String {
+    use rand::{RngExt as _, SeedableRng as _};
+    thread_local! {
+        static GENERATOR: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+    }
+    let bytes: [u8; 16] = GENERATOR.with_borrow_mut(|generator| generator.random());
+    hex::encode(bytes)
+}
+
 /// Whether a request asks for a protocol upgrade (WebSocket and the like).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -218,7 +230,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
         return id.to_owned();
     }
     // 128 random bits from the thread-local generator: no system call per request.
-    let id = hex::encode(rand::random::<[u8; 16]>());
+    let id = next_request_id();
     headers.insert(
         X_REQUEST_ID.clone(),
         HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-")),

@@ -14,6 +14,7 @@ use weir_crds::snapshot::{Action, Cors, Forward, PluginCall, RedirectAction, Res
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::Router;
 use crate::tls::CertStore;
+use crate::upstream::client::{UpstreamClient, UpstreamClients};
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::retry::RetryBudget;
 use crate::upstream::{LoadedBackend, Persisted};
@@ -116,6 +117,8 @@ pub struct LoadedForward {
 pub struct Target {
     /// The backend.
     pub backend: Arc<LoadedBackend>,
+    /// The client that reaches it the way this rule wants (connect timeout, protocol).
+    pub client: UpstreamClient,
     /// Its share of requests.
     pub weight: u32,
     /// Limit of concurrent requests from this rule, if any.
@@ -150,6 +153,7 @@ impl LoadedSnapshot {
         snapshot: &Snapshot,
         live: &LiveState,
         metrics: &Metrics,
+        clients: &UpstreamClients,
     ) -> (Self, Vec<LoadFailure>) {
         let mut failures = Vec::new();
         let backends: HashMap<&str, Arc<LoadedBackend>> = snapshot
@@ -169,7 +173,7 @@ impl LoadedSnapshot {
                 .entry(rule.route.as_str())
                 .or_insert_with(|| metrics.route(&rule.route))
                 .clone();
-            match load_action(id, &rule.action, &backends, live) {
+            match load_action(id, &rule.action, &backends, live, clients) {
                 Ok(action) => {
                     rules.insert(
                         id.as_str(),
@@ -214,6 +218,7 @@ fn load_action(
     action: &Action,
     backends: &HashMap<&str, Arc<LoadedBackend>>,
     live: &LiveState,
+    clients: &UpstreamClients,
 ) -> Result<LoadedAction, String> {
     Ok(match action {
         Action::Forward(forward) => {
@@ -233,8 +238,14 @@ fn load_action(
                             || Semaphore::new(limit as usize),
                         )
                     });
+                    let client = clients.get(
+                        backend.protocol,
+                        forward.timeouts.connect_ms,
+                        backend.server_name.as_deref(),
+                    );
                     Ok(Target {
                         backend,
+                        client,
                         weight: weighted.weight,
                         limiter,
                     })

@@ -199,7 +199,16 @@ async fn serve(
                 host: &host,
                 conn,
             };
-            forward::forward(gateway, &rule, forward, forward_request, record).await?
+            // Boxed: the forwarding future is large, and moving it around costs more than
+            // one allocation.
+            Box::pin(forward::forward(
+                gateway,
+                &rule,
+                forward,
+                forward_request,
+                record,
+            ))
+            .await?
         }
     };
     if let Some(policy) = &rule.cors {
