@@ -1,0 +1,171 @@
+//! What the proxy tells the runtime about a request and its response, and the trait
+//! through which bodies are read only when a plugin asks for them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+/// A request as plugins see it (`ctx.request`), without its body.
+#[derive(Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestInfo {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The full URL the client asked for (`https://host/path?query`).
+    pub url: String,
+    /// The normalized path, without the query.
+    pub path: String,
+    /// The raw query string without `?` (empty when there is none).
+    pub query: String,
+    /// Headers in arrival order, names lower case; repeated headers appear repeatedly.
+    #[serde(serialize_with = "serialize_headers")]
+    pub headers: Vec<(String, String)>,
+    /// `namespace/name` of the matched Route.
+    pub route: String,
+    /// Values of the route's `{param}` path segments.
+    pub path_params: BTreeMap<String, String>,
+    /// The client's address (after trusted-proxy handling).
+    pub client_ip: Option<IpAddr>,
+    /// The request id (also in access logs and `x-request-id`).
+    pub request_id: String,
+    /// Backend ids of the matched rule: the targets `ctx.forward(id)` may choose.
+    #[serde(skip)]
+    pub backends: Vec<String>,
+    /// The request body, read only when a plugin asks for it.
+    #[serde(skip)]
+    pub body: Option<Arc<dyn BodySource>>,
+}
+
+/// The upstream (or locally made) response as `afterResponse` sees it.
+#[derive(Clone, Debug, Default)]
+pub struct ResponseInfo {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order, names lower case.
+    pub headers: Vec<(String, String)>,
+    /// The response body, read only when a plugin asks for it.
+    pub body: Option<Arc<dyn BodySource>>,
+}
+
+/// A body that stays in the proxy until a plugin reads it. The proxy implements this by
+/// buffering the body (up to `limit`) so it can still send it on afterwards.
+pub trait BodySource: Send + Sync + std::fmt::Debug {
+    /// The body's length when known in advance (`content-length`).
+    fn size_hint(&self) -> Option<u64>;
+    /// The whole body, or [`BodyError::TooLarge`] when it is longer than `limit` bytes.
+    fn read(&self, limit: usize) -> BoxFuture<'static, Result<Bytes, BodyError>>;
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is longer than the runtime's `bodyLimitBytes`.
+    #[error("the body is larger than {limit} bytes; it stays in the proxy")]
+    TooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The client or upstream failed while the body was read.
+    #[error("the body could not be read: {0}")]
+    Read(String),
+}
+
+/// A body already in memory: for locally made responses, tests and tools.
+#[derive(Debug, Clone)]
+pub struct BufferedBody(pub Bytes);
+
+impl BodySource for BufferedBody {
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.0.len() as u64)
+    }
+
+    fn read(&self, limit: usize) -> BoxFuture<'static, Result<Bytes, BodyError>> {
+        let body = self.0.clone();
+        Box::pin(async move {
+            if body.len() > limit {
+                Err(BodyError::TooLarge { limit })
+            } else {
+                Ok(body)
+            }
+        })
+    }
+}
+
+/// A request and its JSON form, made once however many plugins look at it.
+#[derive(Debug)]
+pub(crate) struct RequestScope {
+    pub(crate) info: RequestInfo,
+    json: OnceLock<String>,
+}
+
+impl RequestScope {
+    pub(crate) fn new(info: RequestInfo) -> Self {
+        Self {
+            info,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The request as JSON for `ctx.request`.
+    pub(crate) fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| serde_json::to_string(&self.info).unwrap_or_else(|_| "{}".into()))
+    }
+}
+
+/// Headers as a JSON object: repeated names are joined with `, ` (cookies with `; `), as
+/// HTTP allows for every header but `set-cookie`, which requests do not carry.
+fn serialize_headers<S: serde::Serializer>(
+    headers: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(joined_headers(headers))
+}
+
+/// Headers merged per name, in first-seen order of names.
+pub(crate) fn joined_headers(headers: &[(String, String)]) -> BTreeMap<&str, String> {
+    let mut joined: BTreeMap<&str, String> = BTreeMap::new();
+    for (name, value) in headers {
+        joined
+            .entry(name.as_str())
+            .and_modify(|existing| {
+                existing.push_str(if name == "cookie" { "; " } else { ", " });
+                existing.push_str(value);
+            })
+            .or_insert_with(|| value.clone());
+    }
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_are_joined_and_cookies_use_semicolons() {
+        let info = RequestInfo {
+            headers: vec![
+                ("accept".into(), "a".into()),
+                ("cookie".into(), "x=1".into()),
+                ("accept".into(), "b".into()),
+                ("cookie".into(), "y=2".into()),
+            ],
+            ..RequestInfo::default()
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(RequestScope::new(info).json()).unwrap();
+        assert_eq!(json["headers"]["accept"], "a, b");
+        assert_eq!(json["headers"]["cookie"], "x=1; y=2");
+    }
+
+    #[tokio::test]
+    async fn buffered_bodies_respect_the_limit() {
+        let body = BufferedBody(Bytes::from_static(b"hello"));
+        assert_eq!(body.read(5).await.unwrap(), "hello");
+        assert_eq!(body.read(4).await, Err(BodyError::TooLarge { limit: 4 }));
+    }
+}
