@@ -19,7 +19,9 @@ pub struct RequestInfo {
     pub url: String,
     /// The normalized path, without the query.
     pub path: String,
-    /// The raw query string without `?` (empty when there is none).
+    /// The raw query string without `?` (empty when there is none). Plugins see it as
+    /// `rawQuery`, and decoded as `query` (first value of each name).
+    #[serde(rename = "rawQuery")]
     pub query: String,
     /// Headers in arrival order, names lower case; repeated headers appear repeatedly.
     #[serde(serialize_with = "serialize_headers")]
@@ -112,8 +114,17 @@ impl RequestScope {
 
     /// The request as JSON for `ctx.request`.
     pub(crate) fn json(&self) -> &str {
-        self.json
-            .get_or_init(|| serde_json::to_string(&self.info).unwrap_or_else(|_| "{}".into()))
+        self.json.get_or_init(|| {
+            let mut json = serde_json::to_value(&self.info).unwrap_or_default();
+            let mut query = serde_json::Map::new();
+            for (name, value) in url::form_urlencoded::parse(self.info.query.as_bytes()) {
+                query
+                    .entry(name.into_owned())
+                    .or_insert_with(|| value.into_owned().into());
+            }
+            json["query"] = query.into();
+            json.to_string()
+        })
     }
 }
 
