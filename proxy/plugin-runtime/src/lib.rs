@@ -13,6 +13,7 @@ mod outcome;
 mod patch;
 mod phases;
 mod plugin_set;
+mod plugin_test;
 mod pool;
 mod quickjs;
 mod request;
@@ -23,5 +24,6 @@ pub use config::{CacheConfig, DEFAULT_BODY_LIMIT_BYTES, FetchConfig, RuntimeConf
 pub use outcome::{AfterResponse, BeforeRequest, Carry, FailureKind, Hook, PluginFailure};
 pub use patch::{HeaderEdits, LocalResponse, RequestPatch, ResponsePatch, Upstream};
 pub use plugin_set::{Chain, LoadFailure, Loaded, PluginSet};
+pub use plugin_test::{PluginTestError, SuiteReport, TestOutcome, TestReport, run_plugin_tests};
 pub use request::{BodyError, BodySource, BufferedBody, RequestInfo, ResponseInfo};
 pub use runtime::{PluginRuntime, StartError};

@@ -25,7 +25,23 @@ use crate::engine::{
 };
 use crate::outcome::{FailureKind, Hook};
 
-const PRELUDE: &str = include_str!("prelude.js");
+/// What the module's default export is run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prelude {
+    /// A plugin: hooks called with a `ctx`.
+    Plugin,
+    /// A plugin test suite (`*.test.ts`): tests called with a `t`.
+    TestSuite,
+}
+
+impl Prelude {
+    fn source(self) -> &'static str {
+        match self {
+            Prelude::Plugin => include_str!("prelude.js"),
+            Prelude::TestSuite => include_str!("suite.js"),
+        }
+    }
+}
 
 /// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
 const MAX_STACK_BYTES: usize = 512 * 1024;
@@ -40,7 +56,7 @@ impl Engine for QuickJs {
         code: &PluginCode,
         host: Arc<dyn HostOps>,
     ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>> {
-        let created = QuickJsIsolate::new(code, host);
+        let created = QuickJsIsolate::new(code, host, Prelude::Plugin);
         let config_json = code.config_json.clone();
         let timeout = code.load_timeout;
         let plugin = code.plugin.clone();
@@ -114,7 +130,11 @@ pub(crate) struct QuickJsIsolate {
 }
 
 impl QuickJsIsolate {
-    fn new(code: &PluginCode, host: Arc<dyn HostOps>) -> Result<Rc<Self>, String> {
+    pub(crate) fn new(
+        code: &PluginCode,
+        host: Arc<dyn HostOps>,
+        prelude: Prelude,
+    ) -> Result<Rc<Self>, String> {
         let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
         runtime.set_memory_limit(code.memory_limit);
         runtime.set_max_stack_size(MAX_STACK_BYTES);
@@ -144,12 +164,17 @@ impl QuickJsIsolate {
             context,
             runtime,
         });
-        isolate.evaluate(&code.code, code.load_timeout)?;
+        isolate.evaluate(&code.code, code.load_timeout, prelude)?;
         Ok(isolate)
     }
 
     /// Evaluates the plugin module and the prelude around its default export.
-    fn evaluate(self: &Rc<Self>, code: &str, timeout: std::time::Duration) -> Result<(), String> {
+    fn evaluate(
+        self: &Rc<Self>,
+        code: &str,
+        timeout: std::time::Duration,
+        prelude: Prelude,
+    ) -> Result<(), String> {
         self.budget.deadline.set(Some(Instant::now() + timeout));
         let weak = Rc::downgrade(self);
         let evaluated = self.context.with(|ctx| -> Result<(), String> {
@@ -163,7 +188,7 @@ impl QuickJsIsolate {
                 return Err("the module's default export is not an object with hooks".into());
             }
             let host = bindings::host_object(&ctx, weak).map_err(explain)?;
-            let prelude: Function = ctx.eval(PRELUDE).map_err(explain)?;
+            let prelude: Function = ctx.eval(prelude.source()).map_err(explain)?;
             let runner: Object = prelude.call((host, plugin)).map_err(explain)?;
             let names: Vec<String> = runner.get("hooks").map_err(explain)?;
             let has = |name: &str| names.iter().any(|n| n == name);
@@ -360,6 +385,83 @@ impl QuickJsIsolate {
     }
 }
 
+impl QuickJsIsolate {
+    /// Runs `start` (a call of the runner) as one invocation, then waits for its report
+    /// if it went asynchronous, all within `timeout`.
+    async fn invoke(
+        self: Rc<Self>,
+        timeout: std::time::Duration,
+        scope: CallScope,
+        start: impl for<'js> FnOnce(Object<'js>, u64) -> rquickjs::Result<Option<String>>,
+    ) -> HookResult {
+        let invocation = self.next_id();
+        let deadline = Instant::now() + timeout;
+        let (done, answer) = oneshot::channel();
+        self.invocations.borrow_mut().insert(
+            invocation,
+            Invocation {
+                deadline,
+                scope,
+                done: Some(done),
+            },
+        );
+        let runner = self.runner.borrow().clone();
+        let immediate = self.enter(invocation, |ctx| {
+            let Some(runner) = runner else {
+                return Err(rquickjs::Error::Unknown);
+            };
+            start(runner.restore(ctx)?, invocation)
+        });
+        let outcome = match immediate {
+            Ok(Some(report)) => Ok(report),
+            Ok(None) => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err(EngineFailure {
+                        kind: FailureKind::Exception,
+                        detail: "the hook's promise was dropped".into(),
+                    }),
+                    Err(_) => Err(EngineFailure {
+                        kind: FailureKind::Timeout,
+                        detail: format!("the hook did not settle within {} ms", timeout.as_millis()),
+                    }),
+                }
+            }
+            Err(failure) => Err(failure),
+        };
+        self.forget(invocation);
+        let report = outcome?;
+        serde_json::from_str::<HookReport>(&report).map_err(|e| EngineFailure {
+            kind: FailureKind::Exception,
+            detail: format!("unreadable hook report: {e}"),
+        })
+    }
+
+    /// Runs one test of a suite isolate (see [`Prelude::TestSuite`]).
+    pub(crate) async fn run_test(
+        self: Rc<Self>,
+        name: String,
+        timeout: std::time::Duration,
+        scope: CallScope,
+    ) -> HookResult {
+        self.invoke(timeout, scope, move |runner, invocation| {
+            let run: Function = runner.get("run")?;
+            run.call((name, invocation as f64))
+        })
+        .await
+    }
+
+    /// What the suite prelude says of the suite (JSON), for [`Prelude::TestSuite`].
+    pub(crate) fn describe(&self) -> Option<String> {
+        let runner = self.runner.borrow().clone()?;
+        self.context
+            .with(|ctx| runner.restore(&ctx)?.get::<_, Option<String>>("describe"))
+            .ok()
+            .flatten()
+    }
+}
+
 impl Isolate for QuickJsIsolate {
     fn has_hook(&self, hook: Hook) -> bool {
         let [on_load, before, after] = self.hooks.get();
@@ -371,62 +473,26 @@ impl Isolate for QuickJsIsolate {
     }
 
     fn call(self: Rc<Self>, input: HookInput) -> LocalBoxFuture<'static, HookResult> {
-        Box::pin(async move {
-            let invocation = self.next_id();
-            let started = Instant::now();
-            let deadline = started + input.timeout;
-            let (done, answer) = oneshot::channel();
-            self.invocations.borrow_mut().insert(
-                invocation,
-                Invocation {
-                    deadline,
-                    scope: input.scope,
-                    done: Some(done),
-                },
-            );
-            let runner = self.runner.borrow().clone();
-            let immediate = self.enter(invocation, |ctx| {
-                let Some(runner) = runner else {
-                    return Err(rquickjs::Error::Unknown);
-                };
-                let call: Function = runner.restore(ctx)?.get("call")?;
-                call.call::<_, Option<String>>((
-                    input.hook.as_str(),
-                    invocation as f64,
-                    input.config_id as f64,
-                    input.config_json.as_ref(),
-                    input.state,
-                    input.user,
-                ))
-            });
-            let outcome = match immediate {
-                Ok(Some(report)) => Ok(report),
-                Ok(None) => {
-                    let deadline = tokio::time::Instant::from_std(deadline);
-                    match tokio::time::timeout_at(deadline, answer).await {
-                        Ok(Ok(outcome)) => outcome,
-                        Ok(Err(_)) => Err(EngineFailure {
-                            kind: FailureKind::Exception,
-                            detail: "the hook's promise was dropped".into(),
-                        }),
-                        Err(_) => Err(EngineFailure {
-                            kind: FailureKind::Timeout,
-                            detail: format!(
-                                "the hook did not settle within {} ms",
-                                input.timeout.as_millis()
-                            ),
-                        }),
-                    }
-                }
-                Err(failure) => Err(failure),
-            };
-            self.forget(invocation);
-            let report = outcome?;
-            serde_json::from_str::<HookReport>(&report).map_err(|e| EngineFailure {
-                kind: FailureKind::Exception,
-                detail: format!("unreadable hook report: {e}"),
-            })
-        })
+        let HookInput {
+            hook,
+            config_id,
+            config_json,
+            state,
+            user,
+            timeout,
+            scope,
+        } = input;
+        Box::pin(self.invoke(timeout, scope, move |runner, invocation| {
+            let call: Function = runner.get("call")?;
+            call.call((
+                hook.as_str(),
+                invocation as f64,
+                config_id as f64,
+                config_json.as_ref(),
+                state,
+                user,
+            ))
+        }))
     }
 
     fn is_usable(&self) -> bool {
