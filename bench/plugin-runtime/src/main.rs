@@ -98,7 +98,11 @@ async fn one_request(runtime: &PluginRuntime, chain: &Arc<Chain>) -> anyhow::Res
     Ok(())
 }
 
-async fn measure(runtime: &PluginRuntime, chain: &Arc<Chain>, requests: usize) -> anyhow::Result<(f64, f64)> {
+async fn measure(
+    runtime: &PluginRuntime,
+    chain: &Arc<Chain>,
+    requests: usize,
+) -> anyhow::Result<(f64, f64)> {
     // Warm up: isolates, JIT-less caches, allocator.
     for _ in 0..2_000 {
         one_request(runtime, chain).await?;

@@ -149,6 +149,9 @@ mod tests {
         assert_eq!(body["error"], "plugin_failed");
         assert_eq!(body["plugin"], "shop/jwt");
         assert!(!failure.response_body().contains("secret"));
-        assert!(failure.to_string().contains("secret"), "logs keep the detail");
+        assert!(
+            failure.to_string().contains("secret"),
+            "logs keep the detail"
+        );
     }
 }

@@ -75,14 +75,23 @@ impl HeaderEdits {
 
     /// The first name or value that is not valid HTTP, described for the plugin's author.
     pub(crate) fn invalid_entry(&self) -> Option<String> {
-        let names = self.remove.iter().chain(self.set.keys()).chain(self.append.keys());
+        let names = self
+            .remove
+            .iter()
+            .chain(self.set.keys())
+            .chain(self.append.keys());
         for name in names {
-            if HeaderName::try_from(name.as_str()).is_err() || name.bytes().any(|b| b.is_ascii_uppercase()) {
+            if HeaderName::try_from(name.as_str()).is_err()
+                || name.bytes().any(|b| b.is_ascii_uppercase())
+            {
                 return Some(format!("invalid header name {name:?}"));
             }
         }
         for (name, values) in self.set.iter().chain(&self.append) {
-            if let Some(value) = values.iter().find(|v| HeaderValue::try_from(v.as_str()).is_err()) {
+            if let Some(value) = values
+                .iter()
+                .find(|v| HeaderValue::try_from(v.as_str()).is_err())
+            {
                 return Some(format!("invalid value {value:?} for header {name:?}"));
             }
         }
@@ -152,7 +161,10 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| ((*n).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -182,7 +194,14 @@ mod tests {
         assert_eq!(in_turn, at_once);
         assert_eq!(
             at_once,
-            headers(&[("a", "10"), ("a", "11"), ("b", "20"), ("set-cookie", "s=1"), ("set-cookie", "t=2"), ("set-cookie", "u=3")])
+            headers(&[
+                ("a", "10"),
+                ("a", "11"),
+                ("b", "20"),
+                ("set-cookie", "s=1"),
+                ("set-cookie", "t=2"),
+                ("set-cookie", "u=3")
+            ])
         );
     }
 
@@ -191,8 +210,10 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("a", HeaderValue::from_static("1"));
         map.insert("b", HeaderValue::from_static("2"));
-        edits(serde_json::json!({"set": {"a": ["x", "y"]}, "remove": ["b"], "append": {"c": ["z"]}}))
-            .apply_to_map(&mut map);
+        edits(
+            serde_json::json!({"set": {"a": ["x", "y"]}, "remove": ["b"], "append": {"c": ["z"]}}),
+        )
+        .apply_to_map(&mut map);
         let a: Vec<_> = map.get_all("a").iter().collect();
         assert_eq!(a, ["x", "y"]);
         assert!(map.get("b").is_none());
@@ -207,6 +228,9 @@ mod tests {
         assert!(upper.invalid_entry().is_some());
         let bad_value = edits(serde_json::json!({"append": {"x": ["a\r\nb"]}}));
         assert!(bad_value.invalid_entry().unwrap().contains("header \"x\""));
-        assert_eq!(edits(serde_json::json!({"set": {"x-ok": ["fine"]}})).invalid_entry(), None);
+        assert_eq!(
+            edits(serde_json::json!({"set": {"x-ok": ["fine"]}})).invalid_entry(),
+            None
+        );
     }
 }

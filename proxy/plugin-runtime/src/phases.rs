@@ -23,12 +23,7 @@ enum Step {
     Failed(PluginFailure, Option<HookReport>),
 }
 
-async fn step(
-    worker: &Worker,
-    link: &Link,
-    hook: Hook,
-    input: impl FnOnce() -> HookInput,
-) -> Step {
+async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> HookInput) -> Step {
     let metrics = &worker.shared.metrics;
     let failure = |kind: FailureKind, detail: String| PluginFailure {
         plugin: link.plugin.to_string(),
@@ -38,7 +33,13 @@ async fn step(
     };
     let Some(version) = link.entry.as_ref().and_then(|e| e.version.clone()) else {
         metrics.error(&link.plugin, FailureKind::NotLoaded.as_str());
-        return Step::Failed(failure(FailureKind::NotLoaded, "the plugin has no loaded version".into()), None);
+        return Step::Failed(
+            failure(
+                FailureKind::NotLoaded,
+                "the plugin has no loaded version".into(),
+            ),
+            None,
+        );
     };
     let isolate = match worker.isolate_for(&version).await {
         Ok(isolate) => isolate,
@@ -77,7 +78,9 @@ async fn step(
             if let Some(on_error) = &report.on_error {
                 detail = format!("{detail}; onError threw too: {on_error}");
             }
-            let answer = (report.answer).then_some(report).and_then(|r| checked(r).ok());
+            let answer = (report.answer)
+                .then_some(report)
+                .and_then(|r| checked(r).ok());
             Step::Failed(failure(kind, detail), answer)
         }
         Err(EngineFailure { kind, detail }) => {
@@ -172,7 +175,11 @@ pub(crate) async fn before(
             patch.path = Some(path);
         }
         if let Some(target) = report.forward {
-            match validate_forward(&target, &request.info.backends, &worker.shared.forward_allow_list) {
+            match validate_forward(
+                &target,
+                &request.info.backends,
+                &worker.shared.forward_allow_list,
+            ) {
                 Some(upstream) => patch.upstream = Some(upstream),
                 None => tracing::warn!(
                     plugin = %link.plugin,
@@ -188,7 +195,10 @@ pub(crate) async fn before(
         }
         carry.ran.push(index);
     }
-    patch.user = carry.user.as_deref().and_then(|u| serde_json::from_str(u).ok());
+    patch.user = carry
+        .user
+        .as_deref()
+        .and_then(|u| serde_json::from_str(u).ok());
     (BeforeRequest::Continue(patch), carry)
 }
 
@@ -213,7 +223,11 @@ fn answer_with(link: &Link, report: HookReport, patch: &mut RequestPatch) -> Bef
 /// A `ctx.forward` target the proxy may use: a backend of the rule, or a URL under an
 /// allow-listed prefix (on a path boundary, so `https://a.example` does not admit
 /// `https://a.example.evil`).
-pub(crate) fn validate_forward(target: &str, backends: &[String], allow_list: &[String]) -> Option<Upstream> {
+pub(crate) fn validate_forward(
+    target: &str,
+    backends: &[String],
+    allow_list: &[String],
+) -> Option<Upstream> {
     if backends.iter().any(|backend| backend == target) {
         return Some(Upstream::Backend(target.to_owned()));
     }
@@ -308,7 +322,10 @@ mod tests {
     #[test]
     fn forward_targets_must_be_backends_or_allow_listed_on_a_boundary() {
         let backends = vec!["service:shop/api-v2:80".to_owned()];
-        let allow = vec!["https://canary.example.com".to_owned(), "https://x.example/api/".to_owned()];
+        let allow = vec![
+            "https://canary.example.com".to_owned(),
+            "https://x.example/api/".to_owned(),
+        ];
         assert_eq!(
             validate_forward("service:shop/api-v2:80", &backends, &allow),
             Some(Upstream::Backend("service:shop/api-v2:80".into()))
@@ -324,7 +341,11 @@ mod tests {
             "service:shop/admin:80",
             "http://169.254.169.254/",
         ] {
-            assert_eq!(validate_forward(refused, &backends, &allow), None, "{refused}");
+            assert_eq!(
+                validate_forward(refused, &backends, &allow),
+                None,
+                "{refused}"
+            );
         }
     }
 

@@ -156,7 +156,10 @@ pub async fn run_plugin_tests(dir: &Path) -> Result<TestReport, PluginTestError>
             .name("weir-plugin-test".into())
             .stack_size(8 * 1024 * 1024)
             .spawn(move || {
-                let Ok(executor) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
+                let Ok(executor) = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                else {
                     return;
                 };
                 let local = tokio::task::LocalSet::new();
@@ -210,7 +213,8 @@ async fn run_suite(file: &Path, runtime: PluginRuntime, handle: Handle) -> Suite
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".test.ts").to_owned())
         .unwrap_or_default();
-    let plugin_file = file.with_file_name(description.plugin.unwrap_or_else(|| format!("{stem}.ts")));
+    let plugin_file =
+        file.with_file_name(description.plugin.unwrap_or_else(|| format!("{stem}.ts")));
     match load_plugin(&plugin_file, &runtime).await {
         Ok((set, id)) => {
             *harness.plugin.lock().unwrap_or_else(|e| e.into_inner()) = Some(PluginUnderTest {
@@ -224,7 +228,9 @@ async fn run_suite(file: &Path, runtime: PluginRuntime, handle: Handle) -> Suite
             return report;
         }
     }
-    let timeout = description.timeout_ms.map_or(TEST_TIMEOUT, Duration::from_millis);
+    let timeout = description
+        .timeout_ms
+        .map_or(TEST_TIMEOUT, Duration::from_millis);
     for name in description.tests {
         let started = Instant::now();
         let outcome = isolate
@@ -246,14 +252,21 @@ async fn run_suite(file: &Path, runtime: PluginRuntime, handle: Handle) -> Suite
 }
 
 fn transpiled(path: &Path) -> Result<String, String> {
-    let source = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let source =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     weir_crds::compile::typescript::transpile(&source).map_err(|errors| {
-        let errors: Vec<String> = errors.iter().map(|e| format!("{}:{e}", path.display())).collect();
+        let errors: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{e}", path.display()))
+            .collect();
         errors.join("; ")
     })
 }
 
-fn load_suite(file: &Path, harness: Arc<Harness>) -> Result<(std::rc::Rc<QuickJsIsolate>, SuiteDescription), String> {
+fn load_suite(
+    file: &Path,
+    harness: Arc<Harness>,
+) -> Result<(std::rc::Rc<QuickJsIsolate>, SuiteDescription), String> {
     let code = PluginCode {
         plugin: Arc::from(format!("test:{}", file.display())),
         code: transpiled(file)?,
@@ -269,7 +282,10 @@ fn load_suite(file: &Path, harness: Arc<Harness>) -> Result<(std::rc::Rc<QuickJs
     Ok((isolate, description))
 }
 
-async fn load_plugin(path: &Path, runtime: &PluginRuntime) -> Result<(Arc<PluginSet>, String), String> {
+async fn load_plugin(
+    path: &Path,
+    runtime: &PluginRuntime,
+) -> Result<(Arc<PluginSet>, String), String> {
     let code = transpiled(path)?;
     let name = path
         .file_stem()
@@ -280,7 +296,10 @@ async fn load_plugin(path: &Path, runtime: &PluginRuntime) -> Result<(Arc<Plugin
         namespace: "test".into(),
         name,
         generation: None,
-        code_hash: format!("sha256:{}", hex::encode(crate::services::crypto::sha256(code.as_bytes()))),
+        code_hash: format!(
+            "sha256:{}",
+            hex::encode(crate::services::crypto::sha256(code.as_bytes()))
+        ),
         code,
         config: json!({}),
         config_schema: None,
@@ -292,7 +311,11 @@ async fn load_plugin(path: &Path, runtime: &PluginRuntime) -> Result<(Arc<Plugin
     };
     let loaded = runtime.load(&BTreeMap::from([(id.clone(), bundle)])).await;
     if let Some(failure) = loaded.failures.first() {
-        return Err(format!("{} does not load: {}", path.display(), failure.message));
+        return Err(format!(
+            "{} does not load: {}",
+            path.display(),
+            failure.message
+        ));
     }
     Ok((loaded.set, id))
 }
@@ -371,13 +394,17 @@ impl Harness {
         args.resize(2, Value::Null);
         match op {
             "test.beforeRequest" => {
-                let spec: RequestSpec = serde_json::from_value(args[0].take()).map_err(|e| format!("t.beforeRequest: {e}"))?;
+                let spec: RequestSpec = serde_json::from_value(args[0].take())
+                    .map_err(|e| format!("t.beforeRequest: {e}"))?;
                 let config = args[1].take();
                 self.before_request(spec, config).await
             }
             "test.afterResponse" => {
-                let carry = args[0].as_u64().ok_or("t.afterResponse needs the result of t.beforeRequest")?;
-                let spec: ResponseSpec = serde_json::from_value(args[1].take()).map_err(|e| format!("t.afterResponse: {e}"))?;
+                let carry = args[0]
+                    .as_u64()
+                    .ok_or("t.afterResponse needs the result of t.beforeRequest")?;
+                let spec: ResponseSpec = serde_json::from_value(args[1].take())
+                    .map_err(|e| format!("t.afterResponse: {e}"))?;
                 self.after_response(carry, spec).await
             }
             other => Err(format!("unknown harness call {other:?}")),
@@ -388,7 +415,11 @@ impl Harness {
         let chain = {
             let plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
             let plugin = plugin.as_ref().ok_or("the plugin is not loaded")?;
-            let config = if config.is_null() { plugin.config.clone() } else { config };
+            let config = if config.is_null() {
+                plugin.config.clone()
+            } else {
+                config
+            };
             plugin.set.chain(&[PluginCall {
                 plugin: plugin.id.clone(),
                 config,
@@ -398,10 +429,17 @@ impl Harness {
         let query = spec.query.unwrap_or_default();
         let request = RequestInfo {
             method: spec.method.unwrap_or_else(|| "GET".into()).to_uppercase(),
-            url: format!("http://test.local{path}{}{query}", if query.is_empty() { "" } else { "?" }),
+            url: format!(
+                "http://test.local{path}{}{query}",
+                if query.is_empty() { "" } else { "?" }
+            ),
             path,
             query,
-            headers: spec.headers.into_iter().map(|(n, v)| (n.to_lowercase(), v)).collect(),
+            headers: spec
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_lowercase(), v))
+                .collect(),
             route: spec.route.unwrap_or_else(|| "test/route".into()),
             path_params: spec.path_params,
             client_ip: spec.client_ip.and_then(|ip| ip.parse().ok()),
@@ -416,7 +454,9 @@ impl Harness {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, (chain, carry));
         Ok(match outcome {
-            BeforeRequest::Continue(patch) => json!({"outcome": "continue", "carry": id, "patch": patch}),
+            BeforeRequest::Continue(patch) => {
+                json!({"outcome": "continue", "carry": id, "patch": patch})
+            }
             BeforeRequest::Respond(response) => json!({
                 "outcome": "respond",
                 "carry": id,
@@ -440,20 +480,26 @@ impl Harness {
             .ok_or("t.afterResponse was already called for this request")?;
         let response = ResponseInfo {
             status: spec.status.unwrap_or(200),
-            headers: spec.headers.into_iter().map(|(n, v)| (n.to_lowercase(), v)).collect(),
+            headers: spec
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_lowercase(), v))
+                .collect(),
             body: body_bytes(spec.body),
         };
-        Ok(match self.runtime.after_response(&chain, carry, response).await {
-            AfterResponse::Continue(patch) => json!({
-                "outcome": "continue",
-                "patch": {
-                    "status": patch.status,
-                    "headers": patch.headers,
-                    "body": patch.body.map(|b| String::from_utf8_lossy(&b).into_owned()),
-                },
-            }),
-            AfterResponse::Failed(failure) => failed(&failure, 0),
-        })
+        Ok(
+            match self.runtime.after_response(&chain, carry, response).await {
+                AfterResponse::Continue(patch) => json!({
+                    "outcome": "continue",
+                    "patch": {
+                        "status": patch.status,
+                        "headers": patch.headers,
+                        "body": patch.body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    },
+                }),
+                AfterResponse::Failed(failure) => failed(&failure, 0),
+            },
+        )
     }
 }
 

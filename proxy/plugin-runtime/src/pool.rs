@@ -205,7 +205,10 @@ impl Worker {
     }
 
     /// The isolate for a chain link's version (see [`Worker::isolate`]).
-    pub(crate) async fn isolate_for(&self, version: &PluginVersion) -> Result<Rc<dyn Isolate>, String> {
+    pub(crate) async fn isolate_for(
+        &self,
+        version: &PluginVersion,
+    ) -> Result<Rc<dyn Isolate>, String> {
         self.isolate(version.id, &version.code).await
     }
 }

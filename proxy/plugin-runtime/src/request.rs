@@ -167,8 +167,7 @@ mod tests {
             ],
             ..RequestInfo::default()
         };
-        let json: serde_json::Value =
-            serde_json::from_str(RequestScope::new(info).json()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(RequestScope::new(info).json()).unwrap();
         assert_eq!(json["headers"]["accept"], "a, b");
         assert_eq!(json["headers"]["cookie"], "x=1; y=2");
     }

@@ -60,8 +60,12 @@ impl PluginRuntime {
     ) -> Result<Self, StartError> {
         let cache = Cache::new(&config.cache)?;
         let fetcher = Fetcher::new(&config.fetch).map_err(StartError::Fetch)?;
-        let host: Arc<dyn HostOps> =
-            Arc::new(Services::new(handle, cache, fetcher, config.body_limit_bytes));
+        let host: Arc<dyn HostOps> = Arc::new(Services::new(
+            handle,
+            cache,
+            fetcher,
+            config.body_limit_bytes,
+        ));
         Self::with_host(config, registry, host)
     }
 
@@ -111,7 +115,8 @@ impl PluginRuntime {
                         load_timeout: timeout,
                         config_json: Arc::from(bundle.config.to_string()),
                     };
-                    let version = PluginVersion::new(code, bundle.code_hash.clone(), self.pool.clone());
+                    let version =
+                        PluginVersion::new(code, bundle.code_hash.clone(), self.pool.clone());
                     match self.pool.load(version.id, &version.code).await {
                         Ok(()) => Some(Arc::new(version)),
                         Err(message) => {
@@ -152,7 +157,10 @@ impl PluginRuntime {
     ) -> (BeforeRequest, Carry) {
         let request = Arc::new(RequestScope::new(request));
         if chain.is_empty() {
-            return (BeforeRequest::Continue(RequestPatch::default()), Carry::empty(request));
+            return (
+                BeforeRequest::Continue(RequestPatch::default()),
+                Carry::empty(request),
+            );
         }
         let (reply, answer) = oneshot::channel();
         let job = Job::Before {

@@ -52,7 +52,10 @@ async fn a_loop_after_an_await_is_interrupted_too() {
     let runtime = runtime();
     let loaded = load(
         &runtime,
-        vec![flaky("shop/late-loop", r#"await ctx.services.cache.get("x"); for (;;) {}"#)],
+        vec![flaky(
+            "shop/late-loop",
+            r#"await ctx.services.cache.get("x"); for (;;) {}"#,
+        )],
     )
     .await;
     let chain = chain(&loaded, &[("shop/late-loop", json!({}))]);
@@ -82,7 +85,14 @@ async fn a_memory_bomb_hits_the_isolate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throw_fails_closed_with_a_503_body_naming_the_plugin() {
     let runtime = runtime();
-    let loaded = load(&runtime, vec![flaky("shop/throw", r#"throw new TypeError("token=secret")"#)]).await;
+    let loaded = load(
+        &runtime,
+        vec![flaky(
+            "shop/throw",
+            r#"throw new TypeError("token=secret")"#,
+        )],
+    )
+    .await;
     let chain = chain(&loaded, &[("shop/throw", json!({}))]);
     let failure = expect_failed(runtime.before_request(&chain, request("/bad")).await.0);
     assert_eq!(failure.kind, FailureKind::Exception);
@@ -107,7 +117,11 @@ async fn failure_policy_open_skips_the_plugin() {
     let loaded = load(&runtime, vec![open, slow, after]).await;
     let chain = chain(
         &loaded,
-        &[("shop/open", json!({})), ("shop/slow", json!({})), ("shop/after", json!({}))],
+        &[
+            ("shop/open", json!({})),
+            ("shop/slow", json!({})),
+            ("shop/after", json!({})),
+        ],
     );
     let patch = expect_continue(runtime.before_request(&chain, request("/bad")).await.0);
     assert_eq!(patch.headers.set["x-after"], ["ran"]);
@@ -149,16 +163,23 @@ async fn on_error_sees_the_error_and_may_answer() {
     .await;
 
     let handled = chain(&loaded, &[("shop/handled", json!({}))]);
-    let BeforeRequest::Respond(response) = runtime.before_request(&handled, request("/")).await.0 else {
+    let BeforeRequest::Respond(response) = runtime.before_request(&handled, request("/")).await.0
+    else {
         panic!("onError's answer is used")
     };
     assert_eq!(response.status, 400);
-    assert_eq!(response.body, r#"{"error":"bad_request","detail":"SyntaxError"}"#);
+    assert_eq!(
+        response.body,
+        r#"{"error":"bad_request","detail":"SyntaxError"}"#
+    );
 
     let double = chain(&loaded, &[("shop/double", json!({}))]);
     let failure = expect_failed(runtime.before_request(&double, request("/")).await.0);
     assert_eq!(failure.kind, FailureKind::Exception);
-    assert!(failure.detail.contains("first") && failure.detail.contains("second after first"), "{failure}");
+    assert!(
+        failure.detail.contains("first") && failure.detail.contains("second after first"),
+        "{failure}"
+    );
 
     let logs_only = chain(&loaded, &[("shop/logs-only", json!({}))]);
     let failure = expect_failed(runtime.before_request(&logs_only, request("/")).await.0);
@@ -185,51 +206,108 @@ async fn invalid_headers_from_a_plugin_fail_the_hook_with_a_clear_message() {
         ],
     )
     .await;
-    let failure = expect_failed(runtime.before_request(&chain(&loaded, &[("shop/name", json!({}))]), request("/")).await.0);
-    assert_eq!(failure.detail, r#"TypeError: invalid header name "bad name""#);
-    let failure = expect_failed(runtime.before_request(&chain(&loaded, &[("shop/value", json!({}))]), request("/")).await.0);
+    let failure = expect_failed(
+        runtime
+            .before_request(&chain(&loaded, &[("shop/name", json!({}))]), request("/"))
+            .await
+            .0,
+    );
+    assert_eq!(
+        failure.detail,
+        r#"TypeError: invalid header name "bad name""#
+    );
+    let failure = expect_failed(
+        runtime
+            .before_request(&chain(&loaded, &[("shop/value", json!({}))]), request("/"))
+            .await
+            .0,
+    );
     assert!(failure.detail.contains("x-v"), "{failure}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_failures_are_reported_and_keep_the_previous_version() {
     let runtime = runtime();
-    let good = bundle("shop/p", r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-v", "1"); } };"#);
+    let good = bundle(
+        "shop/p",
+        r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-v", "1"); } };"#,
+    );
     let loaded = load(&runtime, vec![good]).await;
     assert!(loaded.failures.is_empty());
 
     let cases = [
         (raw_bundle("shop/p", "export default {"), "SyntaxError"),
-        (bundle("shop/p", r#"export default { onLoad(ctx) { throw new Error("no key in " + JSON.stringify(ctx.config)); } };"#), "onLoad threw: Error: no key in {}"),
-        (bundle("shop/p", r#"export default { onLoad() { for (;;) {} } };"#), "onLoad failed (timeout)"),
-        (raw_bundle("shop/p", "export default 42;"), "default export is not an object"),
-        (raw_bundle("shop/p", "for (;;) {} export default {};"), "took longer than"),
+        (
+            bundle(
+                "shop/p",
+                r#"export default { onLoad(ctx) { throw new Error("no key in " + JSON.stringify(ctx.config)); } };"#,
+            ),
+            "onLoad threw: Error: no key in {}",
+        ),
+        (
+            bundle("shop/p", r#"export default { onLoad() { for (;;) {} } };"#),
+            "onLoad failed (timeout)",
+        ),
+        (
+            raw_bundle("shop/p", "export default 42;"),
+            "default export is not an object",
+        ),
+        (
+            raw_bundle("shop/p", "for (;;) {} export default {};"),
+            "took longer than",
+        ),
     ];
     for (bad, message) in cases {
         let reloaded = load(&runtime, vec![bad]).await;
         assert_eq!(reloaded.failures.len(), 1);
         let failure = &reloaded.failures[0];
-        assert!(failure.message.contains(message), "{} does not contain {message}", failure.message);
+        assert!(
+            failure.message.contains(message),
+            "{} does not contain {message}",
+            failure.message
+        );
         assert!(failure.kept_previous);
-        assert_eq!((failure.namespace.as_str(), failure.name.as_str()), ("shop", "p"));
+        assert_eq!(
+            (failure.namespace.as_str(), failure.name.as_str()),
+            ("shop", "p")
+        );
         let chain = chain(&reloaded, &[("shop/p", json!({}))]);
         let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
-        assert_eq!(patch.headers.set["x-v"], ["1"], "the last good version serves");
+        assert_eq!(
+            patch.headers.set["x-v"],
+            ["1"],
+            "the last good version serves"
+        );
     }
 
     let fresh = common::runtime();
     let loaded = load(&fresh, vec![raw_bundle("shop/new", "export default {")]).await;
     assert!(!loaded.failures[0].kept_previous);
-    let failure = expect_failed(fresh.before_request(&chain(&loaded, &[("shop/new", json!({}))]), request("/")).await.0);
+    let failure = expect_failed(
+        fresh
+            .before_request(&chain(&loaded, &[("shop/new", json!({}))]), request("/"))
+            .await
+            .0,
+    );
     assert_eq!(failure.kind, FailureKind::NotLoaded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_never_settles_times_out_without_blocking_the_thread() {
-    let runtime = runtime_with(weir_plugin_runtime::RuntimeConfig { isolate_threads: 1, ..Default::default() }).0;
-    let mut stuck = bundle("shop/stuck", r#"export default { beforeRequest(ctx) { return new Promise(() => {}); } };"#);
+    let runtime = runtime_with(weir_plugin_runtime::RuntimeConfig {
+        isolate_threads: 1,
+        ..Default::default()
+    })
+    .0;
+    let mut stuck = bundle(
+        "shop/stuck",
+        r#"export default { beforeRequest(ctx) { return new Promise(() => {}); } };"#,
+    );
     stuck.timeout_ms = 300;
-    let quick = bundle("shop/quick", r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-q", "1"); } };"#);
+    let quick = bundle(
+        "shop/quick",
+        r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-q", "1"); } };"#,
+    );
     let loaded = load(&runtime, vec![stuck, quick]).await;
     let stuck_chain = chain(&loaded, &[("shop/stuck", json!({}))]);
     let quick_chain = chain(&loaded, &[("shop/quick", json!({}))]);

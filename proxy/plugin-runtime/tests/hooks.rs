@@ -49,16 +49,31 @@ async fn hooks_run_in_chain_order_and_share_state_and_user() {
         )
     };
     let loaded = load(&runtime, vec![plugin("auth"), plugin("log")]).await;
-    let chain = chain(&loaded, &[("shop/auth", json!({"tag": "a"})), ("shop/log", json!({"tag": "b"}))]);
+    let chain = chain(
+        &loaded,
+        &[
+            ("shop/auth", json!({"tag": "a"})),
+            ("shop/log", json!({"tag": "b"})),
+        ],
+    );
     let (outcome, carry) = runtime.before_request(&chain, request("/")).await;
     let patch = expect_continue(outcome);
     assert_eq!(patch.headers.set["x-last"], ["log"]);
     assert_eq!(patch.headers.append["x-trail"], ["auth", "log"]);
     assert_eq!(patch.user, Some(json!({"sub": "alice"})));
     let after = runtime
-        .after_response(&chain, carry, ResponseInfo { status: 200, ..ResponseInfo::default() })
+        .after_response(
+            &chain,
+            carry,
+            ResponseInfo {
+                status: 200,
+                ..ResponseInfo::default()
+            },
+        )
         .await;
-    let AfterResponse::Continue(patch) = after else { panic!("{after:?}") };
+    let AfterResponse::Continue(patch) = after else {
+        panic!("{after:?}")
+    };
     assert_eq!(
         patch.headers.set["x-trail"],
         ["auth:a,log:b,auth:after:alice,log:after:alice"]
@@ -134,7 +149,10 @@ async fn bodies_over_the_limit_stay_in_rust_with_a_clear_error() {
     let mut info = request("/");
     info.body = Some(Arc::new(BufferedBody(Bytes::from_static(b"0123456789"))));
     let patch = expect_continue(runtime.before_request(&chain, info).await.0);
-    assert!(patch.headers.set["x-error"][0].contains("larger than 4 bytes"), "{patch:?}");
+    assert!(
+        patch.headers.set["x-error"][0].contains("larger than 4 bytes"),
+        "{patch:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,10 +184,16 @@ async fn reject_answers_and_only_earlier_plugins_see_the_response() {
     .await;
     let chain = chain(
         &loaded,
-        &[("shop/cors", json!({})), ("shop/auth", json!({})), ("shop/never", json!({}))],
+        &[
+            ("shop/cors", json!({})),
+            ("shop/auth", json!({})),
+            ("shop/never", json!({})),
+        ],
     );
     let (outcome, carry) = runtime.before_request(&chain, request("/")).await;
-    let BeforeRequest::Respond(response) = outcome else { panic!("{outcome:?}") };
+    let BeforeRequest::Respond(response) = outcome else {
+        panic!("{outcome:?}")
+    };
     assert_eq!(response.plugin, "shop/auth");
     assert!(response.rejected);
     assert_eq!(response.status, 401);
@@ -180,9 +204,18 @@ async fn reject_answers_and_only_earlier_plugins_see_the_response() {
     assert_eq!(headers["content-type"], "application/json");
 
     let after = runtime
-        .after_response(&chain, carry, ResponseInfo { status: 401, ..ResponseInfo::default() })
+        .after_response(
+            &chain,
+            carry,
+            ResponseInfo {
+                status: 401,
+                ..ResponseInfo::default()
+            },
+        )
         .await;
-    let AfterResponse::Continue(patch) = after else { panic!("{after:?}") };
+    let AfterResponse::Continue(patch) = after else {
+        panic!("{after:?}")
+    };
     assert_eq!(patch.headers.set["x-cors-after"], ["401"]);
     assert!(!patch.headers.set.contains_key("x-auth-after"));
 }
@@ -201,10 +234,15 @@ async fn before_request_may_answer_by_setting_the_response() {
     )
     .await;
     let chain = chain(&loaded, &[("shop/health", json!({}))]);
-    let BeforeRequest::Respond(response) = runtime.before_request(&chain, request("/health")).await.0 else {
+    let BeforeRequest::Respond(response) =
+        runtime.before_request(&chain, request("/health")).await.0
+    else {
         panic!()
     };
-    assert_eq!((response.status, response.body.as_ref(), response.rejected), (200, &b"ok"[..], false));
+    assert_eq!(
+        (response.status, response.body.as_ref(), response.rejected),
+        (200, &b"ok"[..], false)
+    );
     expect_continue(runtime.before_request(&chain, request("/other")).await.0);
 }
 
@@ -234,14 +272,20 @@ async fn after_response_reads_and_rewrites_the_response() {
         ],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/redact", json!({})), ("shop/size", json!({}))]);
+    let chain = chain(
+        &loaded,
+        &[("shop/redact", json!({})), ("shop/size", json!({}))],
+    );
     let (_, carry) = runtime.before_request(&chain, request("/")).await;
     let response = ResponseInfo {
         status: 200,
         headers: vec![("server".into(), "upstream".into())],
-        body: Some(Arc::new(BufferedBody(Bytes::from_static(br#"{"card":"4111"}"#)))),
+        body: Some(Arc::new(BufferedBody(Bytes::from_static(
+            br#"{"card":"4111"}"#,
+        )))),
     };
-    let AfterResponse::Continue(patch) = runtime.after_response(&chain, carry, response).await else {
+    let AfterResponse::Continue(patch) = runtime.after_response(&chain, carry, response).await
+    else {
         panic!()
     };
     assert_eq!(patch.status, Some(203));
@@ -270,8 +314,14 @@ async fn forward_and_path_rewrites_are_validated() {
     )
     .await;
     for (target, expected) in [
-        ("service:shop/api-canary:80", Some(Upstream::Backend("service:shop/api-canary:80".into()))),
-        ("https://canary.example.com/x", Some(Upstream::Url("https://canary.example.com/x".into()))),
+        (
+            "service:shop/api-canary:80",
+            Some(Upstream::Backend("service:shop/api-canary:80".into())),
+        ),
+        (
+            "https://canary.example.com/x",
+            Some(Upstream::Url("https://canary.example.com/x".into())),
+        ),
         ("service:kube-system/secrets:443", None),
         ("http://169.254.169.254/latest/meta-data", None),
     ] {
@@ -306,7 +356,8 @@ async fn crypto_and_cache_are_available_to_hooks() {
     let chain = chain(&loaded, &[("shop/tools", json!({}))]);
     for hits in 1..=3 {
         let patch = expect_continue(runtime.before_request(&chain, request("/p")).await.0);
-        let tools: serde_json::Value = serde_json::from_str(&patch.headers.set["x-tools"][0]).unwrap();
+        let tools: serde_json::Value =
+            serde_json::from_str(&patch.headers.set["x-tools"][0]).unwrap();
         assert_eq!(
             tools,
             json!({
@@ -326,13 +377,24 @@ async fn metrics_are_registered_in_the_proxy_registry() {
     });
     let loaded = load(
         &runtime,
-        vec![bundle("shop/deny", r#"export default { beforeRequest(ctx) { ctx.reject(403); } };"#)],
+        vec![bundle(
+            "shop/deny",
+            r#"export default { beforeRequest(ctx) { ctx.reject(403); } };"#,
+        )],
     )
     .await;
     let chain = chain(&loaded, &[("shop/deny", json!({}))]);
     runtime.before_request(&chain, request("/")).await;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(text.contains(r#"weir_plugin_hook_duration_seconds_count{plugin="shop/deny",hook="beforeRequest"} 1"#), "{text}");
-    assert!(text.contains(r#"weir_plugin_errors_total{plugin="shop/deny",kind="rejected"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"weir_plugin_hook_duration_seconds_count{plugin="shop/deny",hook="beforeRequest"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"weir_plugin_errors_total{plugin="shop/deny",kind="rejected"} 1"#),
+        "{text}"
+    );
 }

@@ -31,17 +31,26 @@ fn version(n: usize) -> PluginBundle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_under_continuous_load_fails_no_request() {
     let runtime = runtime();
-    let current = Arc::new(arc_swap_like::Current::new(chain(&load(&runtime, vec![version(0)]).await, &[("shop/versioned", json!({}))])));
+    let current = Arc::new(arc_swap_like::Current::new(chain(
+        &load(&runtime, vec![version(0)]).await,
+        &[("shop/versioned", json!({}))],
+    )));
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let (runtime, current, stop, served) = (runtime.clone(), current.clone(), stop.clone(), served.clone());
+            let (runtime, current, stop, served) = (
+                runtime.clone(),
+                current.clone(),
+                stop.clone(),
+                served.clone(),
+            );
             tokio::spawn(async move {
                 let mut versions_seen = std::collections::BTreeSet::new();
                 while !stop.load(Ordering::Relaxed) {
                     let chain = current.get();
-                    let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+                    let patch =
+                        expect_continue(runtime.before_request(&chain, request("/")).await.0);
                     versions_seen.insert(patch.headers.set["x-version"][0].clone());
                     served.fetch_add(1, Ordering::Relaxed);
                 }
@@ -71,7 +80,11 @@ async fn reloading_under_continuous_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_finishes_on_its_version_and_unchanged_code_is_not_reloaded() {
-    let runtime = runtime_with(weir_plugin_runtime::RuntimeConfig { isolate_threads: 1, ..Default::default() }).0;
+    let runtime = runtime_with(weir_plugin_runtime::RuntimeConfig {
+        isolate_threads: 1,
+        ..Default::default()
+    })
+    .0;
     let mut slow = bundle(
         "shop/slow",
         r#"export default { async beforeRequest(ctx) {
@@ -97,13 +110,26 @@ async fn a_request_in_flight_finishes_on_its_version_and_unchanged_code_is_not_r
     );
     new.timeout_ms = 5_000;
     let reloaded = load(&runtime, vec![new, version(1)]).await;
-    let patch = expect_continue(runtime.before_request(&chain(&reloaded, &[("shop/slow", json!({}))]), request("/")).await.0);
+    let patch = expect_continue(
+        runtime
+            .before_request(&chain(&reloaded, &[("shop/slow", json!({}))]), request("/"))
+            .await
+            .0,
+    );
     assert_eq!(patch.headers.set["x-version"], ["new"]);
     let patch = expect_continue(in_flight.await.unwrap());
     assert_eq!(patch.headers.set["x-version"], ["old"]);
 
     // shop/versioned kept its code: it was not loaded again (one thread, one onLoad).
-    let patch = expect_continue(runtime.before_request(&chain(&reloaded, &[("shop/versioned", json!({}))]), request("/")).await.0);
+    let patch = expect_continue(
+        runtime
+            .before_request(
+                &chain(&reloaded, &[("shop/versioned", json!({}))]),
+                request("/"),
+            )
+            .await
+            .0,
+    );
     assert_eq!(patch.headers.set["x-loads"], ["1"]);
 }
 

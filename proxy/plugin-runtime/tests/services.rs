@@ -22,20 +22,24 @@ async fn http_server() -> SocketAddr {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
-                let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
-                    if request.uri().path() == "/slow" {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                    let body = format!("{} {}", request.method(), request.uri().path());
-                    Ok::<_, Infallible>(
-                        hyper::Response::builder()
-                            .header("x-upstream", "yes")
-                            .body(Full::new(Bytes::from(body)))
-                            .unwrap(),
-                    )
-                });
+                let service = service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        if request.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let body = format!("{} {}", request.method(), request.uri().path());
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .header("x-upstream", "yes")
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    },
+                );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -74,10 +78,16 @@ async fn fetch_refuses_private_addresses_even_behind_names() {
         "http://[::ffff:127.0.0.1]/".to_owned(),
     ] {
         let result = fetch_result(&runtime, &url).await;
-        assert!(result.starts_with("error: fetch: refused"), "{url}: {result}");
+        assert!(
+            result.starts_with("error: fetch: refused"),
+            "{url}: {result}"
+        );
     }
     let result = fetch_result(&runtime, "file:///etc/passwd").await;
-    assert!(result.starts_with("error: fetch: invalid request"), "{result}");
+    assert!(
+        result.starts_with("error: fetch: invalid request"),
+        "{result}"
+    );
     let result = fetch_result(&runtime, "ftp://example.com/").await;
     assert!(result.contains("only http and https"), "{result}");
 }
@@ -93,7 +103,11 @@ async fn allow_listed_networks_are_fetched_and_slow_ones_time_out() {
         },
         ..RuntimeConfig::default()
     });
-    let result = fetch_result(&runtime, &format!("http://localhost:{}/hello", server.port())).await;
+    let result = fetch_result(
+        &runtime,
+        &format!("http://localhost:{}/hello", server.port()),
+    )
+    .await;
     assert_eq!(result, "200 yes POST /hello");
 
     let loaded = load(
@@ -107,9 +121,18 @@ async fn allow_listed_networks_are_fetched_and_slow_ones_time_out() {
         )],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/slow", json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}))]);
+    let chain = chain(
+        &loaded,
+        &[(
+            "shop/slow",
+            json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
+        )],
+    );
     let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
-    assert_eq!(patch.headers.set["x-fetch"], ["fetch: no answer within 50 ms"]);
+    assert_eq!(
+        patch.headers.set["x-fetch"],
+        ["fetch: no answer within 50 ms"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +149,13 @@ async fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
     let mut fetcher = bundle("shop/fetch", FETCHER);
     fetcher.timeout_ms = 2_000;
     let loaded = load(&runtime, vec![fetcher]).await;
-    let chain = chain(&loaded, &[("shop/fetch", json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}))]);
+    let chain = chain(
+        &loaded,
+        &[(
+            "shop/fetch",
+            json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
+        )],
+    );
     // 20 requests each awaiting a 300 ms upstream: served one at a time they would take
     // 6 s; interleaved on the one thread they take a little over 300 ms.
     let started = std::time::Instant::now();
@@ -141,7 +170,11 @@ async fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
         let patch = expect_continue(call.await.unwrap());
         assert_eq!(patch.headers.set["x-fetch"], ["200 yes POST /slow"]);
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A `redis-server` on a free loopback port, stopped when dropped.
@@ -152,16 +185,35 @@ struct Redis {
 
 impl Redis {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { child, port }
@@ -199,7 +251,9 @@ async fn the_redis_cache_is_shared_between_runtimes() {
         let mut info = request("/");
         info.request_id = format!("req-{i}");
         let patch = expect_continue(replica.before_request(&chain, info).await.0);
-        seen.push(serde_json::from_str::<serde_json::Value>(&patch.headers.set["x-cache"][0]).unwrap());
+        seen.push(
+            serde_json::from_str::<serde_json::Value>(&patch.headers.set["x-cache"][0]).unwrap(),
+        );
     }
     for (i, value) in seen.iter().enumerate() {
         assert_eq!(value["hits"], i + 1, "{seen:?}");
@@ -213,10 +267,18 @@ async fn the_redis_cache_is_shared_between_runtimes() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let ttl: i64 = redis::cmd("TTL").arg("shop/limit:window").query_async(&mut direct).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("shop/limit:window")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
     assert!((1..=60).contains(&ttl), "{ttl}");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let first: Option<String> = redis::cmd("GET").arg("shop/limit:first").query_async(&mut direct).await.unwrap();
+    let first: Option<String> = redis::cmd("GET")
+        .arg("shop/limit:first")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
     assert_eq!(first, None, "expired");
 
     // A Redis outage rejects the hook's promise instead of hanging or crashing.
@@ -229,5 +291,8 @@ async fn the_redis_cache_is_shared_between_runtimes() {
     )]).await;
     let chain = chain(&loaded, &[("shop/down", json!({}))]);
     let patch = expect_continue(replicas[0].before_request(&chain, request("/")).await.0);
-    assert!(patch.headers.set["x-error"][0].starts_with("redis:"), "{patch:?}");
+    assert!(
+        patch.headers.set["x-error"][0].starts_with("redis:"),
+        "{patch:?}"
+    );
 }

@@ -76,7 +76,11 @@ pub(super) fn host_object<'js>(
         "call",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, invocation: f64, op: String, args: String| -> Js<'js, Promise<'js>> {
+            move |ctx: Ctx<'js>,
+                  invocation: f64,
+                  op: String,
+                  args: String|
+                  -> Js<'js, Promise<'js>> {
                 let (promise, resolve, _reject) = ctx.promise()?;
                 if let Some(isolate) = weak.upgrade() {
                     let resolve = Persistent::save(&ctx, resolve);
@@ -113,8 +117,12 @@ fn crypto_object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
              data_binary: bool,
              data: String,
              encoding: Option<String>| {
-                let mac = crypto::hmac(&algorithm, &bytes(key_binary, &key), &bytes(data_binary, &data))
-                    .map_err(|e| type_error(&ctx, &e))?;
+                let mac = crypto::hmac(
+                    &algorithm,
+                    &bytes(key_binary, &key),
+                    &bytes(data_binary, &data),
+                )
+                .map_err(|e| type_error(&ctx, &e))?;
                 output(&ctx, mac, encoding)
             },
         )?,
@@ -154,7 +162,9 @@ fn crypto_object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>, length: f64, encoding: Option<String>| {
-                if !(0.0..=crypto::MAX_RANDOM_BYTES as f64).contains(&length) || length.fract() != 0.0 {
+                if !(0.0..=crypto::MAX_RANDOM_BYTES as f64).contains(&length)
+                    || length.fract() != 0.0
+                {
                     return Err(type_error(
                         &ctx,
                         &CryptoError::Random(format!(
@@ -163,7 +173,8 @@ fn crypto_object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
                         )),
                     ));
                 }
-                let random = crypto::random_bytes(length as usize).map_err(|e| type_error(&ctx, &e))?;
+                let random =
+                    crypto::random_bytes(length as usize).map_err(|e| type_error(&ctx, &e))?;
                 output(&ctx, random, encoding)
             },
         )?,

@@ -84,7 +84,11 @@ impl Engine for QuickJs {
                         ));
                     }
                     Err(failure) => {
-                        return Err(format!("onLoad failed ({}): {}", failure.kind.as_str(), failure.detail));
+                        return Err(format!(
+                            "onLoad failed ({}): {}",
+                            failure.kind.as_str(),
+                            failure.detail
+                        ));
                     }
                 }
             }
@@ -200,7 +204,10 @@ impl QuickJsIsolate {
         let drained = self.drain();
         self.budget.deadline.set(None);
         if self.budget.interrupted.get() {
-            return Err(format!("evaluating the module took longer than {} ms", timeout.as_millis()));
+            return Err(format!(
+                "evaluating the module took longer than {} ms",
+                timeout.as_millis()
+            ));
         }
         evaluated?;
         drained.map_err(|failure| failure.detail)
@@ -424,7 +431,10 @@ impl QuickJsIsolate {
                     }),
                     Err(_) => Err(EngineFailure {
                         kind: FailureKind::Timeout,
-                        detail: format!("the hook did not settle within {} ms", timeout.as_millis()),
+                        detail: format!(
+                            "the hook did not settle within {} ms",
+                            timeout.as_millis()
+                        ),
                     }),
                 }
             }
@@ -504,7 +514,12 @@ impl Drop for QuickJsIsolate {
     fn drop(&mut self) {
         // Persistent values must go before the runtime that owns them.
         let runner = self.runner.borrow_mut().take();
-        let calls: Vec<PendingHostCall> = self.host_calls.borrow_mut().drain().map(|(_, c)| c).collect();
+        let calls: Vec<PendingHostCall> = self
+            .host_calls
+            .borrow_mut()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
         self.context.with(|_ctx| {
             drop(runner);
             drop(calls);

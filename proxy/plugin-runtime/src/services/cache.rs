@@ -150,10 +150,7 @@ impl Cache {
                 cache.entry(key.to_owned()).and_compute_with(|existing| {
                     let (current, keep_ttl) = match existing {
                         None => (Ok(0), false),
-                        Some(entry) => (
-                            entry.value().value.parse::<i64>().map_err(|_| ()),
-                            true,
-                        ),
+                        Some(entry) => (entry.value().value.parse::<i64>().map_err(|_| ()), true),
                     };
                     match current {
                         Ok(current) => {
@@ -226,7 +223,10 @@ mod tests {
         assert_eq!(cache.incr("c", 1, None).await.unwrap(), 1);
         assert_eq!(cache.incr("c", 5, None).await.unwrap(), 6);
         cache.set("s", "\"text\"".into(), None).await.unwrap();
-        assert!(matches!(cache.incr("s", 1, None).await, Err(CacheError::NotACounter(_))));
+        assert!(matches!(
+            cache.incr("s", 1, None).await,
+            Err(CacheError::NotACounter(_))
+        ));
         assert_eq!(cache.get("c").await.unwrap().as_deref(), Some("6"));
     }
 

@@ -72,7 +72,8 @@ pub(crate) fn encode(bytes: &[u8], encoding: Encoding) -> String {
 
 /// Text back to bytes; base64url accepts padding or none, as JWTs and JWKs vary.
 pub(crate) fn decode(text: &str, encoding: Encoding) -> Result<Vec<u8>, CryptoError> {
-    let invalid = |e: &dyn std::fmt::Display| CryptoError::Encoding(format!("not {encoding:?}: {e}"));
+    let invalid =
+        |e: &dyn std::fmt::Display| CryptoError::Encoding(format!("not {encoding:?}: {e}"));
     match encoding {
         Encoding::Hex => hex::decode(text).map_err(|e| invalid(&e)),
         Encoding::Base64 => STANDARD.decode(text).map_err(|e| invalid(&e)),
@@ -168,7 +169,12 @@ pub(crate) fn verify(
         "RS256" => SignatureAlgorithm::Rs256,
         "ES256" => SignatureAlgorithm::Es256,
         "EdDSA" => SignatureAlgorithm::EdDsa,
-        other => return Err(CryptoError::Algorithm(other.into(), "RS256, ES256 or EdDSA")),
+        other => {
+            return Err(CryptoError::Algorithm(
+                other.into(),
+                "RS256, ES256 or EdDSA",
+            ));
+        }
     };
     let key = key.trim();
     if key.starts_with("-----BEGIN") {
@@ -240,15 +246,18 @@ fn verify_jwk(
             let mut point = vec![0x04];
             point.extend(part(&jwk.x, "x")?);
             point.extend(part(&jwk.y, "y")?);
-            Ok(UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(data, signature)
-                .is_ok())
+            Ok(
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(data, signature)
+                    .is_ok(),
+            )
         }
-        (SignatureAlgorithm::EdDsa, "OKP") if curve == "Ed25519" => {
-            Ok(UnparsedPublicKey::new(&signature::ED25519, part(&jwk.x, "x")?)
-                .verify(data, signature)
-                .is_ok())
-        }
+        (SignatureAlgorithm::EdDsa, "OKP") if curve == "Ed25519" => Ok(UnparsedPublicKey::new(
+            &signature::ED25519,
+            part(&jwk.x, "x")?,
+        )
+        .verify(data, signature)
+        .is_ok()),
         (algorithm, kty) => Err(CryptoError::Key(format!(
             "a JWK of kty {kty:?} (crv {curve:?}) cannot verify {algorithm:?} signatures"
         ))),
@@ -281,7 +290,10 @@ mod tests {
         );
         let mac = hmac("SHA-512", b"Jefe", b"what do ya want for nothing?").unwrap();
         assert!(hex::encode(mac).starts_with("164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd6"));
-        assert!(matches!(hmac("MD5", b"k", b"d"), Err(CryptoError::Algorithm(..))));
+        assert!(matches!(
+            hmac("MD5", b"k", b"d"),
+            Err(CryptoError::Algorithm(..))
+        ));
     }
 
     #[test]
@@ -354,7 +366,13 @@ mod tests {
         .to_string();
         assert!(verify("EdDSA", &jwk, b"payload", signature.as_ref()).unwrap());
         assert!(!verify("EdDSA", &jwk, b"payloaD", signature.as_ref()).unwrap());
-        assert!(matches!(verify("HS256", &jwk, b"", b""), Err(CryptoError::Algorithm(..))));
-        assert!(matches!(verify("EdDSA", "{}", b"", b""), Err(CryptoError::Key(_))));
+        assert!(matches!(
+            verify("HS256", &jwk, b"", b""),
+            Err(CryptoError::Algorithm(..))
+        ));
+        assert!(matches!(
+            verify("EdDSA", "{}", b"", b""),
+            Err(CryptoError::Key(_))
+        ));
     }
 }

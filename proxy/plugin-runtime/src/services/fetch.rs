@@ -108,7 +108,8 @@ struct GuardedResolver {
     policy: Arc<AddressPolicy>,
 }
 
-type Resolving = Pin<Box<dyn Future<Output = std::io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
+type Resolving =
+    Pin<Box<dyn Future<Output = std::io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
 
 impl tower_service::Service<Name> for GuardedResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
@@ -123,9 +124,8 @@ impl tower_service::Service<Name> for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let permitted: Vec<SocketAddr> = resolved
                 .iter()
                 .copied()
@@ -209,12 +209,18 @@ impl Fetcher {
             .parse()
             .map_err(|e| FetchError::Invalid(format!("url {:?}: {e}", request.url)))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(FetchError::Invalid(format!("url {:?}: only http and https", request.url)));
+            return Err(FetchError::Invalid(format!(
+                "url {:?}: only http and https",
+                request.url
+            )));
         }
         let host = uri
             .host()
             .ok_or_else(|| FetchError::Invalid(format!("url {:?} has no host", request.url)))?;
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
             && !self.policy.permits(ip)
         {
             return Err(FetchError::Refused(ip.to_string()));
@@ -240,7 +246,12 @@ impl Fetcher {
                 }
                 source = error.source();
             }
-            FetchError::Failed(format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()))
+            FetchError::Failed(format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ))
         })?;
         let status = response.status().as_u16();
         let mut headers = BTreeMap::new();
@@ -301,6 +312,10 @@ mod tests {
         assert!(policy.permits("127.0.0.1".parse().unwrap()));
         assert!(policy.permits("10.9.9.9".parse().unwrap()));
         assert!(!policy.permits("127.0.0.2".parse().unwrap()));
-        assert!(AddressPolicy::new(&["not-a-cidr".into()]).unwrap_err().contains("not-a-cidr"));
+        assert!(
+            AddressPolicy::new(&["not-a-cidr".into()])
+                .unwrap_err()
+                .contains("not-a-cidr")
+        );
     }
 }

@@ -51,7 +51,12 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    pub(crate) fn new(handle: Handle, cache: Arc<Cache>, fetcher: Fetcher, body_limit: usize) -> Self {
+    pub(crate) fn new(
+        handle: Handle,
+        cache: Arc<Cache>,
+        fetcher: Fetcher,
+        body_limit: usize,
+    ) -> Self {
         Self {
             handle,
             cache,
@@ -92,7 +97,12 @@ async fn run(
 ) -> Result<Value, String> {
     let args: Vec<Value> =
         serde_json::from_str(args).map_err(|e| format!("{op}: bad arguments: {e}"))?;
-    let text = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |i: usize| {
+        args.get(i)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let ttl = |i: usize| -> Result<Option<Duration>, String> {
         match args.get(i) {
             None | Some(Value::Null) => Ok(None),
@@ -135,9 +145,13 @@ async fn run(
             ))
         }
         "http.fetch" => {
-            let request: FetchRequest = serde_json::from_value(args.into_iter().next().unwrap_or_default())
+            let request: FetchRequest =
+                serde_json::from_value(args.into_iter().next().unwrap_or_default())
+                    .map_err(|e| format!("fetch: {e}"))?;
+            let response = fetcher
+                .fetch(request)
+                .await
                 .map_err(|e| format!("fetch: {e}"))?;
-            let response = fetcher.fetch(request).await.map_err(|e| format!("fetch: {e}"))?;
             serde_json::to_value(response).map_err(|e| e.to_string())
         }
         "request.body" => {
@@ -146,7 +160,9 @@ async fn run(
         }
         "response.body" => match scope.response.as_ref().map(|r| &r.body) {
             Some(ResponseBody::Replaced(bytes)) => Ok(encode_body(bytes, &text(0))),
-            Some(ResponseBody::Source(source)) => read_body(source.clone(), &text(0), body_limit).await,
+            Some(ResponseBody::Source(source)) => {
+                read_body(source.clone(), &text(0), body_limit).await
+            }
             None => Err("there is no response in this hook".into()),
         },
         other => Err(format!("unknown host service {other:?}")),

@@ -27,7 +27,10 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
         name: name.into(),
         generation: Some(1),
         code: code.into(),
-        code_hash: format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))),
+        code_hash: format!(
+            "sha256:{}",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))
+        ),
         config: serde_json::json!({}),
         config_schema: None,
         order: 0,
@@ -81,7 +84,10 @@ pub fn request(path: &str) -> RequestInfo {
         headers: vec![("host".into(), "shop.example".into())],
         route: "shop/api".into(),
         request_id: "req-1".into(),
-        backends: vec!["service:shop/api:80".into(), "service:shop/api-canary:80".into()],
+        backends: vec![
+            "service:shop/api:80".into(),
+            "service:shop/api-canary:80".into(),
+        ],
         ..RequestInfo::default()
     }
 }
