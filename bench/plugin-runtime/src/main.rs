@@ -19,6 +19,8 @@ use weir_plugin_runtime::{
 /// Requests in flight at once, as many connections to a proxy would make.
 const CONCURRENCY: usize = 64;
 
+const NO_HOOKS: &str = "export default {};";
+
 const SET_HEADER: &str =
     r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-weir", "1"); } };"#;
 
@@ -148,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         };
         let runtime = PluginRuntime::start(&config, &mut Registry::default(), tokio::runtime::Handle::current())?;
         let bundles: BTreeMap<String, PluginBundle> = [
+            ("bench/no-hooks", NO_HOOKS),
             ("bench/set-header", SET_HEADER),
             ("bench/first", BOTH_HOOKS),
             ("bench/second", BOTH_HOOKS),
@@ -165,6 +168,7 @@ fn main() -> anyhow::Result<()> {
         };
         let scenarios = [
             ("no plugin", loaded.set.chain(&[])),
+            ("one plugin without hooks (dispatch only)", loaded.set.chain(&[call("bench/no-hooks")])),
             ("one beforeRequest setting a header", loaded.set.chain(&[call("bench/set-header")])),
             ("two plugins, both hooks", loaded.set.chain(&[call("bench/first"), call("bench/second")])),
         ];

@@ -112,7 +112,7 @@ impl PluginRuntime {
                         plugin: Arc::from(id.as_str()),
                         code: bundle.code.clone(),
                         memory_limit,
-                        load_timeout: timeout,
+                        load_timeout: load_timeout(timeout),
                         config_json: Arc::from(bundle.config.to_string()),
                     };
                     let version =
@@ -206,6 +206,12 @@ impl PluginRuntime {
         }
         answer.await.ok()
     }
+}
+
+/// Time for evaluating a module and its `onLoad`: ten hook budgets, at least a second, so
+/// a large plugin still loads on a busy machine.
+fn load_timeout(hook_timeout: Duration) -> Duration {
+    (hook_timeout * 10).max(Duration::from_secs(1))
 }
 
 impl Carry {
