@@ -74,6 +74,14 @@ pub(crate) struct CallScope {
     pub(crate) response: Option<Arc<ResponseView>>,
 }
 
+impl HookReport {
+    /// Records a response status, body or rejection: in `beforeRequest`, an answer.
+    pub(crate) fn response_mut(&mut self) -> &mut ResponseReport {
+        self.answer = true;
+        self.response.get_or_insert_with(ResponseReport::default)
+    }
+}
+
 impl CallScope {
     pub(crate) fn request_id(&self) -> &str {
         self.request
@@ -100,7 +108,8 @@ pub(crate) struct EngineFailure {
     pub(crate) detail: String,
 }
 
-/// What a hook did, as the plugin's `ctx` recorded it (the JSON the prelude reports).
+/// What a hook did: its changes as `ctx` recorded them through the host object, and how
+/// it ended (the prelude's JSON for failures).
 #[derive(Deserialize, Debug, Default, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct HookReport {

@@ -47,6 +47,40 @@ impl HeaderEdits {
         }
     }
 
+    /// Records `name: value` replacing the name's values (as `HeaderEditor.set` in JS).
+    pub(crate) fn set_value(&mut self, name: String, value: String) {
+        self.append.remove(&name);
+        self.set.insert(name, vec![value]);
+    }
+
+    /// Records a value added after the name's existing ones.
+    pub(crate) fn append_value(&mut self, name: String, value: String) {
+        match self.set.get_mut(&name) {
+            Some(values) => values.push(value),
+            None => self.append.entry(name).or_default().push(value),
+        }
+    }
+
+    /// Records the removal of every value of `name`.
+    pub(crate) fn remove_name(&mut self, name: String) {
+        self.set.remove(&name);
+        self.append.remove(&name);
+        self.remove.insert(name);
+    }
+
+    /// The value of `name` after these edits, given its value before (`None`: absent).
+    pub(crate) fn current(&self, name: &str, before: Option<String>) -> Option<String> {
+        if let Some(values) = self.set.get(name) {
+            return Some(values.join(", "));
+        }
+        let before = before.filter(|_| !self.remove.contains(name));
+        let added = self.append.get(name).map(|values| values.join(", "));
+        match (before, added) {
+            (Some(before), Some(added)) => Some(format!("{before}, {added}")),
+            (before, added) => before.or(added),
+        }
+    }
+
     /// Applies the edits to a header list (names lower case).
     pub fn apply(&self, headers: &mut Vec<(String, String)>) {
         headers.retain(|(name, _)| !self.remove.contains(name) && !self.set.contains_key(name));
@@ -203,6 +237,23 @@ mod tests {
                 ("set-cookie", "u=3")
             ])
         );
+    }
+
+    #[test]
+    fn recorded_edits_read_back_as_applied() {
+        let mut edits = HeaderEdits::default();
+        edits.append_value("a".into(), "2".into());
+        assert_eq!(edits.current("a", Some("1".into())).as_deref(), Some("1, 2"));
+        edits.remove_name("a".into());
+        assert_eq!(edits.current("a", Some("1".into())), None);
+        edits.append_value("a".into(), "3".into());
+        assert_eq!(edits.current("a", Some("1".into())).as_deref(), Some("3"));
+        edits.set_value("a".into(), "4".into());
+        edits.append_value("a".into(), "5".into());
+        assert_eq!(edits.current("a", None).as_deref(), Some("4, 5"));
+        let mut applied = vec![("a".to_owned(), "1".to_owned())];
+        edits.apply(&mut applied);
+        assert_eq!(applied, headers(&[("a", "4"), ("a", "5")]));
     }
 
     #[test]

@@ -137,6 +137,18 @@ fn serialize_headers<S: serde::Serializer>(
     serializer.collect_map(joined_headers(headers))
 }
 
+/// The value of one header as plugins see it (repeated values joined).
+pub(crate) fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
+    let separator = if name == "cookie" { "; " } else { ", " };
+    let mut values = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let first = values.next()?.to_owned();
+    Some(values.fold(first, |mut joined, value| {
+        joined.push_str(separator);
+        joined.push_str(value);
+        joined
+    }))
+}
+
 /// Headers merged per name, in first-seen order of names.
 pub(crate) fn joined_headers(headers: &[(String, String)]) -> BTreeMap<&str, String> {
     let mut joined: BTreeMap<&str, String> = BTreeMap::new();

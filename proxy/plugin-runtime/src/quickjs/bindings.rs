@@ -6,7 +6,16 @@ use std::rc::Weak;
 use rquickjs::{Ctx, Exception, Function, Object, Persistent, Promise, TypedArray, Value};
 
 use super::QuickJsIsolate;
+use crate::engine::{HookReport, ResponseReport};
+use crate::patch::HeaderEdits;
+use crate::request::header_value;
 use crate::services::crypto::{self, CryptoError, Encoding};
+
+/// `target` of `host.edit` and `host.header` (the prelude's `UPSTREAM`; `RESPONSE` is 1).
+const UPSTREAM: u8 = 0;
+/// `op` of `host.edit` (the prelude's `SET`, `APPEND`; anything else is `DELETE`).
+const SET: u8 = 0;
+const APPEND: u8 = 1;
 
 type Js<'js, T> = rquickjs::Result<T>;
 
@@ -39,12 +48,117 @@ pub(super) fn host_object<'js>(
 
     let weak = isolate.clone();
     host.set(
-        "response",
-        Function::new(ctx.clone(), move |invocation: f64| -> String {
+        "edit",
+        Function::new(
+            ctx.clone(),
+            move |invocation: f64, target: u8, op: u8, name: String, value: String| {
+                let Some(isolate) = weak.upgrade() else {
+                    return;
+                };
+                isolate.record(invocation as u64, |report, _| {
+                    let edits = if target == UPSTREAM {
+                        report.upstream.get_or_insert_with(HeaderEdits::default)
+                    } else {
+                        let response = report.response.get_or_insert_with(ResponseReport::default);
+                        response.headers.get_or_insert_with(HeaderEdits::default)
+                    };
+                    match op {
+                        SET => edits.set_value(name, value),
+                        APPEND => edits.append_value(name, value),
+                        _ => edits.remove_name(name),
+                    }
+                });
+            },
+        )?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
+        "header",
+        Function::new(ctx.clone(), move |invocation: f64, target: u8, name: String| {
+            let isolate = weak.upgrade()?;
+            isolate
+                .record(invocation as u64, |report, scope| {
+                    let (edits, before) = if target == UPSTREAM {
+                        let before = scope
+                            .request
+                            .as_ref()
+                            .and_then(|r| header_value(&r.info.headers, &name));
+                        (report.upstream.as_ref(), before)
+                    } else {
+                        let before = scope
+                            .response
+                            .as_ref()
+                            .and_then(|r| header_value(&r.headers, &name));
+                        (report.response.as_ref().and_then(|r| r.headers.as_ref()), before)
+                    };
+                    match edits {
+                        Some(edits) => edits.current(&name, before),
+                        None => before,
+                    }
+                })
+                .flatten()
+        })?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
+        "record",
+        Function::new(ctx.clone(), move |invocation: f64, key: String, value: String| {
+            let Some(isolate) = weak.upgrade() else {
+                return;
+            };
+            isolate.record(invocation as u64, |report, _| match key.as_str() {
+                "path" => report.path = Some(value),
+                "forward" => report.forward = Some(value),
+                "status" => report.response_mut().status = value.parse().ok(),
+                "body" | "bodyBase64" => {
+                    let response = report.response_mut();
+                    response.body_base64 = key == "bodyBase64";
+                    response.body = Some(value);
+                }
+                _ => {
+                    report.response_mut();
+                    report.rejected = true;
+                }
+            });
+        })?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
+        "status",
+        Function::new(ctx.clone(), move |invocation: f64| -> u16 {
             weak.upgrade()
                 .and_then(|isolate| isolate.scope_of(invocation as u64))
-                .and_then(|scope| scope.response.map(|response| response.json()))
-                .unwrap_or_else(|| "{}".into())
+                .and_then(|scope| scope.response.map(|response| response.status))
+                .unwrap_or(0)
+        })?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
+        "finish",
+        Function::new(
+            ctx.clone(),
+            move |invocation: f64, state: Option<String>, user: Option<String>| {
+                if let Some(isolate) = weak.upgrade() {
+                    isolate.record(invocation as u64, |report, _| {
+                        report.state = state;
+                        report.user = user;
+                    });
+                }
+            },
+        )?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
+        "discard",
+        Function::new(ctx.clone(), move |invocation: f64| {
+            if let Some(isolate) = weak.upgrade() {
+                isolate.record(invocation as u64, |report, _| *report = HookReport::default());
+            }
         })?,
     )?;
 

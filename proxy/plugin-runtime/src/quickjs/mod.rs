@@ -108,6 +108,8 @@ struct Budget {
 struct Invocation {
     deadline: Instant,
     scope: CallScope,
+    /// What the hook changed so far, recorded through the host object.
+    report: HookReport,
     done: Option<oneshot::Sender<Result<String, EngineFailure>>>,
 }
 
@@ -322,6 +324,17 @@ impl QuickJsIsolate {
         }
     }
 
+    /// Changes the report of a call in progress; `None` if it is over.
+    fn record<R>(
+        &self,
+        invocation: u64,
+        change: impl FnOnce(&mut HookReport, &CallScope) -> R,
+    ) -> Option<R> {
+        let mut invocations = self.invocations.borrow_mut();
+        let invocation = invocations.get_mut(&invocation)?;
+        Some(change(&mut invocation.report, &invocation.scope))
+    }
+
     fn scope_of(&self, invocation: u64) -> Option<CallScope> {
         self.invocations
             .borrow()
@@ -409,6 +422,7 @@ impl QuickJsIsolate {
             Invocation {
                 deadline,
                 scope,
+                report: HookReport::default(),
                 done: Some(done),
             },
         );
@@ -440,12 +454,27 @@ impl QuickJsIsolate {
             }
             Err(failure) => Err(failure),
         };
+        let recorded = self
+            .invocations
+            .borrow_mut()
+            .get_mut(&invocation)
+            .map(|i| std::mem::take(&mut i.report));
         self.forget(invocation);
-        let report = outcome?;
-        serde_json::from_str::<HookReport>(&report).map_err(|e| EngineFailure {
-            kind: FailureKind::Exception,
-            detail: format!("unreadable hook report: {e}"),
-        })
+        let ending = outcome?;
+        let mut report = recorded.unwrap_or_default();
+        if ending.is_empty() {
+            report.ok = true;
+        } else {
+            let ended: HookReport = serde_json::from_str(&ending).map_err(|e| EngineFailure {
+                kind: FailureKind::Exception,
+                detail: format!("unreadable hook report: {e}"),
+            })?;
+            report.ok = ended.ok;
+            report.kind = ended.kind;
+            report.error = ended.error;
+            report.on_error = ended.on_error;
+        }
+        Ok(report)
     }
 
     /// Runs one test of a suite isolate (see [`Prelude::TestSuite`]).

@@ -10,12 +10,20 @@
   const hostCall = host.call;
   const hostSettle = host.settle;
   const hostRequest = host.request;
-  const hostResponse = host.response;
   const hostLog = host.log;
   const hostCrypto = host.crypto;
+  const hostEdit = host.edit;
+  const hostHeader = host.header;
+  const hostRecord = host.record;
+  const hostStatus = host.status;
+  const hostFinish = host.finish;
+  const hostDiscard = host.discard;
+  const UPSTREAM = 0;
+  const RESPONSE = 1;
+  const SET = 0;
+  const APPEND = 1;
+  const DELETE = 2;
   const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
-  const BEFORE = "beforeRequest";
-  const AFTER = "afterResponse";
 
   function deepFreeze(value) {
     if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
@@ -123,59 +131,44 @@
     return lower;
   }
 
-  // Header edits in the shape of Rust's HeaderEdits: remove, then set, then append.
+  // Header edits are recorded in Rust as they are made (remove, then set, then append),
+  // so a hook's changes need no serializing when it returns.
   class HeaderEditor {
-    #base;
-    #edits = null;
-    constructor(base) {
-      this.#base = base;
-    }
-    #e() {
-      return (this.#edits ??= { set: {}, append: {}, remove: {} });
+    #inv;
+    #target;
+    constructor(inv, target) {
+      this.#inv = inv;
+      this.#target = target;
     }
     set(name, value) {
-      name = headerName(name);
-      const edits = this.#e();
-      edits.set[name] = [String(value)];
-      delete edits.append[name];
+      hostEdit(this.#inv, this.#target, SET, headerName(name), String(value));
     }
     append(name, value) {
-      name = headerName(name);
-      const edits = this.#e();
-      if (edits.set[name]) edits.set[name].push(String(value));
-      else (edits.append[name] ??= []).push(String(value));
+      hostEdit(this.#inv, this.#target, APPEND, headerName(name), String(value));
     }
     delete(name) {
-      name = headerName(name);
-      const edits = this.#e();
-      delete edits.set[name];
-      delete edits.append[name];
-      edits.remove[name] = true;
+      hostEdit(this.#inv, this.#target, DELETE, headerName(name), "");
     }
     get(name) {
-      name = String(name).toLowerCase();
-      const edits = this.#edits;
-      if (edits?.set[name]) return edits.set[name].join(", ");
-      const added = edits?.append[name];
-      const base = edits?.remove[name] ? undefined : this.#base()?.[name];
-      if (base === undefined) return added ? added.join(", ") : null;
-      return added ? [base, ...added].join(", ") : base;
+      return hostHeader(this.#inv, this.#target, String(name).toLowerCase()) ?? null;
     }
     has(name) {
       return this.get(name) !== null;
     }
-    patch() {
-      const edits = this.#edits;
-      return edits && { set: edits.set, append: edits.append, remove: keys(edits.remove) };
-    }
   }
 
-  function bodyPatch(body) {
-    if (typeof body === "string") return { body };
-    if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
-      return { body: crypto.encode(body, "base64"), bodyBase64: true };
+  // Records a body; an object becomes JSON. Returns whether it was JSON.
+  function recordBody(inv, body) {
+    if (typeof body === "string") {
+      hostRecord(inv, "body", body);
+      return false;
     }
-    return { body: stringify(body), json: true };
+    if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
+      hostRecord(inv, "bodyBase64", crypto.encode(body, "base64"));
+      return false;
+    }
+    hostRecord(inv, "body", stringify(body));
+    return true;
   }
 
   function checkStatus(status) {
@@ -187,54 +180,54 @@
 
   class Response {
     #inv;
-    #hook;
-    #info;
     #status;
     #body;
     headers;
-    constructor(inv, hook) {
+    constructor(inv) {
       this.#inv = inv;
-      this.#hook = hook;
-      this.headers = new HeaderEditor(() => this.#upstream()?.headers);
-    }
-    #upstream() {
-      if (this.#hook !== AFTER) return undefined;
-      return (this.#info ??= parse(hostResponse(this.#inv)));
+      this.headers = new HeaderEditor(inv, RESPONSE);
     }
     get status() {
-      return this.#status ?? this.#upstream()?.status ?? 0;
+      return this.#status ?? hostStatus(this.#inv);
     }
     set status(status) {
       this.#status = checkStatus(status);
+      hostRecord(this.#inv, "status", String(status));
     }
     setBody(body) {
-      this.#body = bodyPatch(body);
-      if (this.#body.json && !this.headers.has("content-type")) {
+      this.#body = body;
+      if (recordBody(this.#inv, body) && !this.headers.has("content-type")) {
         this.headers.set("content-type", "application/json");
       }
     }
     text() {
-      if (this.#body) return Promise.resolve(this.#body.bodyBase64 ? crypto.decode(this.#body.body, "base64") : this.#body.body);
-      return call(this.#inv, "response.body", ["text"]);
+      const body = this.#body;
+      if (body === undefined) return call(this.#inv, "response.body", ["text"]);
+      if (typeof body === "string") return Promise.resolve(body);
+      if (body instanceof Uint8Array || body instanceof ArrayBuffer) return Promise.resolve(crypto.encode(body, "utf8"));
+      return Promise.resolve(stringify(body));
     }
     async json() {
       return parse(await this.text());
     }
-    patch() {
-      const headers = this.headers.patch();
-      if (this.#status === undefined && this.#body === undefined && !headers) return undefined;
-      return { status: this.#status, headers, body: this.#body?.body, bodyBase64: this.#body?.bodyBase64 ?? false };
-    }
-    get answered() {
-      return this.#status !== undefined || this.#body !== undefined;
-    }
   }
 
   class Upstream {
-    path;
+    #inv;
+    #path;
     headers;
-    constructor(request) {
-      this.headers = new HeaderEditor(() => request().headers);
+    constructor(inv) {
+      this.#inv = inv;
+      this.headers = new HeaderEditor(inv, UPSTREAM);
+    }
+    get path() {
+      return this.#path;
+    }
+    set path(path) {
+      path = String(path);
+      if (!path.startsWith("/")) throw new TypeError(`ctx.upstream.path must start with "/", got ${stringify(path)}`);
+      this.#path = path;
+      hostRecord(this.#inv, "path", path);
     }
   }
 
@@ -255,10 +248,9 @@
     return freeze({ debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") });
   }
 
-  let reportOf;
+  let finish;
   class Ctx {
     #inv;
-    #hook;
     #state;
     #stateJson;
     #user;
@@ -269,12 +261,9 @@
     #upstream;
     #services;
     #log;
-    #forward;
-    #rejected = false;
     config;
-    constructor(inv, hook, config, stateJson, userJson) {
+    constructor(inv, config, stateJson, userJson) {
       this.#inv = inv;
-      this.#hook = hook;
       this.config = config;
       this.#stateJson = stateJson;
       this.#userJson = userJson;
@@ -300,10 +289,10 @@
       this.#userSet = true;
     }
     get response() {
-      return (this.#response ??= new Response(this.#inv, this.#hook));
+      return (this.#response ??= new Response(this.#inv));
     }
     get upstream() {
-      return (this.#upstream ??= new Upstream(() => this.request));
+      return (this.#upstream ??= new Upstream(this.#inv));
     }
     get services() {
       return (this.#services ??= services(this.#inv));
@@ -318,64 +307,37 @@
       this.response.status = checkStatus(status);
       if (body !== undefined) this.response.setBody(body);
       for (const [name, value] of Object.entries(headers ?? {})) this.response.headers.set(name, value);
-      this.#rejected = true;
+      hostRecord(this.#inv, "rejected", "");
     }
     forward(target) {
-      this.#forward = String(target);
+      hostRecord(this.#inv, "forward", String(target));
     }
     static {
-      reportOf = (ctx) => ctx.#report();
-    }
-    #report() {
-      const report = { ok: true };
-      if (this.#state !== undefined) report.state = stringify(this.#state);
-      if (this.#userSet) report.user = this.#user === undefined ? null : stringify(this.#user);
-      const upstream = this.#upstream;
-      if (upstream) {
-        report.upstream = upstream.headers.patch() ?? undefined;
-        if (upstream.path !== undefined) {
-          const path = String(upstream.path);
-          if (!path.startsWith("/")) throw new TypeError(`ctx.upstream.path must start with "/", got ${stringify(path)}`);
-          report.path = path;
-        }
-      }
-      if (this.#forward !== undefined) report.forward = this.#forward;
-      const response = this.#response;
-      if (response) {
-        report.response = response.patch();
-        report.answer = this.#rejected || (this.#hook === BEFORE && response.answered);
-      }
-      report.rejected = this.#rejected;
-      return report;
+      // Hands state and user (the parts kept in JavaScript) to Rust when the hook is done.
+      finish = (ctx) => {
+        const state = ctx.#state === undefined ? null : stringify(ctx.#state);
+        const user = ctx.#userSet ? stringify(ctx.#user === undefined ? null : ctx.#user) : null;
+        if (state !== null || user !== null) hostFinish(ctx.#inv, state, user);
+      };
     }
   }
 
-  function report(ctx) {
+  const OK = "";
+
+  function done(ctx) {
     try {
-      return stringify(reportOf(ctx));
+      finish(ctx);
+      return OK;
     } catch (error) {
       return failure(error);
     }
   }
 
-  function failure(error, ctx, onError) {
+  function failure(error, onError) {
     const out = isOutOfMemory(error)
       ? { ok: false, kind: "memory", error: "out of memory" }
       : { ok: false, kind: "exception", error: errorText(error) };
     if (onError !== undefined) out.onError = errorText(onError);
-    if (ctx !== undefined) {
-      // What onError answered (ctx.reject) is kept; everything else of a failed hook is not.
-      try {
-        const answered = reportOf(ctx);
-        if (answered.answer) {
-          out.response = answered.response;
-          out.answer = true;
-          out.rejected = answered.rejected;
-        }
-      } catch {
-        // onError left ctx unreportable: the failure stands alone.
-      }
-    }
     return stringify(out);
   }
 
@@ -383,19 +345,21 @@
     return value !== null && typeof value === "object" && typeof value.then === "function";
   }
 
-  // Returns the report, or undefined when it will come through host.settle.
+  // Returns the report, or undefined when it will come through host.settle. What the hook
+  // changed is discarded; only what onError does (e.g. ctx.reject) is kept.
   function thrown(inv, ctx, error) {
+    hostDiscard(inv);
     if (isOutOfMemory(error) || typeof plugin.onError !== "function") return failure(error);
     let handled;
     try {
       handled = plugin.onError(ctx, error);
     } catch (onError) {
-      return failure(error, ctx, onError);
+      return failure(error, onError);
     }
-    if (!isThenable(handled)) return failure(error, ctx);
+    if (!isThenable(handled)) return failure(error);
     handled.then(
-      () => hostSettle(inv, failure(error, ctx)),
-      (onError) => hostSettle(inv, failure(error, ctx, onError)),
+      () => hostSettle(inv, failure(error)),
+      (onError) => hostSettle(inv, failure(error, onError)),
     );
     return undefined;
   }
@@ -407,16 +371,16 @@
   return freeze({
     hooks,
     call(hook, inv, configId, configJson, stateJson, userJson) {
-      const ctx = new Ctx(inv, hook, configFor(configId, configJson), stateJson, userJson);
+      const ctx = new Ctx(inv, configFor(configId, configJson), stateJson, userJson);
       let result;
       try {
         result = plugin[hook](ctx);
       } catch (error) {
         return thrown(inv, ctx, error);
       }
-      if (!isThenable(result)) return report(ctx);
+      if (!isThenable(result)) return done(ctx);
       result.then(
-        () => hostSettle(inv, report(ctx)),
+        () => hostSettle(inv, done(ctx)),
         (error) => {
           const out = thrown(inv, ctx, error);
           if (out !== undefined) hostSettle(inv, out);

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Handle;
 
 use crate::engine::{CallScope, HostOps};
-use crate::request::{BodySource, joined_headers};
+use crate::request::BodySource;
 use cache::Cache;
 use fetch::{FetchRequest, Fetcher};
 
@@ -33,13 +33,6 @@ pub(crate) enum ResponseBody {
     Source(Option<Arc<dyn BodySource>>),
     /// Replaced by an earlier plugin.
     Replaced(Bytes),
-}
-
-impl ResponseView {
-    /// Status and headers as JSON for `ctx.response`.
-    pub(crate) fn json(&self) -> String {
-        json!({"status": self.status, "headers": joined_headers(&self.headers)}).to_string()
-    }
 }
 
 /// The services of one runtime.
