@@ -10,6 +10,7 @@ use weir_crds::plugin::FailurePolicy;
 use weir_crds::snapshot::PluginCall;
 
 use crate::engine::PluginCode;
+use crate::outcome::Hook;
 use crate::pool::Pool;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -26,15 +27,42 @@ pub(crate) struct PluginVersion {
     pub(crate) id: u64,
     pub(crate) code: Arc<PluginCode>,
     pub(crate) code_hash: String,
+    pub(crate) hooks: Hooks,
     pool: Arc<Pool>,
 }
 
+/// Which request hooks a module exports, known once it loaded: phases no plugin of a
+/// request hooks into are skipped without a trip to an isolate thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Hooks {
+    pub(crate) before_request: bool,
+    pub(crate) after_response: bool,
+}
+
+impl Hooks {
+    pub(crate) fn has(self, hook: Hook) -> bool {
+        match hook {
+            Hook::OnLoad => false,
+            Hook::BeforeRequest => self.before_request,
+            Hook::AfterResponse => self.after_response,
+        }
+    }
+}
+
 impl PluginVersion {
-    pub(crate) fn new(code: PluginCode, code_hash: String, pool: Arc<Pool>) -> Self {
+    /// A version loaded under `id` in the pool (see [`Pool::load`]).
+    pub(crate) fn new(
+        id: u64,
+        code: Arc<PluginCode>,
+        code_hash: String,
+        hooks: Hooks,
+        pool: Arc<Pool>,
+    ) -> Self {
         Self {
-            id: next_id(),
-            code: Arc::new(code),
+            id,
+            code,
             code_hash,
+            hooks,
             pool,
         }
     }
@@ -115,6 +143,15 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Whether running `hook` for this link needs an isolate thread: the plugin has the
+    /// hook, or has no loaded version (which fails the request there, by policy).
+    pub(crate) fn runs(&self, hook: Hook) -> bool {
+        self.entry
+            .as_ref()
+            .and_then(|entry| entry.version.as_ref())
+            .is_none_or(|version| version.hooks.has(hook))
+    }
+
     /// Closed unless the plugin says Open: an unknown plugin fails safe.
     pub(crate) fn fails_open(&self) -> bool {
         self.entry

@@ -13,9 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, HostOps, Isolate, PluginCode};
 use crate::metrics::Metrics;
-use crate::outcome::{AfterResponse, BeforeRequest, Carry};
+use crate::outcome::{AfterResponse, BeforeRequest, Carry, Hook};
 use crate::phases;
-use crate::plugin_set::{Chain, PluginVersion};
+use crate::plugin_set::{Chain, Hooks, PluginVersion};
 use crate::request::{RequestScope, ResponseInfo};
 
 /// Native stack of an isolate thread; QuickJS itself is held to less.
@@ -26,7 +26,7 @@ pub(crate) enum Job {
     Load {
         version: u64,
         code: Arc<PluginCode>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<Hooks, String>>,
     },
     Unload {
         version: u64,
@@ -84,8 +84,8 @@ impl Pool {
         self.threads[index].send(job).is_ok()
     }
 
-    /// Loads a version in every thread; the first error, if any.
-    pub(crate) async fn load(&self, version: u64, code: &Arc<PluginCode>) -> Result<(), String> {
+    /// Loads a version in every thread: its hooks, or the first error.
+    pub(crate) async fn load(&self, version: u64, code: &Arc<PluginCode>) -> Result<Hooks, String> {
         let mut replies = Vec::with_capacity(self.threads.len());
         for thread in &self.threads {
             let (reply, answer) = oneshot::channel();
@@ -98,12 +98,13 @@ impl Pool {
                 replies.push(answer);
             }
         }
+        let mut hooks = Hooks::default();
         for answer in replies {
-            answer
+            hooks = answer
                 .await
                 .unwrap_or_else(|_| Err("the isolate thread stopped".into()))?;
         }
-        Ok(())
+        Ok(hooks)
     }
 
     /// Drops a version from every thread.
@@ -143,7 +144,10 @@ fn run_thread(mut jobs: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
                     reply,
                 } => {
                     tokio::task::spawn_local(async move {
-                        let loaded = worker.isolate(version, &code).await.map(drop);
+                        let loaded = worker.isolate(version, &code).await.map(|isolate| Hooks {
+                            before_request: isolate.has_hook(Hook::BeforeRequest),
+                            after_response: isolate.has_hook(Hook::AfterResponse),
+                        });
                         let _ = reply.send(loaded);
                     });
                 }

@@ -14,7 +14,9 @@ use crate::engine::{HostOps, PluginCode};
 use crate::metrics::Metrics;
 use crate::outcome::{AfterResponse, BeforeRequest, Carry, FailureKind, Hook, PluginFailure};
 use crate::patch::{RequestPatch, ResponsePatch};
-use crate::plugin_set::{Chain, LoadFailure, Loaded, PluginEntry, PluginSet, PluginVersion};
+use crate::plugin_set::{
+    Chain, LoadFailure, Loaded, PluginEntry, PluginSet, PluginVersion, next_id,
+};
 use crate::pool::{Job, Pool, Shared};
 use crate::quickjs::QuickJs;
 use crate::request::{RequestInfo, RequestScope, ResponseInfo};
@@ -115,11 +117,19 @@ impl PluginRuntime {
                         load_timeout: load_timeout(timeout),
                         config_json: Arc::from(bundle.config.to_string()),
                     };
-                    let version =
-                        PluginVersion::new(code, bundle.code_hash.clone(), self.pool.clone());
-                    match self.pool.load(version.id, &version.code).await {
-                        Ok(()) => Some(Arc::new(version)),
+                    let code = Arc::new(code);
+                    let version_id = next_id();
+                    match self.pool.load(version_id, &code).await {
+                        Ok(hooks) => Some(Arc::new(PluginVersion::new(
+                            version_id,
+                            code,
+                            bundle.code_hash.clone(),
+                            hooks,
+                            self.pool.clone(),
+                        ))),
                         Err(message) => {
+                            // Threads where it did load drop it again.
+                            self.pool.unload(version_id);
                             let kept = previous.and_then(|entry| entry.version.clone());
                             tracing::warn!(plugin = %id, %message, kept_previous = kept.is_some(), "plugin did not load");
                             failures.push(LoadFailure {
@@ -156,11 +166,10 @@ impl PluginRuntime {
         request: RequestInfo,
     ) -> (BeforeRequest, Carry) {
         let request = Arc::new(RequestScope::new(request));
-        if chain.is_empty() {
-            return (
-                BeforeRequest::Continue(RequestPatch::default()),
-                Carry::empty(request),
-            );
+        if !chain.links.iter().any(|link| link.runs(Hook::BeforeRequest)) {
+            let mut carry = Carry::empty(request);
+            carry.ran = (0..chain.links.len()).collect();
+            return (BeforeRequest::Continue(RequestPatch::default()), carry);
         }
         let (reply, answer) = oneshot::channel();
         let job = Job::Before {
@@ -185,7 +194,13 @@ impl PluginRuntime {
         carry: Carry,
         response: ResponseInfo,
     ) -> AfterResponse {
-        if carry.ran.is_empty() {
+        let runs = |index: &usize| {
+            chain
+                .links
+                .get(*index)
+                .is_some_and(|link| link.runs(Hook::AfterResponse))
+        };
+        if !carry.ran.iter().any(runs) {
             return AfterResponse::Continue(ResponsePatch::default());
         }
         let (reply, answer) = oneshot::channel();

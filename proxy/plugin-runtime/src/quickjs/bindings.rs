@@ -51,9 +51,13 @@ pub(super) fn host_object<'js>(
         "edit",
         Function::new(
             ctx.clone(),
-            move |invocation: f64, target: u8, op: u8, name: String, value: String| {
+            move |ctx: Ctx<'js>, invocation: f64, target: u8, op: u8, name: String, value: String| {
+                let name = name.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(Exception::throw_type(&ctx, &format!("invalid header name {name:?}")));
+                }
                 let Some(isolate) = weak.upgrade() else {
-                    return;
+                    return Ok(());
                 };
                 isolate.record(invocation as u64, |report, _| {
                     let edits = if target == UPSTREAM {
@@ -68,6 +72,7 @@ pub(super) fn host_object<'js>(
                         _ => edits.remove_name(name),
                     }
                 });
+                Ok(())
             },
         )?,
     )?;

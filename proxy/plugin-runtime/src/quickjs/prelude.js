@@ -23,7 +23,6 @@
   const SET = 0;
   const APPEND = 1;
   const DELETE = 2;
-  const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
   function deepFreeze(value) {
     if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
@@ -125,14 +124,9 @@
     });
   }
 
-  function headerName(name) {
-    const lower = String(name).toLowerCase();
-    if (!TOKEN.test(lower)) throw new TypeError(`invalid header name ${stringify(String(name))}`);
-    return lower;
-  }
-
   // Header edits are recorded in Rust as they are made (remove, then set, then append),
-  // so a hook's changes need no serializing when it returns.
+  // so a hook's changes need no serializing when it returns. Rust checks and lower-cases
+  // the names (an invalid one throws a TypeError).
   class HeaderEditor {
     #inv;
     #target;
@@ -141,13 +135,13 @@
       this.#target = target;
     }
     set(name, value) {
-      hostEdit(this.#inv, this.#target, SET, headerName(name), String(value));
+      hostEdit(this.#inv, this.#target, SET, String(name), String(value));
     }
     append(name, value) {
-      hostEdit(this.#inv, this.#target, APPEND, headerName(name), String(value));
+      hostEdit(this.#inv, this.#target, APPEND, String(name), String(value));
     }
     delete(name) {
-      hostEdit(this.#inv, this.#target, DELETE, headerName(name), "");
+      hostEdit(this.#inv, this.#target, DELETE, String(name), "");
     }
     get(name) {
       return hostHeader(this.#inv, this.#target, String(name).toLowerCase()) ?? null;
@@ -249,56 +243,53 @@
   }
 
   let finish;
+  // One private slot keeps construction cheap; members are made when first used.
   class Ctx {
-    #inv;
-    #state;
-    #stateJson;
-    #user;
-    #userJson;
-    #userSet = false;
-    #request;
-    #response;
-    #upstream;
-    #services;
-    #log;
-    config;
+    #s;
     constructor(inv, config, stateJson, userJson) {
-      this.#inv = inv;
-      this.config = config;
-      this.#stateJson = stateJson;
-      this.#userJson = userJson;
+      this.#s = { inv, config, stateJson, userJson, userSet: false };
+    }
+    get config() {
+      return this.#s.config;
     }
     get request() {
-      if (this.#request === undefined) {
-        const request = parse(hostRequest(this.#inv));
-        Object.assign(request, bodyReader(this.#inv, "request.body"));
-        this.#request = deepFreeze(request);
+      const s = this.#s;
+      if (s.request === undefined) {
+        const request = parse(hostRequest(s.inv));
+        Object.assign(request, bodyReader(s.inv, "request.body"));
+        s.request = deepFreeze(request);
       }
-      return this.#request;
+      return s.request;
     }
     get state() {
-      if (this.#state === undefined) this.#state = this.#stateJson ? parse(this.#stateJson) : {};
-      return this.#state;
+      const s = this.#s;
+      if (s.state === undefined) s.state = s.stateJson ? parse(s.stateJson) : {};
+      return s.state;
     }
     get user() {
-      if (this.#user === undefined && this.#userJson) this.#user = parse(this.#userJson);
-      return this.#user;
+      const s = this.#s;
+      if (s.user === undefined && s.userJson) s.user = parse(s.userJson);
+      return s.user;
     }
     set user(user) {
-      this.#user = user;
-      this.#userSet = true;
+      this.#s.user = user;
+      this.#s.userSet = true;
     }
     get response() {
-      return (this.#response ??= new Response(this.#inv));
+      const s = this.#s;
+      return (s.response ??= new Response(s.inv));
     }
     get upstream() {
-      return (this.#upstream ??= new Upstream(this.#inv));
+      const s = this.#s;
+      return (s.upstream ??= new Upstream(s.inv));
     }
     get services() {
-      return (this.#services ??= services(this.#inv));
+      const s = this.#s;
+      return (s.services ??= services(s.inv));
     }
     get log() {
-      return (this.#log ??= makeLog(this.#inv));
+      const s = this.#s;
+      return (s.log ??= makeLog(s.inv));
     }
     get crypto() {
       return crypto;
@@ -307,17 +298,18 @@
       this.response.status = checkStatus(status);
       if (body !== undefined) this.response.setBody(body);
       for (const [name, value] of Object.entries(headers ?? {})) this.response.headers.set(name, value);
-      hostRecord(this.#inv, "rejected", "");
+      hostRecord(this.#s.inv, "rejected", "");
     }
     forward(target) {
-      hostRecord(this.#inv, "forward", String(target));
+      hostRecord(this.#s.inv, "forward", String(target));
     }
     static {
       // Hands state and user (the parts kept in JavaScript) to Rust when the hook is done.
       finish = (ctx) => {
-        const state = ctx.#state === undefined ? null : stringify(ctx.#state);
-        const user = ctx.#userSet ? stringify(ctx.#user === undefined ? null : ctx.#user) : null;
-        if (state !== null || user !== null) hostFinish(ctx.#inv, state, user);
+        const s = ctx.#s;
+        const state = s.state === undefined ? null : stringify(s.state);
+        const user = s.userSet ? stringify(s.user === undefined ? null : s.user) : null;
+        if (state !== null || user !== null) hostFinish(s.inv, state, user);
       };
     }
   }
