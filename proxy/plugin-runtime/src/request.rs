@@ -10,8 +10,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 /// A request as plugins see it (`ctx.request`), without its body.
-#[derive(Serialize, Clone, Debug, Default)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default)]
 pub struct RequestInfo {
     /// `GET`, `POST`, ...
     pub method: String,
@@ -21,10 +20,8 @@ pub struct RequestInfo {
     pub path: String,
     /// The raw query string without `?` (empty when there is none). Plugins see it as
     /// `rawQuery`, and decoded as `query` (first value of each name).
-    #[serde(rename = "rawQuery")]
     pub query: String,
     /// Headers in arrival order, names lower case; repeated headers appear repeatedly.
-    #[serde(serialize_with = "serialize_headers")]
     pub headers: Vec<(String, String)>,
     /// `namespace/name` of the matched Route.
     pub route: String,
@@ -35,10 +32,8 @@ pub struct RequestInfo {
     /// The request id (also in access logs and `x-request-id`).
     pub request_id: String,
     /// Backend ids of the matched rule: the targets `ctx.forward(id)` may choose.
-    #[serde(skip)]
     pub backends: Vec<String>,
     /// The request body, read only when a plugin asks for it.
-    #[serde(skip)]
     pub body: Option<Arc<dyn BodySource>>,
 }
 
@@ -97,44 +92,57 @@ impl BodySource for BufferedBody {
     }
 }
 
-/// A request and its JSON form, made once however many plugins look at it.
+/// A request and the JSON of its maps, made once however many plugins look at them.
 #[derive(Debug)]
 pub(crate) struct RequestScope {
     pub(crate) info: RequestInfo,
-    json: OnceLock<String>,
+    headers_json: OnceLock<String>,
+    query_json: OnceLock<String>,
 }
 
 impl RequestScope {
     pub(crate) fn new(info: RequestInfo) -> Self {
         Self {
             info,
-            json: OnceLock::new(),
+            headers_json: OnceLock::new(),
+            query_json: OnceLock::new(),
         }
     }
 
-    /// The request as JSON for `ctx.request`.
-    pub(crate) fn json(&self) -> &str {
-        self.json.get_or_init(|| {
-            let mut json = serde_json::to_value(&self.info).unwrap_or_default();
-            let mut query = serde_json::Map::new();
-            for (name, value) in url::form_urlencoded::parse(self.info.query.as_bytes()) {
-                query
-                    .entry(name.into_owned())
-                    .or_insert_with(|| value.into_owned().into());
-            }
-            json["query"] = query.into();
-            json.to_string()
+    /// One member of `ctx.request`: text for scalars, JSON for `headers`, `query` and
+    /// `pathParams`; `None` for an absent client IP or an unknown name.
+    pub(crate) fn field(&self, name: &str) -> Option<String> {
+        let info = &self.info;
+        Some(match name {
+            "method" => info.method.clone(),
+            "url" => info.url.clone(),
+            "path" => info.path.clone(),
+            "rawQuery" => info.query.clone(),
+            "route" => info.route.clone(),
+            "requestId" => info.request_id.clone(),
+            "clientIp" => info.client_ip?.to_string(),
+            "headers" => self
+                .headers_json
+                .get_or_init(|| json_text(&joined_headers(&info.headers)))
+                .clone(),
+            "query" => self
+                .query_json
+                .get_or_init(|| {
+                    let mut query = BTreeMap::new();
+                    for (name, value) in url::form_urlencoded::parse(info.query.as_bytes()) {
+                        query.entry(name).or_insert(value);
+                    }
+                    json_text(&query)
+                })
+                .clone(),
+            "pathParams" => json_text(&info.path_params),
+            _ => return None,
         })
     }
 }
 
-/// Headers as a JSON object: repeated names are joined with `, ` (cookies with `; `), as
-/// HTTP allows for every header but `set-cookie`, which requests do not carry.
-fn serialize_headers<S: serde::Serializer>(
-    headers: &[(String, String)],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(joined_headers(headers))
+fn json_text(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }
 
 /// The value of one header as plugins see it (repeated values joined).
@@ -149,7 +157,8 @@ pub(crate) fn header_value(headers: &[(String, String)], name: &str) -> Option<S
     }))
 }
 
-/// Headers merged per name, in first-seen order of names.
+/// Headers merged per name (as [`header_value`] joins them), by name. Repeated names are
+/// joined with `, ` (cookies with `; `), as HTTP allows for every header but `set-cookie`.
 pub(crate) fn joined_headers(headers: &[(String, String)]) -> BTreeMap<&str, String> {
     let mut joined: BTreeMap<&str, String> = BTreeMap::new();
     for (name, value) in headers {
@@ -179,9 +188,13 @@ mod tests {
             ],
             ..RequestInfo::default()
         };
-        let json: serde_json::Value = serde_json::from_str(RequestScope::new(info).json()).unwrap();
-        assert_eq!(json["headers"]["accept"], "a, b");
-        assert_eq!(json["headers"]["cookie"], "x=1; y=2");
+        let scope = RequestScope::new(info);
+        let headers: serde_json::Value =
+            serde_json::from_str(&scope.field("headers").unwrap()).unwrap();
+        assert_eq!(headers["accept"], "a, b");
+        assert_eq!(headers["cookie"], "x=1; y=2");
+        assert_eq!(header_value(&scope.info.headers, "cookie").as_deref(), Some("x=1; y=2"));
+        assert_eq!(scope.field("clientIp"), None);
     }
 
     #[tokio::test]

@@ -38,11 +38,10 @@ pub(super) fn host_object<'js>(
     let weak = isolate.clone();
     host.set(
         "request",
-        Function::new(ctx.clone(), move |invocation: f64| -> String {
+        Function::new(ctx.clone(), move |invocation: f64, field: String| {
             weak.upgrade()
                 .and_then(|isolate| isolate.scope_of(invocation as u64))
-                .and_then(|scope| scope.request.map(|request| request.json().to_owned()))
-                .unwrap_or_else(|| "{}".into())
+                .and_then(|scope| scope.request?.field(&field))
         })?,
     )?;
 

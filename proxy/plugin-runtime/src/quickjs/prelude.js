@@ -83,14 +83,6 @@
     return answer.value;
   }
 
-  function bodyReader(inv, op) {
-    return {
-      text: () => call(inv, op, ["text"]),
-      json: async () => parse(await call(inv, op, ["text"])),
-      bytes: async () => hostCrypto.decode(await call(inv, op, ["base64"]), "base64"),
-    };
-  }
-
   function services(inv) {
     return freeze({
       cache: freeze({
@@ -206,6 +198,40 @@
     }
   }
 
+  // ctx.request: frozen; each member is fetched from Rust when first read, so a hook that
+  // reads one header does not pay for the whole request.
+  class Request {
+    #inv;
+    #cache = {};
+    constructor(inv) {
+      this.#inv = inv;
+      freeze(this);
+    }
+    #text(name) {
+      const cache = this.#cache;
+      if (!(name in cache)) cache[name] = hostRequest(this.#inv, name) ?? null;
+      return cache[name];
+    }
+    #map(name) {
+      const cache = this.#cache;
+      return (cache[name] ??= freeze(parse(hostRequest(this.#inv, name) ?? "{}")));
+    }
+    get method() { return this.#text("method"); }
+    get url() { return this.#text("url"); }
+    get path() { return this.#text("path"); }
+    get rawQuery() { return this.#text("rawQuery"); }
+    get route() { return this.#text("route"); }
+    get requestId() { return this.#text("requestId"); }
+    get clientIp() { return this.#text("clientIp"); }
+    get headers() { return this.#map("headers"); }
+    get query() { return this.#map("query"); }
+    get pathParams() { return this.#map("pathParams"); }
+    text() { return call(this.#inv, "request.body", ["text"]); }
+    async json() { return parse(await this.text()); }
+    async bytes() { return hostCrypto.decode(await call(this.#inv, "request.body", ["base64"]), "base64"); }
+  }
+  freeze(Request.prototype);
+
   class Upstream {
     #inv;
     #path;
@@ -254,12 +280,7 @@
     }
     get request() {
       const s = this.#s;
-      if (s.request === undefined) {
-        const request = parse(hostRequest(s.inv));
-        Object.assign(request, bodyReader(s.inv, "request.body"));
-        s.request = deepFreeze(request);
-      }
-      return s.request;
+      return (s.request ??= new Request(s.inv));
     }
     get state() {
       const s = this.#s;
