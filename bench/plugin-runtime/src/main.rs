@@ -1,6 +1,7 @@
 //! Benchmark of the plugin runtime: CPU time per request through the isolate pool for no
 //! plugin, one trivial `beforeRequest` that sets a header, and two plugins with both
-//! hooks. Run with `cargo run --release -p weir-bench-plugin-runtime [REQUESTS]`; the
+//! hooks. Run with `cargo run --release -p weir-bench-plugin-runtime [REQUESTS [SCENARIO]]`
+//! (SCENARIO: part of a scenario's name to run only that one); the
 //! figures go to `docs/performance.md`.
 
 use std::collections::BTreeMap;
@@ -175,7 +176,8 @@ fn main() -> anyhow::Result<()> {
         println!("{requests} requests per scenario, {CONCURRENCY} in flight, {workers} tokio workers, {workers} isolate threads");
         println!("| scenario | CPU µs per request | requests per second |");
         println!("| --- | ---: | ---: |");
-        for (name, chain) in &scenarios {
+        let only = std::env::args().nth(2).unwrap_or_default();
+        for (name, chain) in scenarios.iter().filter(|(name, _)| name.contains(only.as_str())) {
             let (cpu_us, rate) = measure(&runtime, chain, requests).await?;
             println!("| {name} | {cpu_us:.2} | {rate:.0} |");
         }
