@@ -243,7 +243,10 @@ mod tests {
     fn recorded_edits_read_back_as_applied() {
         let mut edits = HeaderEdits::default();
         edits.append_value("a".into(), "2".into());
-        assert_eq!(edits.current("a", Some("1".into())).as_deref(), Some("1, 2"));
+        assert_eq!(
+            edits.current("a", Some("1".into())).as_deref(),
+            Some("1, 2")
+        );
         edits.remove_name("a".into());
         assert_eq!(edits.current("a", Some("1".into())), None);
         edits.append_value("a".into(), "3".into());

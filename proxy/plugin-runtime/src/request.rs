@@ -148,7 +148,10 @@ fn json_text(value: &impl Serialize) -> String {
 /// The value of one header as plugins see it (repeated values joined).
 pub(crate) fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
     let separator = if name == "cookie" { "; " } else { ", " };
-    let mut values = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let mut values = headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str());
     let first = values.next()?.to_owned();
     Some(values.fold(first, |mut joined, value| {
         joined.push_str(separator);
@@ -193,7 +196,10 @@ mod tests {
             serde_json::from_str(&scope.field("headers").unwrap()).unwrap();
         assert_eq!(headers["accept"], "a, b");
         assert_eq!(headers["cookie"], "x=1; y=2");
-        assert_eq!(header_value(&scope.info.headers, "cookie").as_deref(), Some("x=1; y=2"));
+        assert_eq!(
+            header_value(&scope.info.headers, "cookie").as_deref(),
+            Some("x=1; y=2")
+        );
         assert_eq!(scope.field("clientIp"), None);
     }
 

@@ -166,7 +166,11 @@ impl PluginRuntime {
         request: RequestInfo,
     ) -> (BeforeRequest, Carry) {
         let request = Arc::new(RequestScope::new(request));
-        if !chain.links.iter().any(|link| link.runs(Hook::BeforeRequest)) {
+        if !chain
+            .links
+            .iter()
+            .any(|link| link.runs(Hook::BeforeRequest))
+        {
             let mut carry = Carry::empty(request);
             carry.ran = (0..chain.links.len()).collect();
             return (BeforeRequest::Continue(RequestPatch::default()), carry);

@@ -50,10 +50,18 @@ pub(super) fn host_object<'js>(
         "edit",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, invocation: f64, target: u8, op: u8, name: String, value: String| {
+            move |ctx: Ctx<'js>,
+                  invocation: f64,
+                  target: u8,
+                  op: u8,
+                  name: String,
+                  value: String| {
                 let name = name.to_ascii_lowercase();
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(Exception::throw_type(&ctx, &format!("invalid header name {name:?}")));
+                    return Err(Exception::throw_type(
+                        &ctx,
+                        &format!("invalid header name {name:?}"),
+                    ));
                 }
                 let Some(isolate) = weak.upgrade() else {
                     return Ok(());
@@ -79,54 +87,63 @@ pub(super) fn host_object<'js>(
     let weak = isolate.clone();
     host.set(
         "header",
-        Function::new(ctx.clone(), move |invocation: f64, target: u8, name: String| {
-            let isolate = weak.upgrade()?;
-            isolate
-                .record(invocation as u64, |report, scope| {
-                    let (edits, before) = if target == UPSTREAM {
-                        let before = scope
-                            .request
-                            .as_ref()
-                            .and_then(|r| header_value(&r.info.headers, &name));
-                        (report.upstream.as_ref(), before)
-                    } else {
-                        let before = scope
-                            .response
-                            .as_ref()
-                            .and_then(|r| header_value(&r.headers, &name));
-                        (report.response.as_ref().and_then(|r| r.headers.as_ref()), before)
-                    };
-                    match edits {
-                        Some(edits) => edits.current(&name, before),
-                        None => before,
-                    }
-                })
-                .flatten()
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |invocation: f64, target: u8, name: String| {
+                let isolate = weak.upgrade()?;
+                isolate
+                    .record(invocation as u64, |report, scope| {
+                        let (edits, before) = if target == UPSTREAM {
+                            let before = scope
+                                .request
+                                .as_ref()
+                                .and_then(|r| header_value(&r.info.headers, &name));
+                            (report.upstream.as_ref(), before)
+                        } else {
+                            let before = scope
+                                .response
+                                .as_ref()
+                                .and_then(|r| header_value(&r.headers, &name));
+                            (
+                                report.response.as_ref().and_then(|r| r.headers.as_ref()),
+                                before,
+                            )
+                        };
+                        match edits {
+                            Some(edits) => edits.current(&name, before),
+                            None => before,
+                        }
+                    })
+                    .flatten()
+            },
+        )?,
     )?;
 
     let weak = isolate.clone();
     host.set(
         "record",
-        Function::new(ctx.clone(), move |invocation: f64, key: String, value: String| {
-            let Some(isolate) = weak.upgrade() else {
-                return;
-            };
-            isolate.record(invocation as u64, |report, _| match key.as_str() {
-                "path" => report.path = Some(value),
-                "forward" => report.forward = Some(value),
-                "status" => report.response_mut().status = value.parse().ok(),
-                "body" | "bodyBase64" => {
-                    let response = report.response_mut();
-                    response.body_base64 = key == "bodyBase64";
-                    response.body = Some(value);
-                }
-                _ => {
-                    report.response_mut();
-                    report.rejected = true;
-                }
-            });
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |invocation: f64, key: String, value: String| {
+                let Some(isolate) = weak.upgrade() else {
+                    return;
+                };
+                isolate.record(invocation as u64, |report, _| match key.as_str() {
+                    "path" => report.path = Some(value),
+                    "forward" => report.forward = Some(value),
+                    "status" => report.response_mut().status = value.parse().ok(),
+                    "body" | "bodyBase64" => {
+                        let response = report.response_mut();
+                        response.body_base64 = key == "bodyBase64";
+                        response.body = Some(value);
+                    }
+                    _ => {
+                        report.response_mut();
+                        report.rejected = true;
+                    }
+                });
+            },
+        )?,
     )?;
 
     let weak = isolate.clone();
@@ -161,7 +178,9 @@ pub(super) fn host_object<'js>(
         "discard",
         Function::new(ctx.clone(), move |invocation: f64| {
             if let Some(isolate) = weak.upgrade() {
-                isolate.record(invocation as u64, |report, _| *report = HookReport::default());
+                isolate.record(invocation as u64, |report, _| {
+                    *report = HookReport::default()
+                });
             }
         })?,
     )?;
