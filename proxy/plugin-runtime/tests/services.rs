@@ -49,6 +49,19 @@ async fn http_server() -> SocketAddr {
     address
 }
 
+/// A runtime with one isolate thread whose fetch may reach 127.0.0.1.
+fn loopback_runtime() -> weir_plugin_runtime::PluginRuntime {
+    runtime_with(RuntimeConfig {
+        isolate_threads: 1,
+        fetch: FetchConfig {
+            allow_networks: vec!["127.0.0.1/32".into()],
+            ..FetchConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .0
+}
+
 const FETCHER: &str = r#"export default { async beforeRequest(ctx) {
     try {
         const response = await ctx.services.http.fetch(ctx.config.url, { method: "POST", body: "x", timeoutMs: 2000 });
@@ -95,14 +108,7 @@ async fn fetch_refuses_private_addresses_even_behind_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_listed_networks_are_fetched_and_slow_ones_time_out() {
     let server = http_server().await;
-    let (runtime, _) = runtime_with(RuntimeConfig {
-        isolate_threads: 1,
-        fetch: FetchConfig {
-            allow_networks: vec!["127.0.0.1/32".into()],
-            ..FetchConfig::default()
-        },
-        ..RuntimeConfig::default()
-    });
+    let runtime = loopback_runtime();
     let result = fetch_result(
         &runtime,
         &format!("http://localhost:{}/hello", server.port()),
@@ -138,14 +144,7 @@ async fn allow_listed_networks_are_fetched_and_slow_ones_time_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
     let server = http_server().await;
-    let (runtime, _) = runtime_with(RuntimeConfig {
-        isolate_threads: 1,
-        fetch: FetchConfig {
-            allow_networks: vec!["127.0.0.1/32".into()],
-            ..FetchConfig::default()
-        },
-        ..RuntimeConfig::default()
-    });
+    let runtime = loopback_runtime();
     let mut fetcher = bundle("shop/fetch", FETCHER);
     fetcher.timeout_ms = 2_000;
     let loaded = load(&runtime, vec![fetcher]).await;

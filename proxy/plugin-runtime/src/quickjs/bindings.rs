@@ -30,7 +30,7 @@ pub(super) fn host_object<'js>(
         "settle",
         Function::new(ctx.clone(), move |invocation: f64, report: String| {
             if let Some(isolate) = weak.upgrade() {
-                isolate.settle(invocation as u64, report);
+                isolate.finish(invocation as u64, Ok(report));
             }
         })?,
     )?;

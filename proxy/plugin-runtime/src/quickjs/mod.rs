@@ -301,26 +301,16 @@ impl QuickJsIsolate {
         EngineFailure { kind, detail }
     }
 
-    /// Delivers the report of an asynchronous hook (from `host.settle`).
-    fn settle(&self, invocation: u64, report: String) {
+    /// Ends an asynchronous call: with the prelude's ending (from `host.settle`), or a
+    /// failure found while resuming it.
+    fn finish(&self, invocation: u64, ending: Result<String, EngineFailure>) {
         let sender = self
             .invocations
             .borrow_mut()
             .get_mut(&invocation)
             .and_then(|i| i.done.take());
         if let Some(sender) = sender {
-            let _ = sender.send(Ok(report));
-        }
-    }
-
-    fn fail(&self, invocation: u64, failure: EngineFailure) {
-        let sender = self
-            .invocations
-            .borrow_mut()
-            .get_mut(&invocation)
-            .and_then(|i| i.done.take());
-        if let Some(sender) = sender {
-            let _ = sender.send(Err(failure));
+            let _ = sender.send(ending);
         }
     }
 
@@ -383,7 +373,7 @@ impl QuickJsIsolate {
             pending.resolve.restore(ctx)?.call::<_, ()>((answer,))
         });
         if let Err(failure) = resumed {
-            self.fail(invocation, failure);
+            self.finish(invocation, Err(failure));
         }
     }
 
