@@ -370,6 +370,37 @@ async fn crypto_and_cache_are_available_to_hooks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_from_javascript() {
+    let runtime = runtime();
+    let loaded = load(
+        &runtime,
+        vec![bundle(
+            "shop/verify",
+            r#"export default { beforeRequest(ctx) {
+                const c = ctx.crypto;
+                const signature = c.decode(ctx.config.signature, "base64");
+                const good = c.verify("RS256", ctx.config.pem, "weir signs this", signature);
+                const tampered = c.verify("RS256", ctx.config.pem, "weir signs that", signature);
+                let refused = "";
+                try { c.verify("HS256", ctx.config.pem, "x", signature); } catch (e) { refused = e.name; }
+                ctx.upstream.headers.set("x-verify", JSON.stringify({ good, tampered, refused }));
+            } };"#,
+        )],
+    )
+    .await;
+    let config = json!({
+        "pem": include_str!("../src/services/testdata/rsa-public.pem"),
+        "signature": include_str!("../src/services/testdata/rsa-signature.b64").trim(),
+    });
+    let chain = chain(&loaded, &[("shop/verify", config)]);
+    let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+    assert_eq!(
+        patch.headers.set["x-verify"],
+        [r#"{"good":true,"tampered":false,"refused":"TypeError"}"#]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_registered_in_the_proxy_registry() {
     let (runtime, registry) = runtime_with(weir_plugin_runtime::RuntimeConfig {
         isolate_threads: 1,
