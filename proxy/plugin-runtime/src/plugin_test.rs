@@ -33,6 +33,10 @@ use crate::{PluginRuntime, RuntimeConfig, StartError};
 /// Time one test may take, awaits included, unless the suite sets `timeoutMs`.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Time budget of the plugin's hooks in tests: more than the production default, so a
+/// busy CI machine does not fail a suite.
+const PLUGIN_TIMEOUT_MS: u32 = 1_000;
+
 /// Memory of the isolate running a suite.
 const SUITE_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -305,7 +309,7 @@ async fn load_plugin(
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
-        timeout_ms: DEFAULT_TIMEOUT_MS,
+        timeout_ms: PLUGIN_TIMEOUT_MS.max(DEFAULT_TIMEOUT_MS),
         memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
         failure_policy: FailurePolicy::Closed,
     };

@@ -39,7 +39,7 @@ async fn an_infinite_loop_is_interrupted_and_the_isolate_replaced() {
     let failure = expect_failed(runtime.before_request(&chain, request("/bad")).await.0);
     assert_eq!(failure.kind, FailureKind::Timeout);
     assert_eq!(failure.plugin, "shop/loop");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
     // Both threads keep serving; the interrupted isolate was replaced (module state reset).
     for _ in 0..4 {
         let patch = expect_continue(runtime.before_request(&chain, request("/good")).await.0);
@@ -257,7 +257,9 @@ async fn load_failures_are_reported_and_keep_the_previous_version() {
             "took longer than",
         ),
     ];
-    for (bad, message) in cases {
+    for (mut bad, message) in cases {
+        // Loads get ten hook budgets, at least a second.
+        bad.timeout_ms = 50;
         let reloaded = load(&runtime, vec![bad]).await;
         assert_eq!(reloaded.failures.len(), 1);
         let failure = &reloaded.failures[0];

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use weir_plugin_runtime::{CacheConfig, FetchConfig, RuntimeConfig};
 
-/// A loopback HTTP server answering `/slow` after 300 ms and anything else at once.
+/// A loopback HTTP server answering `/slow` after 500 ms and anything else at once.
 async fn http_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -29,7 +29,7 @@ async fn http_server() -> SocketAddr {
                 let service = service_fn(
                     |request: hyper::Request<hyper::body::Incoming>| async move {
                         if request.uri().path() == "/slow" {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                         let body = format!("{} {}", request.method(), request.uri().path());
                         Ok::<_, Infallible>(
@@ -155,8 +155,8 @@ async fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
             json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
         )],
     );
-    // 20 requests each awaiting a 300 ms upstream: served one at a time they would take
-    // 6 s; interleaved on the one thread they take a little over 300 ms.
+    // 20 requests each awaiting a 500 ms upstream: served one at a time they would take
+    // 10 s; interleaved on the one thread they take a little over 500 ms.
     let started = std::time::Instant::now();
     let calls: Vec<_> = (0..20)
         .map(|_| {
@@ -170,7 +170,7 @@ async fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
         assert_eq!(patch.headers.set["x-fetch"], ["200 yes POST /slow"]);
     }
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );

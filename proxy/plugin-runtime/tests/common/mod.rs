@@ -35,7 +35,8 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
-        timeout_ms: 200,
+        // Generous, so a busy machine does not fail hooks; tests of budgets set their own.
+        timeout_ms: 1_000,
         memory_limit_mib: 16,
         failure_policy: FailurePolicy::Closed,
     }
