@@ -1,0 +1,301 @@
+// Types of weir plugins: what a hook's `ctx` offers, and the test API of
+// `weir-proxy plugin test`. Plugins import them as types only:
+//
+//   import type { Plugin } from "weir";
+//   export default { beforeRequest(ctx) { ... } } satisfies Plugin;
+//
+// docs/plugins.md describes the phases, limits and failure handling.
+
+declare module "weir" {
+  /** JSON values: configs, state, user, cache entries. */
+  export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+  /** Bytes given to crypto functions: UTF-8 text, or raw bytes. */
+  export type BytesLike = string | Uint8Array | ArrayBuffer;
+
+  /** Text encodings of bytes. */
+  export type Encoding = "hex" | "base64" | "base64url" | "utf8";
+
+  /** A plugin module's default export. Every hook may be async. */
+  export interface Plugin<Config = any> {
+    /** Once per isolate per plugin version, before any request. Throwing fails the load. */
+    onLoad?(ctx: LoadContext<Config>): void | Promise<void>;
+    /** Before the upstream call. May answer directly (`ctx.reject`, `ctx.response.status`). */
+    beforeRequest?(ctx: Context<Config>): void | Promise<void>;
+    /** After the upstream response (or a direct answer of a later plugin), before it is sent. */
+    afterResponse?(ctx: Context<Config>): void | Promise<void>;
+    /** When this plugin's hook threw. May answer with `ctx.reject`; otherwise failurePolicy decides. */
+    onError?(ctx: Context<Config>, error: unknown): void | Promise<void>;
+  }
+
+  /** `ctx` of `onLoad`: no request. */
+  export interface LoadContext<Config = any> {
+    /** The plugin's own config (deeply frozen). */
+    readonly config: Readonly<Config>;
+    readonly log: Log;
+    readonly services: Services;
+    readonly crypto: Crypto;
+  }
+
+  /** `ctx` of `beforeRequest`, `afterResponse` and `onError`. */
+  export interface Context<Config = any> extends LoadContext<Config> {
+    /** The config for this route: the plugin's, merged with the route's override. */
+    readonly config: Readonly<Config>;
+    /** The client's request, as received (deeply frozen). */
+    readonly request: Request;
+    /** Changes to the request sent upstream. */
+    readonly upstream: Upstream;
+    /** The response: headers to add in `beforeRequest`, the upstream response in `afterResponse`. */
+    readonly response: ResponseBuilder;
+    /** Who the request is from, as a plugin set it; shared with later plugins and `afterResponse`. */
+    user: Json | undefined;
+    /** A per-request bag shared by all plugins of the request, in both phases (JSON values only). */
+    readonly state: { [key: string]: Json };
+    /**
+     * Answers the request with `status` and stops the chain. In `beforeRequest` the request
+     * does not go upstream. An object body is sent as JSON. `return ctx.reject(...)` to stop
+     * the hook too. Counted as `rejected` in metrics; not an error.
+     */
+    reject(status: number, body?: string | Uint8Array | Json, headers?: Record<string, string>): void;
+    /**
+     * Sends the request to another backend of the route (by backend id, e.g.
+     * `service:shop/api-canary:8080`) or to an allow-listed URL. Anything else is logged and ignored.
+     */
+    forward(target: string): void;
+  }
+
+  /** The client's request. */
+  export interface Request {
+    readonly method: string;
+    /** The full URL (`https://host/path?query`). */
+    readonly url: string;
+    /** The normalized path, without the query. */
+    readonly path: string;
+    /** Decoded query parameters (first value of each name). */
+    readonly query: Readonly<Record<string, string>>;
+    /** The query string as received, without `?`. */
+    readonly rawQuery: string;
+    /** Headers by lower-case name; repeated headers joined with ", " (cookies with "; "). */
+    readonly headers: Readonly<Record<string, string>>;
+    /** `namespace/name` of the matched Route. */
+    readonly route: string;
+    /** Values of the route's `{param}` segments. */
+    readonly pathParams: Readonly<Record<string, string>>;
+    /** The client's IP address, or null when unknown. */
+    readonly clientIp: string | null;
+    /** The request id (also in access logs and `x-request-id`). */
+    readonly requestId: string;
+    /** The body as text; rejects when it is larger than the proxy's body limit (64 KiB by default). */
+    text(): Promise<string>;
+    /** The body parsed as JSON. */
+    json<T = Json>(): Promise<T>;
+    /** The body as bytes. */
+    bytes(): Promise<Uint8Array>;
+  }
+
+  /** Header edits. Names are case-insensitive; invalid names throw a TypeError. */
+  export interface HeaderEditor {
+    /** The current value (with the edits made so far), or null. */
+    get(name: string): string | null;
+    has(name: string): boolean;
+    /** Replaces every value of `name`. */
+    set(name: string, value: string): void;
+    /** Adds a value (e.g. another `set-cookie`). */
+    append(name: string, value: string): void;
+    delete(name: string): void;
+  }
+
+  /** The request as it will be sent upstream. */
+  export interface Upstream {
+    readonly headers: HeaderEditor;
+    /** A new path (optionally with `?query`); must start with "/". */
+    path: string | undefined;
+  }
+
+  /** The response. */
+  export interface ResponseBuilder {
+    /**
+     * The status: the upstream's in `afterResponse`, 0 in `beforeRequest` until set. Setting
+     * it in `beforeRequest` answers the request directly.
+     */
+    status: number;
+    readonly headers: HeaderEditor;
+    /** Replaces the body; an object is sent as JSON (with `content-type: application/json`). */
+    setBody(body: string | Uint8Array | Json): void;
+    /** The body (the upstream's, or as replaced); rejects above the body limit. */
+    text(): Promise<string>;
+    json<T = Json>(): Promise<T>;
+  }
+
+  /** Structured logs, tagged with the plugin and the request id. */
+  export interface Log {
+    debug(message: string, fields?: Record<string, Json>): void;
+    info(message: string, fields?: Record<string, Json>): void;
+    warn(message: string, fields?: Record<string, Json>): void;
+    error(message: string, fields?: Record<string, Json>): void;
+  }
+
+  /** Host services; each call is awaited, and counts against the hook's time budget. */
+  export interface Services {
+    readonly cache: Cache;
+    readonly http: Http;
+  }
+
+  /**
+   * A key-value store shared by every isolate of the proxy (and every replica when the
+   * proxy has a Redis URL). Keys are private to the plugin.
+   */
+  export interface Cache {
+    get<T = Json>(key: string): Promise<T | null>;
+    set(key: string, value: Json, options?: { ttlSeconds?: number }): Promise<void>;
+    /** Whether the key existed. */
+    delete(key: string): Promise<boolean>;
+    /**
+     * Adds `by` (default 1) to an integer entry (missing counts as 0) and returns the sum. A new
+     * counter expires after `ttlSeconds`; later increments keep that expiry (a fixed window).
+     */
+    incr(key: string, options?: { by?: number; ttlSeconds?: number }): Promise<number>;
+  }
+
+  /** Outbound HTTP. Loopback, private, link-local and metadata addresses are refused (also
+   * behind DNS names) unless the proxy allow-lists them. Redirects are not followed. */
+  export interface Http {
+    fetch(url: string, init?: FetchInit): Promise<FetchResponse>;
+  }
+
+  export interface FetchInit {
+    method?: string;
+    headers?: Record<string, string>;
+    /** A string, or a value sent as JSON. */
+    body?: string | Json;
+    /** Time limit (capped by the proxy); default 2000. */
+    timeoutMs?: number;
+  }
+
+  export interface FetchResponse {
+    readonly status: number;
+    readonly ok: boolean;
+    readonly headers: Readonly<Record<string, string>>;
+    text(): Promise<string>;
+    json<T = Json>(): Promise<T>;
+  }
+
+  /** Cryptography done by the proxy (QuickJS has none). Without `encoding`, bytes come back as a Uint8Array. */
+  export interface Crypto {
+    sha256(data: BytesLike): Uint8Array;
+    sha256(data: BytesLike, encoding: Encoding): string;
+    hmac(algorithm: "SHA-256" | "SHA-512", key: BytesLike, data: BytesLike): Uint8Array;
+    hmac(algorithm: "SHA-256" | "SHA-512", key: BytesLike, data: BytesLike, encoding: Encoding): string;
+    /** Equality in time that depends only on the lengths. */
+    timingSafeEqual(a: BytesLike, b: BytesLike): boolean;
+    /**
+     * Whether `signature` signs `data`. `key` is a PEM `PUBLIC KEY` or a JWK. ES256 takes the
+     * 64-byte `r‖s` form of JWS; RS256 needs keys of 2048 bits or more. Bad keys throw a TypeError.
+     */
+    verify(algorithm: "RS256" | "ES256" | "EdDSA", key: string | JsonWebKey, data: BytesLike, signature: BytesLike): boolean;
+    randomBytes(length: number): Uint8Array;
+    randomBytes(length: number, encoding: Encoding): string;
+    randomUUID(): string;
+    encode(data: BytesLike, encoding: Encoding): string;
+    decode(text: string, encoding: Encoding): Uint8Array;
+  }
+
+  /** A public key as a JWK (RFC 7517). */
+  export interface JsonWebKey {
+    kty: "RSA" | "EC" | "OKP";
+    crv?: "P-256" | "Ed25519";
+    n?: string;
+    e?: string;
+    x?: string;
+    y?: string;
+    [member: string]: unknown;
+  }
+
+  // ---- Tests (`weir-proxy plugin test DIR`) ----
+
+  /**
+   * The default export of a `*.test.ts` file. The plugin under test is `plugin` (a file
+   * beside the suite), or the suite's name without `.test` (`jwt.test.ts` tests `jwt.ts`).
+   */
+  export interface TestSuite<Config = any> {
+    plugin?: string;
+    /** The plugin's config for every test, unless a call gives its own. */
+    config?: Config;
+    /** Time one test may take, in milliseconds (default 10000). */
+    timeoutMs?: number;
+    tests: Record<string, (t: TestContext) => void | Promise<void>>;
+  }
+
+  /** A request as a test describes it; everything is optional. */
+  export interface TestRequest {
+    method?: string;
+    path?: string;
+    /** The query string, without `?`. */
+    query?: string;
+    headers?: Record<string, string>;
+    body?: string | Json;
+    pathParams?: Record<string, string>;
+    clientIp?: string;
+    route?: string;
+    requestId?: string;
+    /** Backend ids of the route, for `ctx.forward`. */
+    backends?: string[];
+  }
+
+  export interface TestResponse {
+    status?: number;
+    headers?: Record<string, string>;
+    body?: string | Json;
+  }
+
+  export interface HeaderEdits {
+    set: Record<string, string[]>;
+    append: Record<string, string[]>;
+    remove: string[];
+  }
+
+  /** What the proxy is told after `beforeRequest`. */
+  export interface BeforeResult {
+    outcome: "continue" | "respond" | "failed";
+    /** Present when the outcome is "continue". */
+    patch?: {
+      headers: HeaderEdits;
+      path: string | null;
+      upstream: { type: "Backend" | "Url"; value: string } | null;
+      responseHeaders: HeaderEdits;
+      user: Json | null;
+    };
+    /** Present when the outcome is "respond". */
+    response?: { status: number; headers: Record<string, string>; body: string; rejected: boolean };
+    /** Present when the outcome is "failed" (the proxy answers 503 with `body`). */
+    failure?: PluginFailure;
+  }
+
+  /** What the proxy is told after `afterResponse`. */
+  export interface AfterResult {
+    outcome: "continue" | "failed";
+    patch?: { status: number | null; headers: HeaderEdits; body: string | null };
+    failure?: PluginFailure;
+  }
+
+  export interface PluginFailure {
+    kind: "timeout" | "exception" | "memory" | "notLoaded";
+    hook: "beforeRequest" | "afterResponse";
+    detail: string;
+    status: 503;
+    body: { error: "plugin_failed"; message: string; plugin: string };
+  }
+
+  /** `t`: drives the plugin under test through the real runtime, and asserts. */
+  export interface TestContext {
+    beforeRequest(request?: TestRequest, options?: { config?: Json }): Promise<BeforeResult>;
+    /** Runs `afterResponse` for the request `before` came from (once per request). */
+    afterResponse(before: BeforeResult, response?: TestResponse): Promise<AfterResult>;
+    /** Deep equality of JSON-like values. */
+    equal(actual: unknown, expected: unknown, message?: string): void;
+    notEqual(actual: unknown, expected: unknown, message?: string): void;
+    ok(value: unknown, message?: string): void;
+    match(text: unknown, pattern: RegExp, message?: string): void;
+    fail(message?: string): never;
+  }
+}

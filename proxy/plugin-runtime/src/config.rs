@@ -1,0 +1,88 @@
+//! The runtime's own configuration: what the proxy passes to [`crate::PluginRuntime::start`].
+
+use serde::{Deserialize, Serialize};
+
+/// Default size up to which a request or response body is handed to a plugin whole.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// How the plugin runtime runs and which host services it offers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Isolate threads; `0` means one per available CPU (the proxy passes its worker count).
+    pub isolate_threads: usize,
+    /// Largest body (request or response) a plugin may read, in bytes; bigger bodies stay
+    /// in Rust and `text()`/`json()` reject with a clear error.
+    pub body_limit_bytes: usize,
+    /// Shared cache behind `ctx.services.cache`.
+    pub cache: CacheConfig,
+    /// Outbound HTTP behind `ctx.services.http.fetch`.
+    pub fetch: FetchConfig,
+    /// URL prefixes `ctx.forward(url)` may send a request to, besides the route's own
+    /// backends (e.g. `https://canary.example.com/`). Anything else is logged and ignored.
+    pub forward_allow_list: Vec<String>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            isolate_threads: 0,
+            body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+            cache: CacheConfig::default(),
+            fetch: FetchConfig::default(),
+            forward_allow_list: Vec::new(),
+        }
+    }
+}
+
+/// Where `ctx.services.cache` keeps its entries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `redis://host:port/db` to share entries across proxy replicas; absent keeps them in
+    /// this process's memory.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several weir installations can share one Redis.
+    pub key_prefix: String,
+    /// Entries kept in memory at most (in-memory cache only); the least used go first.
+    pub max_entries: u64,
+    /// Longest time a Redis command may take, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "weir:".into(),
+            max_entries: 100_000,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Limits of `ctx.services.http.fetch`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Networks (CIDR, e.g. `10.0.0.0/8` or `127.0.0.1/32`) a plugin may reach although
+    /// they are loopback, private, link-local or metadata addresses.
+    pub allow_networks: Vec<String>,
+    /// Time limit of one fetch when the plugin gives none, in milliseconds.
+    pub default_timeout_ms: u64,
+    /// Longest time limit a plugin may ask for, in milliseconds.
+    pub max_timeout_ms: u64,
+    /// Largest response body read, in bytes; a longer body fails the fetch.
+    pub max_response_bytes: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            allow_networks: Vec::new(),
+            default_timeout_ms: 2_000,
+            max_timeout_ms: 10_000,
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}

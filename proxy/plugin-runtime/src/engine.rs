@@ -1,0 +1,151 @@
+//! The engine seam: what the isolate pool needs from a JavaScript engine. QuickJS
+//! ([`crate::quickjs`]) is the one engine today; a V8 engine would implement the same two
+//! traits where V8 can be built.
+//!
+//! An isolate holds one plugin version and runs on the isolate thread that created it.
+//! Calls into it are futures on that thread's local executor, so while one hook awaits a
+//! host service, the thread runs other requests' hooks.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, LocalBoxFuture};
+use serde::Deserialize;
+
+use crate::outcome::{FailureKind, Hook};
+use crate::patch::HeaderEdits;
+use crate::request::RequestScope;
+use crate::services::ResponseView;
+
+/// A plugin version as an engine loads it.
+#[derive(Debug)]
+pub(crate) struct PluginCode {
+    /// `namespace/name`.
+    pub(crate) plugin: Arc<str>,
+    /// The ES module, as JavaScript.
+    pub(crate) code: String,
+    /// Memory limit of each isolate, in bytes.
+    pub(crate) memory_limit: usize,
+    /// Time budget of `onLoad`.
+    pub(crate) load_timeout: Duration,
+    /// The plugin's own config, as JSON, for `onLoad`.
+    pub(crate) config_json: Arc<str>,
+}
+
+/// Creates isolates on the calling isolate thread.
+pub(crate) trait Engine: Send + Sync + 'static {
+    /// Evaluates the module in a new isolate and runs its `onLoad`.
+    fn instantiate(
+        &self,
+        code: &PluginCode,
+        host: Arc<dyn HostOps>,
+    ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>>;
+}
+
+/// One plugin version loaded in one engine instance.
+pub(crate) trait Isolate {
+    /// Whether the module exports this hook.
+    fn has_hook(&self, hook: Hook) -> bool;
+    /// Runs a hook to completion (including awaits), within `input.timeout`.
+    fn call(self: Rc<Self>, input: HookInput) -> LocalBoxFuture<'static, HookResult>;
+    /// False once the isolate was interrupted or ran out of memory: it finishes the calls
+    /// it has, and new calls go to a replacement.
+    fn is_usable(&self) -> bool;
+}
+
+/// One hook call.
+pub(crate) struct HookInput {
+    pub(crate) hook: Hook,
+    /// Id of the config in the chain, so isolates parse each config once.
+    pub(crate) config_id: u64,
+    pub(crate) config_json: Arc<str>,
+    pub(crate) state: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) scope: CallScope,
+}
+
+/// What host services may need of the request a hook runs for.
+#[derive(Clone, Default)]
+pub(crate) struct CallScope {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) request: Option<Arc<RequestScope>>,
+    pub(crate) response: Option<Arc<ResponseView>>,
+}
+
+impl HookReport {
+    /// Records a response status, body or rejection: in `beforeRequest`, an answer.
+    pub(crate) fn response_mut(&mut self) -> &mut ResponseReport {
+        self.answer = true;
+        self.response.get_or_insert_with(ResponseReport::default)
+    }
+}
+
+impl CallScope {
+    pub(crate) fn request_id(&self) -> &str {
+        self.request
+            .as_ref()
+            .map_or("", |request| request.info.request_id.as_str())
+    }
+}
+
+/// Asynchronous services a hook awaits (`ctx.services`, bodies, the test harness). Ops
+/// take and give JSON; the answer is `{"ok":true,"value":…}` or `{"ok":false,"error":…}`.
+pub(crate) trait HostOps: Send + Sync {
+    /// Starts `op` on the proxy's tokio runtime; the future only waits for its answer, so
+    /// an isolate thread can await it without running I/O itself.
+    fn call(&self, op: String, args: String, scope: CallScope) -> BoxFuture<'static, String>;
+}
+
+/// The engine's result of one hook call.
+pub(crate) type HookResult = Result<HookReport, EngineFailure>;
+
+/// A call that did not complete in JavaScript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EngineFailure {
+    pub(crate) kind: FailureKind,
+    pub(crate) detail: String,
+}
+
+/// What a hook did: its changes as `ctx` recorded them through the host object, and how
+/// it ended (the prelude's JSON for failures).
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct HookReport {
+    /// False when the hook threw.
+    pub(crate) ok: bool,
+    /// `exception` or `memory` when `ok` is false.
+    pub(crate) kind: Option<String>,
+    /// The exception, as `Name: message`.
+    pub(crate) error: Option<String>,
+    /// Whether `onError` threw too, and what.
+    pub(crate) on_error: Option<String>,
+    /// `ctx.state` as JSON, when the hook looked at it.
+    pub(crate) state: Option<String>,
+    /// `ctx.user` as JSON, when the hook set it.
+    pub(crate) user: Option<String>,
+    /// Edits of the upstream request's headers.
+    pub(crate) upstream: Option<HeaderEdits>,
+    /// New upstream path.
+    pub(crate) path: Option<String>,
+    /// `ctx.forward` target, not yet validated.
+    pub(crate) forward: Option<String>,
+    /// Response changes.
+    pub(crate) response: Option<ResponseReport>,
+    /// `beforeRequest` answered (reject, or a status was set).
+    pub(crate) answer: bool,
+    /// The answer came from `ctx.reject`.
+    pub(crate) rejected: bool,
+}
+
+/// Response changes a hook made.
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ResponseReport {
+    pub(crate) status: Option<u16>,
+    pub(crate) headers: Option<HeaderEdits>,
+    pub(crate) body: Option<String>,
+    /// True when `body` is base64 (bytes rather than text).
+    pub(crate) body_base64: bool,
+}

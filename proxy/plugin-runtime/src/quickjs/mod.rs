@@ -1,0 +1,572 @@
+//! The QuickJS engine: one `rquickjs` runtime per isolate, so each plugin version has its
+//! own memory limit and an isolate that was interrupted or ran out of memory can be
+//! dropped without touching the others.
+//!
+//! A hook call enters JavaScript through the prelude (`prelude.js`), which builds `ctx`
+//! and reports what the hook changed as JSON. A hook that awaits a host service returns a
+//! pending promise: the service runs on the proxy's tokio runtime, and its answer resumes
+//! the hook on this isolate thread, which meanwhile serves other calls.
+
+mod bindings;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::LocalBoxFuture;
+use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
+use tokio::sync::oneshot;
+
+use crate::engine::{
+    CallScope, Engine, EngineFailure, HookInput, HookReport, HookResult, HostOps, Isolate,
+    PluginCode,
+};
+use crate::outcome::{FailureKind, Hook};
+
+/// What the module's default export is run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prelude {
+    /// A plugin: hooks called with a `ctx`.
+    Plugin,
+    /// A plugin test suite (`*.test.ts`): tests called with a `t`.
+    TestSuite,
+}
+
+impl Prelude {
+    fn source(self) -> &'static str {
+        match self {
+            Prelude::Plugin => include_str!("prelude.js"),
+            Prelude::TestSuite => include_str!("suite.js"),
+        }
+    }
+}
+
+/// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
+const MAX_STACK_BYTES: usize = 512 * 1024;
+
+/// The QuickJS engine.
+#[derive(Debug, Default)]
+pub(crate) struct QuickJs;
+
+impl Engine for QuickJs {
+    fn instantiate(
+        &self,
+        code: &PluginCode,
+        host: Arc<dyn HostOps>,
+    ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>> {
+        let created = QuickJsIsolate::new(code, host, Prelude::Plugin);
+        let config_json = code.config_json.clone();
+        let timeout = code.load_timeout;
+        let plugin = code.plugin.clone();
+        Box::pin(async move {
+            let isolate = created?;
+            if isolate.has_hook(Hook::OnLoad) {
+                let input = HookInput {
+                    hook: Hook::OnLoad,
+                    config_id: 0,
+                    config_json,
+                    state: None,
+                    user: None,
+                    timeout,
+                    scope: CallScope {
+                        plugin,
+                        ..CallScope::default()
+                    },
+                };
+                match isolate.clone().call(input).await {
+                    Ok(report) if report.ok => {}
+                    Ok(report) => {
+                        return Err(format!(
+                            "onLoad threw: {}",
+                            report.error.unwrap_or_default()
+                        ));
+                    }
+                    Err(failure) => {
+                        return Err(format!(
+                            "onLoad failed ({}): {}",
+                            failure.kind.as_str(),
+                            failure.detail
+                        ));
+                    }
+                }
+            }
+            Ok(isolate as Rc<dyn Isolate>)
+        })
+    }
+}
+
+/// Arms and observes QuickJS's interrupt handler for the call being run.
+#[derive(Default)]
+struct Budget {
+    deadline: Cell<Option<Instant>>,
+    interrupted: Cell<bool>,
+}
+
+/// A call in progress.
+struct Invocation {
+    deadline: Instant,
+    scope: CallScope,
+    /// What the hook changed so far, recorded through the host object.
+    report: HookReport,
+    done: Option<oneshot::Sender<Result<String, EngineFailure>>>,
+}
+
+/// A host service call awaited by JavaScript.
+struct PendingHostCall {
+    invocation: u64,
+    resolve: Persistent<Function<'static>>,
+}
+
+/// One plugin version in one QuickJS runtime.
+pub(crate) struct QuickJsIsolate {
+    plugin: Arc<str>,
+    host: Arc<dyn HostOps>,
+    hooks: Cell<[bool; 3]>,
+    usable: Cell<bool>,
+    next_id: Cell<u64>,
+    budget: Rc<Budget>,
+    invocations: RefCell<HashMap<u64, Invocation>>,
+    // JavaScript values: dropped in `Drop` while the runtime still lives.
+    runner: RefCell<Option<Persistent<Object<'static>>>>,
+    host_calls: RefCell<HashMap<u64, PendingHostCall>>,
+    context: Context,
+    runtime: Runtime,
+}
+
+impl QuickJsIsolate {
+    pub(crate) fn new(
+        code: &PluginCode,
+        host: Arc<dyn HostOps>,
+        prelude: Prelude,
+    ) -> Result<Rc<Self>, String> {
+        let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
+        runtime.set_memory_limit(code.memory_limit);
+        runtime.set_max_stack_size(MAX_STACK_BYTES);
+        let budget = Rc::new(Budget::default());
+        let watched = budget.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let over = watched
+                .deadline
+                .get()
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            if over {
+                watched.interrupted.set(true);
+            }
+            over
+        })));
+        let context = Context::full(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
+        let isolate = Rc::new(Self {
+            plugin: code.plugin.clone(),
+            host,
+            hooks: Cell::new([false; 3]),
+            usable: Cell::new(true),
+            next_id: Cell::new(1),
+            budget,
+            invocations: RefCell::new(HashMap::new()),
+            runner: RefCell::new(None),
+            host_calls: RefCell::new(HashMap::new()),
+            context,
+            runtime,
+        });
+        isolate.evaluate(&code.code, code.load_timeout, prelude)?;
+        Ok(isolate)
+    }
+
+    /// Evaluates the plugin module and the prelude around its default export.
+    fn evaluate(
+        self: &Rc<Self>,
+        code: &str,
+        timeout: std::time::Duration,
+        prelude: Prelude,
+    ) -> Result<(), String> {
+        self.budget.deadline.set(Some(Instant::now() + timeout));
+        let weak = Rc::downgrade(self);
+        let evaluated = self.context.with(|ctx| -> Result<(), String> {
+            let explain = |e: rquickjs::Error| describe(&ctx, e);
+            let (module, promise) = Module::declare(ctx.clone(), "plugin", code)
+                .and_then(|declared| declared.eval())
+                .map_err(explain)?;
+            promise.finish::<()>().map_err(explain)?;
+            let plugin: Value = module.get("default").map_err(explain)?;
+            if !plugin.is_object() {
+                return Err("the module's default export is not an object with hooks".into());
+            }
+            let host = bindings::host_object(&ctx, weak).map_err(explain)?;
+            let prelude: Function = ctx.eval(prelude.source()).map_err(explain)?;
+            let runner: Object = prelude.call((host, plugin)).map_err(explain)?;
+            let names: Vec<String> = runner.get("hooks").map_err(explain)?;
+            let has = |name: &str| names.iter().any(|n| n == name);
+            self.hooks
+                .set([has("onLoad"), has("beforeRequest"), has("afterResponse")]);
+            *self.runner.borrow_mut() = Some(Persistent::save(&ctx, runner));
+            Ok(())
+        });
+        let drained = self.drain();
+        self.budget.deadline.set(None);
+        if self.budget.interrupted.get() {
+            return Err(format!(
+                "evaluating the module took longer than {} ms",
+                timeout.as_millis()
+            ));
+        }
+        evaluated?;
+        drained.map_err(|failure| failure.detail)
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Runs `f` in the context for `invocation`, then the promise jobs it queued, under the
+    /// invocation's time budget.
+    fn enter<R>(
+        &self,
+        invocation: u64,
+        f: impl FnOnce(&Ctx<'_>) -> rquickjs::Result<R>,
+    ) -> Result<R, EngineFailure> {
+        let deadline = self
+            .invocations
+            .borrow()
+            .get(&invocation)
+            .map(|i| i.deadline);
+        self.budget.deadline.set(deadline);
+        self.budget.interrupted.set(false);
+        let result = self
+            .context
+            .with(|ctx| f(&ctx).map_err(|e| self.classify(&ctx, e)));
+        let drained = self.drain();
+        self.budget.deadline.set(None);
+        let result = result.and_then(|value| drained.map(|()| value));
+        if let Err(failure) = &result
+            && matches!(failure.kind, FailureKind::Timeout | FailureKind::Memory)
+        {
+            self.usable.set(false);
+        }
+        result
+    }
+
+    /// Runs queued promise jobs until none is left.
+    fn drain(&self) -> Result<(), EngineFailure> {
+        let mut first_failure = None;
+        loop {
+            match self.runtime.execute_pending_job() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(job) => {
+                    let failure = job.0.with(|ctx| {
+                        let error = ctx.catch();
+                        self.classify_value(&ctx, error)
+                    });
+                    first_failure.get_or_insert(failure);
+                }
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    fn classify(&self, ctx: &Ctx<'_>, error: rquickjs::Error) -> EngineFailure {
+        match error {
+            rquickjs::Error::Exception => {
+                let value = ctx.catch();
+                self.classify_value(ctx, value)
+            }
+            rquickjs::Error::Allocation => EngineFailure {
+                kind: FailureKind::Memory,
+                detail: "out of memory".into(),
+            },
+            other => EngineFailure {
+                kind: FailureKind::Exception,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    fn classify_value<'js>(&self, ctx: &Ctx<'js>, value: Value<'js>) -> EngineFailure {
+        if self.budget.interrupted.get() {
+            return EngineFailure {
+                kind: FailureKind::Timeout,
+                detail: "interrupted: the hook overran its time budget".into(),
+            };
+        }
+        let detail = exception_text(ctx, value);
+        let kind = if detail.contains("out of memory") {
+            FailureKind::Memory
+        } else {
+            FailureKind::Exception
+        };
+        EngineFailure { kind, detail }
+    }
+
+    /// Ends an asynchronous call: with the prelude's ending (from `host.settle`), or a
+    /// failure found while resuming it.
+    fn finish(&self, invocation: u64, ending: Result<String, EngineFailure>) {
+        let sender = self
+            .invocations
+            .borrow_mut()
+            .get_mut(&invocation)
+            .and_then(|i| i.done.take());
+        if let Some(sender) = sender {
+            let _ = sender.send(ending);
+        }
+    }
+
+    /// Changes the report of a call in progress; `None` if it is over.
+    fn record<R>(
+        &self,
+        invocation: u64,
+        change: impl FnOnce(&mut HookReport, &CallScope) -> R,
+    ) -> Option<R> {
+        let mut invocations = self.invocations.borrow_mut();
+        let invocation = invocations.get_mut(&invocation)?;
+        Some(change(&mut invocation.report, &invocation.scope))
+    }
+
+    fn scope_of(&self, invocation: u64) -> Option<CallScope> {
+        self.invocations
+            .borrow()
+            .get(&invocation)
+            .map(|i| i.scope.clone())
+    }
+
+    /// Starts a host service call for JavaScript; its answer resumes the caller later.
+    fn start_host_call(
+        self: &Rc<Self>,
+        invocation: u64,
+        resolve: Persistent<Function<'static>>,
+        op: String,
+        args: String,
+    ) {
+        let id = self.next_id();
+        let scope = self.scope_of(invocation).unwrap_or_default();
+        self.host_calls.borrow_mut().insert(
+            id,
+            PendingHostCall {
+                invocation,
+                resolve,
+            },
+        );
+        let work = self.host.call(op, args, scope);
+        let weak = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            let answer = work.await;
+            if let Some(isolate) = weak.upgrade() {
+                isolate.finish_host_call(id, answer);
+            }
+        });
+    }
+
+    fn finish_host_call(&self, id: u64, answer: String) {
+        let Some(pending) = self.host_calls.borrow_mut().remove(&id) else {
+            return;
+        };
+        let invocation = pending.invocation;
+        if !self.invocations.borrow().contains_key(&invocation) {
+            // The call timed out meanwhile: its continuation never runs.
+            self.context.with(|_ctx| drop(pending));
+            return;
+        }
+        let resumed = self.enter(invocation, |ctx| {
+            pending.resolve.restore(ctx)?.call::<_, ()>((answer,))
+        });
+        if let Err(failure) = resumed {
+            self.finish(invocation, Err(failure));
+        }
+    }
+
+    /// Forgets a finished call and whatever host calls it still awaited.
+    fn forget(&self, invocation: u64) {
+        self.invocations.borrow_mut().remove(&invocation);
+        let orphans: Vec<PendingHostCall> = {
+            let mut calls = self.host_calls.borrow_mut();
+            let ids: Vec<u64> = calls
+                .iter()
+                .filter(|(_, call)| call.invocation == invocation)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| calls.remove(id)).collect()
+        };
+        if !orphans.is_empty() {
+            self.context.with(|_ctx| drop(orphans));
+        }
+    }
+}
+
+impl QuickJsIsolate {
+    /// Runs `start` (a call of the runner) as one invocation, then waits for its report
+    /// if it went asynchronous, all within `timeout`.
+    async fn invoke(
+        self: Rc<Self>,
+        timeout: std::time::Duration,
+        scope: CallScope,
+        start: impl for<'js> FnOnce(Object<'js>, u64) -> rquickjs::Result<Option<String>>,
+    ) -> HookResult {
+        let invocation = self.next_id();
+        let deadline = Instant::now() + timeout;
+        let (done, answer) = oneshot::channel();
+        self.invocations.borrow_mut().insert(
+            invocation,
+            Invocation {
+                deadline,
+                scope,
+                report: HookReport::default(),
+                done: Some(done),
+            },
+        );
+        let runner = self.runner.borrow().clone();
+        let immediate = self.enter(invocation, |ctx| {
+            let Some(runner) = runner else {
+                return Err(rquickjs::Error::Unknown);
+            };
+            start(runner.restore(ctx)?, invocation)
+        });
+        let outcome = match immediate {
+            Ok(Some(report)) => Ok(report),
+            Ok(None) => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err(EngineFailure {
+                        kind: FailureKind::Exception,
+                        detail: "the hook's promise was dropped".into(),
+                    }),
+                    Err(_) => Err(EngineFailure {
+                        kind: FailureKind::Timeout,
+                        detail: format!(
+                            "the hook did not settle within {} ms",
+                            timeout.as_millis()
+                        ),
+                    }),
+                }
+            }
+            Err(failure) => Err(failure),
+        };
+        let recorded = self
+            .invocations
+            .borrow_mut()
+            .get_mut(&invocation)
+            .map(|i| std::mem::take(&mut i.report));
+        self.forget(invocation);
+        let ending = outcome?;
+        let mut report = recorded.unwrap_or_default();
+        if ending.is_empty() {
+            report.ok = true;
+        } else {
+            let ended: HookReport = serde_json::from_str(&ending).map_err(|e| EngineFailure {
+                kind: FailureKind::Exception,
+                detail: format!("unreadable hook report: {e}"),
+            })?;
+            report.ok = ended.ok;
+            report.kind = ended.kind;
+            report.error = ended.error;
+            report.on_error = ended.on_error;
+        }
+        Ok(report)
+    }
+
+    /// Runs one test of a suite isolate (see [`Prelude::TestSuite`]).
+    pub(crate) async fn run_test(
+        self: Rc<Self>,
+        name: String,
+        timeout: std::time::Duration,
+        scope: CallScope,
+    ) -> HookResult {
+        self.invoke(timeout, scope, move |runner, invocation| {
+            let run: Function = runner.get("run")?;
+            run.call((name, invocation as f64))
+        })
+        .await
+    }
+
+    /// What the suite prelude says of the suite (JSON), for [`Prelude::TestSuite`].
+    pub(crate) fn describe(&self) -> Option<String> {
+        let runner = self.runner.borrow().clone()?;
+        self.context
+            .with(|ctx| runner.restore(&ctx)?.get::<_, Option<String>>("describe"))
+            .ok()
+            .flatten()
+    }
+}
+
+impl Isolate for QuickJsIsolate {
+    fn has_hook(&self, hook: Hook) -> bool {
+        let [on_load, before, after] = self.hooks.get();
+        match hook {
+            Hook::OnLoad => on_load,
+            Hook::BeforeRequest => before,
+            Hook::AfterResponse => after,
+        }
+    }
+
+    fn call(self: Rc<Self>, input: HookInput) -> LocalBoxFuture<'static, HookResult> {
+        let HookInput {
+            hook,
+            config_id,
+            config_json,
+            state,
+            user,
+            timeout,
+            scope,
+        } = input;
+        Box::pin(self.invoke(timeout, scope, move |runner, invocation| {
+            let call: Function = runner.get("call")?;
+            call.call((
+                hook.as_str(),
+                invocation as f64,
+                config_id as f64,
+                config_json.as_ref(),
+                state,
+                user,
+            ))
+        }))
+    }
+
+    fn is_usable(&self) -> bool {
+        self.usable.get()
+    }
+}
+
+impl Drop for QuickJsIsolate {
+    fn drop(&mut self) {
+        // Persistent values must go before the runtime that owns them.
+        let runner = self.runner.borrow_mut().take();
+        let calls: Vec<PendingHostCall> = self
+            .host_calls
+            .borrow_mut()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        self.context.with(|_ctx| {
+            drop(runner);
+            drop(calls);
+        });
+        self.runtime.run_gc();
+    }
+}
+
+/// `Name: message` of an exception value, or the value as text.
+fn exception_text<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> String {
+    if let Some(exception) = value.as_exception() {
+        let message = exception.message().unwrap_or_default();
+        let name: Option<String> = exception.get("name").ok();
+        return match name {
+            Some(name) if !name.is_empty() => format!("{name}: {message}"),
+            _ => message,
+        };
+    }
+    ctx.json_stringify(value)
+        .ok()
+        .flatten()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| "an exception without a message".into())
+}
+
+fn describe(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
+    match error {
+        rquickjs::Error::Exception => exception_text(ctx, ctx.catch()),
+        other => other.to_string(),
+    }
+}

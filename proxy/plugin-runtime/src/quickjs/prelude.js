@@ -1,0 +1,405 @@
+// The plugin side of weir's runtime: builds `ctx` for each hook call, records what the
+// hook changes, and reports it to Rust as JSON. It runs once per isolate and keeps the
+// host functions in this closure, out of the plugin's reach.
+(function (host, plugin) {
+  "use strict";
+  const parse = JSON.parse;
+  const stringify = JSON.stringify;
+  const freeze = Object.freeze;
+  const keys = Object.keys;
+  const hostCall = host.call;
+  const hostSettle = host.settle;
+  const hostRequest = host.request;
+  const hostLog = host.log;
+  const hostCrypto = host.crypto;
+  const hostEdit = host.edit;
+  const hostHeader = host.header;
+  const hostRecord = host.record;
+  const hostStatus = host.status;
+  const hostFinish = host.finish;
+  const hostDiscard = host.discard;
+  const UPSTREAM = 0;
+  const RESPONSE = 1;
+  const SET = 0;
+  const APPEND = 1;
+  const DELETE = 2;
+
+  function deepFreeze(value) {
+    if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+      freeze(value);
+      for (const key of keys(value)) deepFreeze(value[key]);
+    }
+    return value;
+  }
+
+  function errorText(error) {
+    if (error instanceof Error) return `${error.name}: ${error.message}`;
+    try {
+      return `Uncaught ${typeof error === "string" ? error : stringify(error)}`;
+    } catch {
+      return "Uncaught value";
+    }
+  }
+
+  function isOutOfMemory(error) {
+    return error instanceof InternalError && error.message === "out of memory";
+  }
+
+  // Bytes cross into Rust as [isBinary, string]: UTF-8 text, or one char per byte.
+  function bin(data) {
+    if (typeof data === "string") return [false, data];
+    if (data instanceof ArrayBuffer) data = new Uint8Array(data);
+    if (data instanceof Uint8Array) {
+      let text = "";
+      for (let i = 0; i < data.length; i += 8192) {
+        text += String.fromCharCode.apply(null, data.subarray(i, i + 8192));
+      }
+      return [true, text];
+    }
+    throw new TypeError("expected a string, a Uint8Array or an ArrayBuffer");
+  }
+
+  const crypto = freeze({
+    sha256: (data, encoding) => hostCrypto.sha256(...bin(data), encoding),
+    hmac: (algorithm, key, data, encoding) =>
+      hostCrypto.hmac(String(algorithm), ...bin(key), ...bin(data), encoding),
+    timingSafeEqual: (a, b) => hostCrypto.equal(...bin(a), ...bin(b)),
+    verify: (algorithm, key, data, signature) =>
+      hostCrypto.verify(
+        String(algorithm),
+        typeof key === "string" ? key : stringify(key),
+        ...bin(data),
+        ...bin(signature),
+      ),
+    randomBytes: (length, encoding) => hostCrypto.random(length, encoding),
+    randomUUID: () => hostCrypto.uuid(),
+    encode: (data, encoding) => hostCrypto.encode(...bin(data), String(encoding)),
+    decode: (text, encoding) => hostCrypto.decode(String(text), String(encoding)),
+  });
+
+  async function call(inv, op, args) {
+    const answer = parse(await hostCall(inv, op, stringify(args)));
+    if (!answer.ok) throw new Error(answer.error);
+    return answer.value;
+  }
+
+  function services(inv) {
+    return freeze({
+      cache: freeze({
+        get: (key) => call(inv, "cache.get", [String(key)]),
+        set: (key, value, options) =>
+          call(inv, "cache.set", [String(key), stringify(value), options?.ttlSeconds ?? null]),
+        delete: (key) => call(inv, "cache.delete", [String(key)]),
+        incr: (key, options) =>
+          call(inv, "cache.incr", [String(key), options?.by ?? 1, options?.ttlSeconds ?? null]),
+      }),
+      http: freeze({
+        fetch: async (url, init) => {
+          const request = {
+            url: String(url),
+            method: init?.method ?? "GET",
+            headers: init?.headers ?? {},
+            body: init?.body === undefined ? null : typeof init.body === "string" ? init.body : stringify(init.body),
+            timeoutMs: init?.timeoutMs ?? null,
+          };
+          const response = await call(inv, "http.fetch", [request]);
+          const body = response.body;
+          return freeze({
+            status: response.status,
+            ok: response.status >= 200 && response.status < 300,
+            headers: freeze(response.headers),
+            text: async () => body,
+            json: async () => parse(body),
+          });
+        },
+      }),
+    });
+  }
+
+  // Header edits are recorded in Rust as they are made (remove, then set, then append),
+  // so a hook's changes need no serializing when it returns. Rust checks and lower-cases
+  // the names (an invalid one throws a TypeError).
+  class HeaderEditor {
+    #inv;
+    #target;
+    constructor(inv, target) {
+      this.#inv = inv;
+      this.#target = target;
+    }
+    set(name, value) {
+      hostEdit(this.#inv, this.#target, SET, String(name), String(value));
+    }
+    append(name, value) {
+      hostEdit(this.#inv, this.#target, APPEND, String(name), String(value));
+    }
+    delete(name) {
+      hostEdit(this.#inv, this.#target, DELETE, String(name), "");
+    }
+    get(name) {
+      return hostHeader(this.#inv, this.#target, String(name).toLowerCase()) ?? null;
+    }
+    has(name) {
+      return this.get(name) !== null;
+    }
+  }
+
+  // Records a body; an object becomes JSON. Returns whether it was JSON.
+  function recordBody(inv, body) {
+    if (typeof body === "string") {
+      hostRecord(inv, "body", body);
+      return false;
+    }
+    if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
+      hostRecord(inv, "bodyBase64", crypto.encode(body, "base64"));
+      return false;
+    }
+    hostRecord(inv, "body", stringify(body));
+    return true;
+  }
+
+  function checkStatus(status) {
+    if (!Number.isInteger(status) || status < 100 || status > 599) {
+      throw new RangeError(`status must be an integer from 100 to 599, got ${stringify(status)}`);
+    }
+    return status;
+  }
+
+  class Response {
+    #inv;
+    #status;
+    #body;
+    headers;
+    constructor(inv) {
+      this.#inv = inv;
+      this.headers = new HeaderEditor(inv, RESPONSE);
+    }
+    get status() {
+      return this.#status ?? hostStatus(this.#inv);
+    }
+    set status(status) {
+      this.#status = checkStatus(status);
+      hostRecord(this.#inv, "status", String(status));
+    }
+    setBody(body) {
+      this.#body = body;
+      if (recordBody(this.#inv, body) && !this.headers.has("content-type")) {
+        this.headers.set("content-type", "application/json");
+      }
+    }
+    text() {
+      const body = this.#body;
+      if (body === undefined) return call(this.#inv, "response.body", ["text"]);
+      if (typeof body === "string") return Promise.resolve(body);
+      if (body instanceof Uint8Array || body instanceof ArrayBuffer) return Promise.resolve(crypto.encode(body, "utf8"));
+      return Promise.resolve(stringify(body));
+    }
+    async json() {
+      return parse(await this.text());
+    }
+  }
+
+  // ctx.request: frozen; each member is fetched from Rust when first read, so a hook that
+  // reads one header does not pay for the whole request.
+  class Request {
+    #inv;
+    #cache = {};
+    constructor(inv) {
+      this.#inv = inv;
+      freeze(this);
+    }
+    #text(name) {
+      const cache = this.#cache;
+      if (!(name in cache)) cache[name] = hostRequest(this.#inv, name) ?? null;
+      return cache[name];
+    }
+    #map(name) {
+      const cache = this.#cache;
+      return (cache[name] ??= freeze(parse(hostRequest(this.#inv, name) ?? "{}")));
+    }
+    get method() { return this.#text("method"); }
+    get url() { return this.#text("url"); }
+    get path() { return this.#text("path"); }
+    get rawQuery() { return this.#text("rawQuery"); }
+    get route() { return this.#text("route"); }
+    get requestId() { return this.#text("requestId"); }
+    get clientIp() { return this.#text("clientIp"); }
+    get headers() { return this.#map("headers"); }
+    get query() { return this.#map("query"); }
+    get pathParams() { return this.#map("pathParams"); }
+    text() { return call(this.#inv, "request.body", ["text"]); }
+    async json() { return parse(await this.text()); }
+    async bytes() { return hostCrypto.decode(await call(this.#inv, "request.body", ["base64"]), "base64"); }
+  }
+  freeze(Request.prototype);
+
+  class Upstream {
+    #inv;
+    #path;
+    headers;
+    constructor(inv) {
+      this.#inv = inv;
+      this.headers = new HeaderEditor(inv, UPSTREAM);
+    }
+    get path() {
+      return this.#path;
+    }
+    set path(path) {
+      path = String(path);
+      if (!path.startsWith("/")) throw new TypeError(`ctx.upstream.path must start with "/", got ${stringify(path)}`);
+      this.#path = path;
+      hostRecord(this.#inv, "path", path);
+    }
+  }
+
+  const configs = new Map();
+  function configFor(id, json) {
+    let config = configs.get(id);
+    if (config === undefined) {
+      if (configs.size >= 256) configs.clear();
+      config = deepFreeze(parse(json));
+      configs.set(id, config);
+    }
+    return config;
+  }
+
+  function makeLog(inv) {
+    const at = (level) => (message, fields) =>
+      hostLog(inv, level, String(message), fields === undefined ? undefined : stringify(fields));
+    return freeze({ debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") });
+  }
+
+  let finish;
+  // One private slot keeps construction cheap; members are made when first used.
+  class Ctx {
+    #s;
+    constructor(inv, config, stateJson, userJson) {
+      this.#s = { inv, config, stateJson, userJson, userSet: false };
+    }
+    get config() {
+      return this.#s.config;
+    }
+    get request() {
+      const s = this.#s;
+      return (s.request ??= new Request(s.inv));
+    }
+    get state() {
+      const s = this.#s;
+      if (s.state === undefined) s.state = s.stateJson ? parse(s.stateJson) : {};
+      return s.state;
+    }
+    get user() {
+      const s = this.#s;
+      if (s.user === undefined && s.userJson) s.user = parse(s.userJson);
+      return s.user;
+    }
+    set user(user) {
+      this.#s.user = user;
+      this.#s.userSet = true;
+    }
+    get response() {
+      const s = this.#s;
+      return (s.response ??= new Response(s.inv));
+    }
+    get upstream() {
+      const s = this.#s;
+      return (s.upstream ??= new Upstream(s.inv));
+    }
+    get services() {
+      const s = this.#s;
+      return (s.services ??= services(s.inv));
+    }
+    get log() {
+      const s = this.#s;
+      return (s.log ??= makeLog(s.inv));
+    }
+    get crypto() {
+      return crypto;
+    }
+    reject(status, body, headers) {
+      this.response.status = checkStatus(status);
+      if (body !== undefined) this.response.setBody(body);
+      for (const [name, value] of Object.entries(headers ?? {})) this.response.headers.set(name, value);
+      hostRecord(this.#s.inv, "rejected", "");
+    }
+    forward(target) {
+      hostRecord(this.#s.inv, "forward", String(target));
+    }
+    static {
+      // Hands state and user (the parts kept in JavaScript) to Rust when the hook is done.
+      finish = (ctx) => {
+        const s = ctx.#s;
+        const state = s.state === undefined ? null : stringify(s.state);
+        const user = s.userSet ? stringify(s.user === undefined ? null : s.user) : null;
+        if (state !== null || user !== null) hostFinish(s.inv, state, user);
+      };
+    }
+  }
+
+  const OK = "";
+
+  function done(ctx) {
+    try {
+      finish(ctx);
+      return OK;
+    } catch (error) {
+      return failure(error);
+    }
+  }
+
+  function failure(error, onError) {
+    const out = isOutOfMemory(error)
+      ? { ok: false, kind: "memory", error: "out of memory" }
+      : { ok: false, kind: "exception", error: errorText(error) };
+    if (onError !== undefined) out.onError = errorText(onError);
+    return stringify(out);
+  }
+
+  function isThenable(value) {
+    return value !== null && typeof value === "object" && typeof value.then === "function";
+  }
+
+  // Returns the report, or undefined when it will come through host.settle. What the hook
+  // changed is discarded; only what onError does (e.g. ctx.reject) is kept.
+  function thrown(inv, ctx, error) {
+    hostDiscard(inv);
+    if (isOutOfMemory(error) || typeof plugin.onError !== "function") return failure(error);
+    let handled;
+    try {
+      handled = plugin.onError(ctx, error);
+    } catch (onError) {
+      return failure(error, onError);
+    }
+    if (!isThenable(handled)) return failure(error);
+    handled.then(
+      () => hostSettle(inv, failure(error)),
+      (onError) => hostSettle(inv, failure(error, onError)),
+    );
+    return undefined;
+  }
+
+  const hooks = ["onLoad", "beforeRequest", "afterResponse", "onError"].filter(
+    (name) => typeof plugin?.[name] === "function",
+  );
+
+  return freeze({
+    hooks,
+    call(hook, inv, configId, configJson, stateJson, userJson) {
+      const ctx = new Ctx(inv, configFor(configId, configJson), stateJson, userJson);
+      let result;
+      try {
+        result = plugin[hook](ctx);
+      } catch (error) {
+        return thrown(inv, ctx, error);
+      }
+      if (!isThenable(result)) return done(ctx);
+      result.then(
+        () => hostSettle(inv, done(ctx)),
+        (error) => {
+          const out = thrown(inv, ctx, error);
+          if (out !== undefined) hostSettle(inv, out);
+        },
+      );
+      return undefined;
+    },
+  });
+});

@@ -1,0 +1,255 @@
+//! `ctx.services.cache`: a key-value store with per-entry TTL and atomic counters, shared by
+//! every isolate of the process, in memory or in Redis (so proxy replicas share it).
+//! Values are JSON text; keys are prefixed with the plugin's id, so plugins cannot read
+//! each other's entries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::ops::compute::Op;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+use crate::config::CacheConfig;
+
+/// A cache operation that failed; the plugin's promise rejects with this message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CacheError {
+    /// `incr` on an entry that does not hold an integer.
+    #[error("cache entry {0:?} does not hold an integer")]
+    NotACounter(String),
+    /// Redis failed or was too slow.
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+/// The cache, in memory or in Redis.
+pub(crate) enum Cache {
+    Memory(moka::sync::Cache<String, Entry>),
+    Redis(RedisCache),
+}
+
+/// An in-memory entry: JSON text and how its expiry is set.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    value: String,
+    ttl: Option<Duration>,
+    /// Counters keep the expiry they were created with.
+    keep_ttl: bool,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+        entry.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _now: Instant,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        if entry.keep_ttl { remaining } else { entry.ttl }
+    }
+}
+
+/// Redis, connected on first use so a proxy starts while Redis is down.
+pub(crate) struct RedisCache {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    timeout: Duration,
+}
+
+/// INCRBY that sets the expiry only when the counter has none, so a fixed window keeps the
+/// expiry of its first hit.
+const INCR_SCRIPT: &str = r"
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return value";
+
+impl Cache {
+    /// The cache the config asks for; a malformed Redis URL is an error at start.
+    pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Self>, redis::RedisError> {
+        Ok(Arc::new(match &config.redis_url {
+            Some(url) => Cache::Redis(RedisCache {
+                client: redis::Client::open(url.as_str())?,
+                connection: OnceCell::new(),
+                timeout: Duration::from_millis(config.timeout_ms),
+            }),
+            None => Cache::Memory(
+                moka::sync::Cache::builder()
+                    .max_capacity(config.max_entries)
+                    .expire_after(PerEntryTtl)
+                    .build(),
+            ),
+        }))
+    }
+
+    /// The JSON text stored under `key`, if any.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        match self {
+            Cache::Memory(cache) => Ok(cache.get(key).map(|entry| entry.value)),
+            Cache::Redis(redis) => redis.run(redis::cmd("GET").arg(key)).await,
+        }
+    }
+
+    /// Stores JSON text under `key`, replacing any entry and its expiry.
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        match self {
+            Cache::Memory(cache) => {
+                let entry = Entry {
+                    value,
+                    ttl,
+                    keep_ttl: false,
+                };
+                cache.insert(key.to_owned(), entry);
+                Ok(())
+            }
+            Cache::Redis(redis) => {
+                let mut command = redis::cmd("SET");
+                command.arg(key).arg(value);
+                if let Some(ttl) = ttl {
+                    command.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                }
+                redis.run::<()>(&command).await
+            }
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        match self {
+            Cache::Memory(cache) => Ok(cache.remove(key).is_some()),
+            Cache::Redis(redis) => Ok(redis.run::<i64>(redis::cmd("DEL").arg(key)).await? > 0),
+        }
+    }
+
+    /// Adds `by` to the integer under `key` (missing counts as 0) and returns the sum; a
+    /// new counter expires after `ttl`, and later increments keep that expiry.
+    pub(crate) async fn incr(
+        &self,
+        key: &str,
+        by: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, CacheError> {
+        match self {
+            Cache::Memory(cache) => {
+                let mut outcome = Ok(0);
+                cache.entry(key.to_owned()).and_compute_with(|existing| {
+                    let (current, keep_ttl) = match existing {
+                        None => (Ok(0), false),
+                        Some(entry) => (entry.value().value.parse::<i64>().map_err(|_| ()), true),
+                    };
+                    match current {
+                        Ok(current) => {
+                            let sum = current.saturating_add(by);
+                            outcome = Ok(sum);
+                            Op::Put(Entry {
+                                value: sum.to_string(),
+                                ttl,
+                                keep_ttl,
+                            })
+                        }
+                        Err(()) => {
+                            outcome = Err(CacheError::NotACounter(key.to_owned()));
+                            Op::Nop
+                        }
+                    }
+                });
+                outcome
+            }
+            Cache::Redis(redis) => {
+                let ttl_ms = ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64);
+                let mut command = redis::cmd("EVAL");
+                command.arg(INCR_SCRIPT).arg(1).arg(key).arg(by).arg(ttl_ms);
+                redis.run(&command).await
+            }
+        }
+    }
+}
+
+impl RedisCache {
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
+        let attempt = async {
+            let connection = self
+                .connection
+                .get_or_try_init(|| self.client.get_connection_manager())
+                .await?;
+            command.query_async::<T>(&mut connection.clone()).await
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result.map_err(|e| CacheError::Redis(e.to_string())),
+            Err(_) => Err(CacheError::Redis(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Arc<Cache> {
+        Cache::new(&CacheConfig::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn values_are_stored_replaced_and_deleted() {
+        let cache = memory();
+        assert_eq!(cache.get("k").await.unwrap(), None);
+        cache.set("k", "\"v\"".into(), None).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("\"v\""));
+        assert!(cache.delete("k").await.unwrap());
+        assert!(!cache.delete("k").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn counters_add_up_and_refuse_non_integers() {
+        let cache = memory();
+        assert_eq!(cache.incr("c", 1, None).await.unwrap(), 1);
+        assert_eq!(cache.incr("c", 5, None).await.unwrap(), 6);
+        cache.set("s", "\"text\"".into(), None).await.unwrap();
+        assert!(matches!(
+            cache.incr("s", 1, None).await,
+            Err(CacheError::NotACounter(_))
+        ));
+        assert_eq!(cache.get("c").await.unwrap().as_deref(), Some("6"));
+    }
+
+    #[test]
+    fn counters_keep_the_expiry_of_their_first_increment() {
+        let expiry = PerEntryTtl;
+        let counter = Entry {
+            value: "2".into(),
+            ttl: Some(Duration::from_secs(60)),
+            keep_ttl: true,
+        };
+        let remaining = Some(Duration::from_secs(5));
+        assert_eq!(
+            expiry.expire_after_update(&"c".into(), &counter, Instant::now(), remaining),
+            remaining
+        );
+        let value = Entry {
+            keep_ttl: false,
+            ..counter
+        };
+        assert_eq!(
+            expiry.expire_after_update(&"c".into(), &value, Instant::now(), remaining),
+            Some(Duration::from_secs(60))
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Host services plugins await (`ctx.services.cache`, `ctx.services.http`, request and
+//! response bodies), run on the proxy's tokio runtime, plus `ctx.crypto`.
+
+pub(crate) mod cache;
+pub(crate) mod crypto;
+pub(crate) mod fetch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::runtime::Handle;
+
+use crate::engine::{CallScope, HostOps};
+use crate::request::BodySource;
+use cache::Cache;
+use fetch::{FetchRequest, Fetcher};
+
+/// The response `afterResponse` sees, as changed by the plugins before it.
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseView {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: ResponseBody,
+}
+
+/// Where the response body is.
+#[derive(Debug, Clone)]
+pub(crate) enum ResponseBody {
+    /// Still in the proxy.
+    Source(Option<Arc<dyn BodySource>>),
+    /// Replaced by an earlier plugin.
+    Replaced(Bytes),
+}
+
+/// The services of one runtime.
+pub(crate) struct Services {
+    handle: Handle,
+    cache: Arc<Cache>,
+    fetcher: Arc<Fetcher>,
+    body_limit: usize,
+}
+
+impl Services {
+    pub(crate) fn new(
+        handle: Handle,
+        cache: Arc<Cache>,
+        fetcher: Fetcher,
+        body_limit: usize,
+    ) -> Self {
+        Self {
+            handle,
+            cache,
+            fetcher: Arc::new(fetcher),
+            body_limit,
+        }
+    }
+}
+
+impl HostOps for Services {
+    fn call(&self, op: String, args: String, scope: CallScope) -> BoxFuture<'static, String> {
+        let cache = self.cache.clone();
+        let fetcher = self.fetcher.clone();
+        let body_limit = self.body_limit;
+        let work = self.handle.spawn(async move {
+            let answer = run(&op, &args, &scope, &cache, &fetcher, body_limit).await;
+            match answer {
+                Ok(value) => json!({"ok": true, "value": value}),
+                Err(error) => json!({"ok": false, "error": error}),
+            }
+            .to_string()
+        });
+        Box::pin(async move {
+            work.await.unwrap_or_else(|_| {
+                json!({"ok": false, "error": "the host service failed"}).to_string()
+            })
+        })
+    }
+}
+
+async fn run(
+    op: &str,
+    args: &str,
+    scope: &CallScope,
+    cache: &Cache,
+    fetcher: &Fetcher,
+    body_limit: usize,
+) -> Result<Value, String> {
+    let args: Vec<Value> =
+        serde_json::from_str(args).map_err(|e| format!("{op}: bad arguments: {e}"))?;
+    let text = |i: usize| {
+        args.get(i)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ttl = |i: usize| -> Result<Option<Duration>, String> {
+        match args.get(i) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_f64()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(|s| Some(Duration::from_secs_f64(s)))
+                .ok_or_else(|| format!("{op}: ttlSeconds must be a positive number")),
+        }
+    };
+    // Each plugin has its own key space.
+    let key = |i: usize| format!("{}:{}", scope.plugin, text(i));
+    match op {
+        "cache.get" => {
+            let stored = cache.get(&key(0)).await.map_err(|e| e.to_string())?;
+            Ok(stored
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or(Value::Null))
+        }
+        "cache.set" => {
+            cache
+                .set(&key(0), text(1), ttl(2)?)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Value::Null)
+        }
+        "cache.delete" => Ok(Value::Bool(
+            cache.delete(&key(0)).await.map_err(|e| e.to_string())?,
+        )),
+        "cache.incr" => {
+            let by = args
+                .get(1)
+                .and_then(Value::as_i64)
+                .ok_or_else(|| "cache.incr: `by` must be an integer".to_owned())?;
+            Ok(Value::from(
+                cache
+                    .incr(&key(0), by, ttl(2)?)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ))
+        }
+        "http.fetch" => {
+            let request: FetchRequest =
+                serde_json::from_value(args.into_iter().next().unwrap_or_default())
+                    .map_err(|e| format!("fetch: {e}"))?;
+            let response = fetcher
+                .fetch(request)
+                .await
+                .map_err(|e| format!("fetch: {e}"))?;
+            serde_json::to_value(response).map_err(|e| e.to_string())
+        }
+        "request.body" => {
+            let source = scope.request.as_ref().and_then(|r| r.info.body.clone());
+            read_body(source, &text(0), body_limit).await
+        }
+        "response.body" => match scope.response.as_ref().map(|r| &r.body) {
+            Some(ResponseBody::Replaced(bytes)) => Ok(encode_body(bytes, &text(0))),
+            Some(ResponseBody::Source(source)) => {
+                read_body(source.clone(), &text(0), body_limit).await
+            }
+            None => Err("there is no response in this hook".into()),
+        },
+        other => Err(format!("unknown host service {other:?}")),
+    }
+}
+
+async fn read_body(
+    source: Option<Arc<dyn BodySource>>,
+    encoding: &str,
+    limit: usize,
+) -> Result<Value, String> {
+    let Some(source) = source else {
+        return Ok(Value::String(String::new()));
+    };
+    let bytes = source.read(limit).await.map_err(|e| e.to_string())?;
+    Ok(encode_body(&bytes, encoding))
+}
+
+fn encode_body(bytes: &[u8], encoding: &str) -> Value {
+    let encoding = if encoding == "base64" {
+        crypto::Encoding::Base64
+    } else {
+        crypto::Encoding::Utf8
+    };
+    Value::String(crypto::encode(bytes, encoding))
+}

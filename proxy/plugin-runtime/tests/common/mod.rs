@@ -1,0 +1,101 @@
+//! Helpers shared by the runtime's integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use weir_crds::plugin::{FailurePolicy, PluginScope};
+use weir_crds::snapshot::{PluginBundle, PluginCall};
+use weir_plugin_runtime::{
+    BeforeRequest, Chain, Loaded, PluginRuntime, RequestInfo, RuntimeConfig,
+};
+
+/// A bundle from TypeScript source, transpiled as the compiler does.
+pub fn bundle(id: &str, source: &str) -> PluginBundle {
+    let code = weir_crds::compile::typescript::transpile(source)
+        .unwrap_or_else(|e| panic!("{id} does not transpile: {e:?}"));
+    raw_bundle(id, &code)
+}
+
+/// A bundle whose code is used as given (to test code the compiler would refuse).
+pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
+    let (namespace, name) = id.split_once('/').unwrap();
+    PluginBundle {
+        namespace: namespace.into(),
+        name: name.into(),
+        generation: Some(1),
+        code: code.into(),
+        code_hash: format!(
+            "sha256:{}",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))
+        ),
+        config: serde_json::json!({}),
+        config_schema: None,
+        order: 0,
+        scope: PluginScope::Attached,
+        // Generous, so a busy machine does not fail hooks; tests of budgets set their own.
+        timeout_ms: 1_000,
+        memory_limit_mib: 16,
+        failure_policy: FailurePolicy::Closed,
+    }
+}
+
+pub fn runtime_with(config: RuntimeConfig) -> (PluginRuntime, Registry) {
+    let mut registry = Registry::default();
+    let runtime = PluginRuntime::start(&config, &mut registry, tokio::runtime::Handle::current())
+        .expect("runtime starts");
+    (runtime, registry)
+}
+
+pub fn runtime() -> PluginRuntime {
+    runtime_with(RuntimeConfig {
+        isolate_threads: 2,
+        ..RuntimeConfig::default()
+    })
+    .0
+}
+
+pub async fn load(runtime: &PluginRuntime, bundles: Vec<PluginBundle>) -> Loaded {
+    let map: BTreeMap<String, PluginBundle> = bundles
+        .into_iter()
+        .map(|b| (format!("{}/{}", b.namespace, b.name), b))
+        .collect();
+    runtime.load(&map).await
+}
+
+pub fn chain(loaded: &Loaded, calls: &[(&str, serde_json::Value)]) -> Arc<Chain> {
+    let calls: Vec<PluginCall> = calls
+        .iter()
+        .map(|(plugin, config)| PluginCall {
+            plugin: (*plugin).into(),
+            config: config.clone(),
+        })
+        .collect();
+    loaded.set.chain(&calls)
+}
+
+pub fn request(path: &str) -> RequestInfo {
+    RequestInfo {
+        method: "GET".into(),
+        url: format!("https://shop.example{path}"),
+        path: path.into(),
+        query: String::new(),
+        headers: vec![("host".into(), "shop.example".into())],
+        route: "shop/api".into(),
+        request_id: "req-1".into(),
+        backends: vec![
+            "service:shop/api:80".into(),
+            "service:shop/api-canary:80".into(),
+        ],
+        ..RequestInfo::default()
+    }
+}
+
+pub fn expect_continue(outcome: BeforeRequest) -> weir_plugin_runtime::RequestPatch {
+    match outcome {
+        BeforeRequest::Continue(patch) => patch,
+        other => panic!("expected Continue, got {other:?}"),
+    }
+}

@@ -1,0 +1,54 @@
+//! `ctx.log` goes to `tracing`, tagged with the plugin and the request id. Its own test
+//! binary, since it installs the process's global subscriber.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_logs_are_structured_and_tagged() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .init();
+    let runtime = runtime();
+    let loaded = load(
+        &runtime,
+        vec![bundle(
+            "shop/logger",
+            r#"export default { beforeRequest(ctx) { ctx.log.warn("slow client", { ms: 1200 }); } };"#,
+        )],
+    )
+    .await;
+    let chain = chain(&loaded, &[("shop/logger", json!({}))]);
+    expect_continue(runtime.before_request(&chain, request("/")).await.0);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value = text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .find(|line: &serde_json::Value| line["fields"]["message"] == "slow client")
+        .unwrap_or_else(|| panic!("no log line in {text}"));
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["fields"]["plugin"], "shop/logger");
+    assert_eq!(line["fields"]["request_id"], "req-1");
+    assert_eq!(line["fields"]["fields"], r#"{"ms":1200}"#);
+}
