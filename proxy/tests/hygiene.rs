@@ -20,7 +20,7 @@ async fn proxy_to(
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
-    ));
+    )).await;
     proxy
 }
 

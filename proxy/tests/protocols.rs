@@ -30,7 +30,7 @@ async fn http2_clients_are_served_over_h2c() {
             "  hosts: [h2.example]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
             upstream.url()
         ),
-    ));
+    )).await;
     let request = Request::get(format!(
         "http://h2.example:{}/x",
         proxy.addresses.traffic.port()
@@ -67,7 +67,7 @@ async fn h2c_backends_get_http2() {
             "  rules: [{{backends: [{{url: 'h2c://{}'}}]}}]",
             upstream.addr
         ),
-    ));
+    )).await;
     assert_eq!(get(&proxy.url("/"), "x").await.status, StatusCode::OK);
     assert_eq!(upstream.requests()[0].version, Version::HTTP_2);
     proxy.stop().await;
@@ -143,7 +143,7 @@ async fn certificates_are_chosen_by_sni_and_alpn_offers_http2() {
     let a = site("a.example", "a-cert");
     let b = site("b.example", "b-cert");
     let proxy = TestProxy::start(|c| c.tls_listen = Some("127.0.0.1:0".parse().unwrap())).await;
-    proxy.apply_yaml(&format!("{}{}", a.yaml, b.yaml));
+    proxy.apply_yaml(&format!("{}{}", a.yaml, b.yaml)).await;
     for site in [&a, &b] {
         let (presented, alpn, tls) = tls_connect(&proxy, site.host, &site.cert).await;
         assert_eq!(presented, site.cert, "{}", site.host);
@@ -181,7 +181,7 @@ async fn websocket_upgrades_are_tunnelled() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
-    ));
+    )).await;
     let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
     let (mut socket, response) =
         tokio_tungstenite::client_async("ws://chat.example/socket", stream)
@@ -273,7 +273,7 @@ async fn bodies_stream_both_ways_without_buffering() {
         }
     });
     let proxy = TestProxy::start(|c| c.limits.max_body_bytes = 64 * 1024 * 1024).await;
-    proxy.apply_yaml(&route("r", &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}], timeouts: {{request: 1m}}}}]")));
+    proxy.apply_yaml(&route("r", &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}], timeouts: {{request: 1m}}}}]"))).await;
 
     // Upload 16 MiB: the first chunk must reach the upstream while the rest is unsent.
     let (body_tx, body_rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);

@@ -26,7 +26,7 @@ async fn zero_failed_requests_while_snapshots_are_replaced() {
         )
     };
     let (blue_yaml, green_yaml) = (yaml(&blue, "blue"), yaml(&green, "green"));
-    proxy.apply_yaml(&blue_yaml);
+    proxy.apply_yaml(&blue_yaml).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -61,7 +61,7 @@ async fn zero_failed_requests_while_snapshots_are_replaced() {
             &green_yaml
         } else {
             &blue_yaml
-        });
+        }).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -93,14 +93,14 @@ async fn in_flight_requests_finish_on_their_snapshot() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", slow.url()),
-    ));
+    )).await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move { get(&url, "x").await });
     wait_for(|| !slow.requests().is_empty()).await;
     proxy.apply_yaml(&route(
         "r",
         "  rules: [{directResponse: {status: 200, body: new}}]",
-    ));
+    )).await;
     assert_eq!(get(&proxy.url("/"), "x").await.text(), "new");
     gate.add_permits(1);
     assert_eq!(in_flight.await.unwrap().text(), "old snapshot's upstream");
@@ -114,7 +114,7 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", slow.url()),
-    ));
+    )).await;
     let url = proxy.url("/");
     let traffic = proxy.addresses.traffic;
     let in_flight = tokio::spawn({

@@ -32,7 +32,7 @@ async fn most_specific_match_wins_and_paths_are_normalized() {
             template.url(),
             exact.url()
         ),
-    ));
+    )).await;
     let cases = [
         ("/users/me", "exact"),
         ("/users/42", "template"),
@@ -66,7 +66,7 @@ async fn no_route_is_a_json_404_and_bad_paths_are_400() {
     proxy.apply_yaml(&route(
         "r",
         "  hosts: [a.example]\n  rules: [{directResponse: {status: 200}}]",
-    ));
+    )).await;
     let answer = get(&proxy.url("/x"), "b.example").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.headers["content-type"], "application/json");
@@ -110,7 +110,7 @@ async fn hosts_methods_headers_and_query_select_rules() {
                 exact.url()
             )
         )
-    ));
+    )).await;
     let c = client();
     let request = |method: Method, path: &str, host: &str, canary: bool| {
         let mut builder = Request::builder()
@@ -193,7 +193,7 @@ async fn rewrites_reach_the_upstream() {
     rewrite: {{replacePath: /elsewhere}}",
             upstream.url()
         ),
-    ));
+    )).await;
     get(&proxy.url("/api/users?page=2"), "a.example").await;
     get(&proxy.url("/old/x/"), "a.example").await;
     get(&proxy.url("/fixed?q=1"), "a.example").await;
@@ -217,7 +217,7 @@ async fn direct_responses_and_redirects_are_answered_by_the_proxy() {
     redirect: {scheme: https, host: docs.example.com, replacePrefix: /v2, statusCode: 301}
   - matches: [{path: {value: /tmp}}]
     redirect: {path: /moved}",
-    ));
+    )).await;
     let answer = get(&proxy.url("/healthz"), "a.example").await;
     assert_eq!(
         (answer.status, answer.text().as_str()),

@@ -47,7 +47,7 @@ async fn round_robin_spreads_over_every_endpoint() {
             "r",
             "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin}]"
         )
-    ));
+    )).await;
     for _ in 0..30 {
         assert_eq!(get(&proxy.url("/"), "x").await.status, StatusCode::OK);
     }
@@ -70,7 +70,7 @@ async fn weights_split_traffic_between_backends() {
             light.url(),
             heavy.url()
         ),
-    ));
+    )).await;
     let mut heavy_count = 0;
     for _ in 0..400 {
         if get(&proxy.url("/"), "x").await.text() == "heavy" {
@@ -97,7 +97,7 @@ async fn connect_failures_are_retried_on_another_endpoint() {
             "r",
             "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin}]"
         )
-    ));
+    )).await;
     for _ in 0..10 {
         let answer = send(
             &client(),
@@ -129,7 +129,7 @@ async fn an_unreachable_upstream_is_a_json_502() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: 'http://{dead}'}}]}}]"),
-    ));
+    )).await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.json()["error"], "upstream_unreachable");
@@ -157,7 +157,7 @@ async fn configured_statuses_are_retried_for_idempotent_methods_only() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: '{}'}}], retries: {{attempts: 2, statuses: [503], backoff: {{base: 1ms, max: 5ms}}}}}}]", flaky.url()),
-    ));
+    )).await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(
         (answer.status, answer.text().as_str()),
@@ -198,7 +198,7 @@ async fn failing_endpoints_are_ejected() {
             "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin, retries: {attempts: 0},
       outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 10m, maxEjectionPercent: 50}}]"
         )
-    ));
+    )).await;
     let mut errors = 0;
     for _ in 0..30 {
         if get(&proxy.url("/"), "x").await.status != StatusCode::OK {
@@ -229,7 +229,7 @@ async fn the_concurrency_limit_sheds_with_503() {
             "  rules: [{{backends: [{{url: '{}'}}], maxConcurrentRequests: 2}}]",
             slow.url()
         ),
-    ));
+    )).await;
     let url = proxy.url("/");
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(get_owned(url.clone())))
@@ -266,7 +266,7 @@ async fn a_slow_upstream_gets_504() {
             "  rules: [{{backends: [{{url: '{}'}}], timeouts: {{request: 300ms}}}}]",
             slow.url()
         ),
-    ));
+    )).await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.json()["error"], "upstream_timeout");
@@ -299,7 +299,7 @@ async fn connect_timeout_ends_a_hanging_connect() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: 'http://{addr}'}}], timeouts: {{connect: 200ms, request: 1m}}}}]"),
-    ));
+    )).await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
     assert_eq!(answer.json()["error"], "upstream_unreachable");
@@ -324,7 +324,7 @@ async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: 'http://{addr}'}}], timeouts: {{idle: 300ms}}}}]"),
-    ));
+    )).await;
     let response = client()
         .request(
             Request::get(proxy.url("/"))
@@ -355,7 +355,7 @@ async fn services_without_endpoints_answer_503() {
         "{}{}",
         service(&[]),
         route("r", "  rules: [{backends: [{name: svc, port: 80}]}]")
-    ));
+    )).await;
     let answer = send(
         &client(),
         Request::builder()
