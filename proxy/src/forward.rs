@@ -20,7 +20,7 @@ use weir_crds::snapshot::{Backend, BackendProtocol, Endpoint, PathRewrite};
 use weir_plugin_runtime::Upstream;
 
 use crate::access_log::AccessRecord;
-use crate::body::{self, BoxError, IdleTimeout, Observed, ProxyBody};
+use crate::body::{self, BoxError, ClientBody, IdleTimeout, Observed, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
 use crate::headers;
@@ -37,9 +37,9 @@ use crate::upstream::retry::{self, Failure};
 const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 
 /// A request on its way upstream.
-pub struct ForwardRequest<'a, B> {
+pub struct ForwardRequest<'a> {
     /// The client's request.
-    pub request: Request<B>,
+    pub request: Request<ClientBody>,
     /// Its normalized path.
     pub path: &'a str,
     /// The `Prefix`/`Exact` value that matched, for prefix rewrites.
@@ -85,17 +85,13 @@ impl RequestBody {
 }
 
 /// Sends the request to one of the rule's backends and returns the upstream's response.
-pub async fn forward<B>(
+pub async fn forward(
     gateway: &Gateway,
     rule: &LoadedRule,
     forward: &LoadedForward,
-    request: ForwardRequest<'_, B>,
+    request: ForwardRequest<'_>,
     record: &mut AccessRecord,
-) -> Result<Response<ProxyBody>, ProxyError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
+) -> Result<Response<ProxyBody>, ProxyError> {
     let policy = &forward.policy;
     let ForwardRequest {
         request: mut client_request,
@@ -401,17 +397,13 @@ fn url_target(
 
 /// Reads the request body ahead when it is small and the request may be retried;
 /// otherwise streams it, watched for silence and size.
-async fn request_body<B>(
-    incoming: B,
+async fn request_body(
+    incoming: ClientBody,
     headers: &http::HeaderMap,
     may_retry: bool,
     idle: Duration,
     max_bytes: u64,
-) -> Result<RequestBody, ProxyError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
+) -> Result<RequestBody, ProxyError> {
     use http_body::Body as _;
     if incoming.is_end_stream() {
         return Ok(RequestBody::Empty);

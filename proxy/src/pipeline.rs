@@ -25,7 +25,7 @@ use weir_crds::snapshot::{PathRewrite, RedirectAction};
 use weir_plugin_runtime::{BeforeRequest, HeaderEdits};
 
 use crate::access_log::AccessRecord;
-use crate::body::{self, IdleTimeout, Observed, ProxyBody};
+use crate::body::{self, ClientBody, IdleTimeout, Observed, ProxyBody};
 use crate::error::ProxyError;
 use crate::forward::{self, ForwardRequest, Steering};
 use crate::framing::ConnectionFraming;
@@ -193,9 +193,11 @@ async fn serve(
         matched_prefix: matched_prefix.as_deref(),
     };
     let mut response = if rule.plugins.is_empty() {
+        let request = request.map(ClientBody::Incoming);
         act(gateway, rule_ref, conn, request, record, Steering::default()).await?
     } else {
-        with_plugins(gateway, rule_ref, conn, request, &params, record).await?
+        // Boxed so that the future of requests without plugins stays small.
+        Box::pin(with_plugins(gateway, rule_ref, conn, request, &params, record)).await?
     };
     if let Some(policy) = &rule.cors {
         cors::decorate(policy, origin.as_ref(), response.headers_mut());
@@ -211,18 +213,14 @@ struct Rule<'a> {
 }
 
 /// Runs the rule's action: a fixed response, a redirect, or forwarding upstream.
-async fn act<B>(
+async fn act(
     gateway: &Gateway,
     rule: Rule<'_>,
     conn: &ConnInfo,
-    request: Request<B>,
+    request: Request<ClientBody>,
     record: &mut AccessRecord,
     steering: Steering,
-) -> Result<Response<ProxyBody>, ProxyError>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<crate::body::BoxError>,
-{
+) -> Result<Response<ProxyBody>, ProxyError> {
     Ok(match &rule.rule.action {
         LoadedAction::Respond(fixed) => fixed_response(fixed),
         LoadedAction::Redirect(redirect) => redirect_response(
@@ -293,7 +291,7 @@ async fn with_plugins(
         Some(lazy) => lazy.take().await,
         None => body::empty(),
     };
-    let mut request = Request::from_parts(parts, body);
+    let mut request = Request::from_parts(parts, ClientBody::Boxed(body));
     let (answered, response_edits) = match outcome {
         BeforeRequest::Continue(patch) => {
             patch.headers.apply_to_map(request.headers_mut());
@@ -352,9 +350,9 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     response
 }
 
-fn redirect_response<B>(
+fn redirect_response(
     redirect: &RedirectAction,
-    request: &Request<B>,
+    request: &Request<ClientBody>,
     path: &str,
     matched_prefix: Option<&str>,
     tls: bool,

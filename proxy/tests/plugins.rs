@@ -371,9 +371,10 @@ async fn failure_policies_answer_503_or_skip_and_the_proxy_keeps_serving() {
         }
     }
     // Other requests are unaffected, while and after plugins fail.
+    let url = proxy.url("/");
     let (looping, plain) = tokio::join!(
-        get(&proxy.url("/"), "loop-closed.example"),
-        get(&proxy.url("/"), "plain.example")
+        get(&url, "loop-closed.example"),
+        get(&url, "plain.example")
     );
     assert_eq!(looping.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(plain.text(), "backend");
