@@ -28,9 +28,9 @@ use crate::loaded::{LoadedForward, LoadedRule, Target};
 use crate::metrics::UpstreamErrorKind;
 use crate::pipeline::ConnInfo;
 use crate::telemetry;
-use crate::upstream::{LoadedBackend, Persisted};
 use crate::upstream::endpoint::now_ms;
 use crate::upstream::retry::{self, Failure};
+use crate::upstream::{LoadedBackend, Persisted};
 
 /// Request bodies up to this size (with a known length) are kept so the request can be
 /// retried; larger or unknown-length bodies stream once and are not retried.

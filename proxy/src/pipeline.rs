@@ -194,10 +194,21 @@ async fn serve(
     };
     let mut response = if rule.plugins.is_empty() {
         let request = request.map(ClientBody::Incoming);
-        act(gateway, rule_ref, conn, request, record, Steering::default()).await?
+        act(
+            gateway,
+            rule_ref,
+            conn,
+            request,
+            record,
+            Steering::default(),
+        )
+        .await?
     } else {
         // Boxed so that the future of requests without plugins stays small.
-        Box::pin(with_plugins(gateway, rule_ref, conn, request, &params, record)).await?
+        Box::pin(with_plugins(
+            gateway, rule_ref, conn, request, &params, record,
+        ))
+        .await?
     };
     if let Some(policy) = &rule.cors {
         cors::decorate(policy, origin.as_ref(), response.headers_mut());

@@ -112,13 +112,22 @@ fn plugin_test_runs_suites_with_the_real_engine() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/header-rewrite");
     let output = weir_proxy(&["plugin", "test", example]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("ok   "), "{stdout}");
-    assert!(stdout.trim_end().ends_with("3 passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("3 passed, 0 failed"),
+        "{stdout}"
+    );
 
     // One passing and one deliberately failing suite.
     let dir = tempfile::tempdir().unwrap();
-    let plugin = "export default { beforeRequest(ctx) { ctx.upstream.headers.set(\"x-a\", \"1\"); } };\n";
+    let plugin =
+        "export default { beforeRequest(ctx) { ctx.upstream.headers.set(\"x-a\", \"1\"); } };\n";
     std::fs::write(dir.path().join("good.ts"), plugin).unwrap();
     std::fs::write(dir.path().join("bad.ts"), plugin).unwrap();
     std::fs::write(
@@ -136,10 +145,14 @@ fn plugin_test_runs_suites_with_the_real_engine() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("good.test.ts › sets x-a"), "{stdout}");
     assert!(
-        stdout.contains("FAIL") && stdout.contains("bad.test.ts › expects x-b: AssertionError: x-b"),
+        stdout.contains("FAIL")
+            && stdout.contains("bad.test.ts › expects x-b: AssertionError: x-b"),
         "{stdout}"
     );
-    assert!(stdout.trim_end().ends_with("1 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 1 failed"),
+        "{stdout}"
+    );
 
     let output = weir_proxy(&["plugin", "test", "/nonexistent/plugins"]);
     assert_eq!(output.status.code(), Some(1));

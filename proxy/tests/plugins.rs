@@ -108,8 +108,7 @@ async fn before_request_edits_reach_the_backend_and_bodies_stream_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_response_sets_status_headers_and_body() {
-    let backend =
-        Upstream::start(|_| async { text(StatusCode::OK, "hello from upstream") }).await;
+    let backend = Upstream::start(|_| async { text(StatusCode::OK, "hello from upstream") }).await;
     let proxy = TestProxy::start(|_| {}).await;
     proxy
         .apply_yaml(&format!(
@@ -190,7 +189,11 @@ async fn plugins_reject_and_answer_directly_without_the_backend() {
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&client(), allowed).await.text(), "backend");
-    assert_eq!(backend.requests().len(), 1, "only the allowed request went up");
+    assert_eq!(
+        backend.requests().len(),
+        1,
+        "only the allowed request went up"
+    );
 
     let answer = get(&proxy.url("/items/7"), "answer.example").await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -357,7 +360,10 @@ async fn failure_policies_answer_503_or_skip_and_the_proxy_keeps_serving() {
             let plugin = format!("test/{}", host.trim_end_matches(".example"));
             assert_eq!(body["error"], "plugin_failed", "{body}");
             assert_eq!(body["plugin"], plugin.as_str(), "{body}");
-            assert!(body["message"].as_str().unwrap().contains(&plugin), "{body}");
+            assert!(
+                body["message"].as_str().unwrap().contains(&plugin),
+                "{body}"
+            );
             assert!(!answer.text().contains("secret"), "no detail: {body}");
             assert!(!answer.text().contains("hunter2"), "no detail: {body}");
             assert!(!answer.text().contains("at "), "no stack: {body}");
@@ -372,13 +378,14 @@ async fn failure_policies_answer_503_or_skip_and_the_proxy_keeps_serving() {
     }
     // Other requests are unaffected, while and after plugins fail.
     let url = proxy.url("/");
-    let (looping, plain) = tokio::join!(
-        get(&url, "loop-closed.example"),
-        get(&url, "plain.example")
-    );
+    let (looping, plain) =
+        tokio::join!(get(&url, "loop-closed.example"), get(&url, "plain.example"));
     assert_eq!(looping.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(plain.text(), "backend");
-    assert_eq!(get(&proxy.url("/"), "throw-open.example").await.text(), "backend");
+    assert_eq!(
+        get(&proxy.url("/"), "throw-open.example").await.text(),
+        "backend"
+    );
     proxy.stop().await;
 }
 
@@ -443,7 +450,11 @@ async fn plugins_that_fail_to_load_are_reported_and_the_rest_is_applied() {
         .iter()
         .map(|f| format!("{} {}/{}", f["kind"], f["namespace"], f["name"]).replace('"', ""))
         .collect();
-    assert_eq!(named, ["Plugin test/never", "Plugin test/never-open"], "{answer}");
+    assert_eq!(
+        named,
+        ["Plugin test/never", "Plugin test/never-open"],
+        "{answer}"
+    );
     assert!(
         failures[0]["message"]
             .as_str()
@@ -451,13 +462,22 @@ async fn plugins_that_fail_to_load_are_reported_and_the_rest_is_applied() {
             .contains("broken at load"),
         "{answer}"
     );
-    assert_eq!(get(&proxy.url("/"), "fine.example").await.headers["x-version"], "fine");
-    assert_eq!(get(&proxy.url("/"), "flaky.example").await.headers["x-version"], "1");
+    assert_eq!(
+        get(&proxy.url("/"), "fine.example").await.headers["x-version"],
+        "fine"
+    );
+    assert_eq!(
+        get(&proxy.url("/"), "flaky.example").await.headers["x-version"],
+        "1"
+    );
     // No loaded version: the plugin's failure policy decides.
     let never = get(&proxy.url("/"), "never.example").await;
     assert_eq!(never.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(never.json()["plugin"], "test/never");
-    assert_eq!(get(&proxy.url("/"), "never-open.example").await.text(), "backend");
+    assert_eq!(
+        get(&proxy.url("/"), "never-open.example").await.text(),
+        "backend"
+    );
 
     // A new version whose onLoad throws: reported, and the previous version keeps serving.
     let answer = push(&proxy, &yaml("broken"), 2).await;
@@ -470,12 +490,21 @@ async fn plugins_that_fail_to_load_are_reported_and_the_rest_is_applied() {
         .unwrap_or_else(|| panic!("flaky is reported: {answer}"));
     let message = flaky["message"].as_str().unwrap();
     assert!(message.contains("no config"), "{message}");
-    assert!(message.contains("previous version keeps serving"), "{message}");
-    assert_eq!(get(&proxy.url("/"), "flaky.example").await.headers["x-version"], "1");
+    assert!(
+        message.contains("previous version keeps serving"),
+        "{message}"
+    );
+    assert_eq!(
+        get(&proxy.url("/"), "flaky.example").await.headers["x-version"],
+        "1"
+    );
 
     let answer = push(&proxy, &yaml("3"), 3).await;
     assert_eq!(answer["failures"].as_array().unwrap().len(), 2, "{answer}");
-    assert_eq!(get(&proxy.url("/"), "flaky.example").await.headers["x-version"], "3");
+    assert_eq!(
+        get(&proxy.url("/"), "flaky.example").await.headers["x-version"],
+        "3"
+    );
     proxy.stop().await;
 }
 
@@ -545,9 +574,17 @@ async fn new_plugin_versions_under_continuous_load_fail_no_request() {
         failures.extend(failed);
         versions.extend(seen);
     }
-    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), failures);
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        failures
+    );
     assert!(versions.contains(&VERSIONS), "{versions:?}");
-    assert!(versions.len() > VERSIONS as usize / 2, "responses switched: {versions:?}");
+    assert!(
+        versions.len() > VERSIONS as usize / 2,
+        "responses switched: {versions:?}"
+    );
     let seen = backend.requests().pop().unwrap();
     assert_eq!(seen.headers["x-version"], VERSIONS.to_string().as_str());
     let answer = get(&proxy.url("/"), "live.example").await;
@@ -559,26 +596,28 @@ async fn plugin_metrics_appear_on_the_admin_listener() {
     let backend = Upstream::named("backend").await;
     let proxy = TestProxy::start(|_| {}).await;
     proxy
-        .apply_yaml(&[
-            plugin(
-                "timed",
-                "  timeoutMs: 5000",
-                r#"export default {
+        .apply_yaml(
+            &[
+                plugin(
+                    "timed",
+                    "  timeoutMs: 5000",
+                    r#"export default {
   beforeRequest(ctx) { ctx.upstream.headers.set("x-a", "1"); },
   afterResponse(ctx) {},
 };"#,
-            ),
-            plugin("thrower", "  failurePolicy: Open", THROWS),
-            plugin(
-                "rejecter",
-                "",
-                "export default { beforeRequest(ctx) { ctx.reject(403); } };",
-            ),
-            plugin_route("timed", &backend, &["timed"]),
-            plugin_route("thrower", &backend, &["thrower"]),
-            plugin_route("rejecter", &backend, &["rejecter"]),
-        ]
-        .concat())
+                ),
+                plugin("thrower", "  failurePolicy: Open", THROWS),
+                plugin(
+                    "rejecter",
+                    "",
+                    "export default { beforeRequest(ctx) { ctx.reject(403); } };",
+                ),
+                plugin_route("timed", &backend, &["timed"]),
+                plugin_route("thrower", &backend, &["thrower"]),
+                plugin_route("rejecter", &backend, &["rejecter"]),
+            ]
+            .concat(),
+        )
         .await;
     for host in ["timed.example", "thrower.example", "rejecter.example"] {
         get(&proxy.url("/"), host).await;

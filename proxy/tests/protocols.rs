@@ -24,13 +24,15 @@ use tokio_tungstenite::tungstenite::Message;
 async fn http2_clients_are_served_over_h2c() {
     let upstream = Upstream::named("ok").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  hosts: [h2.example]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
-            upstream.url()
-        ),
-    )).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  hosts: [h2.example]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
+                upstream.url()
+            ),
+        ))
+        .await;
     let request = Request::get(format!(
         "http://h2.example:{}/x",
         proxy.addresses.traffic.port()
@@ -61,13 +63,15 @@ async fn http2_clients_are_served_over_h2c() {
 async fn h2c_backends_get_http2() {
     let upstream = Upstream::named("ok").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  rules: [{{backends: [{{url: 'h2c://{}'}}]}}]",
-            upstream.addr
-        ),
-    )).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: 'h2c://{}'}}]}}]",
+                upstream.addr
+            ),
+        ))
+        .await;
     assert_eq!(get(&proxy.url("/"), "x").await.status, StatusCode::OK);
     assert_eq!(upstream.requests()[0].version, Version::HTTP_2);
     proxy.stop().await;
@@ -178,10 +182,12 @@ async fn websocket_upgrades_are_tunnelled() {
         }
     });
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
-    )).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
+        ))
+        .await;
     let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
     let (mut socket, response) =
         tokio_tungstenite::client_async("ws://chat.example/socket", stream)

@@ -159,7 +159,11 @@ async fn plugins_from_config_maps_and_inline_code_reload_on_change() {
     let result = tokio::time::timeout(PATIENCE, async {
         loop {
             let answer = get(&proxy.url("/"), "greeted.example").await;
-            if answer.headers.get("x-greeting").is_some_and(|v| v == "bonjour") {
+            if answer
+                .headers
+                .get("x-greeting")
+                .is_some_and(|v| v == "bonjour")
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -92,9 +92,7 @@ impl BodySource for LazyBody {
 
     fn read(&self, limit: usize) -> BoxFuture<'static, Result<Bytes, BodyError>> {
         let state = self.state.clone();
-        let known_too_large = self
-            .size_hint
-            .is_some_and(|size| size > limit as u64);
+        let known_too_large = self.size_hint.is_some_and(|size| size > limit as u64);
         Box::pin(async move {
             if known_too_large {
                 return Err(BodyError::TooLarge { limit });

@@ -11,7 +11,10 @@ pub async fn run(dir: &Path) -> bool {
         Ok(report) => {
             println!("{report}");
             if report.counts() == (0, 0) {
-                eprintln!("weir-proxy plugin test: no *.test.ts file in {}", dir.display());
+                eprintln!(
+                    "weir-proxy plugin test: no *.test.ts file in {}",
+                    dir.display()
+                );
             }
             report.passed()
         }
