@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::*;
+use weir_crds::snapshot::Snapshot;
 
 /// A Plugin in namespace `test` with inline code and extra spec lines (indented by two).
 fn plugin(name: &str, extra: &str, code: &str) -> String {
@@ -392,7 +393,10 @@ async fn failure_policies_answer_503_or_skip_and_the_proxy_keeps_serving() {
 const TOKEN: &str = "plugin-token";
 
 async fn push(proxy: &TestProxy, yaml: &str, version: u64) -> serde_json::Value {
-    let snapshot = compile_yaml(yaml, version);
+    push_snapshot(proxy, compile_yaml(yaml, version)).await
+}
+
+async fn push_snapshot(proxy: &TestProxy, snapshot: Snapshot) -> serde_json::Value {
     let request = Request::put(proxy.admin_url("/v1/snapshot"))
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::from(serde_json::to_vec(&snapshot).unwrap()))
@@ -444,7 +448,15 @@ async fn plugins_that_fail_to_load_are_reported_and_the_rest_is_applied() {
         .concat()
     };
 
-    let answer = push(&proxy, &yaml("1"), 1).await;
+    // The compiler refuses syntax errors; a snapshot from elsewhere may still carry one.
+    let mut snapshot = compile_yaml(&yaml("1"), 1);
+    let mut garbled = snapshot.plugins["test/fine"].clone();
+    garbled.name = "garbled".into();
+    garbled.code = "export default {".into();
+    garbled.code_hash = "sha256:garbled".into();
+    snapshot.plugins.insert("test/garbled".into(), garbled);
+    snapshot.hash = snapshot.content_hash();
+    let answer = push_snapshot(&proxy, snapshot).await;
     let failures = answer["failures"].as_array().unwrap().clone();
     let named: Vec<_> = failures
         .iter()
@@ -452,11 +464,22 @@ async fn plugins_that_fail_to_load_are_reported_and_the_rest_is_applied() {
         .collect();
     assert_eq!(
         named,
-        ["Plugin test/never", "Plugin test/never-open"],
+        [
+            "Plugin test/garbled",
+            "Plugin test/never",
+            "Plugin test/never-open"
+        ],
         "{answer}"
     );
     assert!(
         failures[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SyntaxError"),
+        "{answer}"
+    );
+    assert!(
+        failures[1]["message"]
             .as_str()
             .unwrap()
             .contains("broken at load"),
