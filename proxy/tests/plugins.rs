@@ -14,10 +14,16 @@ use support::*;
 use weir_crds::snapshot::Snapshot;
 
 /// A Plugin in namespace `test` with inline code and extra spec lines (indented by two).
+/// Hooks get 5 s unless `extra` sets `timeoutMs`, so a busy machine does not fail them.
 fn plugin(name: &str, extra: &str, code: &str) -> String {
     let indented: String = code.lines().map(|l| format!("      {l}\n")).collect();
+    let budget = if extra.contains("timeoutMs") {
+        ""
+    } else {
+        "  timeoutMs: 5000\n"
+    };
     format!(
-        "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  source:\n    code: |\n{indented}{extra}\n"
+        "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}, namespace: test}}\nspec:\n{budget}  source:\n    code: |\n{indented}{extra}\n"
     )
 }
 
