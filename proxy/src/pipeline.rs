@@ -319,13 +319,11 @@ async fn with_plugins(
             drop(request);
             (Ok(plugins::local_response(local)), HeaderEdits::default())
         }
-        BeforeRequest::Failed(failure) => {
-            tracing::warn!(request_id = %record.request_id, "{failure}");
-            (
-                Err(ProxyError::PluginFailed(failure)),
-                HeaderEdits::default(),
-            )
-        }
+        // The runtime logged the failure with its detail and the request id.
+        BeforeRequest::Failed(failure) => (
+            Err(ProxyError::PluginFailed(failure)),
+            HeaderEdits::default(),
+        ),
     };
     let mut response = match answered {
         Ok(response) => response,
@@ -335,13 +333,7 @@ async fn with_plugins(
         }
     };
     response_edits.apply_to_map(response.headers_mut());
-    plugins::after_response(&gateway.plugins, chain, carry, response)
-        .await
-        .inspect_err(|error| {
-            if let ProxyError::PluginFailed(failure) = error {
-                tracing::warn!(request_id = %record.request_id, "{failure}");
-            }
-        })
+    plugins::after_response(&gateway.plugins, chain, carry, response).await
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
