@@ -102,17 +102,17 @@ BOTH_HOOKS = """export default {{
 }};"""
 
 NJS_LOCATIONS = """
-        location /none {{ proxy_pass http://backend; }}
-        location /one {{
+        location /none { proxy_pass http://backend; }
+        location /one {
             proxy_set_header x-weir $weir_one;
             proxy_pass http://backend;
-        }}
-        location /two {{
+        }
+        location /two {
             proxy_set_header x-request-id $weir_request_id;
             proxy_set_header x-request-id-2 $weir_request_id;
             js_header_filter weir.responseHeaders;
             proxy_pass http://backend;
-        }}"""
+        }"""
 
 
 def plugin_yaml(name, code):
