@@ -115,8 +115,20 @@ async fn before_request_edits_reach_the_backend_and_bodies_stream_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_response_sets_status_headers_and_body() {
-    let backend = Upstream::start(|_| async { text(StatusCode::OK, "hello from upstream") }).await;
-    let proxy = TestProxy::start(|_| {}).await;
+    let large = "y".repeat(200_000);
+    let large_body = large.clone();
+    let backend = Upstream::start(move |seen| {
+        let large = large_body.clone();
+        async move {
+            if seen.uri == "/large" {
+                text(StatusCode::OK, &large)
+            } else {
+                text(StatusCode::OK, "hello from upstream")
+            }
+        }
+    })
+    .await;
+    let proxy = TestProxy::start(|c| c.plugins.body_limit_bytes = 1024).await;
     proxy
         .apply_yaml(&format!(
             "{}{}",
@@ -125,7 +137,13 @@ async fn after_response_sets_status_headers_and_body() {
                 "",
                 r#"export default {
   async afterResponse(ctx) {
-    const upstream = await ctx.response.text();
+    let upstream;
+    try {
+      upstream = await ctx.response.text();
+    } catch (e) {
+      ctx.response.headers.set("x-body", "too-large");
+      return;
+    }
     ctx.response.status = 201;
     ctx.response.headers.set("x-upstream-status", "200");
     ctx.response.setBody(upstream.toUpperCase());
@@ -143,6 +161,13 @@ async fn after_response_sets_status_headers_and_body() {
         answer.headers["content-length"],
         "HELLO FROM UPSTREAM".len().to_string()
     );
+
+    // A response body over the limit stays a stream and arrives whole.
+    let answer = get(&proxy.url("/large"), "shout.example").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-body"], "too-large");
+    assert_eq!(answer.body.len(), large.len());
+    assert_eq!(answer.text(), large);
     proxy.stop().await;
 }
 
