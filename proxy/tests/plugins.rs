@@ -661,6 +661,7 @@ async fn plugin_metrics_appear_on_the_admin_listener() {
 };"#,
                 ),
                 plugin("thrower", "  failurePolicy: Open", THROWS),
+                plugin("looper", "  failurePolicy: Open\n  timeoutMs: 50", LOOPS),
                 plugin(
                     "rejecter",
                     "",
@@ -668,19 +669,32 @@ async fn plugin_metrics_appear_on_the_admin_listener() {
                 ),
                 plugin_route("timed", &backend, &["timed"]),
                 plugin_route("thrower", &backend, &["thrower"]),
+                plugin_route("looper", &backend, &["looper"]),
                 plugin_route("rejecter", &backend, &["rejecter"]),
             ]
             .concat(),
         )
         .await;
-    for host in ["timed.example", "thrower.example", "rejecter.example"] {
-        get(&proxy.url("/"), host).await;
+    for host in [
+        "timed.example",
+        "thrower.example",
+        "looper.example",
+        "rejecter.example",
+    ] {
+        let answer = get(&proxy.url("/"), host).await;
+        let expected = if host == "rejecter.example" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(answer.status, expected, "{host}: {}", answer.text());
     }
     let metrics = get(&proxy.admin_url("/metrics"), "admin").await.text();
     for expected in [
         r#"weir_plugin_hook_duration_seconds_count{plugin="test/timed",hook="beforeRequest"} 1"#,
         r#"weir_plugin_hook_duration_seconds_count{plugin="test/timed",hook="afterResponse"} 1"#,
         r#"weir_plugin_errors_total{plugin="test/thrower",kind="exception"} 1"#,
+        r#"weir_plugin_errors_total{plugin="test/looper",kind="timeout"} 1"#,
         r#"weir_plugin_errors_total{plugin="test/rejecter",kind="rejected"} 1"#,
     ] {
         assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
