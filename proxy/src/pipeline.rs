@@ -306,6 +306,7 @@ async fn with_plugins(
     let (answered, response_edits) = match outcome {
         BeforeRequest::Continue(patch) => {
             patch.headers.apply_to_map(request.headers_mut());
+            record.user = patch.user.as_ref().map(|user| user.to_string());
             let steering = Steering {
                 path: patch.path,
                 upstream: patch.upstream,

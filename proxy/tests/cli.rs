@@ -53,7 +53,7 @@ fn each_request_writes_one_json_access_log_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("route.yaml"),
-        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  rules: [{directResponse: {status: 200, body: hi}}]\n",
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  plugins: [{name: who}]\n  rules: [{directResponse: {status: 200, body: hi}}]\n---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: who, namespace: demo}\nspec:\n  timeoutMs: 5000\n  source: {code: 'export default { beforeRequest(ctx) { ctx.user = { sub: \"alice\" }; } };'}\n",
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,6 +104,10 @@ fn each_request_writes_one_json_access_log_line() {
     assert_eq!(entry["bytes_sent"], 2);
     assert_eq!(entry["complete"], true);
     assert_eq!(entry["path"], "/any");
+    assert_eq!(
+        entry["user"], r#"{"sub":"alice"}"#,
+        "ctx.user from the plugin"
+    );
     assert!(entry["duration_ms"].as_f64().is_some(), "{entry}");
 }
 
