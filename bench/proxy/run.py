@@ -5,7 +5,12 @@ requests. Reports throughput, CPU time per request of the proxy process(es) and 
 percentiles, and the ratios weir/nginx. Absolute numbers are noisy on a shared machine;
 the ratios, measured in the same run, are what to compare.
 
-Usage: bench/proxy/run.py [--rounds N] [--duration S] [--connections C] [--markdown]
+With --plugins, compares plugin scenarios instead: weir-proxy with no plugin, with one
+plugin whose trivial beforeRequest sets a header, and with two plugins using both hooks,
+next to nginx+njs doing the same header work (bench/njs/weir.js, Debian
+libnginx-mod-http-js), each proxy with one worker in front of the same upstream.
+
+Usage: bench/proxy/run.py [--plugins] [--rounds N] [--duration S] [--connections C] [--markdown]
 Needs nginx and wrk (Debian packages) and builds weir-proxy in release mode.
 """
 
@@ -77,11 +82,63 @@ http {{
 """
 
 
-def start_nginx(directory, name, body):
+def start_nginx(directory, name, body, main=""):
     config = Path(directory) / f"{name}.conf"
-    config.write_text(NGINX_COMMON.format(dir=directory, name=name, body=body))
+    config.write_text(main + NGINX_COMMON.format(dir=directory, name=name, body=body))
     return subprocess.Popen(["nginx", "-c", str(config), "-e", f"{directory}/{name}.error.log"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# The plugins of the --plugins scenarios (the same work as bench/plugin-runtime's).
+ONE_PLUGIN = 'export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-weir", "1"); } };'
+BOTH_HOOKS = """export default {{
+  beforeRequest(ctx) {{
+    ctx.upstream.headers.set("x-request-id-{n}", ctx.request.requestId);
+    ctx.state.p{n} = 1;
+  }},
+  afterResponse(ctx) {{
+    ctx.response.headers.set("x-served-by-{n}", "weir");
+  }},
+}};"""
+
+NJS_LOCATIONS = """
+        location /none { proxy_pass http://backend; }
+        location /one {
+            proxy_set_header x-weir $weir_one;
+            proxy_pass http://backend;
+        }
+        location /two {
+            proxy_set_header x-request-id $weir_request_id;
+            proxy_set_header x-request-id-2 $weir_request_id;
+            js_header_filter weir.responseHeaders;
+            proxy_pass http://backend;
+        }"""
+
+
+def plugin_yaml(name, code):
+    indented = "".join(f"      {line}\n" for line in code.splitlines())
+    return (f"---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  timeoutMs: 1000\n  source:\n    code: |\n{indented}")
+
+
+def weir_config(directory, name, upstream_port, plugins):
+    """A config directory for weir-proxy: one Route to the upstream running `plugins`
+    (name -> code)."""
+    config = Path(directory) / name
+    config.mkdir()
+    listed = ", ".join(f"{{name: {p}}}" for p in plugins)
+    route = ("apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: bench}\n"
+             f"spec:\n  plugins: [{listed}]\n"
+             f"  rules: [{{backends: [{{url: 'http://127.0.0.1:{upstream_port}'}}]}}]\n")
+    (config / "route.yaml").write_text(route + "".join(plugin_yaml(p, c) for p, c in plugins.items()))
+    return config
+
+
+def start_weir(binary, config, port, admin_port):
+    return subprocess.Popen(
+        [str(binary), "--config", str(config), "--workers", "1", "--no-access-log",
+         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run_wrk(port, duration, connections, path="/"):
@@ -103,10 +160,10 @@ def run_wrk(port, duration, connections, path="/"):
     }
 
 
-def measure(pids, port, duration, connections):
+def measure(pids, port, duration, connections, path="/"):
     before = cpu_seconds(pids)
     started = time.time()
-    result = run_wrk(port, duration, connections)
+    result = run_wrk(port, duration, connections, path)
     elapsed = time.time() - started
     cpu = cpu_seconds(pids) - before
     result["rps"] = result["requests"] / elapsed
@@ -129,7 +186,10 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table for docs/performance.md")
+    parser.add_argument("--plugins", action="store_true", help="plugin scenarios: weir-proxy vs nginx+njs")
     args = parser.parse_args()
+    if args.plugins:
+        return plugin_scenarios(args)
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y nginx wrk")
@@ -215,6 +275,92 @@ def main():
         for name, s in summary.items():
             l = s["latency_us"]
             print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {l['50']:.0f} | {l['90']:.0f} | {l['99']:.0f} |")
+
+
+def plugin_scenarios(args):
+    if not Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
+        sys.exit("njs is missing: apt-get install -y libnginx-mod-http-js")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-proxy"], cwd=ROOT, check=True)
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    binary = target_dir / "release" / "weir-proxy"
+    processes = []
+    targets = {}
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            upstream_port, njs_port = free_port(), free_port()
+            processes.append(start_nginx(directory, "upstream",
+                f"    server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 'ok'; }} }}"))
+            njs = start_nginx(directory, "njs", f"""
+    js_path {ROOT / "bench" / "njs"};
+    js_import weir from weir.js;
+    js_set $weir_one weir.setHeader;
+    js_set $weir_request_id weir.requestId;
+    js_var $weir_state;
+    upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{njs_port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";{NJS_LOCATIONS}
+    }}""", main="load_module /usr/lib/nginx/modules/ngx_http_js_module.so;\n")
+            processes.append(njs)
+            wait_for_port(upstream_port)
+            wait_for_port(njs_port)
+            scenarios = {
+                "none": {},
+                "one": {"one": ONE_PLUGIN},
+                "two": {"p1": BOTH_HOOKS.format(n=1), "p2": BOTH_HOOKS.format(n=2)},
+            }
+            for scenario, plugins in scenarios.items():
+                port, admin_port = free_port(), free_port()
+                config = weir_config(directory, f"weir-{scenario}", upstream_port, plugins)
+                weir = start_weir(binary, config, port, admin_port)
+                processes.append(weir)
+                wait_for_port(port)
+                targets[f"weir {scenario}"] = ([weir.pid], port, "/")
+            time.sleep(0.5)
+            for scenario in scenarios:
+                targets[f"nginx+njs {scenario}"] = (process_tree(njs.pid), njs_port, f"/{scenario}")
+            for name, (_, port, path) in targets.items():
+                warm = run_wrk(port, 2, args.connections, path)
+                if warm["non_2xx"] or warm["requests"] == 0:
+                    sys.exit(f"{name}: the warm-up failed: {warm}")
+            runs = {name: [] for name in targets}
+            for round_number in range(args.rounds):
+                order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+                for name in order:
+                    pids, port, path = targets[name]
+                    runs[name].append(measure(pids, port, args.duration, args.connections, path))
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    summary = {name: summarize(r) for name, r in runs.items()}
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "proxy-plugins.json").write_text(
+        json.dumps({"settings": vars(args), "runs": runs, "summary": summary}, indent=2))
+    print(f"{'':18}{'req/s':>10}{'CPU µs/req':>12}{'added':>8}{'p50 µs':>9}{'p99 µs':>9}")
+    rows = []
+    for name, s in summary.items():
+        base = summary[name.rsplit(" ", 1)[0] + " none"]["cpu_us_per_request"]
+        added = s["cpu_us_per_request"] - base
+        rows.append((name, s, added))
+        l = s["latency_us"]
+        print(f"{name:18}{s['rps']:>10.0f}{s['cpu_us_per_request']:>12.1f}{added:>+8.1f}{l['50']:>9.0f}{l['99']:>9.0f}")
+    if any(s["non_2xx"] for s in summary.values()):
+        print("warning: some responses were not 2xx:", {n: s["non_2xx"] for n, s in summary.items()})
+    if args.markdown:
+        print()
+        print("| proxy, scenario | req/s | CPU µs/req | added by plugins | p50 µs | p99 µs |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, s, added in rows:
+            l = s["latency_us"]
+            print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {added:+.1f} | {l['50']:.0f} | {l['99']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ pub struct AccessRecord {
     pub tries: u32,
     /// Error code when the proxy answered with an error.
     pub error: Option<&'static str>,
+    /// `ctx.user` as the rule's plugins left it (JSON), when they set one.
+    pub user: Option<String>,
     /// When the request arrived.
     pub started: Instant,
 }
@@ -49,6 +51,7 @@ impl AccessRecord {
             upstream_ms: None,
             tries: 0,
             error: None,
+            user: None,
             started,
         }
     }
@@ -71,6 +74,7 @@ impl AccessRecord {
             upstream_ms = self.upstream_ms.unwrap_or(0.0),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             error = self.error.unwrap_or("-"),
+            user = self.user.as_deref().unwrap_or("-"),
         );
     }
 }

@@ -143,7 +143,7 @@ async fn put_snapshot(gateway: &Gateway, request: Request<Incoming>) -> Response
             );
         }
     };
-    match gateway.apply(&snapshot) {
+    match gateway.apply(&snapshot).await {
         Ok(applied) => json_response(
             StatusCode::OK,
             &serde_json::to_value(applied).unwrap_or_default(),

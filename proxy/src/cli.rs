@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+
+use weir_plugin_runtime::{CacheConfig, DEFAULT_BODY_LIMIT_BYTES, FetchConfig, RuntimeConfig};
 
 use crate::config::{Limits, ProxyConfig, TlsFiles};
 use crate::telemetry::LogFormat;
@@ -16,8 +18,12 @@ use crate::telemetry::LogFormat;
 /// weir's data plane: routes and proxies HTTP traffic from snapshots pushed by the
 /// operator, or from a directory of manifests (`--config`).
 #[derive(Debug, Parser)]
-#[command(name = "weir-proxy", version)]
+#[command(name = "weir-proxy", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A tool instead of the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Standalone mode: a directory of Route, Plugin, ConfigMap and Secret manifests,
     /// reloaded when a file changes.
     #[arg(long = "config", env = "WEIR_CONFIG", value_name = "DIR")]
@@ -91,6 +97,57 @@ pub struct Cli {
     /// Do not write an access-log line per request.
     #[arg(long, env = "WEIR_NO_ACCESS_LOG")]
     pub no_access_log: bool,
+
+    /// Plugin isolate threads (default: one per worker thread).
+    #[arg(long, env = "WEIR_PLUGIN_ISOLATES")]
+    pub plugin_isolates: Option<usize>,
+
+    /// Largest request or response body handed to plugins whole, in bytes; larger
+    /// bodies stream through the proxy and plugins cannot read them.
+    #[arg(long, env = "WEIR_PLUGIN_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT_BYTES)]
+    pub plugin_body_limit: usize,
+
+    /// Redis URL (`redis://host:6379/0`) behind `ctx.services.cache`, so proxy replicas
+    /// share entries; without it the cache is in this process's memory.
+    #[arg(long, env = "WEIR_PLUGIN_REDIS_URL")]
+    pub plugin_redis_url: Option<String>,
+
+    /// A network (CIDR) `ctx.services.http.fetch` may reach although it is loopback,
+    /// private, link-local or metadata; repeatable.
+    #[arg(
+        long = "plugin-fetch-allow",
+        env = "WEIR_PLUGIN_FETCH_ALLOW",
+        value_delimiter = ','
+    )]
+    pub plugin_fetch_allow: Vec<String>,
+
+    /// A URL prefix `ctx.forward(url)` may send requests to, besides the route's own
+    /// backends; repeatable.
+    #[arg(
+        long = "plugin-forward-allow",
+        env = "WEIR_PLUGIN_FORWARD_ALLOW",
+        value_delimiter = ','
+    )]
+    pub plugin_forward_allow: Vec<String>,
+}
+
+/// Tools run by `weir-proxy` instead of the proxy.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `weir-proxy plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Runs the `*.test.ts` suites of a directory against their plugins with the real
+    /// engine; exits 1 unless every test passes.
+    Test {
+        /// Directory of `*.test.ts` files and the plugins they test.
+        dir: PathBuf,
+    },
 }
 
 impl Cli {
@@ -134,6 +191,22 @@ impl Cli {
         config.drain_timeout = self.drain_timeout;
         config.otlp_endpoint = self.otlp_endpoint.clone();
         config.access_log = !self.no_access_log;
+        if self.plugin_isolates == Some(0) {
+            return Err("--plugin-isolates must be at least 1".into());
+        }
+        config.plugins = RuntimeConfig {
+            isolate_threads: self.plugin_isolates.unwrap_or(config.workers),
+            body_limit_bytes: self.plugin_body_limit,
+            cache: CacheConfig {
+                redis_url: self.plugin_redis_url.clone(),
+                ..CacheConfig::default()
+            },
+            fetch: FetchConfig {
+                allow_networks: self.plugin_fetch_allow.clone(),
+                ..FetchConfig::default()
+            },
+            forward_allow_list: self.plugin_forward_allow.clone(),
+        };
         Ok(config)
     }
 
@@ -185,5 +258,26 @@ mod tests {
         let config = cli.to_config().unwrap();
         assert_eq!(config.trusted_proxies.len(), 2);
         assert_eq!(config.limits.header_read_timeout, Duration::from_secs(5));
+
+        let cli = Cli::try_parse_from([
+            "weir-proxy",
+            "--workers",
+            "3",
+            "--plugin-forward-allow",
+            "https://a.example/,https://b.example/",
+            "--plugin-redis-url",
+            "redis://127.0.0.1:6379/0",
+        ])
+        .unwrap();
+        let config = cli.to_config().unwrap();
+        assert_eq!(config.plugins.isolate_threads, 3, "one per worker");
+        assert_eq!(config.plugins.forward_allow_list.len(), 2);
+        assert_eq!(config.plugins.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
+        assert!(config.plugins.cache.redis_url.is_some());
+        let cli = Cli::try_parse_from(["weir-proxy", "plugin", "test", "plugins/x"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Plugin(PluginCommand::Test { .. }))
+        ));
     }
 }

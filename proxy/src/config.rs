@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use weir_plugin_runtime::RuntimeConfig;
 
 /// Everything `weir-proxy` is started with.
 #[derive(Clone, Debug)]
@@ -39,6 +40,9 @@ pub struct ProxyConfig {
     pub otlp_endpoint: Option<String>,
     /// Whether one JSON access-log line is written per request.
     pub access_log: bool,
+    /// The plugin runtime: isolate threads, body threshold, cache, fetch and forward
+    /// allow-lists.
+    pub plugins: RuntimeConfig,
 }
 
 /// Paths of a PEM certificate chain and private key.
@@ -89,6 +93,7 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             otlp_endpoint: None,
             access_log: true,
+            plugins: RuntimeConfig::default(),
         }
     }
 }

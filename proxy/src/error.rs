@@ -4,6 +4,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 use thiserror::Error;
+use weir_plugin_runtime::PluginFailure;
 
 use crate::body::{self, ProxyBody};
 
@@ -66,6 +67,11 @@ pub enum ProxyError {
         /// The timeout that ran out.
         timeout_ms: u64,
     },
+    /// A plugin with `failurePolicy: Closed` failed (threw, overran its time budget, ran
+    /// out of memory, or has no loaded version). The answer names the plugin; what went
+    /// wrong (which may carry secrets) only goes to the log.
+    #[error("plugin {} failed", .0.plugin)]
+    PluginFailed(PluginFailure),
 }
 
 impl ProxyError {
@@ -78,6 +84,8 @@ impl ProxyError {
             Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::PluginFailed(_) => StatusCode::from_u16(PluginFailure::STATUS)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -97,15 +105,18 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::PluginFailed(_) => "plugin_failed",
         }
     }
 
     /// The response the client gets.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        json_response(
-            self.status(),
-            &json!({ "error": self.code(), "message": self.to_string(), "requestId": request_id }),
-        )
+        let mut body =
+            json!({ "error": self.code(), "message": self.to_string(), "requestId": request_id });
+        if let Self::PluginFailed(failure) = &self {
+            body["plugin"] = json!(failure.plugin);
+        }
+        json_response(self.status(), &body)
     }
 }
 
@@ -118,4 +129,25 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_plugin_runtime::{FailureKind, Hook};
+
+    use super::*;
+
+    #[test]
+    fn plugin_failures_name_the_plugin_and_hide_the_detail() {
+        let error = ProxyError::PluginFailed(PluginFailure {
+            plugin: "shop/jwt".into(),
+            hook: Hook::BeforeRequest,
+            kind: FailureKind::Exception,
+            detail: "TypeError: secret at jwt.ts:3".into(),
+        });
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code(), "plugin_failed");
+        assert!(!error.to_string().contains("secret"));
+        assert_eq!(error.to_string(), "plugin shop/jwt failed");
+    }
 }

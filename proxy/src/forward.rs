@@ -2,6 +2,7 @@
 //! the concurrency limit, endpoint choice, tries with retries inside the request timeout,
 //! passive health, and the response streamed back (or a protocol upgrade tunnelled).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +16,11 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use weir_crds::path::replace_prefix;
 use weir_crds::route::RetryOn;
-use weir_crds::snapshot::{BackendProtocol, PathRewrite};
+use weir_crds::snapshot::{Backend, BackendProtocol, Endpoint, PathRewrite};
+use weir_plugin_runtime::Upstream;
 
 use crate::access_log::AccessRecord;
-use crate::body::{self, BoxError, IdleTimeout, Observed, ProxyBody};
+use crate::body::{self, BoxError, ClientBody, IdleTimeout, Observed, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
 use crate::headers;
@@ -26,9 +28,9 @@ use crate::loaded::{LoadedForward, LoadedRule, Target};
 use crate::metrics::UpstreamErrorKind;
 use crate::pipeline::ConnInfo;
 use crate::telemetry;
-use crate::upstream::LoadedBackend;
 use crate::upstream::endpoint::now_ms;
 use crate::upstream::retry::{self, Failure};
+use crate::upstream::{LoadedBackend, Persisted};
 
 /// Request bodies up to this size (with a known length) are kept so the request can be
 /// retried; larger or unknown-length bodies stream once and are not retried.
@@ -37,7 +39,7 @@ const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 /// A request on its way upstream.
 pub struct ForwardRequest<'a> {
     /// The client's request.
-    pub request: Request<Incoming>,
+    pub request: Request<ClientBody>,
     /// Its normalized path.
     pub path: &'a str,
     /// The `Prefix`/`Exact` value that matched, for prefix rewrites.
@@ -46,6 +48,18 @@ pub struct ForwardRequest<'a> {
     pub host: &'a str,
     /// Its connection.
     pub conn: &'a ConnInfo,
+    /// What plugins chose instead of the rule's own rewrite and backend choice.
+    pub steering: Steering,
+}
+
+/// A path and an upstream chosen by plugins (`ctx.upstream.path`, `ctx.forward`).
+#[derive(Debug, Default)]
+pub struct Steering {
+    /// The path (and query, if it has one) sent upstream instead of the rule's rewrite of
+    /// the client's; without a query, the client's query is kept.
+    pub path: Option<String>,
+    /// Another backend of the rule, or an allow-listed URL (validated by the runtime).
+    pub upstream: Option<Upstream>,
 }
 
 /// The request body, kept for retries when small.
@@ -85,19 +99,23 @@ pub async fn forward(
         matched_prefix,
         host,
         conn,
+        steering,
     } = request;
     let upgrade = headers::is_upgrade(client_request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut client_request));
     let (mut parts, incoming) = client_request.into_parts();
 
-    let mut upstream_path = match &policy.path_rewrite {
-        None => path.to_owned(),
-        Some(PathRewrite::ReplacePrefix(with)) => {
+    let mut upstream_path = match (&steering.path, &policy.path_rewrite) {
+        (Some(chosen), _) => chosen.clone(),
+        (None, None) => path.to_owned(),
+        (None, Some(PathRewrite::ReplacePrefix(with))) => {
             replace_prefix(matched_prefix.unwrap_or("/"), with, path)
         }
-        Some(PathRewrite::ReplaceFull(full)) => full.clone(),
+        (None, Some(PathRewrite::ReplaceFull(full))) => full.clone(),
     };
-    if let Some(query) = parts.uri.query() {
+    if let Some(query) = parts.uri.query()
+        && !upstream_path.contains('?')
+    {
         upstream_path.push('?');
         upstream_path.push_str(query);
     }
@@ -132,7 +150,31 @@ pub async fn forward(
     )
     .await?;
 
-    let target = choose_target(forward);
+    let chosen_url;
+    let target = match &steering.upstream {
+        None => choose_target(forward),
+        Some(Upstream::Backend(id)) => forward
+            .targets
+            .iter()
+            .find(|target| target.backend.id == *id)
+            .unwrap_or_else(|| choose_target(forward)),
+        Some(Upstream::Url(url)) => match url_target(gateway, forward, url) {
+            Ok((target, path)) => {
+                upstream_path = path;
+                if let Some(authority) = target.backend.endpoints[0].authority.as_ref()
+                    && let Ok(value) = HeaderValue::from_str(authority.as_str())
+                {
+                    parts.headers.insert(header::HOST, value);
+                }
+                chosen_url = target;
+                &chosen_url
+            }
+            Err(message) => {
+                tracing::warn!(url, "ctx.forward: {message}; the rule's backends are used");
+                choose_target(forward)
+            }
+        },
+    };
     let backend = &target.backend;
     let upstream_path = backend
         .upstream_path(&upstream_path)
@@ -303,10 +345,60 @@ pub async fn forward(
     }
 }
 
+/// A target for an allow-listed URL chosen by `ctx.forward(url)`, and the path and query
+/// to send there. It has no live state: such targets are not balanced or ejected.
+fn url_target(
+    gateway: &Gateway,
+    forward: &LoadedForward,
+    url: &str,
+) -> Result<(Target, String), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let protocol = match parsed.scheme() {
+        "http" => BackendProtocol::Http,
+        "https" => BackendProtocol::Https,
+        other => return Err(format!("scheme {other} is not supported")),
+    };
+    let host = match parsed.host() {
+        Some(url::Host::Domain(name)) => name.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err("the URL has no host".into()),
+    };
+    let port = parsed
+        .port_or_known_default()
+        .ok_or("the URL has no port")?;
+    let server_name = (protocol == BackendProtocol::Https).then(|| host.clone());
+    let backend = Backend {
+        protocol,
+        endpoints: vec![Endpoint { host, port }],
+        server_name: server_name.clone(),
+        base_path: None,
+    };
+    let id = format!("url:{}", parsed.origin().ascii_serialization());
+    let loaded = LoadedBackend::load(&id, &backend, &Persisted::default());
+    let client = gateway.clients.get(
+        protocol,
+        forward.policy.timeouts.connect_ms,
+        server_name.as_deref(),
+    );
+    let mut path = parsed.path().to_owned();
+    if let Some(query) = parsed.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let target = Target {
+        backend: Arc::new(loaded),
+        client,
+        weight: 1,
+        limiter: None,
+    };
+    Ok((target, path))
+}
+
 /// Reads the request body ahead when it is small and the request may be retried;
 /// otherwise streams it, watched for silence and size.
 async fn request_body(
-    incoming: Incoming,
+    incoming: ClientBody,
     headers: &http::HeaderMap,
     may_retry: bool,
     idle: Duration,

@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use thiserror::Error;
 use weir_crds::snapshot::{SNAPSHOT_FORMAT, Snapshot};
+use weir_plugin_runtime::PluginRuntime;
 
 use crate::config::ProxyConfig;
 use crate::loaded::{LiveState, LoadFailure, LoadedSnapshot};
@@ -55,27 +56,40 @@ pub struct Gateway {
     pub registry: Registry,
     /// Pooled clients to upstreams.
     pub clients: UpstreamClients,
+    /// The plugin runtime: isolate threads and the plugin versions they hold.
+    pub plugins: PluginRuntime,
     current: Arc<ArcSwap<LoadedSnapshot>>,
     ready: AtomicBool,
     live: LiveState,
-    apply_lock: std::sync::Mutex<()>,
+    apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
-    /// A gateway serving the empty snapshot, not ready.
-    pub fn new(config: ProxyConfig, mut registry: Registry, clients: UpstreamClients) -> Self {
+    /// A gateway serving the empty snapshot, not ready, with its plugin runtime started
+    /// on the current tokio runtime.
+    pub fn new(
+        config: ProxyConfig,
+        mut registry: Registry,
+        clients: UpstreamClients,
+    ) -> Result<Self, weir_plugin_runtime::StartError> {
         let metrics = Metrics::register(&mut registry);
-        Self {
+        let plugins = PluginRuntime::start(
+            &config.plugins,
+            &mut registry,
+            tokio::runtime::Handle::current(),
+        )?;
+        Ok(Self {
             config,
             unrouted: metrics.route(crate::metrics::NO_ROUTE),
             metrics,
             registry,
             clients,
+            plugins,
             current: Arc::new(ArcSwap::from_pointee(LoadedSnapshot::empty())),
             ready: AtomicBool::new(false),
             live: LiveState::default(),
-            apply_lock: std::sync::Mutex::new(()),
-        }
+            apply_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The snapshot being served.
@@ -93,25 +107,19 @@ impl Gateway {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Checks, loads and swaps in a snapshot pushed by the operator.
-    pub fn apply(&self, snapshot: &Snapshot) -> Result<Applied, ApplyError> {
-        let _serialized = self
-            .apply_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.apply_locked(snapshot, true);
+    /// Checks, loads (plugins included) and swaps in a snapshot pushed by the operator.
+    pub async fn apply(&self, snapshot: &Snapshot) -> Result<Applied, ApplyError> {
+        let _serialized = self.apply_lock.lock().await;
+        let result = self.apply_locked(snapshot, true).await;
         self.metrics.snapshot_load(result.is_ok());
         result
     }
 
     /// Loads and swaps in a snapshot compiled locally (standalone mode), whose version the
     /// proxy itself numbers.
-    pub fn apply_local(&self, snapshot: &Snapshot) -> Applied {
-        let _serialized = self
-            .apply_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.current.load();
+    pub async fn apply_local(&self, snapshot: &Snapshot) -> Applied {
+        let _serialized = self.apply_lock.lock().await;
+        let current = self.current.load_full();
         if self.is_ready() && current.hash == snapshot.hash {
             return Applied {
                 version: current.version,
@@ -119,12 +127,12 @@ impl Gateway {
                 failures: Vec::new(),
             };
         }
-        let applied = self.swap(snapshot);
+        let applied = self.swap(snapshot).await;
         self.metrics.snapshot_load(true);
         applied
     }
 
-    fn apply_locked(
+    async fn apply_locked(
         &self,
         snapshot: &Snapshot,
         check_version: bool,
@@ -140,7 +148,7 @@ impl Gateway {
                 "the hash does not match the content".into(),
             ));
         }
-        let current = self.current.load();
+        let current = self.current.load_full();
         if check_version && self.is_ready() {
             if snapshot.version == current.version && snapshot.hash == current.hash {
                 return Ok(Applied {
@@ -156,12 +164,21 @@ impl Gateway {
                 });
             }
         }
-        Ok(self.swap(snapshot))
+        Ok(self.swap(snapshot).await)
     }
 
-    fn swap(&self, snapshot: &Snapshot) -> Applied {
-        let (loaded, failures) =
-            LoadedSnapshot::load(snapshot, &self.live, &self.metrics, &self.clients);
+    async fn swap(&self, snapshot: &Snapshot) -> Applied {
+        // New plugin versions load beside the old ones; chains built from this set keep
+        // their versions for as long as a request holds them.
+        let plugins = self.plugins.load(&snapshot.plugins).await;
+        let (loaded, mut failures) = LoadedSnapshot::load(
+            snapshot,
+            &plugins.set,
+            &self.live,
+            &self.metrics,
+            &self.clients,
+        );
+        failures.extend(plugins.failures.iter().map(LoadFailure::plugin));
         self.current.store(Arc::new(loaded));
         self.ready.store(true, Ordering::Release);
         self.live.prune();

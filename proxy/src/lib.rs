@@ -17,6 +17,7 @@ pub mod headers;
 pub mod loaded;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugins;
 pub mod router;
 pub mod server;
 pub mod standalone;
@@ -84,12 +85,15 @@ impl Proxy {
             None => None,
         };
         let listeners = Listeners::bind(&config).await?;
-        let gateway = Arc::new(Gateway::new(config, registry, clients));
+        let gateway = Arc::new(
+            Gateway::new(config, registry, clients)
+                .map_err(|e| StartError::Config(format!("plugin runtime: {e}")))?,
+        );
         if let Some(watch) = &mut config_watch {
             let snapshot = watch
                 .compile()
                 .map_err(|e| StartError::Config(e.to_string()))?;
-            gateway.apply_local(&snapshot);
+            gateway.apply_local(&snapshot).await;
         }
         Ok(Self {
             gateway,

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use weir_crds::snapshot::{Action, Cors, Forward, PluginCall, RedirectAction, Respond, Snapshot};
+use weir_crds::snapshot::{Action, Cors, Forward, RedirectAction, Respond, Snapshot};
+use weir_plugin_runtime::{Chain, PluginSet};
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::Router;
@@ -34,6 +35,22 @@ pub struct LoadFailure {
 }
 
 impl LoadFailure {
+    /// A plugin the runtime could not load (its module did not evaluate, or `onLoad`
+    /// threw or overran).
+    pub fn plugin(failure: &weir_plugin_runtime::LoadFailure) -> Self {
+        let message = if failure.kept_previous {
+            format!("{}; the previous version keeps serving", failure.message)
+        } else {
+            failure.message.clone()
+        };
+        Self {
+            kind: "Plugin",
+            namespace: failure.namespace.clone(),
+            name: failure.name.clone(),
+            message,
+        }
+    }
+
     /// A failure on the Route `namespace/name`.
     pub fn route(route: &str, message: String) -> Self {
         let (namespace, name) = route.split_once('/').unwrap_or(("", route));
@@ -87,8 +104,9 @@ pub struct LoadedRule {
     pub action: LoadedAction,
     /// CORS policy.
     pub cors: Option<Cors>,
-    /// Plugins to run.
-    pub plugins: Vec<PluginCall>,
+    /// Plugins to run, in order, resolved against the plugin versions of this snapshot:
+    /// requests in flight keep the versions they started with.
+    pub plugins: Arc<Chain>,
 }
 
 /// A rule's action, ready to serve.
@@ -148,9 +166,12 @@ impl LoadedSnapshot {
         }
     }
 
-    /// Loads `snapshot`, reusing live state; returns what could not be loaded.
+    /// Loads `snapshot`, reusing live state, with rule plugin chains resolved against
+    /// `plugins` (the snapshot's plugins, already loaded in the runtime); returns what
+    /// could not be loaded.
     pub fn load(
         snapshot: &Snapshot,
+        plugins: &PluginSet,
         live: &LiveState,
         metrics: &Metrics,
         clients: &UpstreamClients,
@@ -183,7 +204,7 @@ impl LoadedSnapshot {
                             metrics,
                             action,
                             cors: rule.cors.clone(),
-                            plugins: rule.plugins.clone(),
+                            plugins: plugins.chain(&rule.plugins),
                         }),
                     );
                 }

@@ -1,11 +1,12 @@
 //! `weir-proxy`: parses flags, sets up logging and the runtime, and runs the proxy until
-//! SIGTERM or Ctrl-C. Exits 64 on bad flags or configuration.
+//! SIGTERM or Ctrl-C. Exits 64 on bad flags or configuration. `weir-proxy plugin test DIR`
+//! runs plugin test suites instead, exiting 1 when one fails.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
-use weir_proxy::cli::Cli;
+use weir_proxy::cli::{Cli, Command, PluginCommand};
 use weir_proxy::telemetry::Telemetry;
 use weir_proxy::{Proxy, StartError};
 
@@ -28,6 +29,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(Command::Plugin(PluginCommand::Test { dir })) = &cli.command {
+        return plugin_test(dir);
+    }
     let config = match cli.to_config() {
         Ok(config) => config,
         Err(e) => {
@@ -82,6 +86,25 @@ fn main() -> ExitCode {
         telemetry.shutdown();
         ExitCode::SUCCESS
     })
+}
+
+/// `weir-proxy plugin test DIR`.
+fn plugin_test(dir: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir-proxy: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if runtime.block_on(weir_proxy::plugins::test_command::run(dir)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! request ─> framing and size checks ─> path normalization ─> route ─> CORS preflight?
-//!        ─> action: respond | redirect | forward (balance, limit, retry) ─> CORS headers
+//!        ─> plugins' beforeRequest (only when the rule has plugins; see `plugins`)
+//!        ─> action: respond | redirect | forward (balance, limit, retry)
+//!        ─> plugins' afterResponse ─> CORS headers
 //!        ─> metrics ─> response body streams ─> access log line
 //! ```
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -19,17 +22,21 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use weir_crds::path::{self, replace_prefix};
 use weir_crds::snapshot::{PathRewrite, RedirectAction};
+use weir_plugin_runtime::{BeforeRequest, HeaderEdits};
 
 use crate::access_log::AccessRecord;
-use crate::body::{self, Observed, ProxyBody};
+use crate::body::{self, ClientBody, IdleTimeout, Observed, ProxyBody};
 use crate::error::ProxyError;
-use crate::forward::{self, ForwardRequest};
+use crate::forward::{self, ForwardRequest, Steering};
 use crate::framing::ConnectionFraming;
 use crate::gateway::Gateway;
 use crate::headers::{self, Peer, X_REQUEST_ID};
-use crate::loaded::{FixedResponse, LoadedAction, LoadedSnapshot};
+use crate::loaded::{FixedResponse, LoadedAction, LoadedRule, LoadedSnapshot};
 use crate::router::{RequestHead, request_host};
-use crate::{cors, telemetry};
+use crate::{cors, plugins, telemetry};
+
+/// Longest silence of a request body plugins read on a rule that does not forward.
+const PLUGIN_BODY_IDLE: Duration = Duration::from_secs(60);
 
 /// What the proxy knows about a client connection, shared by its requests.
 #[derive(Debug)]
@@ -159,7 +166,7 @@ async fn serve(
         method: request.method(),
         headers: request.headers(),
     };
-    let matched = snapshot
+    let mut matched = snapshot
         .router
         .route(&head)
         .ok_or_else(|| ProxyError::NoRoute {
@@ -179,42 +186,155 @@ async fn serve(
         .cors
         .as_ref()
         .and_then(|_| request.headers().get(header::ORIGIN).cloned());
-    let mut response = match &rule.action {
+    let params = std::mem::take(&mut matched.params);
+    let matched_prefix = matched.matched_prefix.map(str::to_owned);
+    let rule_ref = Rule {
+        rule: &rule,
+        matched_prefix: matched_prefix.as_deref(),
+    };
+    let mut response = if rule.plugins.is_empty() {
+        let request = request.map(ClientBody::Incoming);
+        act(
+            gateway,
+            rule_ref,
+            conn,
+            request,
+            record,
+            Steering::default(),
+        )
+        .await?
+    } else {
+        // Boxed so that the future of requests without plugins stays small.
+        Box::pin(with_plugins(
+            gateway, rule_ref, conn, request, &params, record,
+        ))
+        .await?
+    };
+    if let Some(policy) = &rule.cors {
+        cors::decorate(policy, origin.as_ref(), response.headers_mut());
+    }
+    Ok(response)
+}
+
+/// The matched rule and the `Prefix`/`Exact` value that matched.
+#[derive(Clone, Copy)]
+struct Rule<'a> {
+    rule: &'a LoadedRule,
+    matched_prefix: Option<&'a str>,
+}
+
+/// Runs the rule's action: a fixed response, a redirect, or forwarding upstream.
+async fn act(
+    gateway: &Gateway,
+    rule: Rule<'_>,
+    conn: &ConnInfo,
+    request: Request<ClientBody>,
+    record: &mut AccessRecord,
+    steering: Steering,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    Ok(match &rule.rule.action {
         LoadedAction::Respond(fixed) => fixed_response(fixed),
         LoadedAction::Redirect(redirect) => redirect_response(
             redirect,
             &request,
             &record.path,
-            matched.matched_prefix,
+            rule.matched_prefix,
             conn.tls,
         ),
         LoadedAction::Forward(forward) => {
-            let matched_prefix = matched.matched_prefix.map(str::to_owned);
             let path = record.path.clone();
             let host = record.host.clone();
             let forward_request = ForwardRequest {
                 request,
                 path: &path,
-                matched_prefix: matched_prefix.as_deref(),
+                matched_prefix: rule.matched_prefix,
                 host: &host,
                 conn,
+                steering,
             };
             // Boxed: the forwarding future is large, and moving it around costs more than
             // one allocation.
             Box::pin(forward::forward(
                 gateway,
-                &rule,
+                rule.rule,
                 forward,
                 forward_request,
                 record,
             ))
             .await?
         }
+    })
+}
+
+/// Runs the rule's action between its plugins' `beforeRequest` and `afterResponse`
+/// hooks. Whatever answers (upstream, plugin, proxy error) goes through `afterResponse`
+/// of the plugins that ran; a failure of a `Closed` plugin answers 503.
+async fn with_plugins(
+    gateway: &Gateway,
+    rule: Rule<'_>,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+    params: &[(String, String)],
+    record: &mut AccessRecord,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let chain = &rule.rule.plugins;
+    let (parts, incoming) = request.into_parts();
+    let idle = match &rule.rule.action {
+        LoadedAction::Forward(forward) => Duration::from_millis(forward.policy.timeouts.idle_ms),
+        _ => PLUGIN_BODY_IDLE,
     };
-    if let Some(policy) = &rule.cors {
-        cors::decorate(policy, origin.as_ref(), response.headers_mut());
-    }
-    Ok(response)
+    let lazy = plugins::lazy_body(
+        IdleTimeout::new(incoming, idle).boxed_unsync(),
+        &parts.headers,
+    );
+    let info = plugins::request_info(
+        &plugins::RequestContext {
+            parts: &parts,
+            tls: conn.tls,
+            record,
+            rule: rule.rule,
+            path_params: params,
+        },
+        lazy.as_ref(),
+    );
+    let (outcome, carry) = gateway.plugins.before_request(chain, info).await;
+    let body = match &lazy {
+        Some(lazy) => lazy.take().await,
+        None => body::empty(),
+    };
+    let mut request = Request::from_parts(parts, ClientBody::Boxed(body));
+    let (answered, response_edits) = match outcome {
+        BeforeRequest::Continue(patch) => {
+            patch.headers.apply_to_map(request.headers_mut());
+            record.user = patch.user.as_ref().map(|user| user.to_string());
+            let steering = Steering {
+                path: patch.path,
+                upstream: patch.upstream,
+            };
+            (
+                act(gateway, rule, conn, request, record, steering).await,
+                patch.response_headers,
+            )
+        }
+        BeforeRequest::Respond(local) => {
+            drop(request);
+            (Ok(plugins::local_response(local)), HeaderEdits::default())
+        }
+        // The runtime logged the failure with its detail and the request id.
+        BeforeRequest::Failed(failure) => (
+            Err(ProxyError::PluginFailed(failure)),
+            HeaderEdits::default(),
+        ),
+    };
+    let mut response = match answered {
+        Ok(response) => response,
+        Err(error) => {
+            record.error = Some(error.code());
+            error.into_response(&record.request_id)
+        }
+    };
+    response_edits.apply_to_map(response.headers_mut());
+    plugins::after_response(&gateway.plugins, chain, carry, response).await
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -236,7 +356,7 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
 
 fn redirect_response(
     redirect: &RedirectAction,
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     path: &str,
     matched_prefix: Option<&str>,
     tls: bool,

@@ -315,7 +315,7 @@ impl DirWatch {
             while self.changes.try_recv().is_ok() {}
             match self.config.compile() {
                 Ok(snapshot) => {
-                    let applied = gateway.apply_local(&snapshot);
+                    let applied = gateway.apply_local(&snapshot).await;
                     tracing::info!(version = applied.version, "configuration reloaded");
                 }
                 Err(e) => tracing::error!("{e}; the last good config keeps serving"),

@@ -268,7 +268,7 @@ async fn objects_the_proxy_cannot_load_are_named_in_the_answer() {
 #[tokio::test]
 async fn health_and_metrics_need_no_token() {
     let (proxy, _dir) = proxy_with_token().await;
-    proxy.apply_yaml(&route("api", "  rules: [{matches: [{path: {type: Template, value: '/users/{id}'}}], directResponse: {status: 200}}]"));
+    proxy.apply_yaml(&route("api", "  rules: [{matches: [{path: {type: Template, value: '/users/{id}'}}], directResponse: {status: 200}}]")).await;
     assert_eq!(
         admin(&proxy, Method::GET, "/healthz", None, vec![])
             .await

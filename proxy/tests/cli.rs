@@ -53,7 +53,7 @@ fn each_request_writes_one_json_access_log_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("route.yaml"),
-        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  rules: [{directResponse: {status: 200, body: hi}}]\n",
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  plugins: [{name: who}]\n  rules: [{directResponse: {status: 200, body: hi}}]\n---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: who, namespace: demo}\nspec:\n  timeoutMs: 5000\n  source: {code: 'export default { beforeRequest(ctx) { ctx.user = { sub: \"alice\" }; } };'}\n",
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,5 +104,61 @@ fn each_request_writes_one_json_access_log_line() {
     assert_eq!(entry["bytes_sent"], 2);
     assert_eq!(entry["complete"], true);
     assert_eq!(entry["path"], "/any");
+    assert_eq!(
+        entry["user"], r#"{"sub":"alice"}"#,
+        "ctx.user from the plugin"
+    );
     assert!(entry["duration_ms"].as_f64().is_some(), "{entry}");
+}
+
+#[test]
+fn plugin_test_runs_suites_with_the_real_engine() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/header-rewrite");
+    let output = weir_proxy(&["plugin", "test", example]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ok   "), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("3 passed, 0 failed"),
+        "{stdout}"
+    );
+
+    // One passing and one deliberately failing suite.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin =
+        "export default { beforeRequest(ctx) { ctx.upstream.headers.set(\"x-a\", \"1\"); } };\n";
+    std::fs::write(dir.path().join("good.ts"), plugin).unwrap();
+    std::fs::write(dir.path().join("bad.ts"), plugin).unwrap();
+    std::fs::write(
+        dir.path().join("good.test.ts"),
+        "export default { tests: { async \"sets x-a\"(t) { const r = await t.beforeRequest({}); t.equal(r.patch?.headers.set[\"x-a\"], [\"1\"]); } } };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.test.ts"),
+        "export default { tests: { async \"expects x-b\"(t) { const r = await t.beforeRequest({}); t.equal(r.patch?.headers.set[\"x-b\"], [\"1\"], \"x-b\"); } } };\n",
+    )
+    .unwrap();
+    let output = weir_proxy(&["plugin", "test", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("good.test.ts › sets x-a"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL")
+            && stdout.contains("bad.test.ts › expects x-b: AssertionError: x-b"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 1 failed"),
+        "{stdout}"
+    );
+
+    let output = weir_proxy(&["plugin", "test", "/nonexistent/plugins"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/plugins"));
 }

@@ -18,7 +18,7 @@ async fn preflights_are_answered_by_the_proxy() {
   rules: [{{backends: [{{url: '{}'}}]}}]",
             upstream.url()
         ),
-    ));
+    )).await;
     let preflight = Request::builder()
         .method(Method::OPTIONS)
         .uri(proxy.url("/items"))

@@ -17,10 +17,12 @@ async fn proxy_to(
     tweak: impl FnOnce(&mut weir_proxy::config::ProxyConfig),
 ) -> TestProxy {
     let proxy = TestProxy::start(tweak).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
+        ))
+        .await;
     proxy
 }
 

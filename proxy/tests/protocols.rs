@@ -24,13 +24,15 @@ use tokio_tungstenite::tungstenite::Message;
 async fn http2_clients_are_served_over_h2c() {
     let upstream = Upstream::named("ok").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  hosts: [h2.example]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
-            upstream.url()
-        ),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  hosts: [h2.example]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
+                upstream.url()
+            ),
+        ))
+        .await;
     let request = Request::get(format!(
         "http://h2.example:{}/x",
         proxy.addresses.traffic.port()
@@ -61,13 +63,15 @@ async fn http2_clients_are_served_over_h2c() {
 async fn h2c_backends_get_http2() {
     let upstream = Upstream::named("ok").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  rules: [{{backends: [{{url: 'h2c://{}'}}]}}]",
-            upstream.addr
-        ),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: 'h2c://{}'}}]}}]",
+                upstream.addr
+            ),
+        ))
+        .await;
     assert_eq!(get(&proxy.url("/"), "x").await.status, StatusCode::OK);
     assert_eq!(upstream.requests()[0].version, Version::HTTP_2);
     proxy.stop().await;
@@ -143,7 +147,7 @@ async fn certificates_are_chosen_by_sni_and_alpn_offers_http2() {
     let a = site("a.example", "a-cert");
     let b = site("b.example", "b-cert");
     let proxy = TestProxy::start(|c| c.tls_listen = Some("127.0.0.1:0".parse().unwrap())).await;
-    proxy.apply_yaml(&format!("{}{}", a.yaml, b.yaml));
+    proxy.apply_yaml(&format!("{}{}", a.yaml, b.yaml)).await;
     for site in [&a, &b] {
         let (presented, alpn, tls) = tls_connect(&proxy, site.host, &site.cert).await;
         assert_eq!(presented, site.cert, "{}", site.host);
@@ -178,10 +182,12 @@ async fn websocket_upgrades_are_tunnelled() {
         }
     });
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
+        ))
+        .await;
     let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
     let (mut socket, response) =
         tokio_tungstenite::client_async("ws://chat.example/socket", stream)
@@ -273,7 +279,7 @@ async fn bodies_stream_both_ways_without_buffering() {
         }
     });
     let proxy = TestProxy::start(|c| c.limits.max_body_bytes = 64 * 1024 * 1024).await;
-    proxy.apply_yaml(&route("r", &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}], timeouts: {{request: 1m}}}}]")));
+    proxy.apply_yaml(&route("r", &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}], timeouts: {{request: 1m}}}}]"))).await;
 
     // Upload 16 MiB: the first chunk must reach the upstream while the rest is unsent.
     let (body_tx, body_rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);

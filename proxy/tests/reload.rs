@@ -26,7 +26,7 @@ async fn zero_failed_requests_while_snapshots_are_replaced() {
         )
     };
     let (blue_yaml, green_yaml) = (yaml(&blue, "blue"), yaml(&green, "green"));
-    proxy.apply_yaml(&blue_yaml);
+    proxy.apply_yaml(&blue_yaml).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -57,11 +57,13 @@ async fn zero_failed_requests_while_snapshots_are_replaced() {
         }));
     }
     for reload in 0..200u32 {
-        proxy.apply_yaml(if reload.is_multiple_of(2) {
-            &green_yaml
-        } else {
-            &blue_yaml
-        });
+        proxy
+            .apply_yaml(if reload.is_multiple_of(2) {
+                &green_yaml
+            } else {
+                &blue_yaml
+            })
+            .await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -90,17 +92,21 @@ async fn zero_failed_requests_while_snapshots_are_replaced() {
 async fn in_flight_requests_finish_on_their_snapshot() {
     let (slow, gate) = Upstream::gated("old snapshot's upstream").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", slow.url()),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", slow.url()),
+        ))
+        .await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move { get(&url, "x").await });
     wait_for(|| !slow.requests().is_empty()).await;
-    proxy.apply_yaml(&route(
-        "r",
-        "  rules: [{directResponse: {status: 200, body: new}}]",
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            "  rules: [{directResponse: {status: 200, body: new}}]",
+        ))
+        .await;
     assert_eq!(get(&proxy.url("/"), "x").await.text(), "new");
     gate.add_permits(1);
     assert_eq!(in_flight.await.unwrap().text(), "old snapshot's upstream");
@@ -111,10 +117,12 @@ async fn in_flight_requests_finish_on_their_snapshot() {
 async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
     let (slow, gate) = Upstream::gated("finished").await;
     let mut proxy = TestProxy::start(|c| c.drain_timeout = Duration::from_secs(60)).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", slow.url()),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", slow.url()),
+        ))
+        .await;
     let url = proxy.url("/");
     let traffic = proxy.addresses.traffic;
     let in_flight = tokio::spawn({

@@ -14,10 +14,11 @@ async fn most_specific_match_wins_and_paths_are_normalized() {
     let prefix = Upstream::named("prefix").await;
     let longer = Upstream::named("longer-prefix").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  hosts: [shop.example]
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  hosts: [shop.example]
   rules:
   - matches: [{{path: {{type: Prefix, value: /}}}}]
     backends: [{{url: '{}'}}]
@@ -27,12 +28,13 @@ async fn most_specific_match_wins_and_paths_are_normalized() {
     backends: [{{url: '{}'}}]
   - matches: [{{path: {{type: Exact, value: /users/me}}}}]
     backends: [{{url: '{}'}}]",
-            prefix.url(),
-            longer.url(),
-            template.url(),
-            exact.url()
-        ),
-    ));
+                prefix.url(),
+                longer.url(),
+                template.url(),
+                exact.url()
+            ),
+        ))
+        .await;
     let cases = [
         ("/users/me", "exact"),
         ("/users/42", "template"),
@@ -63,10 +65,12 @@ async fn most_specific_match_wins_and_paths_are_normalized() {
 #[tokio::test]
 async fn no_route_is_a_json_404_and_bad_paths_are_400() {
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        "  hosts: [a.example]\n  rules: [{directResponse: {status: 200}}]",
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            "  hosts: [a.example]\n  rules: [{directResponse: {status: 200}}]",
+        ))
+        .await;
     let answer = get(&proxy.url("/x"), "b.example").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.headers["content-type"], "application/json");
@@ -110,7 +114,7 @@ async fn hosts_methods_headers_and_query_select_rules() {
                 exact.url()
             )
         )
-    ));
+    )).await;
     let c = client();
     let request = |method: Method, path: &str, host: &str, canary: bool| {
         let mut builder = Request::builder()
@@ -178,10 +182,11 @@ async fn hosts_methods_headers_and_query_select_rules() {
 async fn rewrites_reach_the_upstream() {
     let upstream = Upstream::named("ok").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  rules:
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules:
   - matches: [{{path: {{value: /api}}}}]
     backends: [{{url: '{0}/base'}}]
     rewrite: {{stripPrefix: true, host: internal.example}}
@@ -191,9 +196,10 @@ async fn rewrites_reach_the_upstream() {
   - matches: [{{path: {{type: Exact, value: /fixed}}}}]
     backends: [{{url: '{0}'}}]
     rewrite: {{replacePath: /elsewhere}}",
-            upstream.url()
-        ),
-    ));
+                upstream.url()
+            ),
+        ))
+        .await;
     get(&proxy.url("/api/users?page=2"), "a.example").await;
     get(&proxy.url("/old/x/"), "a.example").await;
     get(&proxy.url("/fixed?q=1"), "a.example").await;
@@ -208,16 +214,18 @@ async fn rewrites_reach_the_upstream() {
 #[tokio::test]
 async fn direct_responses_and_redirects_are_answered_by_the_proxy() {
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        "  rules:
+    proxy
+        .apply_yaml(&route(
+            "r",
+            "  rules:
   - matches: [{path: {type: Exact, value: /healthz}}]
     directResponse: {status: 200, body: ok, headers: {x-served-by: weir}}
   - matches: [{path: {value: /docs}}]
     redirect: {scheme: https, host: docs.example.com, replacePrefix: /v2, statusCode: 301}
   - matches: [{path: {value: /tmp}}]
     redirect: {path: /moved}",
-    ));
+        ))
+        .await;
     let answer = get(&proxy.url("/healthz"), "a.example").await;
     assert_eq!(
         (answer.status, answer.text().as_str()),

@@ -116,3 +116,60 @@ async fn a_broken_file_keeps_its_last_good_version() {
     eventually(&proxy, "a.example", "fixed").await;
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_directory_runs_its_plugin() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/standalone");
+    let proxy = TestProxy::start(|c| c.config_dir = Some(dir)).await;
+    let answer = get(&proxy.url("/healthz"), "localhost").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.headers["x-powered-by"], "weir (standalone)");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_from_config_maps_and_inline_code_reload_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_map = |greeting: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: sources, namespace: test}}\ndata:\n  greet.ts: |\n    export default {{ afterResponse(ctx) {{ ctx.response.headers.set(\"x-greeting\", \"{greeting}\"); }} }};\n"
+        )
+    };
+    write(dir.path(), "sources.yaml", &config_map("hello"));
+    write(
+        dir.path(),
+        "plugins.yaml",
+        "apiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: greet, namespace: test}\nspec:\n  source: {configMapRef: {name: sources, key: greet.ts}}\n---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: inline, namespace: test}\nspec:\n  source:\n    code: |\n      export default { beforeRequest(ctx) { ctx.response.headers.set(\"x-inline\", \"yes\"); } };\n",
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &route(
+            "greeted",
+            "  hosts: [greeted.example]\n  plugins: [{name: greet}, {name: inline}]\n  rules: [{directResponse: {status: 200, body: hi}}]",
+        ),
+    );
+    let proxy = TestProxy::start(|c| c.config_dir = Some(dir.path().to_owned())).await;
+    let answer = get(&proxy.url("/"), "greeted.example").await;
+    assert_eq!(answer.text(), "hi");
+    assert_eq!(answer.headers["x-greeting"], "hello");
+    assert_eq!(answer.headers["x-inline"], "yes");
+
+    write(dir.path(), "sources.yaml", &config_map("bonjour"));
+    let result = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let answer = get(&proxy.url("/"), "greeted.example").await;
+            if answer
+                .headers
+                .get("x-greeting")
+                .is_some_and(|v| v == "bonjour")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "the new plugin version is served");
+    proxy.stop().await;
+}

@@ -40,14 +40,16 @@ async fn round_robin_spreads_over_every_endpoint() {
     let b = Upstream::named("b").await;
     let c = Upstream::named("c").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&format!(
-        "{}{}",
-        service(&[a.addr, b.addr, c.addr]),
-        route(
-            "r",
-            "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin}]"
-        )
-    ));
+    proxy
+        .apply_yaml(&format!(
+            "{}{}",
+            service(&[a.addr, b.addr, c.addr]),
+            route(
+                "r",
+                "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin}]"
+            )
+        ))
+        .await;
     for _ in 0..30 {
         assert_eq!(get(&proxy.url("/"), "x").await.status, StatusCode::OK);
     }
@@ -63,14 +65,16 @@ async fn weights_split_traffic_between_backends() {
     let light = Upstream::named("light").await;
     let heavy = Upstream::named("heavy").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  rules: [{{backends: [{{url: '{}', weight: 1}}, {{url: '{}', weight: 3}}]}}]",
-            light.url(),
-            heavy.url()
-        ),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: '{}', weight: 1}}, {{url: '{}', weight: 3}}]}}]",
+                light.url(),
+                heavy.url()
+            ),
+        ))
+        .await;
     let mut heavy_count = 0;
     for _ in 0..400 {
         if get(&proxy.url("/"), "x").await.text() == "heavy" {
@@ -90,14 +94,16 @@ async fn connect_failures_are_retried_on_another_endpoint() {
     let live = Upstream::named("live").await;
     let dead = closed_port().await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&format!(
-        "{}{}",
-        service(&[dead, live.addr]),
-        route(
-            "r",
-            "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin}]"
-        )
-    ));
+    proxy
+        .apply_yaml(&format!(
+            "{}{}",
+            service(&[dead, live.addr]),
+            route(
+                "r",
+                "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin}]"
+            )
+        ))
+        .await;
     for _ in 0..10 {
         let answer = send(
             &client(),
@@ -126,10 +132,12 @@ async fn connect_failures_are_retried_on_another_endpoint() {
 async fn an_unreachable_upstream_is_a_json_502() {
     let dead = closed_port().await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: 'http://{dead}'}}]}}]"),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: 'http://{dead}'}}]}}]"),
+        ))
+        .await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.json()["error"], "upstream_unreachable");
@@ -157,7 +165,7 @@ async fn configured_statuses_are_retried_for_idempotent_methods_only() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: '{}'}}], retries: {{attempts: 2, statuses: [503], backoff: {{base: 1ms, max: 5ms}}}}}}]", flaky.url()),
-    ));
+    )).await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(
         (answer.status, answer.text().as_str()),
@@ -198,7 +206,7 @@ async fn failing_endpoints_are_ejected() {
             "  rules: [{backends: [{name: svc, port: 80}], loadBalancer: RoundRobin, retries: {attempts: 0},
       outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 10m, maxEjectionPercent: 50}}]"
         )
-    ));
+    )).await;
     let mut errors = 0;
     for _ in 0..30 {
         if get(&proxy.url("/"), "x").await.status != StatusCode::OK {
@@ -223,13 +231,15 @@ async fn failing_endpoints_are_ejected() {
 async fn the_concurrency_limit_sheds_with_503() {
     let (slow, gate) = Upstream::gated("finally").await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  rules: [{{backends: [{{url: '{}'}}], maxConcurrentRequests: 2}}]",
-            slow.url()
-        ),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: '{}'}}], maxConcurrentRequests: 2}}]",
+                slow.url()
+            ),
+        ))
+        .await;
     let url = proxy.url("/");
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(get_owned(url.clone())))
@@ -260,13 +270,15 @@ async fn a_slow_upstream_gets_504() {
     })
     .await;
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!(
-            "  rules: [{{backends: [{{url: '{}'}}], timeouts: {{request: 300ms}}}}]",
-            slow.url()
-        ),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: '{}'}}], timeouts: {{request: 300ms}}}}]",
+                slow.url()
+            ),
+        ))
+        .await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.json()["error"], "upstream_timeout");
@@ -299,7 +311,7 @@ async fn connect_timeout_ends_a_hanging_connect() {
     proxy.apply_yaml(&route(
         "r",
         &format!("  rules: [{{backends: [{{url: 'http://{addr}'}}], timeouts: {{connect: 200ms, request: 1m}}}}]"),
-    ));
+    )).await;
     let answer = get(&proxy.url("/"), "x").await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
     assert_eq!(answer.json()["error"], "upstream_unreachable");
@@ -321,10 +333,14 @@ async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
         tokio::time::sleep(Duration::from_secs(120)).await;
     });
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&route(
-        "r",
-        &format!("  rules: [{{backends: [{{url: 'http://{addr}'}}], timeouts: {{idle: 300ms}}}}]"),
-    ));
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: 'http://{addr}'}}], timeouts: {{idle: 300ms}}}}]"
+            ),
+        ))
+        .await;
     let response = client()
         .request(
             Request::get(proxy.url("/"))
@@ -351,11 +367,13 @@ async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
 #[tokio::test]
 async fn services_without_endpoints_answer_503() {
     let proxy = TestProxy::start(|_| {}).await;
-    proxy.apply_yaml(&format!(
-        "{}{}",
-        service(&[]),
-        route("r", "  rules: [{backends: [{name: svc, port: 80}]}]")
-    ));
+    proxy
+        .apply_yaml(&format!(
+            "{}{}",
+            service(&[]),
+            route("r", "  rules: [{backends: [{name: svc, port: 80}]}]")
+        ))
+        .await;
     let answer = send(
         &client(),
         Request::builder()

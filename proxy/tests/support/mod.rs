@@ -72,9 +72,13 @@ impl TestProxy {
     }
 
     /// Applies manifests compiled as a snapshot, numbered above the current one.
-    pub fn apply_yaml(&self, yaml: &str) -> Snapshot {
+    pub async fn apply_yaml(&self, yaml: &str) -> Snapshot {
         let snapshot = compile_yaml(yaml, self.gateway.current().version + 1);
-        let applied = self.gateway.apply(&snapshot).expect("snapshot applies");
+        let applied = self
+            .gateway
+            .apply(&snapshot)
+            .await
+            .expect("snapshot applies");
         assert!(applied.failures.is_empty(), "{:?}", applied.failures);
         snapshot
     }
