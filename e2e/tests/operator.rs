@@ -17,22 +17,24 @@ use weir_e2e::{
 };
 
 fn start_proxy(token_file: &std::path::Path) -> (KillOnDrop, SocketAddr, SocketAddr) {
-    let mut child = Command::new(workspace_binary("weir-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--admin-token-file")
-        .arg(token_file)
-        .args(["--log-format", "json", "--no-access-log", "--workers", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("weir-proxy starts");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(
+        Command::new(workspace_binary("weir-proxy"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--admin-token-file")
+            .arg(token_file)
+            .args(["--log-format", "json", "--no-access-log", "--workers", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("weir-proxy starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains("weir-proxy listening") {
                 let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log");
                 let address = |field: &str| -> SocketAddr {
-                    log["fields"][field]
+                    log[field]
                         .as_str()
                         .expect("address")
                         .parse()
@@ -45,7 +47,7 @@ fn start_proxy(token_file: &std::path::Path) -> (KillOnDrop, SocketAddr, SocketA
     let (traffic, admin) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("weir-proxy logs its addresses");
-    (KillOnDrop(child), traffic, admin)
+    (child, traffic, admin)
 }
 
 fn get(traffic: SocketAddr, host: &str) -> String {
