@@ -52,6 +52,10 @@ pub struct FakeApi {
     pub objects: Arc<Mutex<HashMap<String, Value>>>,
     /// Leases by API path.
     pub leases: Arc<Mutex<HashMap<String, Value>>>,
+    /// Objects listed per collection path (e.g. `/api/v1/configmaps`).
+    pub lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// Watch events waiting per collection path, served to the next watch request.
+    pub watch_events: Arc<Mutex<HashMap<String, Vec<Value>>>>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
@@ -95,9 +99,12 @@ impl FakeApi {
         self.seen.lock().unwrap().push(Seen {
             method: method.clone(),
             path: path.clone(),
-            query,
+            query: query.clone(),
             body: body.clone(),
         });
+        if method == Method::GET && !path.contains("/leases") {
+            return self.list_or_watch(&path, &query).await;
+        }
         if path.contains("/leases") {
             return self.lease(&method, &path, body);
         }
@@ -122,6 +129,53 @@ impl FakeApi {
             "NotFound",
             &format!("the fake API server has no {method} {path}"),
         )
+    }
+
+    async fn list_or_watch(&self, path: &str, query: &str) -> Response<Body> {
+        if query.contains("watch=true") {
+            let events = self
+                .watch_events
+                .lock()
+                .unwrap()
+                .get_mut(path)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if events.is_empty() {
+                // An empty watch ends at once and is reopened: pace it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut body = Vec::new();
+            for event in events {
+                body.extend(serde_json::to_vec(&event).unwrap());
+                body.push(b'\n');
+            }
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+        }
+        let items = self
+            .lists
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default();
+        ok(
+            200,
+            &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+        )
+    }
+
+    /// Queues a watch event (`ADDED`, `MODIFIED`, `DELETED`) on a collection path.
+    pub fn watch_event(&self, path: &str, kind: &str, object: Value) {
+        self.watch_events
+            .lock()
+            .unwrap()
+            .entry(path.to_owned())
+            .or_default()
+            .push(json!({"type": kind, "object": object}));
     }
 
     fn lease(&self, method: &Method, path: &str, mut body: Value) -> Response<Body> {
