@@ -148,9 +148,9 @@ fn generate(routes: usize, plugins: usize, namespaces: usize) -> Result<World> {
     Ok(world)
 }
 
-fn peak_rss_kib() -> Option<u64> {
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -173,6 +173,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let world = generate(routes, plugins, namespaces)?;
     let generated = started.elapsed();
+    let rss_objects = status_kib("VmRSS:");
 
     let mut builder = Builder::default();
     let first = builder.build(&world);
@@ -219,7 +220,10 @@ fn main() -> Result<()> {
         millis(rebuilds[0]),
         millis(rebuilds[REBUILDS - 1])
     );
-    match peak_rss_kib() {
+    if let Some(kib) = rss_objects {
+        println!("RSS with the objects generated, before building: {:.1} MiB", kib as f64 / 1024.0);
+    }
+    match status_kib("VmHWM:") {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: /proc/self/status unavailable"),
     }
