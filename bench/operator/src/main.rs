@@ -118,6 +118,8 @@ fn generate(routes: usize, plugins: usize, namespaces: usize) -> Result<World> {
                 ((r / namespaces + k) % (plugins_per_ns - 1).max(1) + 1) * namespaces + ns_index
             })
             .filter(|p| *p < plugins)
+            .collect::<std::collections::BTreeSet<usize>>()
+            .into_iter()
             .map(|p| json!({"name": format!("plugin-{p}"), "config": {"tag": format!("r{r}")}}))
             .collect();
         world.routes.push(object(json!({
@@ -221,7 +223,10 @@ fn main() -> Result<()> {
         millis(rebuilds[REBUILDS - 1])
     );
     if let Some(kib) = rss_objects {
-        println!("RSS with the objects generated, before building: {:.1} MiB", kib as f64 / 1024.0);
+        println!(
+            "RSS with the objects generated, before building: {:.1} MiB",
+            kib as f64 / 1024.0
+        );
     }
     match status_kib("VmHWM:") {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
