@@ -41,10 +41,26 @@ struct RealProxy {
 
 impl RealProxy {
     fn start(token: &str) -> Self {
+        Self::start_with(token, None)
+    }
+
+    /// Starts a proxy whose admin listener is HTTPS with this PEM certificate and key.
+    fn start_with(token: &str, tls: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{token}\n")).unwrap();
-        let mut child = Command::new(weir_proxy_binary())
+        let mut command = Command::new(weir_proxy_binary());
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            command
+                .arg("--admin-tls-cert")
+                .arg(cert_file)
+                .arg("--admin-tls-key")
+                .arg(key_file);
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--admin-token-file")
             .arg(&token_file)
@@ -222,4 +238,41 @@ async fn a_wrong_token_is_refused_and_versions_are_read_from_real_proxies() {
     let pusher = Pusher::new(&config).unwrap();
     let error = pusher.version(&closed.to_string()).await.unwrap_err();
     assert!(error.to_string().contains("onnect"), "{error}");
+}
+
+#[tokio::test]
+async fn pushes_over_https_check_the_proxy_certificate_against_the_ca_file() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+    let proxy = RealProxy::start_with("secret", Some((&cert, &key)));
+    let snapshot = bytes::Bytes::from(serde_json::to_vec(&weir_crds::Snapshot::empty()).unwrap());
+    let mut snapshot_v1: weir_crds::Snapshot = weir_crds::Snapshot::empty();
+    snapshot_v1.version = 1;
+    let snapshot_v1 = bytes::Bytes::from(serde_json::to_vec(&snapshot_v1).unwrap());
+
+    // Trusting the proxy's certificate: the push is applied.
+    let mut config = proxy_config();
+    config.scheme = "https";
+    config.ca_pem = Some(cert.clone().into_bytes());
+    let pusher = Pusher::new(&config).unwrap();
+    let applied = within(pusher.push(&proxy.admin.to_string(), &snapshot_v1))
+        .await
+        .unwrap();
+    assert_eq!(applied.version, 1);
+
+    // Trusting another CA: the handshake fails and nothing is sent.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    config.ca_pem = Some(other.cert.pem().into_bytes());
+    let pusher = Pusher::new(&config).unwrap();
+    let error = within(pusher.push(&proxy.admin.to_string(), &snapshot))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "{error}"
+    );
+
+    // A CA file without a certificate is refused up front.
+    config.ca_pem = Some(b"not a certificate".to_vec());
+    assert!(Pusher::new(&config).is_err());
 }
