@@ -155,6 +155,15 @@ impl DesiredCondition {
     }
 }
 
+impl DesiredCondition {
+    /// Whether turning to this condition deserves a Warning Event: rejections and load
+    /// failures do; `Programmed=False` while proxies catch up (`Pending`) or because another
+    /// condition already failed (`NotProgrammed`) would only repeat or be transient.
+    pub fn warrants_event(&self) -> bool {
+        !self.status && !matches!(self.reason, Reason::Pending | Reason::NotProgrammed)
+    }
+}
+
 fn status_str(status: bool) -> &'static str {
     if status { "True" } else { "False" }
 }
@@ -257,6 +266,16 @@ mod tests {
         let next = merge_conditions(&first, &[accepted(true)], Some(4), &at(200));
         assert_eq!(next[0].last_transition_time, at(100));
         assert!(!same_conditions(&next, &first));
+    }
+
+    #[test]
+    fn rejections_and_load_failures_warrant_events() {
+        assert!(accepted(false).warrants_event());
+        assert!(!accepted(true).warrants_event());
+        let load = DesiredCondition::failed(ConditionType::Programmed, Reason::LoadFailed, "x");
+        assert!(load.warrants_event());
+        let pending = DesiredCondition::failed(ConditionType::Programmed, Reason::Pending, "x");
+        assert!(!pending.warrants_event());
     }
 
     #[test]

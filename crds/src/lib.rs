@@ -3,6 +3,7 @@
 //! format proxies consume, and the pure compiler from the one to the other. Nothing here
 //! does I/O.
 
+pub mod admin;
 pub mod compile;
 pub mod condition;
 pub mod crd;

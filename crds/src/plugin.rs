@@ -159,3 +159,59 @@ pub struct PluginStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
 }
+
+impl Plugin {
+    /// Whether this Plugin's source is in the ConfigMap `namespace/name`: an edit of that
+    /// ConfigMap changes what the Plugin compiles to.
+    pub fn uses_config_map(&self, namespace: &str, name: &str) -> bool {
+        let own = self
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::compile::DEFAULT_NAMESPACE);
+        own == namespace
+            && self
+                .spec
+                .source
+                .config_map_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_map_references_are_per_namespace() {
+        let mut plugin = Plugin::new(
+            "auth",
+            PluginSpec {
+                source: PluginSource {
+                    code: None,
+                    config_map_ref: Some(ConfigMapKeyRef {
+                        name: "auth-src".into(),
+                        key: "index.ts".into(),
+                    }),
+                },
+                config: None,
+                config_schema: None,
+                order: 0,
+                scope: PluginScope::Attached,
+                timeout_ms: DEFAULT_TIMEOUT_MS,
+                memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
+                failure_policy: FailurePolicy::Closed,
+            },
+        );
+        plugin.metadata.namespace = Some("shop".into());
+        assert!(plugin.uses_config_map("shop", "auth-src"));
+        assert!(!plugin.uses_config_map("pay", "auth-src"));
+        assert!(!plugin.uses_config_map("shop", "other"));
+        plugin.spec.source = PluginSource {
+            code: Some("export default {}".into()),
+            config_map_ref: None,
+        };
+        assert!(!plugin.uses_config_map("shop", "auth-src"));
+    }
+}

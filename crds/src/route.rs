@@ -643,3 +643,20 @@ pub struct PluginAttachment {
     #[schemars(schema_with = "crate::schema::free_form_object")]
     pub config: Option<serde_json::Value>,
 }
+
+impl Route {
+    /// Whether this Route takes its certificate from the Secret `namespace/name`.
+    pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
+        let own = self
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::compile::DEFAULT_NAMESPACE);
+        own == namespace
+            && self
+                .spec
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.secret_name == name)
+    }
+}

@@ -1,0 +1,105 @@
+//! Building snapshots: the compiler run on what the stores hold, with the previous
+//! snapshot (for last good plugin bundles) and version numbering above every version a
+//! proxy has seen.
+
+use std::time::{Duration, Instant};
+
+use weir_crds::{Compilation, Snapshot};
+
+use crate::world::World;
+
+/// One build.
+#[derive(Clone, Debug)]
+pub struct Build {
+    /// The snapshot and the report on each object.
+    pub compilation: Compilation,
+    /// How long compiling took.
+    pub duration: Duration,
+    /// Whether the snapshot differs from the previous one.
+    pub changed: bool,
+}
+
+/// Builds snapshots, remembering the last one.
+#[derive(Debug, Default)]
+pub struct Builder {
+    previous: Option<Snapshot>,
+    floor: u64,
+}
+
+impl Builder {
+    /// The last snapshot built.
+    pub fn current(&self) -> Option<&Snapshot> {
+        self.previous.as_ref()
+    }
+
+    /// Makes every snapshot from now on numbered above `version` (a version some proxy
+    /// serves). Renumbers the current snapshot when it is not above; returns whether it did.
+    pub fn number_above(&mut self, version: u64) -> bool {
+        self.floor = self.floor.max(version);
+        match &mut self.previous {
+            Some(snapshot) if snapshot.version <= self.floor => {
+                snapshot.version = self.floor + 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Compiles `world`.
+    pub fn build(&mut self, world: &World) -> Build {
+        let started = Instant::now();
+        let mut compilation = weir_crds::compile(&world.inputs(self.previous.as_ref()));
+        let duration = started.elapsed();
+        let snapshot = &mut compilation.snapshot;
+        let changed = self
+            .previous
+            .as_ref()
+            .is_none_or(|p| p.hash != snapshot.hash);
+        if changed && snapshot.version <= self.floor {
+            snapshot.version = self.floor + 1;
+        }
+        self.previous = Some(snapshot.clone());
+        Build {
+            compilation,
+            duration,
+            changed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn route(name: &str, body: &str) -> Arc<weir_crds::Route> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "weir.dev/v1alpha1", "kind": "Route",
+                "metadata": {"name": name, "namespace": "shop", "generation": 1},
+                "spec": {"hosts": [format!("{name}.example.com")], "rules": [{"directResponse": {"status": 200, "body": body}}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn versions_rise_above_the_proxies_and_stay_when_nothing_changed() {
+        let mut builder = Builder::default();
+        builder.number_above(41);
+        let mut world = World::default();
+        world.routes.push(route("a", "one"));
+        let first = builder.build(&world);
+        assert_eq!(first.compilation.snapshot.version, 42);
+        assert!(first.changed);
+        let again = builder.build(&world);
+        assert_eq!(again.compilation.snapshot.version, 42);
+        assert!(!again.changed);
+        world.routes[0] = route("a", "two");
+        assert_eq!(builder.build(&world).compilation.snapshot.version, 43);
+        assert!(builder.number_above(50));
+        assert_eq!(builder.current().unwrap().version, 51);
+        world.routes.push(route("b", "three"));
+        assert_eq!(builder.build(&world).compilation.snapshot.version, 52);
+    }
+}

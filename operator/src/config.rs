@@ -1,0 +1,356 @@
+//! Command-line flags (each also readable from a `WEIR_*` environment variable) and the
+//! validated [`Config`] the operator runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use thiserror::Error;
+
+/// weir's operator: watches Routes, Plugins and what they refer to, compiles them into a
+/// snapshot, pushes it to every proxy and writes status.
+#[derive(Debug, Parser)]
+#[command(name = "weir-operator", version)]
+pub struct Cli {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long = "namespaces", env = "WEIR_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Name of the Service whose EndpointSlices list the proxies' admin endpoints.
+    #[arg(long, env = "WEIR_PROXY_SERVICE", default_value = "weir-proxy-admin")]
+    pub proxy_service: String,
+
+    /// Namespace of that Service (default: the operator's own, from the client config).
+    #[arg(long, env = "WEIR_PROXY_NAMESPACE")]
+    pub proxy_namespace: Option<String>,
+
+    /// Name of the EndpointSlice port of the admin listener; the first port when unset.
+    #[arg(long, env = "WEIR_PROXY_ADMIN_PORT_NAME")]
+    pub proxy_admin_port_name: Option<String>,
+
+    /// Speak plain HTTP to the proxies' admin listeners instead of HTTPS (tests, local runs).
+    #[arg(long, env = "WEIR_PROXY_INSECURE_HTTP")]
+    pub proxy_insecure_http: bool,
+
+    /// File holding the bearer token snapshot pushes carry.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: PathBuf,
+
+    /// PEM CA certificates the proxies' admin certificates are checked against.
+    #[arg(long, env = "WEIR_PROXY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "WEIR_METRICS_ADDRESS", default_value = "0.0.0.0:9090")]
+    pub metrics_address: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Quiet time after a change before a snapshot is built: a burst gives one build.
+    #[arg(long, env = "WEIR_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+
+    /// Time one push to one proxy may take.
+    #[arg(long, env = "WEIR_PUSH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub push_timeout: Duration,
+
+    /// Attempts per push to one proxy before it is reported as failing (backoff between).
+    #[arg(long, env = "WEIR_PUSH_ATTEMPTS", default_value_t = 3)]
+    pub push_attempts: u32,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "WEIR_LEASE_NAME", default_value = "weir-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the proxy Service's namespace).
+    #[arg(long, env = "WEIR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a Lease holds without renewal before a standby takes over.
+    #[arg(long, env = "WEIR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// This replica's identity in the Lease (default: the host name and process id).
+    #[arg(long, env = "WEIR_IDENTITY")]
+    pub identity: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// What is wrong with the flags.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A flag has an unusable value.
+    #[error("{flag}: {message}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file named by a flag cannot be read.
+    #[error("{flag} {path}: {source}")]
+    Unreadable {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Which namespaces are watched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Namespaces {
+    /// Every namespace.
+    All,
+    /// These.
+    Only(Vec<String>),
+}
+
+impl Namespaces {
+    /// The namespaces as a list, `None` standing for all.
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        match self {
+            Self::All => vec![None],
+            Self::Only(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
+}
+
+/// Where the proxies' admin endpoints are listed and how to talk to them.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Name of the admin Service.
+    pub service: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Port name in its EndpointSlices, or the first port.
+    pub port_name: Option<String>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Bearer token.
+    pub token: String,
+    /// PEM CA bundle for HTTPS, or the public roots when absent.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Time one push may take.
+    pub push_timeout: Duration,
+    /// Attempts per push.
+    pub push_attempts: u32,
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// Lease name.
+    pub name: String,
+    /// Lease namespace.
+    pub namespace: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// How long the Lease holds without renewal.
+    pub duration: Duration,
+}
+
+/// Everything the operator runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watched namespaces.
+    pub namespaces: Namespaces,
+    /// The proxies.
+    pub proxies: ProxyConfig,
+    /// Leader election.
+    pub lease: LeaseConfig,
+    /// Address of the metrics and health endpoints.
+    pub metrics_address: SocketAddr,
+    /// Quiet time before a build.
+    pub debounce: Duration,
+}
+
+impl Cli {
+    /// The validated configuration, reading the token and CA files; `default_namespace`
+    /// is the client's namespace, used where a namespace flag is unset.
+    pub fn to_config(&self, default_namespace: &str) -> Result<Config, ConfigError> {
+        let token = std::fs::read_to_string(&self.admin_token_file).map_err(|source| {
+            ConfigError::Unreadable {
+                flag: "--admin-token-file",
+                path: self.admin_token_file.display().to_string(),
+                source,
+            }
+        })?;
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "--admin-token-file",
+                message: "the file is empty".into(),
+            });
+        }
+        let ca_pem = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+                    flag: "--ca-file",
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        if self.proxy_service.is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "--proxy-service",
+                message: "must not be empty".into(),
+            });
+        }
+        if self.push_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "--push-attempts",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.push_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                flag: "--push-timeout",
+                message: "must be more than zero".into(),
+            });
+        }
+        if self.lease_duration < Duration::from_secs(2) {
+            return Err(ConfigError::Invalid {
+                flag: "--lease-duration",
+                message: "must be at least 2s".into(),
+            });
+        }
+        let namespaces: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let proxy_namespace = self
+            .proxy_namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_owned());
+        Ok(Config {
+            namespaces: if namespaces.is_empty() {
+                Namespaces::All
+            } else {
+                Namespaces::Only(namespaces)
+            },
+            proxies: ProxyConfig {
+                service: self.proxy_service.clone(),
+                namespace: proxy_namespace.clone(),
+                port_name: self.proxy_admin_port_name.clone(),
+                scheme: if self.proxy_insecure_http {
+                    "http"
+                } else {
+                    "https"
+                },
+                token,
+                ca_pem,
+                push_timeout: self.push_timeout,
+                push_attempts: self.push_attempts,
+            },
+            lease: LeaseConfig {
+                name: self.lease_name.clone(),
+                namespace: self.lease_namespace.clone().unwrap_or(proxy_namespace),
+                identity: self.identity.clone().unwrap_or_else(default_identity),
+                duration: self.lease_duration,
+            },
+            metrics_address: self.metrics_address,
+            debounce: self.debounce,
+        })
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "weir-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("weir-operator").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, " secret\n").unwrap();
+        let token = token.to_str().unwrap();
+        let cli = parse(&[
+            "--admin-token-file",
+            token,
+            "--namespaces",
+            "shop, ,pay",
+            "--proxy-insecure-http",
+            "--debounce",
+            "1s",
+        ]);
+        let config = cli.to_config("weir").unwrap();
+        assert_eq!(
+            config.namespaces,
+            Namespaces::Only(vec!["shop".into(), "pay".into()])
+        );
+        assert_eq!(config.proxies.token, "secret");
+        assert_eq!(config.proxies.scheme, "http");
+        assert_eq!(config.proxies.namespace, "weir");
+        assert_eq!(config.lease.namespace, "weir");
+        assert_eq!(config.debounce, Duration::from_secs(1));
+        let all = parse(&["--admin-token-file", token])
+            .to_config("x")
+            .unwrap();
+        assert_eq!(all.namespaces, Namespaces::All);
+        assert_eq!(all.proxies.scheme, "https");
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let missing = parse(&["--admin-token-file", "/nonexistent/token"]);
+        let error = missing.to_config("x").unwrap_err().to_string();
+        assert!(
+            error.starts_with("--admin-token-file /nonexistent/token"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let token = token.to_str().unwrap();
+        let zero = parse(&["--admin-token-file", token, "--push-attempts", "0"]);
+        assert!(
+            zero.to_config("x")
+                .unwrap_err()
+                .to_string()
+                .contains("--push-attempts")
+        );
+        let lease = parse(&["--admin-token-file", token, "--lease-duration", "1s"]);
+        assert!(
+            lease
+                .to_config("x")
+                .unwrap_err()
+                .to_string()
+                .contains("--lease-duration")
+        );
+    }
+}

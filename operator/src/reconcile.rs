@@ -1,0 +1,289 @@
+//! The reconciler: on a change, build the snapshot, push it to every proxy that does not
+//! serve it yet, and bring status up to date. Only the leader runs it; [`run`] is the
+//! loop that debounces changes and follows leadership.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use weir_crds::admin::admin_endpoints;
+use weir_crds::compile::report::ObjectReport;
+
+use crate::build::Builder;
+use crate::metrics::Metrics;
+use crate::push::{Fleet, Pusher, highest_version, push_all};
+use crate::status::{StatusWriter, Written};
+use crate::watch::Change;
+use crate::world::{Stores, World};
+
+/// First pause before pushing again to proxies that lag or writing status that failed.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest pause between retries.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Rounds of pushes when proxies answer that they serve a newer version.
+const RENUMBER_ROUNDS: usize = 3;
+
+/// What one reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Version of the current snapshot.
+    pub version: u64,
+    /// Endpoints pushed to.
+    pub pushed: Vec<String>,
+    /// Proxy endpoints serving the current snapshot, of all.
+    pub in_sync: (usize, usize),
+    /// Status writes.
+    pub status: Written,
+}
+
+/// The operator's state between reconciles.
+pub struct Reconciler {
+    stores: Stores,
+    builder: Builder,
+    fleet: Fleet,
+    pusher: Pusher,
+    status: StatusWriter,
+    metrics: Metrics,
+    port_name: Option<String>,
+    world: World,
+    reports: Vec<ObjectReport>,
+    body: Option<(u64, Bytes)>,
+    status_failed: bool,
+}
+
+impl Reconciler {
+    /// A reconciler reading `stores`, pushing with `pusher` to the admin port `port_name`
+    /// of the proxy endpoints, writing status with `status`.
+    pub fn new(
+        stores: Stores,
+        pusher: Pusher,
+        status: StatusWriter,
+        metrics: Metrics,
+        port_name: Option<String>,
+    ) -> Self {
+        Self {
+            stores,
+            builder: Builder::default(),
+            fleet: Fleet::default(),
+            pusher,
+            status,
+            metrics,
+            port_name,
+            world: World::default(),
+            reports: Vec::new(),
+            body: None,
+            status_failed: false,
+        }
+    }
+
+    /// What each proxy endpoint acknowledged.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// The current snapshot's version, if one was built.
+    pub fn version(&self) -> Option<u64> {
+        self.builder.current().map(|s| s.version)
+    }
+
+    fn refresh_endpoints(&mut self) -> bool {
+        let slices = self.stores.proxy_slices();
+        let slices: Vec<_> = slices.iter().map(|s| &**s).collect();
+        let endpoints = admin_endpoints(&slices, self.port_name.as_deref());
+        self.fleet.set_endpoints(&endpoints)
+    }
+
+    /// Takes over as leader: numbers snapshots above every version a proxy serves, then
+    /// reconciles. Status is rewritten from what the stores say, since another replica
+    /// may have written it meanwhile.
+    pub async fn lead(&mut self) -> Outcome {
+        self.status.forget();
+        self.refresh_endpoints();
+        let highest = highest_version(&self.pusher, &self.fleet.endpoints()).await;
+        self.builder.number_above(highest);
+        self.reconcile().await
+    }
+
+    /// Objects changed: builds, pushes and writes status.
+    pub async fn reconcile(&mut self) -> Outcome {
+        self.refresh_endpoints();
+        self.world = self.stores.world();
+        let build = self.builder.build(&self.world);
+        let version = build.compilation.snapshot.version;
+        tracing::info!(
+            version,
+            changed = build.changed,
+            took_ms = build.duration.as_millis() as u64,
+            routes = self.world.routes.len(),
+            plugins = self.world.plugins.len(),
+            "snapshot built"
+        );
+        self.metrics.reconciled(build.duration, version);
+        self.reports = build.compilation.reports;
+        self.sync().await
+    }
+
+    /// The proxy endpoints changed: pushes the current snapshot to new ones at once.
+    pub async fn proxies_changed(&mut self) -> Outcome {
+        if self.builder.current().is_none() {
+            return self.reconcile().await;
+        }
+        self.refresh_endpoints();
+        self.sync().await
+    }
+
+    /// Whether some proxy lags or a status write failed.
+    pub fn needs_retry(&self) -> bool {
+        self.status_failed
+            || self
+                .builder
+                .current()
+                .is_some_and(|s| !self.fleet.lagging(s.version, &s.hash).is_empty())
+    }
+
+    fn body(&mut self) -> Bytes {
+        let Some(snapshot) = self.builder.current() else {
+            return Bytes::new();
+        };
+        match &self.body {
+            Some((version, body)) if *version == snapshot.version => body.clone(),
+            _ => {
+                // A Snapshot is plain data: serializing it cannot fail.
+                let body = Bytes::from(serde_json::to_vec(snapshot).unwrap_or_default());
+                self.body = Some((snapshot.version, body.clone()));
+                body
+            }
+        }
+    }
+
+    /// Pushes the current snapshot to every proxy that lags, then writes status.
+    pub async fn sync(&mut self) -> Outcome {
+        let mut pushed = Vec::new();
+        for _ in 0..RENUMBER_ROUNDS {
+            let Some(snapshot) = self.builder.current() else {
+                break;
+            };
+            let lagging = self.fleet.lagging(snapshot.version, &snapshot.hash);
+            if lagging.is_empty() {
+                break;
+            }
+            let body = self.body();
+            let metrics = self.metrics.clone();
+            let round = push_all(&self.pusher, &lagging, &body, |took, ok| {
+                metrics.pushed(took, ok)
+            })
+            .await;
+            for (endpoint, outcome) in &round.outcomes {
+                self.fleet.record(endpoint, outcome);
+            }
+            pushed.extend(lagging);
+            match round.stale_above() {
+                Some(current) if self.builder.number_above(current) => {
+                    tracing::info!(current, "a proxy serves a newer version: renumbering");
+                }
+                _ => break,
+            }
+        }
+        let Some(snapshot) = self.builder.current() else {
+            return Outcome::default();
+        };
+        let (version, hash) = (snapshot.version, snapshot.hash.clone());
+        let in_sync = self.fleet.in_sync(version, &hash);
+        self.metrics.proxies(self.fleet.len(), in_sync);
+        let status = self
+            .status
+            .write(&self.world, &self.reports, version, &self.fleet.acks())
+            .await;
+        self.status_failed = status.failed > 0;
+        Outcome {
+            version,
+            pushed,
+            in_sync: (in_sync, self.fleet.len()),
+            status,
+        }
+    }
+}
+
+/// Runs the reconciler until `shutdown` flips: waits for the stores to sync, follows
+/// leadership from `leading`, collects changes for `debounce` so a burst gives one
+/// build, and retries with backoff while proxies lag.
+pub async fn run(
+    mut reconciler: Reconciler,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    debounce: Duration,
+) {
+    let stores = reconciler.stores.clone();
+    tokio::select! {
+        () = stores.wait_until_ready() => {}
+        () = crate::stopped(&mut shutdown) => return,
+    }
+    reconciler.metrics.set_ready(true);
+    tracing::info!("watches synced");
+    let mut leader = false;
+    let mut retry_at: Option<Instant> = None;
+    let mut retry_delay = FIRST_RETRY;
+    // Check leadership once now: it may have been won before the stores synced.
+    let mut check_leader = true;
+    loop {
+        if check_leader {
+            check_leader = false;
+            let now_leading = *leading.borrow_and_update();
+            if now_leading && !leader {
+                leader = true;
+                reconciler.lead().await;
+            } else if !now_leading {
+                leader = false;
+            }
+        } else {
+            tokio::select! {
+                () = crate::stopped(&mut shutdown) => break,
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    check_leader = true;
+                    continue;
+                }
+                change = changes.recv() => {
+                    let Some(change) = change else { break };
+                    let mut objects = change == Change::Objects;
+                    if objects {
+                        tokio::time::sleep(debounce).await;
+                    }
+                    while let Ok(more) = changes.try_recv() {
+                        objects |= more == Change::Objects;
+                    }
+                    if !leader {
+                        continue;
+                    }
+                    if objects {
+                        reconciler.reconcile().await;
+                    } else {
+                        reconciler.proxies_changed().await;
+                    }
+                }
+                () = async {
+                    match retry_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if leader => {
+                    retry_at = None;
+                    retry_delay = (retry_delay * 2).min(MAX_RETRY);
+                    reconciler.proxies_changed().await;
+                }
+            }
+        }
+        if leader && reconciler.needs_retry() {
+            retry_at.get_or_insert_with(|| Instant::now() + retry_delay);
+        } else {
+            retry_at = None;
+            retry_delay = FIRST_RETRY;
+        }
+    }
+}

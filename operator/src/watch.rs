@@ -1,0 +1,252 @@
+//! The watchers: one reflector per kind and watched namespace, each change announced on
+//! the [`Changes`] channel. ConfigMaps and Secrets only count when a Plugin or Route
+//! refers to them, so unrelated churn in a busy cluster builds nothing.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use weir_crds::{Plugin, Route};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::world::{Stores, Writers};
+
+/// What changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// An object the compiler reads: build a new snapshot (after the debounce).
+    Objects,
+    /// The proxy endpoints: push the current snapshot to new ones right away.
+    Proxies,
+}
+
+/// Sender of changes.
+pub type Changes = mpsc::UnboundedSender<Change>;
+
+/// The label EndpointSlices carry naming their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Whether a ConfigMap event matters: some Plugin's source is in it.
+pub fn config_map_matters(config_map: &ConfigMap, plugins: &[Store<Plugin>]) -> bool {
+    let namespace = config_map.namespace().unwrap_or_default();
+    let name = config_map.name_any();
+    plugins
+        .iter()
+        .any(|s| s.find(|p| p.uses_config_map(&namespace, &name)).is_some())
+}
+
+/// Whether a Secret event matters: some Route's certificate is in it.
+pub fn secret_matters(secret: &Secret, routes: &[Store<Route>]) -> bool {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    routes
+        .iter()
+        .any(|s| s.find(|r| r.uses_secret(&namespace, &name)).is_some())
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs one reflector until its stream ends, calling `on_event` for each object event.
+async fn reflect<K, S>(
+    kind: &'static str,
+    writer: Writer<K>,
+    stream: S,
+    metrics: Metrics,
+    mut on_event: impl FnMut(&K) + Send,
+    mut on_ready: impl FnMut() + Send,
+) where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let stream = reflector::reflector(writer, stream);
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => on_event(&object),
+            Ok(watcher::Event::InitDone) => on_ready(),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(e) => {
+                metrics.watch_error(kind);
+                tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+            }
+        }
+    }
+}
+
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, config).default_backoff()
+}
+
+/// Starts every watcher; they run until the returned tasks are aborted.
+pub fn spawn(
+    client: &Client,
+    config: &Config,
+    stores: &Stores,
+    writers: Writers,
+    changes: Changes,
+    metrics: Metrics,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let scopes = config.namespaces.scopes();
+    let Writers {
+        routes,
+        plugins,
+        config_maps,
+        services,
+        endpoint_slices,
+        secrets,
+        proxy_slices,
+    } = writers;
+    let objects = {
+        let changes = changes.clone();
+        move || {
+            let _ = changes.send(Change::Objects);
+        }
+    };
+    for (scope, writer) in scopes.iter().zip(routes) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let stream = watch(
+            api::<Route>(client, scope.as_deref()),
+            watcher::Config::default(),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "Route",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            on_ready,
+        )));
+    }
+    for (scope, writer) in scopes.iter().zip(plugins) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let stream = watch(
+            api::<Plugin>(client, scope.as_deref()),
+            watcher::Config::default(),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "Plugin",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            on_ready,
+        )));
+    }
+    for (scope, writer) in scopes.iter().zip(config_maps) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let plugin_stores = stores.plugins.clone();
+        let stream = watch(
+            api::<ConfigMap>(client, scope.as_deref()),
+            watcher::Config::default(),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "ConfigMap",
+            writer,
+            stream,
+            metrics.clone(),
+            move |cm| {
+                if config_map_matters(cm, &plugin_stores) {
+                    on_event()
+                }
+            },
+            on_ready,
+        )));
+    }
+    for (scope, writer) in scopes.iter().zip(services) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let stream = watch(
+            api::<Service>(client, scope.as_deref()),
+            watcher::Config::default(),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "Service",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            on_ready,
+        )));
+    }
+    for (scope, writer) in scopes.iter().zip(endpoint_slices) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let stream = watch(
+            api::<EndpointSlice>(client, scope.as_deref()),
+            watcher::Config::default(),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "EndpointSlice",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            on_ready,
+        )));
+    }
+    for (scope, writer) in scopes.iter().zip(secrets) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let route_stores = stores.routes.clone();
+        // Only TLS Secrets: the others are none of the operator's business.
+        let stream = watch(
+            api::<Secret>(client, scope.as_deref()),
+            watcher::Config::default().fields("type=kubernetes.io/tls"),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "Secret",
+            writer,
+            stream,
+            metrics.clone(),
+            move |secret| {
+                if secret_matters(secret, &route_stores) {
+                    on_event()
+                }
+            },
+            on_ready,
+        )));
+    }
+    let proxies = Arc::new(move || {
+        let _ = changes.send(Change::Proxies);
+    });
+    for writer in proxy_slices {
+        let (on_event, on_ready) = (proxies.clone(), proxies.clone());
+        let stream = watch(
+            Api::<EndpointSlice>::namespaced(client.clone(), &config.proxies.namespace),
+            watcher::Config::default()
+                .labels(&format!("{SERVICE_NAME_LABEL}={}", config.proxies.service)),
+        );
+        tasks.push(tokio::spawn(reflect(
+            "ProxyEndpointSlice",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            move || on_ready(),
+        )));
+    }
+    tasks
+}

@@ -1,0 +1,170 @@
+//! The operator's view of the cluster: one reflector store per kind and watched
+//! namespace, read together as a [`World`] when a snapshot is built.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use weir_crds::{Inputs, Plugin, Route, Snapshot};
+
+/// Readers of every store the operator keeps.
+#[derive(Clone, Default)]
+pub struct Stores {
+    /// Routes, per watched namespace.
+    pub routes: Vec<Store<Route>>,
+    /// Plugins.
+    pub plugins: Vec<Store<Plugin>>,
+    /// ConfigMaps (plugin sources).
+    pub config_maps: Vec<Store<ConfigMap>>,
+    /// Services (backends).
+    pub services: Vec<Store<Service>>,
+    /// EndpointSlices (backends).
+    pub endpoint_slices: Vec<Store<EndpointSlice>>,
+    /// TLS Secrets.
+    pub secrets: Vec<Store<Secret>>,
+    /// EndpointSlices of the proxy admin Service.
+    pub proxy_slices: Vec<Store<EndpointSlice>>,
+}
+
+/// Writers of every store, fed by the watchers (or, in tests, by hand).
+pub struct Writers {
+    /// Routes, per watched namespace.
+    pub routes: Vec<Writer<Route>>,
+    /// Plugins.
+    pub plugins: Vec<Writer<Plugin>>,
+    /// ConfigMaps.
+    pub config_maps: Vec<Writer<ConfigMap>>,
+    /// Services.
+    pub services: Vec<Writer<Service>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<Writer<EndpointSlice>>,
+    /// TLS Secrets.
+    pub secrets: Vec<Writer<Secret>>,
+    /// EndpointSlices of the proxy admin Service.
+    pub proxy_slices: Vec<Writer<EndpointSlice>>,
+}
+
+fn stores<K>(count: usize) -> (Vec<Store<K>>, Vec<Writer<K>>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    (0..count).map(|_| reflector::store()).unzip()
+}
+
+/// Empty stores: `scopes` per weir kind (one per watched namespace), one for the proxy
+/// admin Service's EndpointSlices.
+pub fn stores_for(scopes: usize) -> (Stores, Writers) {
+    let (routes, w_routes) = stores(scopes);
+    let (plugins, w_plugins) = stores(scopes);
+    let (config_maps, w_config_maps) = stores(scopes);
+    let (services, w_services) = stores(scopes);
+    let (endpoint_slices, w_endpoint_slices) = stores(scopes);
+    let (secrets, w_secrets) = stores(scopes);
+    let (proxy_slices, w_proxy_slices) = stores(1);
+    (
+        Stores {
+            routes,
+            plugins,
+            config_maps,
+            services,
+            endpoint_slices,
+            secrets,
+            proxy_slices,
+        },
+        Writers {
+            routes: w_routes,
+            plugins: w_plugins,
+            config_maps: w_config_maps,
+            services: w_services,
+            endpoint_slices: w_endpoint_slices,
+            secrets: w_secrets,
+            proxy_slices: w_proxy_slices,
+        },
+    )
+}
+
+fn all<K>(stores: &[Store<K>]) -> Vec<Arc<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stores.iter().flat_map(|s| s.state()).collect()
+}
+
+/// Every object the compiler reads, at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Routes.
+    pub routes: Vec<Arc<Route>>,
+    /// Plugins.
+    pub plugins: Vec<Arc<Plugin>>,
+    /// ConfigMaps.
+    pub config_maps: Vec<Arc<ConfigMap>>,
+    /// Services.
+    pub services: Vec<Arc<Service>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// Secrets.
+    pub secrets: Vec<Arc<Secret>>,
+}
+
+impl Stores {
+    /// What the stores hold now.
+    pub fn world(&self) -> World {
+        World {
+            routes: all(&self.routes),
+            plugins: all(&self.plugins),
+            config_maps: all(&self.config_maps),
+            services: all(&self.services),
+            endpoint_slices: all(&self.endpoint_slices),
+            secrets: all(&self.secrets),
+        }
+    }
+
+    /// The proxy admin Service's EndpointSlices now.
+    pub fn proxy_slices(&self) -> Vec<Arc<EndpointSlice>> {
+        all(&self.proxy_slices)
+    }
+
+    /// Waits until every store has seen its first complete list.
+    pub async fn wait_until_ready(&self) {
+        let mut waits = Vec::new();
+        macro_rules! wait {
+            ($($field:ident),*) => {$(
+                for store in &self.$field {
+                    let store = store.clone();
+                    waits.push(Box::pin(async move { store.wait_until_ready().await.is_ok() })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>);
+                }
+            )*};
+        }
+        wait!(
+            routes,
+            plugins,
+            config_maps,
+            services,
+            endpoint_slices,
+            secrets,
+            proxy_slices
+        );
+        futures::future::join_all(waits).await;
+    }
+}
+
+impl World {
+    /// Compiler inputs borrowing this world, with the previous snapshot.
+    pub fn inputs<'a>(&'a self, previous: Option<&'a Snapshot>) -> Inputs<'a> {
+        Inputs {
+            routes: self.routes.iter().map(|r| &**r).collect(),
+            plugins: self.plugins.iter().map(|p| &**p).collect(),
+            config_maps: self.config_maps.iter().map(|c| &**c).collect(),
+            services: self.services.iter().map(|s| &**s).collect(),
+            endpoint_slices: self.endpoint_slices.iter().map(|e| &**e).collect(),
+            secrets: self.secrets.iter().map(|s| &**s).collect(),
+            previous,
+            options: weir_crds::Options::default(),
+        }
+    }
+}

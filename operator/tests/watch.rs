@@ -1,0 +1,131 @@
+//! The watchers against the fake API server: stores fill from the initial lists, an edit
+//! of a ConfigMap that a Plugin reads announces a change (and one no Plugin reads does
+//! not), and the proxy admin Service's EndpointSlices announce proxy changes.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+use tokio::sync::mpsc;
+use weir_operator::config::{Config, LeaseConfig, Namespaces};
+use weir_operator::metrics::Metrics;
+use weir_operator::watch::{Change, spawn};
+use weir_operator::world::stores_for;
+
+fn config() -> Config {
+    Config {
+        namespaces: Namespaces::All,
+        proxies: proxy_config(),
+        lease: LeaseConfig {
+            name: "weir-operator".into(),
+            namespace: "weir".into(),
+            identity: "test".into(),
+            duration: Duration::from_secs(15),
+        },
+        metrics_address: "127.0.0.1:0".parse().unwrap(),
+        debounce: Duration::from_millis(100),
+    }
+}
+
+fn cm(name: &str, code: &str, version: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": "shop", "resourceVersion": version},
+           "data": {"index.ts": code}})
+}
+
+async fn next_change(rx: &mut mpsc::UnboundedReceiver<Change>) -> Change {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("a change is announced in time")
+        .expect("the channel is open")
+}
+
+#[tokio::test]
+async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
+    let (client, api) = FakeApi::start();
+    let mut plugin = plugin_json("auth", 1, "auth-src");
+    plugin["metadata"]["resourceVersion"] = json!("1");
+    api.lists.lock().unwrap().extend([
+        ("/apis/weir.dev/v1alpha1/plugins".to_owned(), vec![plugin]),
+        (
+            "/api/v1/configmaps".to_owned(),
+            vec![cm("auth-src", GOOD_PLUGIN, "1"), cm("unrelated", "x", "1")],
+        ),
+    ]);
+    let (stores, writers) = stores_for(1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tasks = spawn(&client, &config(), &stores, writers, tx, Metrics::new());
+    tokio::time::timeout(PATIENCE, stores.wait_until_ready())
+        .await
+        .expect("every store lists");
+    assert_eq!(stores.world().plugins.len(), 1);
+    assert_eq!(stores.world().config_maps.len(), 2);
+    // Drain the announcements of the initial lists.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while rx.try_recv().is_ok() {}
+
+    // An edit of a ConfigMap no Plugin reads is stored but announces nothing.
+    api.watch_event("/api/v1/configmaps", "MODIFIED", cm("unrelated", "y", "2"));
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let world = stores.world();
+            let edited = world.config_maps.iter().any(|c| {
+                c.metadata.name.as_deref() == Some("unrelated")
+                    && c.data
+                        .as_ref()
+                        .and_then(|d| d.get("index.ts"))
+                        .map(String::as_str)
+                        == Some("y")
+            });
+            if edited {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the edit reaches the store");
+    assert!(
+        rx.try_recv().is_err(),
+        "an unrelated ConfigMap announced a change"
+    );
+
+    // An edit of the Plugin's source announces a change.
+    api.watch_event(
+        "/api/v1/configmaps",
+        "MODIFIED",
+        cm("auth-src", BROKEN_PLUGIN, "3"),
+    );
+    assert_eq!(next_change(&mut rx).await, Change::Objects);
+
+    // The proxy admin Service's EndpointSlices announce proxy changes.
+    let mut slice =
+        serde_json::to_value(proxy_slice("admin-0", &["127.0.0.1:9901".parse().unwrap()])).unwrap();
+    slice["metadata"]["resourceVersion"] = json!("4");
+    api.watch_event(
+        "/apis/discovery.k8s.io/v1/namespaces/weir/endpointslices",
+        "ADDED",
+        slice,
+    );
+    assert_eq!(next_change(&mut rx).await, Change::Proxies);
+    assert_eq!(stores.proxy_slices().len(), 1);
+
+    // TLS Secrets are watched with a field selector.
+    let secret_watch = api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path == "/api/v1/secrets")
+        .map(|s| s.query.clone())
+        .expect("Secrets are listed");
+    assert!(
+        secret_watch.contains("fieldSelector=type%3Dkubernetes.io%2Ftls"),
+        "{secret_watch}"
+    );
+    for task in tasks {
+        task.abort();
+    }
+}
