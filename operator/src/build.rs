@@ -4,15 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use weir_crds::{Compilation, Snapshot};
+use weir_crds::Snapshot;
+use weir_crds::compile::report::ObjectReport;
 
 use crate::world::World;
 
-/// One build.
+/// One build. The snapshot itself stays in the [`Builder`] ([`Builder::current`]): it is
+/// the biggest thing the operator holds, and is never copied.
 #[derive(Clone, Debug)]
 pub struct Build {
-    /// The snapshot and the report on each object.
-    pub compilation: Compilation,
+    /// The snapshot's version.
+    pub version: u64,
+    /// The report on each object.
+    pub reports: Vec<ObjectReport>,
     /// How long compiling took.
     pub duration: Duration,
     /// Whether the snapshot differs from the previous one.
@@ -48,9 +52,9 @@ impl Builder {
     /// Compiles `world`.
     pub fn build(&mut self, world: &World) -> Build {
         let started = Instant::now();
-        let mut compilation = weir_crds::compile(&world.inputs(self.previous.as_ref()));
+        let compilation = weir_crds::compile(&world.inputs(self.previous.as_ref()));
         let duration = started.elapsed();
-        let snapshot = &mut compilation.snapshot;
+        let mut snapshot = compilation.snapshot;
         let changed = self
             .previous
             .as_ref()
@@ -58,9 +62,11 @@ impl Builder {
         if changed && snapshot.version <= self.floor {
             snapshot.version = self.floor + 1;
         }
-        self.previous = Some(snapshot.clone());
+        let version = snapshot.version;
+        self.previous = Some(snapshot);
         Build {
-            compilation,
+            version,
+            reports: compilation.reports,
             duration,
             changed,
         }
@@ -90,16 +96,16 @@ mod tests {
         let mut world = World::default();
         world.routes.push(route("a", "one"));
         let first = builder.build(&world);
-        assert_eq!(first.compilation.snapshot.version, 42);
+        assert_eq!(first.version, 42);
         assert!(first.changed);
         let again = builder.build(&world);
-        assert_eq!(again.compilation.snapshot.version, 42);
+        assert_eq!(again.version, 42);
         assert!(!again.changed);
         world.routes[0] = route("a", "two");
-        assert_eq!(builder.build(&world).compilation.snapshot.version, 43);
+        assert_eq!(builder.build(&world).version, 43);
         assert!(builder.number_above(50));
         assert_eq!(builder.current().unwrap().version, 51);
         world.routes.push(route("b", "three"));
-        assert_eq!(builder.build(&world).compilation.snapshot.version, 52);
+        assert_eq!(builder.build(&world).version, 52);
     }
 }

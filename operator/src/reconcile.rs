@@ -112,7 +112,7 @@ impl Reconciler {
         self.refresh_endpoints();
         self.world = self.stores.world();
         let build = self.builder.build(&self.world);
-        let version = build.compilation.snapshot.version;
+        let version = build.version;
         tracing::info!(
             version,
             changed = build.changed,
@@ -122,7 +122,7 @@ impl Reconciler {
             "snapshot built"
         );
         self.metrics.reconciled(build.duration, version);
-        self.reports = build.compilation.reports;
+        self.reports = build.reports;
         self.sync().await
     }
 
