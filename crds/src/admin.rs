@@ -30,6 +30,22 @@ pub struct LoadFailure {
 }
 
 impl LoadFailure {
+    /// A failure on an object of `kind`.
+    pub fn new(kind: ObjectKind, namespace: &str, name: &str, message: String) -> Self {
+        Self {
+            kind: kind.to_string(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            message,
+        }
+    }
+
+    /// A failure on the Route whose snapshot id is `route` (`namespace/name`).
+    pub fn route(route: &str, message: String) -> Self {
+        let (namespace, name) = route.split_once('/').unwrap_or(("", route));
+        Self::new(ObjectKind::Route, namespace, name, message)
+    }
+
     /// Whether the failure is about `object`.
     pub fn is_about(&self, object: &ObjectRef) -> bool {
         self.kind == object.kind.to_string()

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use weir_crds::admin::{AdminError, SNAPSHOT_PATH, ServedVersion, VERSION_PATH};
 use weir_crds::snapshot::Snapshot;
 
 use crate::body::{self, ProxyBody};
@@ -94,26 +95,25 @@ pub async fn handle(
             );
             response
         }
-        (_, "/v1/snapshot" | "/v1/snapshot/version") if !token.accepts(request.headers()) => error(
+        (_, SNAPSHOT_PATH | VERSION_PATH) if !token.accepts(request.headers()) => error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid bearer token is required",
         ),
-        (&Method::GET, "/v1/snapshot/version") => {
+        (&Method::GET, VERSION_PATH) => {
             let current = gateway.current();
-            json_response(
-                StatusCode::OK,
-                &json!({"version": current.version, "hash": current.hash}),
-            )
+            let served = ServedVersion {
+                version: current.version,
+                hash: current.hash.clone(),
+            };
+            json_response(StatusCode::OK, &served)
         }
-        (&Method::PUT, "/v1/snapshot") => put_snapshot(&gateway, request).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/snapshot" | "/v1/snapshot/version") => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed here",
-            )
-        }
+        (&Method::PUT, SNAPSHOT_PATH) => put_snapshot(&gateway, request).await,
+        (_, "/healthz" | "/readyz" | "/metrics" | SNAPSHOT_PATH | VERSION_PATH) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed here",
+        ),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
     };
     Ok(response)
@@ -144,17 +144,14 @@ async fn put_snapshot(gateway: &Gateway, request: Request<Incoming>) -> Response
         }
     };
     match gateway.apply(&snapshot).await {
-        Ok(applied) => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(applied).unwrap_or_default(),
-        ),
-        Err(ApplyError::Stale { offered, current }) => json_response(
+        Ok(applied) => json_response(StatusCode::OK, &applied),
+        Err(stale @ ApplyError::Stale { current, .. }) => json_response(
             StatusCode::CONFLICT,
-            &json!({
-                "error": "stale_version",
-                "message": format!("snapshot version {offered} is not newer than the current version {current}"),
-                "currentVersion": current,
-            }),
+            &AdminError {
+                error: "stale_version".to_owned(),
+                message: stale.to_string(),
+                current_version: Some(current),
+            },
         ),
         Err(ApplyError::Invalid(message)) => {
             error(StatusCode::BAD_REQUEST, "invalid_snapshot", &message)
@@ -163,5 +160,10 @@ async fn put_snapshot(gateway: &Gateway, request: Request<Incoming>) -> Response
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    json_response(status, &json!({"error": code, "message": message}))
+    let answer = AdminError {
+        error: code.to_owned(),
+        message: message.to_owned(),
+        current_version: None,
+    };
+    json_response(status, &answer)
 }

@@ -121,8 +121,10 @@ impl ProxyError {
 }
 
 /// A JSON response with `content-type: application/json`.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(value.to_string()));
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<ProxyBody> {
+    // Plain data with string keys: serializing it cannot fail.
+    let text = serde_json::to_string(value).unwrap_or_default();
+    let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

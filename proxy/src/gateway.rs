@@ -7,26 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use thiserror::Error;
 use weir_crds::snapshot::{SNAPSHOT_FORMAT, Snapshot};
 use weir_plugin_runtime::PluginRuntime;
 
 use crate::config::ProxyConfig;
-use crate::loaded::{LiveState, LoadFailure, LoadedSnapshot};
+use crate::loaded::{LiveState, LoadedSnapshot, plugin_load_failure};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::client::UpstreamClients;
-
-/// What applying a snapshot did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Applied {
-    /// Version now served.
-    pub version: u64,
-    /// Its hash.
-    pub hash: String,
-    /// What could not be loaded and was left out.
-    pub failures: Vec<LoadFailure>,
-}
+use weir_crds::admin::Applied;
 
 /// Why a snapshot was refused; the current one keeps serving.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -178,7 +167,7 @@ impl Gateway {
             &self.metrics,
             &self.clients,
         );
-        failures.extend(plugins.failures.iter().map(LoadFailure::plugin));
+        failures.extend(plugins.failures.iter().map(plugin_load_failure));
         self.current.store(Arc::new(loaded));
         self.ready.store(true, Ordering::Release);
         self.live.prune();

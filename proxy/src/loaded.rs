@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use weir_crds::snapshot::{Action, Cors, Forward, RedirectAction, Respond, Snapshot};
 use weir_plugin_runtime::{Chain, PluginSet};
@@ -19,48 +18,24 @@ use crate::upstream::client::{UpstreamClient, UpstreamClients};
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::retry::RetryBudget;
 use crate::upstream::{LoadedBackend, Persisted};
+use weir_crds::admin::LoadFailure;
+use weir_crds::compile::report::ObjectKind;
 use weir_crds::snapshot::Endpoint;
 
-/// Something the proxy could not load, reported back to whoever pushed the snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LoadFailure {
-    /// `Route` or `Plugin`.
-    pub kind: &'static str,
-    /// Namespace of the object.
-    pub namespace: String,
-    /// Name of the object.
-    pub name: String,
-    /// What failed.
-    pub message: String,
-}
-
-impl LoadFailure {
-    /// A plugin the runtime could not load (its module did not evaluate, or `onLoad`
-    /// threw or overran).
-    pub fn plugin(failure: &weir_plugin_runtime::LoadFailure) -> Self {
-        let message = if failure.kept_previous {
-            format!("{}; the previous version keeps serving", failure.message)
-        } else {
-            failure.message.clone()
-        };
-        Self {
-            kind: "Plugin",
-            namespace: failure.namespace.clone(),
-            name: failure.name.clone(),
-            message,
-        }
-    }
-
-    /// A failure on the Route `namespace/name`.
-    pub fn route(route: &str, message: String) -> Self {
-        let (namespace, name) = route.split_once('/').unwrap_or(("", route));
-        Self {
-            kind: "Route",
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            message,
-        }
-    }
+/// The report of a plugin the runtime could not load (its module did not evaluate, or
+/// `onLoad` threw or overran), as the admin API answers it.
+pub fn plugin_load_failure(failure: &weir_plugin_runtime::LoadFailure) -> LoadFailure {
+    let message = if failure.kept_previous {
+        format!("{}; the previous version keeps serving", failure.message)
+    } else {
+        failure.message.clone()
+    };
+    LoadFailure::new(
+        ObjectKind::Plugin,
+        &failure.namespace,
+        &failure.name,
+        message,
+    )
 }
 
 /// State that outlives snapshots.

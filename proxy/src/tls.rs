@@ -14,7 +14,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use weir_crds::snapshot::Certificate;
 
-use crate::loaded::{LoadFailure, LoadedSnapshot};
+use crate::loaded::LoadedSnapshot;
+use weir_crds::admin::LoadFailure;
 
 /// The crypto provider everywhere: ring (aws-lc-rs would need cmake and clang to build).
 pub fn provider() -> Arc<CryptoProvider> {
