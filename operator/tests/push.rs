@@ -1,5 +1,5 @@
 //! Pushes to real `weir-proxy` processes on loopback: the snapshot is applied (the
-//! proxies serve the Route), acknowledged versions reach status, a
+//! proxies serve the Route), acknowledged versions and plugin load failures reach status, a
 //! wrong token and a stopped proxy are reported, and a proxy that appears gets the
 //! snapshot at once. The binary comes from the same target directory as this test
 //! (`cargo build --workspace --bins` builds it first, as `scripts/test` does).
@@ -275,4 +275,48 @@ async fn pushes_over_https_check_the_proxy_certificate_against_the_ca_file() {
     // A CA file without a certificate is refused up front.
     config.ca_pem = Some(b"not a certificate".to_vec());
     assert!(Pusher::new(&config).is_err());
+}
+
+#[tokio::test]
+async fn a_plugin_a_real_proxy_cannot_load_is_reported_on_its_status() {
+    let proxy = RealProxy::start("secret");
+    let mut h = Harness::new();
+    h.objects(
+        &[route_json("api", 1, "api.example.com", "still served")],
+        &[plugin_json("boom", 1, "boom-source")],
+        vec![config_map(
+            "boom-source",
+            "throw new Error('boom at load');\nexport default {};\n",
+        )],
+    );
+    h.proxies(&[proxy.admin]);
+
+    let outcome = within(h.reconciler.lead()).await;
+    assert_eq!(outcome.in_sync, (1, 1));
+    // Partial config: the Route is served although the Plugin did not load.
+    assert_eq!(
+        proxy.get("api.example.com"),
+        (200, "still served".to_owned())
+    );
+    let patches = h.api.take_status_patches();
+    let plugin_status = &patches
+        .iter()
+        .find(|(p, _)| p.ends_with("/plugins/boom/status"))
+        .expect("the Plugin's status is written")
+        .1;
+    assert_eq!(condition(plugin_status, "Compiled")["status"], "True");
+    let programmed = condition(plugin_status, "Programmed");
+    assert_eq!(programmed["status"], "False");
+    assert_eq!(programmed["reason"], "LoadFailed");
+    let message = programmed["message"].as_str().unwrap();
+    assert!(
+        message.contains(&proxy.admin.to_string()) && message.contains("boom at load"),
+        "{message}"
+    );
+    let route_status = &patches
+        .iter()
+        .find(|(p, _)| p.ends_with("/routes/api/status"))
+        .unwrap()
+        .1;
+    assert_eq!(condition(route_status, "Programmed")["status"], "True");
 }
