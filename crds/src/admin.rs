@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
+use crate::compile::endpoint_is_ready;
 use crate::compile::report::{InSnapshot, ObjectKind, ObjectRef, ObjectReport};
 use crate::condition::{ConditionType, DesiredCondition, Reason};
 
@@ -119,12 +120,7 @@ pub fn admin_endpoints(slices: &[&EndpointSlice], port_name: Option<&str>) -> Ve
         };
         let ipv6 = slice.address_type == "IPv6";
         for endpoint in &slice.endpoints {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
-            if !ready {
+            if !endpoint_is_ready(endpoint) {
                 continue;
             }
             for address in &endpoint.addresses {

@@ -164,12 +164,7 @@ impl Plugin {
     /// Whether this Plugin's source is in the ConfigMap `namespace/name`: an edit of that
     /// ConfigMap changes what the Plugin compiles to.
     pub fn uses_config_map(&self, namespace: &str, name: &str) -> bool {
-        let own = self
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(crate::compile::DEFAULT_NAMESPACE);
-        own == namespace
+        crate::compile::namespace_of(&self.metadata) == namespace
             && self
                 .spec
                 .source

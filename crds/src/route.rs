@@ -647,12 +647,7 @@ pub struct PluginAttachment {
 impl Route {
     /// Whether this Route takes its certificate from the Secret `namespace/name`.
     pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
-        let own = self
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(crate::compile::DEFAULT_NAMESPACE);
-        own == namespace
+        crate::compile::namespace_of(&self.metadata) == namespace
             && self
                 .spec
                 .tls

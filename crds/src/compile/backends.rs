@@ -211,11 +211,7 @@ fn from_service(
             continue;
         };
         for endpoint in &slice.endpoints {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
+            let ready = endpoint_is_ready(endpoint);
             // Every address of an endpoint is the same pod; the first is the one to use.
             if let (true, Some(address)) = (ready, endpoint.addresses.first()) {
                 endpoints.insert(Endpoint {
@@ -239,4 +235,14 @@ pub(crate) fn slice_service_name(
         .as_ref()?
         .get(SERVICE_NAME_LABEL)
         .map(String::as_str)
+}
+
+/// Whether an EndpointSlice endpoint takes traffic: its `ready` condition, where unset
+/// counts as ready (as kube-proxy reads it).
+pub(crate) fn endpoint_is_ready(endpoint: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+    endpoint
+        .conditions
+        .as_ref()
+        .and_then(|c| c.ready)
+        .unwrap_or(true)
 }

@@ -7,6 +7,7 @@
 //! bundle it had in the previous snapshot.
 
 mod backends;
+pub(crate) use backends::endpoint_is_ready;
 mod plugins;
 mod precedence;
 pub mod report;
@@ -96,7 +97,10 @@ pub(crate) struct Index<'a> {
     secrets: BTreeMap<(&'a str, &'a str), &'a Secret>,
 }
 
-fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+/// The namespace of an object; objects without one (standalone files) are in `default`.
+pub(crate) fn namespace_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &str {
     meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
 }
 
