@@ -156,11 +156,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     assert_eq!(body, "hello from weir");
 
     let patches = h.api.take_status_patches();
-    let route_status = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/routes/api/status"))
-        .unwrap()
-        .1;
+    let route_status = patched_status(&patches, "routes", "api");
     assert_eq!(
         condition(route_status, "Programmed")["message"],
         "applied on 2/2 proxies (snapshot 1)"
@@ -178,11 +174,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     assert_eq!(outcome.in_sync, (1, 2));
     assert_eq!(a.get("api.example.com").1, "second");
     let patches = h.api.take_status_patches();
-    let route_status = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/routes/api/status"))
-        .unwrap()
-        .1;
+    let route_status = patched_status(&patches, "routes", "api");
     let programmed = condition(route_status, "Programmed");
     assert_eq!(programmed["reason"], "Pending");
     let message = programmed["message"].as_str().unwrap();
@@ -201,11 +193,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     assert_eq!(outcome.in_sync, (2, 2));
     assert_eq!(c.get("api.example.com"), (200, "second".to_owned()));
     let patches = h.api.take_status_patches();
-    let route_status = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/routes/api/status"))
-        .unwrap()
-        .1;
+    let route_status = patched_status(&patches, "routes", "api");
     assert_eq!(
         condition(route_status, "Programmed")["message"],
         "applied on 2/2 proxies (snapshot 2)"
@@ -299,11 +287,7 @@ async fn a_plugin_a_real_proxy_cannot_load_is_reported_on_its_status() {
         (200, "still served".to_owned())
     );
     let patches = h.api.take_status_patches();
-    let plugin_status = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/plugins/boom/status"))
-        .expect("the Plugin's status is written")
-        .1;
+    let plugin_status = patched_status(&patches, "plugins", "boom");
     assert_eq!(condition(plugin_status, "Compiled")["status"], "True");
     let programmed = condition(plugin_status, "Programmed");
     assert_eq!(programmed["status"], "False");
@@ -313,10 +297,6 @@ async fn a_plugin_a_real_proxy_cannot_load_is_reported_on_its_status() {
         message.contains(&proxy.admin.to_string()) && message.contains("boom at load"),
         "{message}"
     );
-    let route_status = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/routes/api/status"))
-        .unwrap()
-        .1;
+    let route_status = patched_status(&patches, "routes", "api");
     assert_eq!(condition(route_status, "Programmed")["status"], "True");
 }

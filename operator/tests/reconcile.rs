@@ -146,11 +146,7 @@ async fn status_carries_conditions_and_generation_and_is_written_once() {
     // Every object's Programmed message names the new snapshot, so all are rewritten.
     let patches = h.api.take_status_patches();
     assert_eq!(patches.len(), 3, "{patches:#?}");
-    let api_patch = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/routes/api/status"))
-        .unwrap()
-        .1;
+    let api_patch = patched_status(&patches, "routes", "api");
     let accepted = condition(api_patch, "Accepted");
     assert_eq!(accepted["observedGeneration"], 4);
     assert_eq!(accepted["lastTransitionTime"], before);
@@ -158,11 +154,7 @@ async fn status_carries_conditions_and_generation_and_is_written_once() {
         condition(api_patch, "Programmed")["message"],
         "applied on 2/2 proxies (snapshot 2)"
     );
-    let auth_patch = &patches
-        .iter()
-        .find(|(p, _)| p.ends_with("/plugins/auth/status"))
-        .unwrap()
-        .1;
+    let auth_patch = patched_status(&patches, "plugins", "auth");
     assert_eq!(condition(auth_patch, "Programmed")["observedGeneration"], 2);
 }
 

@@ -238,6 +238,16 @@ impl FakeApi {
     }
 }
 
+/// The status patched onto the weir object `plural/name` among `patches`.
+pub fn patched_status<'a>(patches: &'a [(String, Value)], plural: &str, name: &str) -> &'a Value {
+    let suffix = format!("/{plural}/{name}/status");
+    &patches
+        .iter()
+        .find(|(path, _)| path.ends_with(&suffix))
+        .unwrap_or_else(|| panic!("no status patch for {plural}/{name}"))
+        .1
+}
+
 /// API path of a weir object.
 pub fn weir_path(plural: &str, namespace: &str, name: &str) -> String {
     format!("/apis/weir.dev/v1alpha1/namespaces/{namespace}/{plural}/{name}")
