@@ -171,6 +171,29 @@ def measure(pids, port, duration, connections, path="/"):
     return result
 
 
+def measure_rounds(targets, args):
+    """Measures every target `name -> (pids, port, path)` once per round, alternating
+    which goes first; returns the runs by name."""
+    runs = {name: [] for name in targets}
+    for round_number in range(args.rounds):
+        order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+        for name in order:
+            pids, port, path = targets[name]
+            runs[name].append(measure(pids, port, args.duration, args.connections, path))
+    return runs
+
+
+def stop(processes):
+    """SIGTERM to every process, then SIGKILL to any still running after 10 s."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def summarize(runs):
     return {
         "rps": statistics.median(r["rps"] for r in runs),
@@ -228,25 +251,14 @@ def main():
                 wait_for_port(port)
             time.sleep(0.5)
             targets = {
-                "nginx": (process_tree(nginx.pid), nginx_port),
-                "weir": ([weir.pid], weir_port),
+                "nginx": (process_tree(nginx.pid), nginx_port, "/"),
+                "weir": ([weir.pid], weir_port, "/"),
             }
-            for name, (_, port) in targets.items():
+            for name, (_, port, _) in targets.items():
                 run_wrk(port, 2, args.connections)  # warm up
-            runs = {name: [] for name in targets}
-            for round_number in range(args.rounds):
-                order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
-                for name in order:
-                    pids, port = targets[name]
-                    runs[name].append(measure(pids, port, args.duration, args.connections))
+            runs = measure_rounds(targets, args)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
 
     summary = {name: summarize(r) for name, r in runs.items()}
     ratio = {
@@ -324,20 +336,9 @@ def plugin_scenarios(args):
                 warm = run_wrk(port, 2, args.connections, path)
                 if warm["non_2xx"] or warm["requests"] == 0:
                     sys.exit(f"{name}: the warm-up failed: {warm}")
-            runs = {name: [] for name in targets}
-            for round_number in range(args.rounds):
-                order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
-                for name in order:
-                    pids, port, path = targets[name]
-                    runs[name].append(measure(pids, port, args.duration, args.connections, path))
+            runs = measure_rounds(targets, args)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
 
     summary = {name: summarize(r) for name, r in runs.items()}
     results = ROOT / "bench" / "results"
