@@ -298,6 +298,7 @@ async fn with_plugins(
         lazy.as_ref(),
     );
     let (outcome, carry) = gateway.plugins.before_request(chain, info).await;
+    record.user = carry.user().map(str::to_owned);
     let body = match &lazy {
         Some(lazy) => lazy.take().await,
         None => body::empty(),
@@ -306,7 +307,6 @@ async fn with_plugins(
     let (answered, response_edits) = match outcome {
         BeforeRequest::Continue(patch) => {
             patch.headers.apply_to_map(request.headers_mut());
-            record.user = patch.user.as_ref().map(|user| user.to_string());
             let steering = Steering {
                 path: patch.path,
                 upstream: patch.upstream,

@@ -53,7 +53,7 @@ fn each_request_writes_one_json_access_log_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("route.yaml"),
-        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  plugins: [{name: who}]\n  rules: [{directResponse: {status: 200, body: hi}}]\n---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: who, namespace: demo}\nspec:\n  timeoutMs: 5000\n  source: {code: 'export default { beforeRequest(ctx) { ctx.user = { sub: \"alice\" }; } };'}\n",
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: hello, namespace: demo}\nspec:\n  plugins: [{name: who}]\n  rules: [{directResponse: {status: 200, body: hi}}]\n---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: who, namespace: demo}\nspec:\n  timeoutMs: 5000\n  source: {code: 'export default { beforeRequest(ctx) { ctx.user = { sub: \"alice\" }; if (ctx.request.path === \"/denied\") ctx.reject(403, \"no\"); } };'}\n",
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -85,19 +85,30 @@ fn each_request_writes_one_json_access_log_line() {
         .map(Result::unwrap)
         .find(|line| line.contains("weir-proxy listening"))
         .expect("a startup line");
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(b"GET /any HTTP/1.1\r\nhost: demo.example\r\nx-request-id: trace-me\r\nconnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let get = |path: &str, id: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nhost: demo.example\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = get("/any", "trace-me");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let line = lines
+    let answer = get("/denied", "rejected");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let mut entries = lines
         .map(Result::unwrap)
-        .find(|line| line.contains("\"weir::access\""))
-        .expect("an access log line");
+        .filter(|line| line.contains("\"weir::access\""))
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(&line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        });
+    let entry = entries.next().expect("an access log line");
+    let rejected = entries
+        .next()
+        .expect("an access log line for the rejected request");
     let _ = proxy.kill();
     let _ = proxy.wait();
-    let entry: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(entry["request_id"], "trace-me");
     assert_eq!(entry["route"], "demo/hello");
     assert_eq!(entry["status"], 200);
@@ -109,6 +120,12 @@ fn each_request_writes_one_json_access_log_line() {
         "ctx.user from the plugin"
     );
     assert!(entry["duration_ms"].as_f64().is_some(), "{entry}");
+    assert_eq!(rejected["request_id"], "rejected");
+    assert_eq!(rejected["status"], 403);
+    assert_eq!(
+        rejected["user"], r#"{"sub":"alice"}"#,
+        "ctx.user of a request the plugin answered itself"
+    );
 }
 
 #[test]

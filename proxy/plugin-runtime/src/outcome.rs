@@ -65,6 +65,14 @@ pub struct Carry {
     pub(crate) ran: Vec<usize>,
 }
 
+impl Carry {
+    /// `ctx.user` as the plugins that ran left it, as JSON text, whatever the phase came
+    /// to (for the access log, also of requests a plugin answered or failed).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
 /// Why a plugin failed a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
