@@ -50,12 +50,19 @@ def wait_for_port(port, timeout=30):
 
 
 def cpu_seconds(pids):
-    """User + system CPU time of processes, in seconds."""
-    total = 0
+    """User and system CPU time of processes, in seconds."""
+    user = system = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
+
+
+def build_weir():
+    """Builds weir-proxy in release mode (honouring CARGO_TARGET_DIR); returns its path."""
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-proxy"], cwd=ROOT, check=True)
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "weir-proxy"
 
 
 def process_tree(pid):
@@ -161,13 +168,15 @@ def run_wrk(port, duration, connections, path="/"):
 
 
 def measure(pids, port, duration, connections, path="/"):
-    before = cpu_seconds(pids)
+    user_before, system_before = cpu_seconds(pids)
     started = time.time()
     result = run_wrk(port, duration, connections, path)
     elapsed = time.time() - started
-    cpu = cpu_seconds(pids) - before
+    user, system = cpu_seconds(pids)
     result["rps"] = result["requests"] / elapsed
-    result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
+    result["user_us_per_request"] = (user - user_before) / result["requests"] * 1e6
+    result["system_us_per_request"] = (system - system_before) / result["requests"] * 1e6
+    result["cpu_us_per_request"] = result["user_us_per_request"] + result["system_us_per_request"]
     return result
 
 
@@ -198,6 +207,8 @@ def summarize(runs):
     return {
         "rps": statistics.median(r["rps"] for r in runs),
         "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
+        "user_us_per_request": statistics.median(r["user_us_per_request"] for r in runs),
+        "system_us_per_request": statistics.median(r["system_us_per_request"] for r in runs),
         "latency_us": {p: statistics.median(r["latency_us"][p] for r in runs) for p in ("50", "75", "90", "99")},
         "non_2xx": sum(r["non_2xx"] for r in runs),
     }
@@ -217,8 +228,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y nginx wrk")
 
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-proxy"], cwd=ROOT, check=True)
-    binary = ROOT / "target" / "release" / "weir-proxy"
+    binary = build_weir()
 
     processes = []
     with tempfile.TemporaryDirectory() as directory:
@@ -237,15 +247,8 @@ def main():
         }}
     }}""")
             processes.append(nginx)
-            config = Path(directory) / "weir"
-            config.mkdir()
-            (config / "route.yaml").write_text(
-                "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: bench}\n"
-                f"spec:\n  rules: [{{backends: [{{url: 'http://127.0.0.1:{upstream_port}'}}]}}]\n")
-            weir = subprocess.Popen(
-                [str(binary), "--config", str(config), "--workers", "1", "--no-access-log",
-                 "--listen", f"127.0.0.1:{weir_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            config = weir_config(directory, "weir", upstream_port, {})
+            weir = start_weir(binary, config, weir_port, admin_port)
             processes.append(weir)
             for port in (upstream_port, nginx_port, weir_port):
                 wait_for_port(port)
@@ -272,29 +275,29 @@ def main():
     results.mkdir(exist_ok=True)
     (results / "proxy.json").write_text(json.dumps(result, indent=2))
 
-    print(f"{'':8}{'req/s':>10}{'CPU µs/req':>12}{'p50 µs':>9}{'p75 µs':>9}{'p90 µs':>9}{'p99 µs':>9}")
+    print(f"{'':8}{'req/s':>10}{'CPU µs/req':>12}{'user':>7}{'system':>8}{'p50 µs':>9}{'p75 µs':>9}{'p90 µs':>9}{'p99 µs':>9}")
     for name, s in summary.items():
         l = s["latency_us"]
-        print(f"{name:8}{s['rps']:>10.0f}{s['cpu_us_per_request']:>12.1f}{l['50']:>9.0f}{l['75']:>9.0f}{l['90']:>9.0f}{l['99']:>9.0f}")
+        print(f"{name:8}{s['rps']:>10.0f}{s['cpu_us_per_request']:>12.1f}{s['user_us_per_request']:>7.1f}"
+              f"{s['system_us_per_request']:>8.1f}{l['50']:>9.0f}{l['75']:>9.0f}{l['90']:>9.0f}{l['99']:>9.0f}")
     print(f"weir/nginx: CPU per request {ratio['cpu_per_request']:.2f}x, throughput {ratio['rps']:.2f}x, "
           f"p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x")
     if any(s["non_2xx"] for s in summary.values()):
         print("warning: some responses were not 2xx:", {n: s["non_2xx"] for n, s in summary.items()})
     if args.markdown:
         print()
-        print("| proxy | req/s | CPU µs/req | p50 µs | p90 µs | p99 µs |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| proxy | req/s | CPU µs/req | of which user | of which system | p50 µs | p90 µs | p99 µs |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, s in summary.items():
             l = s["latency_us"]
-            print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {l['50']:.0f} | {l['90']:.0f} | {l['99']:.0f} |")
+            print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {s['user_us_per_request']:.1f} "
+                  f"| {s['system_us_per_request']:.1f} | {l['50']:.0f} | {l['90']:.0f} | {l['99']:.0f} |")
 
 
 def plugin_scenarios(args):
     if not Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
         sys.exit("njs is missing: apt-get install -y libnginx-mod-http-js")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-proxy"], cwd=ROOT, check=True)
-    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    binary = target_dir / "release" / "weir-proxy"
+    binary = build_weir()
     processes = []
     targets = {}
     with tempfile.TemporaryDirectory() as directory:
