@@ -1,6 +1,7 @@
 //! Benchmark of the plugin runtime: CPU time per request through the isolate pool for no
-//! plugin, one trivial `beforeRequest` that sets a header, and two plugins with both
-//! hooks. Run with `cargo run --release -p weir-bench-plugin-runtime [REQUESTS [SCENARIO]]`
+//! plugin, an empty `beforeRequest`, one trivial `beforeRequest` that sets a header, and
+//! two plugins with both hooks; and, for comparison, the bare thread round trip the pool
+//! is built on (a tokio channel to a thread and a oneshot back, no JavaScript). Run with `cargo run --release -p weir-bench-plugin-runtime [REQUESTS [SCENARIO]]`
 //! (SCENARIO: part of a scenario's name to run only that one); the
 //! figures go to `docs/performance.md`.
 
@@ -17,10 +18,16 @@ use weir_plugin_runtime::{
     AfterResponse, BeforeRequest, Chain, PluginRuntime, RequestInfo, ResponseInfo, RuntimeConfig,
 };
 
+// The allocator weir-proxy uses, so the figures are the proxy's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Requests in flight at once, as many connections to a proxy would make.
 const CONCURRENCY: usize = 64;
 
 const NO_HOOKS: &str = "export default {};";
+
+const EMPTY_HOOK: &str = "export default { beforeRequest() {} };";
 
 const SET_HEADER: &str =
     r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-weir", "1"); } };"#;
@@ -133,6 +140,47 @@ async fn measure(
     Ok((cpu.as_secs_f64() * 1e6 / done, done / wall.as_secs_f64()))
 }
 
+/// CPU time per round trip from tokio tasks to a thread running its own single-threaded
+/// runtime (as an isolate thread does) and back, with nothing done on the other side: the
+/// floor under any hook call, whatever the engine. With `in_flight` 1 each round trip
+/// finds the other thread parked and wakes it, as a proxy that is not saturated does.
+async fn thread_round_trip(requests: usize, in_flight: usize) -> anyhow::Result<(f64, f64)> {
+    type Job = tokio::sync::oneshot::Sender<()>;
+    let (jobs, mut received) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    std::thread::spawn(move || {
+        let executor = tokio::runtime::Builder::new_current_thread().build()?;
+        executor.block_on(async move {
+            while let Some(reply) = received.recv().await {
+                let _ = reply.send(());
+            }
+        });
+        anyhow::Ok(())
+    });
+    let cpu_before = cpu_time()?;
+    let started = Instant::now();
+    let per_task = requests / in_flight;
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let jobs = jobs.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    jobs.send(reply).ok().context("the thread stopped")?;
+                    answer.await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let wall = started.elapsed();
+    let cpu = cpu_time()? - cpu_before;
+    let done = (per_task * in_flight) as f64;
+    Ok((cpu.as_secs_f64() * 1e6 / done, done / wall.as_secs_f64()))
+}
+
 fn main() -> anyhow::Result<()> {
     let requests: usize = std::env::args()
         .nth(1)
@@ -152,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         let runtime = PluginRuntime::start(&config, &mut Registry::default(), tokio::runtime::Handle::current())?;
         let bundles: BTreeMap<String, PluginBundle> = [
             ("bench/no-hooks", NO_HOOKS),
+            ("bench/empty-hook", EMPTY_HOOK),
             ("bench/set-header", SET_HEADER),
             ("bench/first", BOTH_HOOKS),
             ("bench/second", BOTH_HOOKS),
@@ -170,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         let scenarios = [
             ("no plugin", loaded.set.chain(&[])),
             ("one plugin without hooks (dispatch only)", loaded.set.chain(&[call("bench/no-hooks")])),
+            ("one empty beforeRequest", loaded.set.chain(&[call("bench/empty-hook")])),
             ("one beforeRequest setting a header", loaded.set.chain(&[call("bench/set-header")])),
             ("two plugins, both hooks", loaded.set.chain(&[call("bench/first"), call("bench/second")])),
         ];
@@ -177,6 +227,14 @@ fn main() -> anyhow::Result<()> {
         println!("| scenario | CPU µs per request | requests per second |");
         println!("| --- | ---: | ---: |");
         let only = std::env::args().nth(2).unwrap_or_default();
+        let round_trips = [
+            ("thread round trip alone (no JavaScript), 64 in flight", CONCURRENCY),
+            ("thread round trip alone (no JavaScript), one at a time", 1),
+        ];
+        for (name, in_flight) in round_trips.iter().filter(|(name, _)| name.contains(only.as_str())) {
+            let (cpu_us, rate) = thread_round_trip(requests, *in_flight).await?;
+            println!("| {name} | {cpu_us:.2} | {rate:.0} |");
+        }
         for (name, chain) in scenarios.iter().filter(|(name, _)| name.contains(only.as_str())) {
             let (cpu_us, rate) = measure(&runtime, chain, requests).await?;
             println!("| {name} | {cpu_us:.2} | {rate:.0} |");
