@@ -108,24 +108,22 @@ async fn one_request(runtime: &PluginRuntime, chain: &Arc<Chain>) -> anyhow::Res
     Ok(())
 }
 
-async fn measure(
-    runtime: &PluginRuntime,
-    chain: &Arc<Chain>,
-    requests: usize,
-) -> anyhow::Result<(f64, f64)> {
-    // Warm up: isolates, JIT-less caches, allocator.
-    for _ in 0..2_000 {
-        one_request(runtime, chain).await?;
-    }
+/// Runs `requests` calls of `one`, `in_flight` tasks at a time; returns the CPU µs per
+/// call and the calls per second.
+async fn timed<F, Fut>(requests: usize, in_flight: usize, one: F) -> anyhow::Result<(f64, f64)>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let cpu_before = cpu_time()?;
     let started = Instant::now();
-    let per_task = requests / CONCURRENCY;
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let per_task = requests / in_flight;
+    let tasks: Vec<_> = (0..in_flight)
         .map(|_| {
-            let (runtime, chain) = (runtime.clone(), chain.clone());
+            let one = one.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    one_request(&runtime, &chain).await?;
+                    one().await?;
                 }
                 anyhow::Ok(())
             })
@@ -136,8 +134,25 @@ async fn measure(
     }
     let wall = started.elapsed();
     let cpu = cpu_time()? - cpu_before;
-    let done = (per_task * CONCURRENCY) as f64;
+    let done = (per_task * in_flight) as f64;
     Ok((cpu.as_secs_f64() * 1e6 / done, done / wall.as_secs_f64()))
+}
+
+async fn measure(
+    runtime: &PluginRuntime,
+    chain: &Arc<Chain>,
+    requests: usize,
+) -> anyhow::Result<(f64, f64)> {
+    // Warm up: isolates, JIT-less caches, allocator.
+    for _ in 0..2_000 {
+        one_request(runtime, chain).await?;
+    }
+    let (runtime, chain) = (runtime.clone(), chain.clone());
+    timed(requests, CONCURRENCY, move || {
+        let (runtime, chain) = (runtime.clone(), chain.clone());
+        async move { one_request(&runtime, &chain).await }
+    })
+    .await
 }
 
 /// CPU time per round trip from tokio tasks to a thread running its own single-threaded
@@ -156,29 +171,16 @@ async fn thread_round_trip(requests: usize, in_flight: usize) -> anyhow::Result<
         });
         anyhow::Ok(())
     });
-    let cpu_before = cpu_time()?;
-    let started = Instant::now();
-    let per_task = requests / in_flight;
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let jobs = jobs.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    let (reply, answer) = tokio::sync::oneshot::channel();
-                    jobs.send(reply).ok().context("the thread stopped")?;
-                    answer.await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    let wall = started.elapsed();
-    let cpu = cpu_time()? - cpu_before;
-    let done = (per_task * in_flight) as f64;
-    Ok((cpu.as_secs_f64() * 1e6 / done, done / wall.as_secs_f64()))
+    timed(requests, in_flight, move || {
+        let jobs = jobs.clone();
+        async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            jobs.send(reply).ok().context("the thread stopped")?;
+            answer.await?;
+            anyhow::Ok(())
+        }
+    })
+    .await
 }
 
 fn main() -> anyhow::Result<()> {
