@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::Mutex;
@@ -20,9 +21,11 @@ use crate::body::{self, BoxError, ProxyBody};
 enum State {
     /// Nobody read it.
     Unread(ProxyBody),
-    /// Read: the bytes read (the whole body when `rest` is `None`), and what was not.
+    /// Read: the bytes read (the whole body when `rest` is `None`, then with the
+    /// trailers it ended with, if any), and what was not.
     Read {
         read: Bytes,
+        trailers: Option<HeaderMap>,
         rest: Option<ProxyBody>,
     },
     /// Reading failed; the proxy cannot send it on either.
@@ -62,10 +65,27 @@ impl LazyBody {
         let mut state = self.state.lock().await;
         match std::mem::replace(&mut *state, State::Taken) {
             State::Unread(body) => body,
-            State::Read { read, rest: None } => body::full(read),
+            State::Read {
+                read,
+                trailers: None,
+                rest: None,
+            } => body::full(read),
+            State::Read {
+                read,
+                trailers: Some(trailers),
+                rest: None,
+            } => Prefixed {
+                prefix: Some(read),
+                rest: http_body_util::StreamBody::new(futures::stream::once(async move {
+                    Ok::<_, BoxError>(Frame::trailers(trailers))
+                }))
+                .boxed_unsync(),
+            }
+            .boxed_unsync(),
             State::Read {
                 read,
                 rest: Some(rest),
+                ..
             } => Prefixed {
                 prefix: Some(read),
                 rest,
@@ -99,7 +119,9 @@ impl BodySource for LazyBody {
             }
             let mut state = state.lock().await;
             match &mut *state {
-                State::Read { read, rest: None } if read.len() <= limit => Ok(read.clone()),
+                State::Read {
+                    read, rest: None, ..
+                } if read.len() <= limit => Ok(read.clone()),
                 State::Read { .. } => Err(BodyError::TooLarge { limit }),
                 State::Failed(message) => Err(BodyError::Read(message.clone())),
                 State::Taken => Err(BodyError::Read("the body was already sent".into())),
@@ -109,24 +131,28 @@ impl BodySource for LazyBody {
                         unreachable!("matched above");
                     };
                     let mut read = BytesMut::new();
+                    let mut trailers = None;
                     loop {
                         match body.frame().await {
                             None => {
                                 let read = read.freeze();
                                 *state = State::Read {
                                     read: read.clone(),
+                                    trailers,
                                     rest: None,
                                 };
                                 return Ok(read);
                             }
                             Some(Ok(frame)) => {
-                                // Trailers are not kept: plugins see data only.
-                                if let Ok(data) = frame.into_data() {
-                                    read.extend_from_slice(&data);
+                                // Plugins see the data; trailers are kept to send on.
+                                match frame.into_data() {
+                                    Ok(data) => read.extend_from_slice(&data),
+                                    Err(frame) => trailers = frame.into_trailers().ok(),
                                 }
                                 if read.len() > limit {
                                     *state = State::Read {
                                         read: read.freeze(),
+                                        trailers: None,
                                         rest: Some(body),
                                     };
                                     return Err(BodyError::TooLarge { limit });
@@ -208,6 +234,24 @@ mod tests {
         assert_eq!(lazy.read(10).await.unwrap(), "abcd");
         assert_eq!(lazy.read(10).await.unwrap(), "abcd", "read twice");
         assert_eq!(collect(lazy.take().await).await, "abcd");
+    }
+
+    #[tokio::test]
+    async fn read_bodies_keep_their_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::trailers(trailers.clone())),
+        ];
+        let lazy = LazyBody::new(
+            http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed_unsync(),
+            None,
+        );
+        assert_eq!(lazy.read(10).await.unwrap(), "ab");
+        let sent = lazy.take().await.collect().await.unwrap();
+        assert_eq!(sent.trailers(), Some(&trailers));
+        assert_eq!(sent.to_bytes(), "ab");
     }
 
     #[tokio::test]
