@@ -76,10 +76,7 @@ impl LazyBody {
                 rest: None,
             } => Prefixed {
                 prefix: Some(read),
-                rest: http_body_util::StreamBody::new(futures::stream::once(async move {
-                    Ok::<_, BoxError>(Frame::trailers(trailers))
-                }))
-                .boxed_unsync(),
+                rest: one_frame(Ok(Frame::trailers(trailers))),
             }
             .boxed_unsync(),
             State::Read {
@@ -98,11 +95,12 @@ impl LazyBody {
 }
 
 fn failed(message: String) -> ProxyBody {
-    let error: BoxError = message.into();
-    http_body_util::StreamBody::new(futures::stream::once(async move {
-        Err::<Frame<Bytes>, BoxError>(error)
-    }))
-    .boxed_unsync()
+    one_frame(Err(message.into()))
+}
+
+/// A body of one frame (or one error).
+fn one_frame(frame: Result<Frame<Bytes>, BoxError>) -> ProxyBody {
+    http_body_util::StreamBody::new(futures::stream::once(async move { frame })).boxed_unsync()
 }
 
 impl BodySource for LazyBody {
