@@ -1,9 +1,10 @@
 //! Benchmark of the plugin runtime: CPU time per request through the isolate pool for no
 //! plugin, an empty `beforeRequest`, one trivial `beforeRequest` that sets a header, and
 //! two plugins with both hooks; and, for comparison, the bare thread round trip the pool
-//! is built on (a tokio channel to a thread and a oneshot back, no JavaScript). Run with `cargo run --release -p weir-bench-plugin-runtime [REQUESTS [SCENARIO]]`
-//! (SCENARIO: part of a scenario's name to run only that one); the
-//! figures go to `docs/performance.md`.
+//! is built on (a tokio channel to a thread and a oneshot back, no JavaScript). Run with
+//! `cargo run --release -p weir-bench-plugin-runtime [REQUESTS [SCENARIO]]` (SCENARIO:
+//! part of a scenario's name to run only that one); the figures go to
+//! `docs/performance.md`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,26 +109,18 @@ async fn one_request(runtime: &PluginRuntime, chain: &Arc<Chain>) -> anyhow::Res
     Ok(())
 }
 
-/// Runs `requests` calls of `one`, `in_flight` tasks at a time; returns the CPU µs per
-/// call and the calls per second.
-async fn timed<F, Fut>(requests: usize, in_flight: usize, one: F) -> anyhow::Result<(f64, f64)>
+/// Spreads `requests` over `in_flight` tasks, each made by `task(count)` to do `count` of
+/// them; returns the CPU µs per request and the requests per second.
+async fn timed<F, Fut>(requests: usize, in_flight: usize, task: F) -> anyhow::Result<(f64, f64)>
 where
-    F: Fn() -> Fut + Clone + Send + 'static,
+    F: Fn(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let cpu_before = cpu_time()?;
     let started = Instant::now();
     let per_task = requests / in_flight;
     let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let one = one.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    one().await?;
-                }
-                anyhow::Ok(())
-            })
-        })
+        .map(|_| tokio::spawn(task(per_task)))
         .collect();
     for task in tasks {
         task.await??;
@@ -147,10 +140,14 @@ async fn measure(
     for _ in 0..2_000 {
         one_request(runtime, chain).await?;
     }
-    let (runtime, chain) = (runtime.clone(), chain.clone());
-    timed(requests, CONCURRENCY, move || {
+    timed(requests, CONCURRENCY, |count| {
         let (runtime, chain) = (runtime.clone(), chain.clone());
-        async move { one_request(&runtime, &chain).await }
+        async move {
+            for _ in 0..count {
+                one_request(&runtime, &chain).await?;
+            }
+            anyhow::Ok(())
+        }
     })
     .await
 }
@@ -171,12 +168,14 @@ async fn thread_round_trip(requests: usize, in_flight: usize) -> anyhow::Result<
         });
         anyhow::Ok(())
     });
-    timed(requests, in_flight, move || {
+    timed(requests, in_flight, |count| {
         let jobs = jobs.clone();
         async move {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            jobs.send(reply).ok().context("the thread stopped")?;
-            answer.await?;
+            for _ in 0..count {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                jobs.send(reply).ok().context("the thread stopped")?;
+                answer.await?;
+            }
             anyhow::Ok(())
         }
     })

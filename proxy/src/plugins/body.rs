@@ -209,11 +209,17 @@ mod tests {
     use super::*;
 
     fn chunks(parts: &[&'static str]) -> ProxyBody {
-        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
-            .iter()
-            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
-            .collect();
-        http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
+        frames(
+            parts
+                .iter()
+                .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
+                .collect(),
+        )
+    }
+
+    fn frames(frames: Vec<Frame<Bytes>>) -> ProxyBody {
+        http_body_util::StreamBody::new(futures::stream::iter(frames.into_iter().map(Ok)))
+            .boxed_unsync()
     }
 
     async fn collect(body: ProxyBody) -> Bytes {
@@ -238,12 +244,11 @@ mod tests {
     async fn read_bodies_keep_their_trailers() {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
-            Ok(Frame::data(Bytes::from_static(b"ab"))),
-            Ok(Frame::trailers(trailers.clone())),
-        ];
         let lazy = LazyBody::new(
-            http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed_unsync(),
+            frames(vec![
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::trailers(trailers.clone()),
+            ]),
             None,
         );
         assert_eq!(lazy.read(10).await.unwrap(), "ab");
