@@ -1,0 +1,96 @@
+"""The operator's permissions are exactly what it does (operator/src/watch.rs, status.rs,
+leader.rs and kube-runtime's event Recorder), scoped to the namespaces it watches; the
+proxies have none."""
+
+import pytest
+
+from conftest import NAMESPACE, RELEASE, VALUE_SETS, find, flag, flags, one, pod_spec, render
+
+# Everywhere the operator watches: a ClusterRole, or a Role per watched namespace.
+WATCH_RULES = [
+    {"apiGroups": ["weir.dev"], "resources": ["routes", "plugins"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["weir.dev"], "resources": ["routes/status", "plugins/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def release_rules(lease: str) -> list[dict]:
+    """In the release namespace: the Lease and the proxies' admin EndpointSlices."""
+    return [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+    ]
+
+
+OPERATOR_SA = {"kind": "ServiceAccount", "name": "weir-operator", "namespace": NAMESPACE}
+RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def test_cluster_wide_by_default():
+    objects = render()
+    name = f"{NAMESPACE}-{RELEASE}-operator"
+    assert one(objects, "ClusterRole", name)["rules"] == WATCH_RULES
+    binding = one(objects, "ClusterRoleBinding", name)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
+    assert binding["subjects"] == [OPERATOR_SA]
+    assert "--namespaces" not in flags(objects, "operator")
+    (role,) = find(objects, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == release_rules("weir-operator")
+
+
+def test_watched_namespaces_get_roles_and_nothing_is_cluster_wide():
+    objects = render({"watchNamespaces": ["a", "b"]})
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    assert flag(objects, "operator", "--namespaces") == "a,b"
+    name = f"{NAMESPACE}-{RELEASE}-operator"
+    for namespace in ("a", "b"):
+        assert one(objects, "Role", name, namespace)["rules"] == WATCH_RULES
+        binding = one(objects, "RoleBinding", name, namespace)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [OPERATOR_SA]
+    assert one(objects, "Role", "weir-operator", NAMESPACE)["rules"] == release_rules("weir-operator")
+    assert {r["metadata"]["namespace"] for r in find(objects, "Role")} == {"a", "b", NAMESPACE}
+
+
+def test_the_release_namespace_can_be_watched_too():
+    objects = render({"watchNamespaces": [NAMESPACE]})
+    roles = find(objects, "Role", namespace=NAMESPACE)
+    assert sorted(r["metadata"]["name"] for r in roles) == sorted([f"{NAMESPACE}-{RELEASE}-operator", "weir-operator"])
+
+
+def test_the_lease_and_admin_endpoints_match_the_operator_flags():
+    objects = render()
+    role = one(objects, "Role", "weir-operator")
+    assert role["metadata"]["namespace"] == flag(objects, "operator", "--lease-namespace")
+    assert role["rules"][1]["resourceNames"] == [flag(objects, "operator", "--lease-name")]
+    assert role["metadata"]["namespace"] == flag(objects, "operator", "--proxy-namespace")
+    one(objects, "Service", flag(objects, "operator", "--proxy-service"))
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_no_wildcards_no_secret_reads_no_proxy_rights(name):
+    objects = render(VALUE_SETS[name])
+    proxy_sa = pod_spec(objects, "proxy")["serviceAccountName"]
+    for role in find(objects, "ClusterRole") + find(objects, "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (role["metadata"]["name"], rule)
+            if "secrets" in rule["resources"]:
+                assert rule["verbs"] == ["list", "watch"], rule
+    for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        assert all(s["name"] != proxy_sa for s in binding["subjects"]), binding
+
+
+def test_rbac_can_be_left_to_the_user():
+    objects = render({"rbac": {"create": False}})
+    assert not [o for o in objects if o["kind"] in RBAC_KINDS]

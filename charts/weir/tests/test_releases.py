@@ -1,0 +1,52 @@
+"""Two releases side by side in one namespace, a public gateway and an internal one, do
+not collide and do not select each other's pods."""
+
+from conftest import NAMESPACE, VALUE_SETS, find, flag, render, workload
+
+PUBLIC = render(name="weir")
+INTERNAL = render(VALUE_SETS["internal"], name="internal")
+
+
+def identities(objects):
+    return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+
+
+def test_no_object_name_collides():
+    assert not identities(PUBLIC) & identities(INTERNAL)
+    names = lambda objects, kind: {o["metadata"]["name"] for o in find(objects, kind)}  # noqa: E731
+    assert names(PUBLIC, "ClusterRole") == {f"{NAMESPACE}-weir-operator"}
+    assert names(INTERNAL, "ClusterRole") == {f"{NAMESPACE}-internal-weir-operator"}
+    assert not names(PUBLIC, "ClusterRoleBinding") & names(INTERNAL, "ClusterRoleBinding")
+
+
+def test_same_release_name_in_two_namespaces_keeps_cluster_names_apart():
+    other = render(namespace="weir-canary")
+    cluster_scoped = lambda objects: {i for i in identities(objects) if i[1] is None}  # noqa: E731
+    assert cluster_scoped(PUBLIC) and not cluster_scoped(PUBLIC) & cluster_scoped(other)
+
+
+def test_classes_leases_and_admin_services_differ():
+    assert (flag(PUBLIC, "operator", "--class"), flag(PUBLIC, "operator", "--default-class")) == ("weir", "true")
+    assert (flag(INTERNAL, "operator", "--class"), flag(INTERNAL, "operator", "--default-class")) == ("internal", "false")
+    for name in ("--lease-name", "--proxy-service", "--proxy-server-name"):
+        assert flag(PUBLIC, "operator", name) != flag(INTERNAL, "operator", name), name
+
+
+def test_selectors_do_not_cross_releases():
+    pods = {
+        (release, component): workload(objects, component)["spec"]["template"]["metadata"]["labels"]
+        for release, objects in (("weir", PUBLIC), ("internal", INTERNAL))
+        for component in ("operator", "proxy")
+    }
+    for release, objects in (("weir", PUBLIC), ("internal", INTERNAL)):
+        selectors = [s["spec"]["selector"] for s in find(objects, "Service")]
+        selectors += [p["spec"]["podSelector"]["matchLabels"] for p in find(objects, "NetworkPolicy")]
+        selectors += [
+            peer["podSelector"]["matchLabels"]
+            for p in find(objects, "NetworkPolicy")
+            for rule in p["spec"]["ingress"]
+            for peer in rule.get("from", [])
+        ]
+        for selector in selectors:
+            matched = {key[0] for key, labels in pods.items() if selector.items() <= labels.items()}
+            assert matched == {release}, (release, selector)
