@@ -205,3 +205,24 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .Values.containerSecurityContext | nindent 2 }}
 {{- end -}}
+
+{{/*
+Probes of both containers, on their plain-HTTP metrics port: /healthz while the process
+serves, /readyz once it can do its work.
+*/}}
+{{- define "weir.probes" -}}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 3
+{{- end -}}
