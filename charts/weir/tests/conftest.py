@@ -6,12 +6,20 @@ generated on every render (test_cluster.py checks the real install/upgrade path)
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import functools
+import http.client
 import json
+import os
+import re
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import helm_python
@@ -247,11 +255,6 @@ def flag(objects: list[dict], component: str, name: str) -> str:
     return value
 
 
-@pytest.fixture(params=sorted(VALUE_SETS), ids=sorted(VALUE_SETS))
-def value_set(request) -> tuple[str, dict]:
-    return request.param, VALUE_SETS[request.param]
-
-
 def openssl() -> str:
     path = shutil.which("openssl")
     if not path:
@@ -278,3 +281,93 @@ def dns_names(cert_pem: str) -> list[str]:
         [openssl(), "x509", "-noout", "-ext", "subjectAltName"], input=cert_pem, capture_output=True, text=True, check=True
     ).stdout
     return [part.strip()[len("DNS:") :] for part in out.replace("\n", ",").split(",") if part.strip().startswith("DNS:")]
+
+
+
+def binary(name: str) -> str:
+    """A weir binary as scripts/test builds it (or $WEIR_BIN_DIR/<name>); skips without it."""
+    path = Path(os.environ.get("WEIR_BIN_DIR") or REPO / "target" / "debug", name)
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"{path} is not built (cargo build --workspace --bins)")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def localize(args: list[str], root: Path) -> tuple[list[str], dict[int, int]]:
+    """A container's arguments for a run on this machine: the mounted files under `root`,
+    every 0.0.0.0 listener on a free loopback port. Returns them and {pod port: local port}."""
+    ports: dict[int, int] = {}
+
+    def listener(match: re.Match) -> str:
+        ports[int(match.group(1))] = free_port()
+        return f"127.0.0.1:{ports[int(match.group(1))]}"
+
+    local = [re.sub(r"0\.0\.0\.0:(\d+)", listener, a.replace("/etc/weir/", f"{root}/")) for a in args]
+    return local, ports
+
+
+def admin_files(objects: list[dict]) -> dict[str, str]:
+    """The files of the admin Secrets the chart generated: token, ca.crt, tls.crt, tls.key."""
+    files: dict[str, str] = {}
+    for secret in find(objects, "Secret"):
+        if secret["metadata"]["labels"]["app.kubernetes.io/component"] == "admin":
+            files |= {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    return files
+
+
+def write_mounts(root: Path, files: dict[str, str]) -> None:
+    """The admin Secrets' files where the pods mount them (token; ca.crt, tls.crt, tls.key)."""
+    for name, content in files.items():
+        directory = root / ("admin-token" if name == "token" else "admin-tls")
+        directory.mkdir(exist_ok=True)
+        (directory / name).write_text(content)
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str] | None = None):
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=60)
+
+
+def http_get(port: int, path: str, process: subprocess.Popen, *, tls: tuple[str, str] | None = None, token: str | None = None) -> int:
+    """GET on a loopback port once it listens; with tls=(CA file, server name), over HTTPS
+    checking the certificate for that name as the operator does. Returns the status."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except OSError:
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.1)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.sock = raw
+    if tls:
+        ca_file, server_name = tls
+        connection.sock = ssl.create_default_context(cafile=ca_file).wrap_socket(raw, server_hostname=server_name)
+    connection.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    return connection.getresponse().status
+
+
+def proxy_admin_status(objects: list[dict], files: dict[str, str], token: str) -> int:
+    """Runs weir-proxy with the chart's own proxy arguments and the admin Secrets' `files`,
+    and asks its admin listener for the snapshot version as the operator does (HTTPS,
+    checked against ca.crt for --proxy-server-name, bearer `token`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_mounts(root, files)
+        args, ports = localize(container(objects, "proxy")["args"], root)
+        with running([binary("weir-proxy"), *args]) as proxy:
+            tls = (str(root / "admin-tls" / "ca.crt"), flag(objects, "operator", "--proxy-server-name"))
+            return http_get(ports[9901], "/v1/snapshot/version", proxy, tls=tls, token=token)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import NAMESPACE, VALUE_SETS, dns_names, find, flag, one, openssl_verify, pod_spec, render
+from conftest import NAMESPACE, VALUE_SETS, admin_files, dns_names, find, flag, one, openssl_verify, pod_spec, proxy_admin_status, render
 
 
 def decoded(secret):
@@ -113,3 +113,13 @@ def test_pushes_are_https(name):
     proxy = flag(objects, "proxy", "--admin-tls-cert"), flag(objects, "proxy", "--admin-tls-key")
     assert all(proxy)
     assert flag(objects, "operator", "--ca-file") and flag(objects, "operator", "--proxy-server-name")
+
+
+
+def test_a_real_proxy_serves_the_generated_certificate():
+    """weir-proxy loads the chart's certificate and key, and a client that checks them as
+    the operator does (CA file, the Service's name, the token) gets through."""
+    objects = render()
+    files = admin_files(objects)
+    assert proxy_admin_status(objects, files, files["token"]) == 200
+    assert proxy_admin_status(objects, files, "not-the-token") == 401

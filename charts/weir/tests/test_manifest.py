@@ -14,7 +14,7 @@ import textwrap
 import kubernetes_validate.utils as kv
 import pytest
 
-from conftest import NAMESPACE, REPO, SCHEMA_VERSIONS, dns_names, openssl, openssl_verify, parse_objects
+from conftest import NAMESPACE, REPO, SCHEMA_VERSIONS, dns_names, openssl, openssl_verify, parse_objects, proxy_admin_status
 
 MANIFEST = REPO / "deploy" / "weir.yaml"
 CREATE_SECRETS = REPO / "deploy" / "create-secrets"
@@ -175,3 +175,11 @@ def test_create_secrets_in_another_namespace(kubectl):
     cert = (cluster / "weir-admin-tls" / "tls.crt").read_text()
     assert "weir-proxy-admin.edge.svc" in dns_names(cert)
     assert all(line.startswith("-n edge ") for line in (cluster / "calls").read_text().splitlines())
+
+
+
+def test_a_real_proxy_serves_what_create_secrets_made(kubectl):
+    run, cluster = kubectl
+    run()
+    files = {p.name: p.read_text() for d in ("weir-admin-tls", "weir-admin-token") for p in (cluster / d).iterdir() if p.name != ".type"}
+    assert proxy_admin_status(OBJECTS, files, files["token"]) == 200
