@@ -107,6 +107,7 @@ KUBECTL_STUB = textwrap.dedent(
                 case "$arg" in
                     --type=*) echo "${arg#--type=}" >"$OUT/$name/.type" ;;
                     --from-file=*) spec=${arg#--from-file=}; cp "${spec#*=}" "$OUT/$name/${spec%%=*}" ;;
+                    --from-literal=*) spec=${arg#--from-literal=}; printf %s "${spec#*=}" >"$OUT/$name/${spec%%=*}" ;;
                 esac
             done ;;
     esac
@@ -122,22 +123,22 @@ def kubectl(tmp_path):
     out = tmp_path / "cluster"
     out.mkdir()
 
-    def run(*args):
+    def run(*args, script=str(CREATE_SECRETS)):
         openssl()
         return subprocess.run(
-            ["bash", str(CREATE_SECRETS), *args],
-            env=os.environ | {"KUBECTL": str(stub), "OUT": str(out)},
+            ["bash", script, *args],
+            env=os.environ | {"KUBECTL": str(stub), "OUT": str(out), "PATH": f"{tmp_path}:{os.environ['PATH']}"},
             capture_output=True,
             text=True,
             check=True,
+            cwd=tmp_path,
         )
 
     return run, out
 
 
-def test_create_secrets_makes_what_the_manifest_mounts(kubectl):
-    run, cluster = kubectl
-    run()
+def check_made_secrets(cluster):
+    """The two Secrets in the stub cluster are what the manifest's pods need."""
     token = (cluster / "weir-admin-token" / "token").read_text()
     assert re.fullmatch(r"[0-9a-f]{64}", token)
     tls = cluster / "weir-admin-tls"
@@ -152,6 +153,23 @@ def test_create_secrets_makes_what_the_manifest_mounts(kubectl):
     operator = next(o for o in OBJECTS if o["kind"] == "Deployment" and o["metadata"]["name"] == "weir-operator")
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--proxy-server-name={SERVER_NAME}" in args
+
+
+def test_create_secrets_makes_what_the_manifest_mounts(kubectl):
+    run, cluster = kubectl
+    run()
+    check_made_secrets(cluster)
+
+
+def test_the_recipe_in_the_header_makes_the_same(kubectl, tmp_path):
+    run, cluster = kubectl
+    header = TEXT.split("\n---\n", 1)[0]
+    recipe = header.split("by hand in bash", 1)[1].split("\n#\n", 1)[0].split("\n", 1)[1]
+    script = tmp_path / "recipe.sh"
+    script.write_text("set -euo pipefail\n" + re.sub(r"^#   ", "", recipe, flags=re.MULTILINE))
+    run(script=str(script))
+    check_made_secrets(cluster)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".key", ".crt", ".csr", ".srl")) == ["ca.crt", "tls.crt"]
 
 
 def test_create_secrets_keeps_existing_ones_unless_told(kubectl):
