@@ -24,3 +24,15 @@ def test_lint_reports_a_broken_value():
     """The linter does see the values (so the clean runs above mean something)."""
     report = helm_python.lint(CHART, {"proxy": {"kind": "StatefulSet"}}, strict=True, namespace=NAMESPACE)
     assert report["errors"] or any(m["severity"] >= WARNING for m in report["messages"]), report
+
+
+def test_the_packaged_chart_leaves_the_tests_out(tmp_path):
+    """.helmignore keeps tests/ (and Python caches) out of `helm package`."""
+    with helm_python.Chart.load(CHART) as chart:
+        names = [f["name"] for f in chart.files] + [t["name"] for t in chart.templates]
+    assert names and not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
+    archive = helm_python.package(CHART, destination=tmp_path)
+    with helm_python.Chart.load(archive) as packaged:
+        assert "dashboards/weir.json" in [f["name"] for f in packaged.files]
+        assert not [f["name"] for f in packaged.files if f["name"].startswith("tests/")]
+        assert packaged.render({}, name="weir", namespace=NAMESPACE, is_install=True)
