@@ -330,13 +330,16 @@ def write_mounts(root: Path, files: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def running(command: list[str], env: dict[str, str] | None = None):
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=60)
+    """Runs a binary until the block ends; its output goes to a file, `process.output()`."""
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        process.output = lambda: Path(log.name).read_text()
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            process.wait(timeout=60)
 
 
 def http_get(port: int, path: str, process: subprocess.Popen, *, tls: tuple[str, str] | None = None, token: str | None = None) -> int:
@@ -348,7 +351,7 @@ def http_get(port: int, path: str, process: subprocess.Popen, *, tls: tuple[str,
             raw = socket.create_connection(("127.0.0.1", port), timeout=5)
             break
         except OSError:
-            assert process.poll() is None, process.stderr.read()
+            assert process.poll() is None, process.output()
             assert time.monotonic() < deadline, f"nothing listens on {port}"
             time.sleep(0.1)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -1,7 +1,9 @@
 """Against a real API server (KUBECONFIG; skipped without one): `helm install` and
 `helm upgrade` of the chart into a fresh namespace keep the generated admin token and
-certificate (the chart's `lookup`), two releases install side by side, and every rendered
-object and deploy/weir.yaml pass the server's own validation (dry run). No pod needs to run.
+certificate (the chart's `lookup`), two releases install side by side, every rendered
+object and deploy/weir.yaml pass the server's own validation (dry run), and the real
+operator, running as the chart's ServiceAccount with the chart's flags, files and RBAC
+and nothing more, serves a Route. No pod needs to run: the binary runs here, as in e2e/.
 
 Everything created is deleted: the releases, the namespace, and the CRDs if this test
 installed them and nothing uses them."""
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import ssl
 import tempfile
 import time
@@ -23,7 +26,20 @@ import helm_python
 import pytest
 import yaml
 
-from conftest import CHART, REPO, VALUE_SETS, flag, parse_objects, render
+from conftest import (
+    CHART,
+    REPO,
+    VALUE_SETS,
+    binary,
+    container,
+    flag,
+    http_get,
+    localize,
+    parse_objects,
+    render,
+    running,
+    write_mounts,
+)
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: these tests need a Kubernetes API server"
@@ -50,6 +66,16 @@ RESOURCES = {
 }
 
 
+# What a test may leave in its namespace that no uninstall removes.
+LEFTOVERS = (
+    ("apis/coordination.k8s.io/v1", "leases"),
+    ("apis/events.k8s.io/v1", "events"),
+    ("apis/discovery.k8s.io/v1", "endpointslices"),
+    ("apis/weir.dev/v1alpha1", "routes"),
+    ("apis/weir.dev/v1alpha1", "plugins"),
+)
+
+
 class Kube:
     """The few API calls the tests need, from the current context of KUBECONFIG (client
     certificates or a bearer token)."""
@@ -60,6 +86,7 @@ class Kube:
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
         user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
         self.server = cluster["server"].rstrip("/")
+        self.cluster = cluster
         self.headers = {"Content-Type": "application/json"}
         self.ssl = ssl.create_default_context()
         self._files = tempfile.TemporaryDirectory()
@@ -104,9 +131,14 @@ class Kube:
         return found and found["data"]
 
     def delete_namespace(self, name: str) -> None:
+        # Without a controller manager nothing empties or finalizes a namespace: delete
+        # what the tests may leave in it (the releases are uninstalled; the operator's
+        # Lease and Events, a Route), then finalize it.
+        for prefix, plural in LEFTOVERS:
+            self.call("DELETE", f"{prefix}/namespaces/{name}/{plural}")
+            left = self.get(f"{prefix}/namespaces/{name}/{plural}")
+            assert not (left and left["items"]), f"{plural} left in {name}"
         self.call("DELETE", f"api/v1/namespaces/{name}")
-        # Without a controller manager nothing finalizes a namespace: do it (the releases
-        # were uninstalled, so nothing is left in it).
         for _ in range(20):
             namespace = self.get(f"api/v1/namespaces/{name}")
             if namespace is None:
@@ -215,3 +247,96 @@ def test_the_dry_run_refuses_a_broken_object(kube, namespace):
     deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = 70000
     status, body = kube.dry_run_create(deployment, namespace)
     assert status == 422, body
+
+
+def wait_for(what: str, check, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return result
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace", "none"])
+def test_the_operator_works_with_exactly_the_charts_rights(kube, namespace, scope, tmp_path):
+    """The operator's RBAC is enough (and it is all it has): it lists and watches
+    everything, takes its Lease, and writes a Route's status and a Warning Event.
+
+    No proxy takes part: the API server refuses loopback addresses in EndpointSlices, and
+    these tests send nothing to any other address. test_binaries.py checks the proxy side
+    of the push (the chart's certificate, name and token) on loopback."""
+    values = {"cluster": {}, "namespace": {"watchNamespaces": [namespace]}, "none": {"rbac": {"create": False}}}[scope]
+    objects = render(values, namespace=namespace)
+    with helm_python.Config(namespace=namespace) as helm:
+        helm.install(str(CHART), "weir", values, namespace=namespace, timeout=120)
+        try:
+            # The pods' files, from the Secrets the chart made.
+            files = {k: base64.b64decode(v).decode() for k, v in kube.secret(namespace, "weir-admin-tls").items()}
+            files["token"] = base64.b64decode(kube.secret(namespace, "weir-admin-token")["token"]).decode()
+            write_mounts(tmp_path, files)
+            # The operator's identity: its ServiceAccount's token, nothing else.
+            status, body = kube.call(
+                "POST",
+                f"api/v1/namespaces/{namespace}/serviceaccounts/weir-operator/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
+            )
+            assert status == 201, body
+            kubeconfig = tmp_path / "kubeconfig"
+            cluster = {k: v for k, v in kube.cluster.items() if k != "certificate-authority"}
+            if "certificate-authority" in kube.cluster:
+                cluster["certificate-authority-data"] = base64.b64encode(
+                    Path(kube.cluster["certificate-authority"]).read_bytes()
+                ).decode()
+            kubeconfig.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Config",
+                        "clusters": [{"name": "c", "cluster": cluster}],
+                        "users": [{"name": "operator", "user": {"token": body["status"]["token"]}}],
+                        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator", "namespace": namespace}}],
+                        "current-context": "c",
+                    }
+                )
+            )
+            operator_args, operator_ports = localize(container(objects, "operator")["args"], tmp_path)
+            route = {
+                "apiVersion": "weir.dev/v1alpha1",
+                "kind": "Route",
+                "metadata": {"name": "hello"},
+                "spec": {"hosts": ["hello.example.com"], "rules": [{"backends": [{"name": "hello", "port": 80}]}]},
+            }
+            status, body = kube.call("POST", f"apis/weir.dev/v1alpha1/namespaces/{namespace}/routes", route)
+            assert status == 201, body
+            env = {"KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "RUST_LOG": "info"}
+            with running([binary("weir-operator"), *operator_args], env=env) as operator:
+                if scope == "none":
+                    # Without the chart's RBAC the token alone gets the operator nowhere:
+                    # what follows relies on the chart's rules.
+                    wait_for("a refused watch", lambda: "forbidden" in operator.output().lower())
+                    assert http_get(operator_ports[9090], "/readyz", operator) == 503
+                    return
+                wait_for("the operator to be ready", lambda: http_get(operator_ports[9090], "/readyz", operator) == 200)
+                lease = kube.get(f"apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/weir-operator")
+                assert lease and lease["spec"]["holderIdentity"]
+
+                def conditions():
+                    found = kube.get(f"apis/weir.dev/v1alpha1/namespaces/{namespace}/routes/hello")
+                    return {c["type"]: c for c in (found.get("status") or {}).get("conditions", [])}
+
+                resolved = wait_for("the Route's status", lambda: conditions().get("ResolvedRefs"))
+                assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+                events = wait_for(
+                    "a Warning Event",
+                    lambda: [
+                        e
+                        for e in kube.get(f"apis/events.k8s.io/v1/namespaces/{namespace}/events")["items"]
+                        if e["regarding"]["name"] == "hello" and e["type"] == "Warning"
+                    ],
+                )
+                assert events[0]["reason"] == "BackendNotFound"
+                operator.send_signal(signal.SIGTERM)
+                assert operator.wait(timeout=30) == 0, operator.output()
+                assert "forbidden" not in operator.output().lower(), operator.output()
+        finally:
+            helm.uninstall("weir", timeout=120)
