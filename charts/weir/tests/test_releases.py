@@ -11,9 +11,12 @@ def identities(objects):
     return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
 
 
+def names(objects, kind):
+    return {o["metadata"]["name"] for o in find(objects, kind)}
+
+
 def test_no_object_name_collides():
     assert not identities(PUBLIC) & identities(INTERNAL)
-    names = lambda objects, kind: {o["metadata"]["name"] for o in find(objects, kind)}  # noqa: E731
     assert names(PUBLIC, "ClusterRole") == {f"{NAMESPACE}-weir-operator"}
     assert names(INTERNAL, "ClusterRole") == {f"{NAMESPACE}-internal-weir-operator"}
     assert not names(PUBLIC, "ClusterRoleBinding") & names(INTERNAL, "ClusterRoleBinding")
@@ -21,8 +24,8 @@ def test_no_object_name_collides():
 
 def test_same_release_name_in_two_namespaces_keeps_cluster_names_apart():
     other = render(namespace="weir-canary")
-    cluster_scoped = lambda objects: {i for i in identities(objects) if i[1] is None}  # noqa: E731
-    assert cluster_scoped(PUBLIC) and not cluster_scoped(PUBLIC) & cluster_scoped(other)
+    cluster_scoped = {i for i in identities(PUBLIC) if i[1] is None}
+    assert cluster_scoped and not cluster_scoped & identities(other)
 
 
 def test_classes_leases_and_admin_services_differ():
