@@ -41,6 +41,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
     pub admin_listen: SocketAddr,
 
+    /// Plain-HTTP listener serving only /healthz, /readyz and /metrics (probes and
+    /// Prometheus), so the admin listener can be reachable by the operator alone.
+    #[arg(long, env = "WEIR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// File holding the bearer token that snapshot pushes must carry.
     #[arg(long, env = "WEIR_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -137,6 +142,15 @@ pub enum Command {
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Reads a directory of manifests as `--config DIR` would and compiles it: prints
+    /// one line per problem (`file: Kind namespace/name: field: message`) and exits 1
+    /// when there is any, 0 when every object compiles cleanly, 64 when the directory
+    /// cannot be read. For CI of a GitOps repository (`kubectl kustomize` output too).
+    Check {
+        /// Directory of Route, Plugin, ConfigMap, Secret, Service and EndpointSlice
+        /// manifests (`*.yaml`, `*.yml`, recursively).
+        dir: PathBuf,
+    },
 }
 
 /// `weir-proxy plugin ...`.
@@ -170,6 +184,7 @@ impl Cli {
         }
         let mut config = ProxyConfig::new(self.listen, self.admin_listen);
         config.tls_listen = self.tls_listen;
+        config.metrics_listen = self.metrics_listen;
         config.admin_token_file = self.admin_token_file.clone();
         config.admin_tls = match (&self.admin_tls_cert, &self.admin_tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {

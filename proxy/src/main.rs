@@ -1,6 +1,7 @@
 //! `weir-proxy`: parses flags, sets up logging and the runtime, and runs the proxy until
 //! SIGTERM or Ctrl-C. Exits 64 on bad flags or configuration. `weir-proxy plugin test DIR`
-//! runs plugin test suites instead, exiting 1 when one fails.
+//! runs plugin test suites instead, exiting 1 when one fails; `weir-proxy check DIR`
+//! compiles a directory of manifests and reports every problem, exiting 1 if any.
 
 use std::process::ExitCode;
 
@@ -29,8 +30,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Some(Command::Plugin(PluginCommand::Test { dir })) = &cli.command {
-        return plugin_test(dir);
+    match &cli.command {
+        Some(Command::Plugin(PluginCommand::Test { dir })) => return plugin_test(dir),
+        Some(Command::Check { dir }) => return check(dir),
+        None => {}
     }
     let config = match cli.to_config() {
         Ok(config) => config,
@@ -80,7 +83,7 @@ fn main() -> ExitCode {
             }
         };
         if let Ok(addresses) = proxy.addresses() {
-            tracing::info!(traffic = %addresses.traffic, tls = ?addresses.tls, admin = %addresses.admin, "weir-proxy listening");
+            tracing::info!(traffic = %addresses.traffic, tls = ?addresses.tls, admin = %addresses.admin, metrics = ?addresses.metrics, "weir-proxy listening");
         }
         proxy.run(shutdown_signal()).await;
         telemetry.shutdown();
@@ -104,6 +107,27 @@ fn plugin_test(dir: &std::path::Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `weir-proxy check DIR`.
+fn check(dir: &std::path::Path) -> ExitCode {
+    match weir_proxy::standalone::check(dir) {
+        Ok(problems) if problems.is_empty() => {
+            println!("{}: no problems", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            eprintln!("weir-proxy check: {} problem(s)", problems.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("weir-proxy check: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
     }
 }
 

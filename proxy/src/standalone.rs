@@ -66,20 +66,23 @@ impl ConfigDir {
         let mut fresh: BTreeMap<PathBuf, Vec<Object>> = BTreeMap::new();
         let mut broken: BTreeSet<PathBuf> = BTreeSet::new();
         for file in files {
-            match read_file(&file) {
-                Ok(objects) => {
-                    fresh.insert(file, objects);
+            let (objects, errors) = read_file(&file);
+            if errors.is_empty() {
+                fresh.insert(file, objects);
+            } else {
+                for error in errors {
+                    tracing::warn!(file = %file.display(), "{error}; the file's last good version keeps serving");
                 }
-                Err(()) => {
-                    broken.insert(file);
-                }
+                broken.insert(file);
             }
         }
 
         // Compile; files holding an object the compiler finds invalid count as broken too,
         // and the compile runs again with their last good versions.
         let mut compilation = loop {
-            let manifests = self.assemble(&fresh, &broken);
+            let manifests = self.assemble(&fresh, &broken, |duplicate| {
+                tracing::warn!("{duplicate}");
+            });
             let mut inputs = manifests.inputs();
             inputs.previous = self.previous.as_ref();
             let compilation = weir_crds::compile(&inputs);
@@ -141,10 +144,12 @@ impl ConfigDir {
     }
 
     /// The objects to compile: every readable file's, and the last good ones of broken files.
+    /// An object defined twice keeps its first definition; `duplicate` hears of the others.
     fn assemble(
         &self,
         fresh: &BTreeMap<PathBuf, Vec<Object>>,
         broken: &BTreeSet<PathBuf>,
+        mut duplicate: impl FnMut(String),
     ) -> Manifests {
         let mut manifests = Manifests::default();
         let mut seen: BTreeMap<_, PathBuf> = BTreeMap::new();
@@ -160,12 +165,14 @@ impl ConfigDir {
             for object in objects {
                 let key = object_key(object);
                 if let Some(first) = seen.get(&key) {
-                    tracing::warn!(
-                        file = %file.display(),
-                        object = %format!("{} {}/{}", key.0, key.1, key.2),
-                        "also defined in {}; that definition is used",
+                    duplicate(format!(
+                        "{}: {} {}/{}: also defined in {}; that definition is used",
+                        file.display(),
+                        key.0,
+                        key.1,
+                        key.2,
                         first.display()
-                    );
+                    ));
                     continue;
                 }
                 seen.insert(key, file.clone());
@@ -207,17 +214,14 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// The objects of a file, or `Err` (after logging why) when any document is broken.
-fn read_file(file: &Path) -> Result<Vec<Object>, ()> {
+/// The objects of a file's documents that parse, and what is wrong with the others.
+fn read_file(file: &Path) -> (Vec<Object>, Vec<String>) {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
-        Err(e) => {
-            tracing::warn!(file = %file.display(), "cannot read: {e}");
-            return Err(());
-        }
+        Err(e) => return (Vec::new(), vec![format!("cannot read: {e}")]),
     };
     let mut objects = Vec::new();
-    let mut ok = true;
+    let mut errors = Vec::new();
     for document in parse(&text) {
         match document {
             Ok(Document::Object(object)) => objects.push(object),
@@ -225,13 +229,53 @@ fn read_file(file: &Path) -> Result<Vec<Object>, ()> {
                 tracing::debug!(file = %file.display(), "ignoring a {kind}");
             }
             Ok(Document::Ignored { .. }) => {}
-            Err(error) => {
-                ok = false;
-                tracing::warn!(file = %file.display(), "{error}; the file's last good version keeps serving");
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    (objects, errors)
+}
+
+/// What `weir-proxy check DIR` finds wrong with a directory of manifests: one line per
+/// document that does not parse (`file: document N ...`) and per compiler diagnostic
+/// (`file: Kind namespace/name: field: message`), in file order. Fails only when the
+/// directory itself cannot be read.
+pub fn check(dir: &Path) -> Result<Vec<String>, ConfigDirError> {
+    let files = manifest_files(dir).map_err(|message| ConfigDirError {
+        dir: dir.to_owned(),
+        message,
+    })?;
+    let mut problems = Vec::new();
+    let mut fresh = BTreeMap::new();
+    for file in files {
+        let (objects, errors) = read_file(&file);
+        problems.extend(
+            errors
+                .into_iter()
+                .map(|error| format!("{}: {error}", file.display())),
+        );
+        fresh.insert(file, objects);
+    }
+    let config = ConfigDir::new(dir.to_owned());
+    let manifests = config.assemble(&fresh, &BTreeSet::new(), |duplicate| {
+        problems.push(duplicate)
+    });
+    let compilation = weir_crds::compile(&manifests.inputs());
+    for report in &compilation.reports {
+        let file = file_of(
+            &fresh,
+            report.object.kind,
+            &report.object.namespace,
+            &report.object.name,
+        );
+        let file = file.as_deref().map(Path::display);
+        for diagnostic in &report.diagnostics {
+            match &file {
+                Some(file) => problems.push(format!("{file}: {}: {diagnostic}", report.object)),
+                None => problems.push(format!("{}: {diagnostic}", report.object)),
             }
         }
     }
-    if ok { Ok(objects) } else { Err(()) }
+    Ok(problems)
 }
 
 fn object_key(object: &Object) -> (&'static str, String, String) {

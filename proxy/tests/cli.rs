@@ -179,3 +179,57 @@ fn plugin_test_runs_suites_with_the_real_engine() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/plugins"));
 }
+
+#[test]
+fn check_reports_every_problem_of_a_directory() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/standalone");
+    let output = weir_proxy(&["check", example]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("no problems"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("team")).unwrap();
+    std::fs::write(
+        dir.path().join("team/routes.yaml"),
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: api, namespace: shop}\n\
+         spec:\n  rules:\n    - matches: [{path: {type: Prefix, value: /a/../b}}]\n      \
+         directResponse: {status: 200}\n---\n\
+         apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: typo}\nspec: {rules: [{directResponse: {status: 200}}], rulez: []}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("z-dup.yml"),
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: api, namespace: shop}\n\
+         spec: {rules: [{directResponse: {status: 204}}]}\n",
+    )
+    .unwrap();
+    let output = weir_proxy(&["check", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("team/routes.yaml: document 2") && l.contains("rulez")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("z-dup.yml: Route shop/api: also defined in")
+                && l.ends_with("team/routes.yaml; that definition is used")),
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| l
+            .contains("team/routes.yaml: Route shop/api: spec.rules[0].matches[0].path.value")
+            && l.contains("normal form")),
+        "{stdout}"
+    );
+
+    let output = weir_proxy(&["check", "/nonexistent/weir"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/weir"));
+}
