@@ -1,6 +1,7 @@
 //! The admin API (docs/admin-api.md): snapshot pushes and version, health, readiness and
 //! metrics, on its own listener. Snapshot endpoints need the bearer token, compared in
-//! constant time.
+//! constant time. The metrics listener serves the same health, readiness and metrics
+//! endpoints and nothing else.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -62,13 +63,34 @@ impl AdminToken {
     }
 }
 
+/// What a listener of the admin API serves.
+#[derive(Clone)]
+pub enum AdminEndpoints {
+    /// Everything: snapshots (with this token), health, readiness and metrics.
+    All(AdminToken),
+    /// Health, readiness and metrics only (`--metrics-listen`).
+    Probes,
+}
+
 /// Serves one admin request.
 pub async fn handle(
     gateway: Arc<Gateway>,
-    token: AdminToken,
+    endpoints: AdminEndpoints,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let path = request.uri().path().to_owned();
+    let no_token = AdminToken(None);
+    let token = match (&endpoints, path.as_str()) {
+        (AdminEndpoints::All(token), _) => token,
+        (AdminEndpoints::Probes, "/healthz" | "/readyz" | "/metrics") => &no_token,
+        (AdminEndpoints::Probes, _) => {
+            return Ok(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this listener serves /healthz, /readyz and /metrics only",
+            ));
+        }
+    };
     let response = match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {

@@ -18,6 +18,10 @@ pub struct ProxyConfig {
     pub tls_listen: Option<SocketAddr>,
     /// Admin listener: snapshots, health, readiness and metrics.
     pub admin_listen: SocketAddr,
+    /// A second, plain-HTTP listener serving only health, readiness and metrics, for
+    /// kubelet probes and Prometheus, so that the admin listener can be closed to all but
+    /// the operator. `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
     /// File holding the bearer token for `PUT /v1/snapshot`. Without it, snapshots cannot
     /// be pushed (standalone mode).
     pub admin_token_file: Option<PathBuf>,
@@ -84,6 +88,7 @@ impl ProxyConfig {
             listen,
             tls_listen: None,
             admin_listen,
+            metrics_listen: None,
             admin_token_file: None,
             admin_tls: None,
             config_dir: None,

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminToken};
+use crate::admin::{self, AdminEndpoints, AdminToken};
 use crate::framing::FramingWatch;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ConnInfo};
@@ -33,6 +33,8 @@ pub struct Listeners {
     pub tls: Option<TcpListener>,
     /// Admin.
     pub admin: TcpListener,
+    /// Health, readiness and metrics.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -45,6 +47,10 @@ impl Listeners {
                 None => None,
             },
             admin: TcpListener::bind(config.admin_listen).await?,
+            metrics: match config.metrics_listen {
+                Some(address) => Some(TcpListener::bind(address).await?),
+                None => None,
+            },
         })
     }
 
@@ -54,6 +60,11 @@ impl Listeners {
             traffic: self.traffic.local_addr()?,
             tls: self.tls.as_ref().map(TcpListener::local_addr).transpose()?,
             admin: self.admin.local_addr()?,
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
         })
     }
 }
@@ -67,6 +78,8 @@ pub struct BoundAddresses {
     pub tls: Option<SocketAddr>,
     /// Admin.
     pub admin: SocketAddr,
+    /// Health, readiness and metrics.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How the admin listener is protected.
@@ -129,9 +142,19 @@ pub async fn serve(
     accept_loops.spawn(accept_admin(
         gateway.clone(),
         listeners.admin,
-        admin,
+        AdminEndpoints::All(admin.token),
+        admin.tls,
         drain.clone(),
     ));
+    if let Some(metrics) = listeners.metrics {
+        accept_loops.spawn(accept_admin(
+            gateway.clone(),
+            metrics,
+            AdminEndpoints::Probes,
+            None,
+            drain.clone(),
+        ));
+    }
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
@@ -261,7 +284,8 @@ async fn handshake(
 async fn accept_admin(
     gateway: Arc<Gateway>,
     listener: TcpListener,
-    admin: AdminSetup,
+    endpoints: AdminEndpoints,
+    tls: Option<TlsAcceptor>,
     drain: Drain,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -276,13 +300,14 @@ async fn accept_admin(
             continue;
         };
         let gateway = gateway.clone();
-        let token = admin.token.clone();
-        let tls = admin.tls.clone();
+        let endpoints = endpoints.clone();
+        let tls = tls.clone();
         let builder = builder.clone();
         let drain = drain.clone();
         drain.connections.clone().spawn(async move {
-            let service =
-                service_fn(move |request| admin::handle(gateway.clone(), token.clone(), request));
+            let service = service_fn(move |request| {
+                admin::handle(gateway.clone(), endpoints.clone(), request)
+            });
             let result = match tls {
                 Some(acceptor) => match handshake(&acceptor, stream, Duration::from_secs(10)).await
                 {

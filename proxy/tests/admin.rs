@@ -310,6 +310,76 @@ async fn health_and_metrics_need_no_token() {
 }
 
 #[tokio::test]
+async fn the_metrics_listener_serves_probes_and_metrics_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let proxy = TestProxy::start(|c| {
+        c.admin_token_file = Some(token_file);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let metrics_address = proxy.addresses.metrics.expect("metrics listener bound");
+    let client = client();
+    let on_metrics = |method: Method, path: &str, token: Option<&str>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{metrics_address}{path}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(&client, request.body(Full::from(Vec::new())).unwrap())
+    };
+
+    // Not ready before the first snapshot, ready after; health and metrics need no token.
+    assert_eq!(
+        on_metrics(Method::GET, "/readyz", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    proxy
+        .apply_yaml(&route("r", "  rules: [{directResponse: {status: 200}}]"))
+        .await;
+    assert_eq!(
+        on_metrics(Method::GET, "/readyz", None).await.json()["status"],
+        "ready"
+    );
+    assert_eq!(
+        on_metrics(Method::GET, "/healthz", None).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        on_metrics(Method::GET, "/metrics", None)
+            .await
+            .text()
+            .contains("weir_snapshot_version 1")
+    );
+
+    // Snapshots cannot be read or pushed there, even with the token.
+    for (method, path) in [
+        (Method::GET, weir_crds::admin::VERSION_PATH),
+        (Method::PUT, weir_crds::admin::SNAPSHOT_PATH),
+    ] {
+        let answer = on_metrics(method, path, Some(TOKEN)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.json()["error"], "not_found");
+    }
+    // The admin listener still serves them.
+    assert_eq!(
+        admin(
+            &proxy,
+            Method::GET,
+            weir_crds::admin::VERSION_PATH,
+            Some(TOKEN),
+            vec![]
+        )
+        .await
+        .json()["version"],
+        1
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn the_admin_listener_speaks_https_when_given_a_certificate() {
     use std::sync::Arc;
 
