@@ -106,7 +106,9 @@ pub struct ProxyAck {
 
 /// The ready admin endpoints (`host:port`) listed by a Service's EndpointSlices, sorted
 /// and without duplicates. The port is the one named `port_name`, or the slice's first.
-/// Endpoints whose `ready` condition is false are left out (unset counts as ready).
+/// Endpoints whose `ready` condition is false are left out (unset counts as ready), and so
+/// are terminating ones: the admin Service publishes not-ready addresses (a proxy becomes
+/// ready only once it has a snapshot), which keeps a terminating pod `ready` too.
 pub fn admin_endpoints(slices: &[&EndpointSlice], port_name: Option<&str>) -> Vec<String> {
     let mut endpoints = BTreeSet::new();
     for slice in slices {
@@ -120,7 +122,12 @@ pub fn admin_endpoints(slices: &[&EndpointSlice], port_name: Option<&str>) -> Ve
         };
         let ipv6 = slice.address_type == "IPv6";
         for endpoint in &slice.endpoints {
-            if !endpoint_is_ready(endpoint) {
+            let terminating = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.terminating)
+                .unwrap_or(false);
+            if !endpoint_is_ready(endpoint) || terminating {
                 continue;
             }
             for address in &endpoint.addresses {
@@ -313,7 +320,8 @@ mod tests {
             "endpoints": [
                 {"addresses": ["10.0.0.2"], "conditions": {"ready": true}},
                 {"addresses": ["10.0.0.1"]},
-                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}}
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.4"], "conditions": {"ready": true, "terminating": true}}
             ]
         }))
         .unwrap();

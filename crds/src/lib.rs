@@ -14,7 +14,7 @@ pub mod route;
 pub mod schema;
 pub mod snapshot;
 
-pub use compile::{Compilation, Inputs, Options, compile};
+pub use compile::{Compilation, GatewayClass, Inputs, Options, compile};
 pub use plugin::{Plugin, PluginSpec, PluginStatus};
 pub use route::{Route, RouteSpec, RouteStatus};
 pub use snapshot::Snapshot;

@@ -48,6 +48,13 @@ pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 16;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
+    /// The gateway class this Plugin belongs to (see the Route's `className`). Unset
+    /// means every class: Routes of any gateway may use it, and the default gateway
+    /// reports its status. Set it to keep the Plugin to one gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(crate::route::CLASS_NAME_PATTERN))]
+    pub class_name: Option<String>,
+
     /// Where the TypeScript (or JavaScript) module comes from.
     pub source: PluginSource,
 
@@ -183,6 +190,7 @@ mod tests {
         let mut plugin = Plugin::new(
             "auth",
             PluginSpec {
+                class_name: None,
                 source: PluginSource {
                     code: None,
                     config_map_ref: Some(ConfigMapKeyRef {

@@ -17,6 +17,19 @@ use crate::condition::Conditions;
 pub const HOST_PATTERN: &str =
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
 
+/// Pattern of a gateway class name (`spec.className`): a DNS label.
+pub const CLASS_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Whether `name` is a valid gateway class name ([`CLASS_NAME_PATTERN`], at most 63 bytes).
+pub fn is_class_name(name: &str) -> bool {
+    let inner = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(inner)
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// Pattern of a duration such as `250ms`, `10s` or `1m30s` (the Gateway API form).
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
 
@@ -51,6 +64,13 @@ pub const TOKEN_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RouteSpec {
+    /// The gateway class that serves this Route: the `--class` of a weir operator. Unset
+    /// means the default gateway (the operator started with `--default-class=true`).
+    /// Lets two gateways (say a public and an internal one) share a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(CLASS_NAME_PATTERN))]
+    pub class_name: Option<String>,
+
     /// Host names this Route serves, exact (`api.example.com`) or wildcards: `*.example.com`
     /// matches every subdomain (`a.example.com`, `a.b.example.com`) but not `example.com`,
     /// and the longest wildcard wins. Empty means every host.
@@ -653,5 +673,34 @@ impl Route {
                 .tls
                 .as_ref()
                 .is_some_and(|tls| tls.secret_name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_follow_the_schema_pattern() {
+        let pattern = regex::Regex::new(CLASS_NAME_PATTERN).unwrap();
+        let long = "a".repeat(64);
+        for name in [
+            "weir",
+            "internal-2",
+            "a",
+            "0",
+            "-a",
+            "a-",
+            "Weir",
+            "a_b",
+            "",
+            &long,
+        ] {
+            assert_eq!(
+                is_class_name(name),
+                pattern.is_match(name) && name.len() <= 63,
+                "{name:?}"
+            );
+        }
     }
 }

@@ -510,3 +510,97 @@ fn wildcard_hosts_are_their_own_virtual_hosts() {
         .collect();
     assert_eq!(hosts, ["*.example.com", "api.example.com"]);
 }
+
+#[test]
+fn a_gateway_class_compiles_and_reports_only_its_own_objects() {
+    let yaml = [
+        route(
+            "public",
+            "  hosts: [www.example]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+        route(
+            "internal",
+            "  className: internal\n  hosts: [admin.example]\n  plugins: [{name: shared}, {name: audit}]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+        route(
+            "borrows",
+            "  className: internal\n  hosts: [ops.example]\n  plugins: [{name: public-only}]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+        plugin("shared", &inline_plugin(HELLO_PLUGIN)),
+        plugin(
+            "audit",
+            &format!("  className: internal\n{}", inline_plugin(HELLO_PLUGIN)),
+        ),
+        plugin(
+            "public-only",
+            &format!("  className: weir\n{}", inline_plugin(HELLO_PLUGIN)),
+        ),
+    ]
+    .concat();
+    let m = manifests(&yaml);
+    let compile_for = |name: &str, default: bool| {
+        let mut inputs = m.inputs();
+        inputs.options.class = Some(weir_crds::GatewayClass {
+            name: name.into(),
+            default,
+        });
+        weir_crds::compile(&inputs)
+    };
+    let hosts = |c: &weir_crds::Compilation| -> Vec<String> {
+        c.snapshot
+            .virtual_hosts
+            .iter()
+            .map(|h| h.host.clone())
+            .collect()
+    };
+    let reported = |c: &weir_crds::Compilation| -> Vec<String> {
+        c.reports.iter().map(|r| r.object.to_string()).collect()
+    };
+
+    // The default gateway: class-less objects and its own class; it reports on the
+    // shared Plugin, never on the internal gateway's objects.
+    let public = compile_for("weir", true);
+    assert_eq!(hosts(&public), ["www.example"]);
+    assert_eq!(
+        reported(&public),
+        [
+            "Route shop/public",
+            "Plugin shop/public-only",
+            "Plugin shop/shared"
+        ]
+    );
+
+    // The internal gateway: its own Routes, running its own and shared Plugins, but not
+    // another class's, and said so; it reports on none of the shared objects.
+    let internal = compile_for("internal", false);
+    assert_eq!(hosts(&internal), ["admin.example"]);
+    assert_eq!(
+        reported(&internal),
+        [
+            "Route shop/borrows",
+            "Route shop/internal",
+            "Plugin shop/audit"
+        ]
+    );
+    let message = diagnostic(
+        route_report(&internal, "shop", "borrows"),
+        "spec.plugins[0].name",
+        Reason::PluginNotFound,
+    );
+    assert!(message.contains("gateway class \"weir\""), "{message}");
+    let chain = &internal
+        .snapshot
+        .rules
+        .values()
+        .next()
+        .expect("the internal Route's rule")
+        .plugins;
+    assert_eq!(
+        chain.iter().map(|c| c.plugin.as_str()).collect::<Vec<_>>(),
+        ["shop/shared", "shop/audit"]
+    );
+
+    // No class (standalone): everything.
+    let all = weir_crds::compile(&m.inputs());
+    assert_eq!(all.snapshot.virtual_hosts.len(), 3);
+}

@@ -60,13 +60,44 @@ pub struct Options {
     /// Whether Routes may send traffic to explicit URLs. In a shared cluster, turning this
     /// off keeps every Route's traffic inside its namespace's Services.
     pub allow_url_backends: bool,
+    /// The gateway class compiled for; `None` compiles every object whatever its
+    /// `spec.className` (standalone mode).
+    pub class: Option<GatewayClass>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             allow_url_backends: true,
+            class: None,
         }
+    }
+}
+
+/// The class of objects one gateway serves, so that several gateways (a public and an
+/// internal one, say) share a cluster: each compiles and reports on its own objects only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayClass {
+    /// The class name objects carry in `spec.className`.
+    pub name: String,
+    /// Whether this gateway also serves objects that name no class.
+    pub default: bool,
+}
+
+impl Options {
+    /// Whether an object of `class` is this gateway's: compiled, and reported on.
+    pub fn serves(&self, class: Option<&str>) -> bool {
+        match (&self.class, class) {
+            (None, _) => true,
+            (Some(own), Some(class)) => own.name == class,
+            (Some(own), None) => own.default,
+        }
+    }
+
+    /// Whether this gateway's Routes may run a Plugin of `class`: its own, or one that
+    /// names no class (shared by every gateway).
+    fn may_use_plugin(&self, class: Option<&str>) -> bool {
+        class.is_none() || self.serves(class)
     }
 }
 
@@ -153,11 +184,20 @@ pub(crate) enum PluginState {
 #[derive(Default)]
 pub(crate) struct PluginTable {
     by_name: BTreeMap<(String, String), PluginState>,
+    /// Plugins of another gateway class, with that class: not usable here.
+    other_class: BTreeMap<(String, String), String>,
 }
 
 impl PluginTable {
     fn get(&self, namespace: &str, name: &str) -> Option<&PluginState> {
         self.by_name.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// The class of a Plugin that exists but belongs to another gateway.
+    fn other_class(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.other_class
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(String::as_str)
     }
 
     /// The usable global plugins of a namespace, by order, then name.
@@ -194,8 +234,17 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
     let index = Index::new(inputs);
     let mut reports = Vec::new();
 
+    let options = &inputs.options;
     let mut plugin_table = PluginTable::default();
     for ((namespace, name), plugin) in by_name(&inputs.plugins) {
+        let class = plugin.spec.class_name.as_deref();
+        if !options.may_use_plugin(class) {
+            plugin_table.other_class.insert(
+                (namespace.to_owned(), name.to_owned()),
+                class.unwrap_or_default().to_owned(),
+            );
+            continue;
+        }
         let mut report = ObjectReport::new(
             ObjectKind::Plugin,
             namespace,
@@ -230,7 +279,10 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         plugin_table
             .by_name
             .insert((namespace.to_owned(), name.to_owned()), state);
-        reports.push(report);
+        // A shared (class-less) Plugin is reported on by the default gateway only.
+        if options.serves(class) {
+            reports.push(report);
+        }
     }
 
     let ctx = Context {
@@ -241,7 +293,10 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
 
     // Oldest first: an older Route wins conflicts. Routes read from files have no
     // creation time and come after, by namespace and name.
-    let mut routes: Vec<((&str, &str), &Route)> = by_name(&inputs.routes).into_iter().collect();
+    let mut routes: Vec<((&str, &str), &Route)> = by_name(&inputs.routes)
+        .into_iter()
+        .filter(|(_, route)| ctx.options.serves(route.spec.class_name.as_deref()))
+        .collect();
     routes.sort_by_key(|((namespace, name), route)| {
         let created = route.creation_timestamp().map(|t| t.0);
         (created.is_none(), created, *namespace, *name)

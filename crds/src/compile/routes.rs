@@ -200,11 +200,18 @@ fn plugin_calls(
         let field = format!("spec.plugins[{i}]");
         match ctx.plugins.get(namespace, &attachment.name) {
             None => {
+                let message = match ctx.plugins.other_class(namespace, &attachment.name) {
+                    Some(class) => format!(
+                        "Plugin {namespace}/{} belongs to gateway class {class:?}, not this Route's",
+                        attachment.name
+                    ),
+                    None => format!("Plugin {namespace}/{} not found", attachment.name),
+                };
                 report.push(
                     format!("{field}.name"),
                     ConditionType::ResolvedRefs,
                     Reason::PluginNotFound,
-                    format!("Plugin {namespace}/{} not found", attachment.name),
+                    message,
                 );
                 complete = false;
             }
