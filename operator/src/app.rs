@@ -76,6 +76,7 @@ pub async fn run(
     let status = StatusWriter::new(client.clone(), &identity, metrics.clone());
     let reconciler = Reconciler::new(
         stores,
+        config.compile.clone(),
         pusher,
         status,
         metrics.clone(),

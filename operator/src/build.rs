@@ -26,11 +26,20 @@ pub struct Build {
 /// Builds snapshots, remembering the last one.
 #[derive(Debug, Default)]
 pub struct Builder {
+    options: weir_crds::Options,
     previous: Option<Snapshot>,
     floor: u64,
 }
 
 impl Builder {
+    /// A builder compiling with `options` (the gateway class, URL backends).
+    pub fn new(options: weir_crds::Options) -> Self {
+        Self {
+            options,
+            ..Self::default()
+        }
+    }
+
     /// The last snapshot built.
     pub fn current(&self) -> Option<&Snapshot> {
         self.previous.as_ref()
@@ -52,7 +61,7 @@ impl Builder {
     /// Compiles `world`.
     pub fn build(&mut self, world: &World) -> Build {
         let started = Instant::now();
-        let compilation = weir_crds::compile(&world.inputs(self.previous.as_ref()));
+        let compilation = weir_crds::compile(&world.inputs(self.previous.as_ref(), &self.options));
         let duration = started.elapsed();
         let mut snapshot = compilation.snapshot;
         let changed = self

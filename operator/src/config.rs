@@ -41,6 +41,26 @@ pub struct Cli {
     #[arg(long, env = "WEIR_PROXY_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// DNS name every proxy's admin certificate is checked for, instead of the pod IP the
+    /// operator connects to (one certificate for all proxies, such as the Helm chart's).
+    #[arg(long, env = "WEIR_PROXY_SERVER_NAME")]
+    pub proxy_server_name: Option<String>,
+
+    /// Gateway class served: Routes and Plugins whose `spec.className` is this name.
+    #[arg(long, env = "WEIR_CLASS", default_value = "weir")]
+    pub class: String,
+
+    /// Whether Routes and Plugins that name no class are served too (the default
+    /// gateway; at most one per cluster should be).
+    #[arg(long, env = "WEIR_DEFAULT_CLASS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub default_class: bool,
+
+    /// Whether Routes may send traffic to URL backends (`backends[].url`). Off, Routes
+    /// reach only Services of their own namespace, so a namespace owner cannot point the
+    /// gateway at arbitrary or internal addresses.
+    #[arg(long, env = "WEIR_ALLOW_URL_BACKENDS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_url_backends: bool,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_METRICS_ADDRESS", default_value = "0.0.0.0:9090")]
     pub metrics_address: SocketAddr,
@@ -144,6 +164,8 @@ pub struct ProxyConfig {
     pub token: String,
     /// PEM CA bundle for HTTPS, or the public roots when absent.
     pub ca_pem: Option<Vec<u8>>,
+    /// Name checked in the proxies' certificates instead of their address.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
     /// Time one push may take.
     pub push_timeout: Duration,
     /// Attempts per push.
@@ -176,6 +198,8 @@ pub struct Config {
     pub metrics_address: SocketAddr,
     /// Quiet time before a build.
     pub debounce: Duration,
+    /// Compiler switches: the gateway class served, URL backends.
+    pub compile: weir_crds::Options,
 }
 
 impl Cli {
@@ -230,6 +254,32 @@ impl Cli {
                 message: "must be at least 2s".into(),
             });
         }
+        let server_name = match &self.proxy_server_name {
+            Some(name) => Some(
+                rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                    ConfigError::Invalid {
+                        flag: "--proxy-server-name",
+                        message: format!("{name:?}: {e}"),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        if self.proxy_insecure_http && server_name.is_some() {
+            return Err(ConfigError::Invalid {
+                flag: "--proxy-server-name",
+                message: "has no use with --proxy-insecure-http".into(),
+            });
+        }
+        if !weir_crds::route::is_class_name(&self.class) {
+            return Err(ConfigError::Invalid {
+                flag: "--class",
+                message: format!(
+                    "{:?} is not a DNS label (lower case letters, digits and '-', at most 63)",
+                    self.class
+                ),
+            });
+        }
         let namespaces: Vec<String> = self
             .namespaces
             .iter()
@@ -257,6 +307,7 @@ impl Cli {
                 },
                 token,
                 ca_pem,
+                server_name,
                 push_timeout: self.push_timeout,
                 push_attempts: self.push_attempts,
             },
@@ -268,6 +319,13 @@ impl Cli {
             },
             metrics_address: self.metrics_address,
             debounce: self.debounce,
+            compile: weir_crds::Options {
+                allow_url_backends: self.allow_url_backends,
+                class: Some(weir_crds::GatewayClass {
+                    name: self.class.clone(),
+                    default: self.default_class,
+                }),
+            },
         })
     }
 }
@@ -318,11 +376,50 @@ mod tests {
         assert_eq!(config.proxies.namespace, "weir");
         assert_eq!(config.lease.namespace, "weir");
         assert_eq!(config.debounce, Duration::from_secs(1));
+        assert_eq!(
+            config.compile,
+            weir_crds::Options {
+                allow_url_backends: false,
+                class: Some(weir_crds::GatewayClass {
+                    name: "weir".into(),
+                    default: true
+                }),
+            },
+            "a cluster install serves the default class and no URL backends"
+        );
         let all = parse(&["--admin-token-file", token])
             .to_config("x")
             .unwrap();
         assert_eq!(all.namespaces, Namespaces::All);
         assert_eq!(all.proxies.scheme, "https");
+        assert_eq!(all.proxies.server_name, None);
+        let internal = parse(&[
+            "--admin-token-file",
+            token,
+            "--class",
+            "internal",
+            "--default-class=false",
+            "--allow-url-backends=true",
+            "--proxy-server-name",
+            "weir-proxy-admin.weir.svc",
+        ])
+        .to_config("x")
+        .unwrap();
+        assert_eq!(
+            internal.compile.class,
+            Some(weir_crds::GatewayClass {
+                name: "internal".into(),
+                default: false
+            })
+        );
+        assert!(internal.compile.allow_url_backends);
+        assert_eq!(
+            internal
+                .proxies
+                .server_name
+                .map(|n| n.to_str().into_owned()),
+            Some("weir-proxy-admin.weir.svc".to_owned())
+        );
     }
 
     #[test]
@@ -344,6 +441,21 @@ mod tests {
                 .to_string()
                 .contains("--push-attempts")
         );
+        for (args, flag) in [
+            (&["--class", "Public_Gateway"][..], "--class"),
+            (
+                &["--proxy-server-name", "not a name"][..],
+                "--proxy-server-name",
+            ),
+            (
+                &["--proxy-server-name", "a.b", "--proxy-insecure-http"][..],
+                "--proxy-server-name",
+            ),
+        ] {
+            let cli = parse(&[&["--admin-token-file", token][..], args].concat());
+            let error = cli.to_config("x").unwrap_err().to_string();
+            assert!(error.starts_with(flag), "{args:?}: {error}");
+        }
         let lease = parse(&["--admin-token-file", token, "--lease-duration", "1s"]);
         assert!(
             lease

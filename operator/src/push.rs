@@ -77,8 +77,8 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// A client for `config`: HTTPS checked against its CA bundle (or the public roots),
-    /// or plain HTTP.
+    /// A client for `config`: HTTPS checked against its CA bundle (or the public roots)
+    /// and for its server name (or each proxy's address), or plain HTTP.
     pub fn new(config: &ProxyConfig) -> Result<Self, ClientError> {
         let mut roots = rustls::RootCertStore::empty();
         match &config.ca_pem {
@@ -102,11 +102,16 @@ impl Pusher {
         .map_err(|e| ClientError::Ca(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+            .https_or_http();
+        let builder = match &config.server_name {
+            Some(name) => builder.with_server_name_resolver(
+                hyper_rustls::FixedServerNameResolver::new(name.clone()),
+            ),
+            None => builder,
+        };
+        let connector = builder.enable_http1().build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             scheme: config.scheme,

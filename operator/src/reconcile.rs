@@ -55,10 +55,11 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler reading `stores`, pushing with `pusher` to the admin port `port_name`
-    /// of the proxy endpoints, writing status with `status`.
+    /// A reconciler reading `stores`, compiling with `options`, pushing with `pusher` to
+    /// the admin port `port_name` of the proxy endpoints, writing status with `status`.
     pub fn new(
         stores: Stores,
+        options: weir_crds::Options,
         pusher: Pusher,
         status: StatusWriter,
         metrics: Metrics,
@@ -66,7 +67,7 @@ impl Reconciler {
     ) -> Self {
         Self {
             stores,
-            builder: Builder::default(),
+            builder: Builder::new(options),
             fleet: Fleet::default(),
             pusher,
             status,

@@ -154,8 +154,12 @@ impl Stores {
 }
 
 impl World {
-    /// Compiler inputs borrowing this world, with the previous snapshot.
-    pub fn inputs<'a>(&'a self, previous: Option<&'a Snapshot>) -> Inputs<'a> {
+    /// Compiler inputs borrowing this world, with the previous snapshot and `options`.
+    pub fn inputs<'a>(
+        &'a self,
+        previous: Option<&'a Snapshot>,
+        options: &weir_crds::Options,
+    ) -> Inputs<'a> {
         Inputs {
             routes: self.routes.iter().map(|r| &**r).collect(),
             plugins: self.plugins.iter().map(|p| &**p).collect(),
@@ -164,7 +168,7 @@ impl World {
             endpoint_slices: self.endpoint_slices.iter().map(|e| &**e).collect(),
             secrets: self.secrets.iter().map(|s| &**s).collect(),
             previous,
-            options: weir_crds::Options::default(),
+            options: options.clone(),
         }
     }
 }

@@ -266,6 +266,49 @@ async fn pushes_over_https_check_the_proxy_certificate_against_the_ca_file() {
 }
 
 #[tokio::test]
+async fn pushes_over_https_can_check_one_server_name_instead_of_the_address() {
+    // One certificate for every proxy, naming the admin Service, as the Helm chart issues.
+    let name = "weir-proxy-admin.weir.svc";
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+    let proxy = RealProxy::start_with("secret", Some((&cert, &key)));
+    let mut snapshot = weir_crds::Snapshot::empty();
+    snapshot.version = 1;
+    let snapshot = bytes::Bytes::from(serde_json::to_vec(&snapshot).unwrap());
+    let mut config = proxy_config();
+    config.scheme = "https";
+    config.ca_pem = Some(cert.into_bytes());
+
+    // Checked against the address it connects to, the certificate does not match.
+    let by_address = Pusher::new(&config).unwrap();
+    let error = within(by_address.push(&proxy.admin.to_string(), &snapshot))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "{error}"
+    );
+
+    // Checked against the name the certificate carries, the push is applied.
+    config.server_name = Some(rustls_pki_types::ServerName::try_from(name).unwrap());
+    let by_name = Pusher::new(&config).unwrap();
+    let applied = within(by_name.push(&proxy.admin.to_string(), &snapshot))
+        .await
+        .unwrap();
+    assert_eq!(applied.version, 1);
+
+    // Another name is refused.
+    config.server_name =
+        Some(rustls_pki_types::ServerName::try_from("weir-proxy-admin.other.svc").unwrap());
+    let wrong = Pusher::new(&config).unwrap();
+    assert!(
+        within(wrong.push(&proxy.admin.to_string(), &snapshot))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn a_plugin_a_real_proxy_cannot_load_is_reported_on_its_status() {
     let proxy = RealProxy::start("secret");
     let mut h = Harness::new();

@@ -383,6 +383,7 @@ pub fn proxy_config() -> ProxyConfig {
         scheme: "http",
         token: "secret".into(),
         ca_pem: None,
+        server_name: None,
         push_timeout: Duration::from_secs(10),
         push_attempts: 2,
     }
@@ -493,6 +494,7 @@ impl Harness {
         let status = StatusWriter::new(client, "test-replica", metrics.clone());
         let reconciler = Reconciler::new(
             stores.clone(),
+            weir_crds::Options::default(),
             pusher,
             status,
             metrics.clone(),
