@@ -21,9 +21,30 @@ pub enum ConditionType {
     Compiled,
     /// The object is in the snapshot applied by every proxy.
     Programmed,
+    /// Summary for tools that read kstatus (Flux, `kubectl wait --for=condition=Ready`,
+    /// Argo CD): the current generation is valid, resolved, compiled and served by every
+    /// proxy.
+    Ready,
+    /// kstatus "abnormal-true": present, `True`, only while proxies catch up.
+    Reconciling,
+    /// kstatus "abnormal-true": present, `True`, only while the object cannot be served
+    /// as written (invalid, unresolved, not compiling, failing to load) until it or what
+    /// it refers to changes.
+    Stalled,
 }
 
 impl ConditionType {
+    /// Every condition type weir writes; types not listed are other writers' and kept.
+    pub const ALL: [Self; 7] = [
+        Self::Accepted,
+        Self::ResolvedRefs,
+        Self::Compiled,
+        Self::Programmed,
+        Self::Ready,
+        Self::Reconciling,
+        Self::Stalled,
+    ];
+
     /// The condition type as written in `status.conditions[].type`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,7 +52,15 @@ impl ConditionType {
             Self::ResolvedRefs => "ResolvedRefs",
             Self::Compiled => "Compiled",
             Self::Programmed => "Programmed",
+            Self::Ready => "Ready",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
         }
+    }
+
+    /// Whether the type summarizes the others (kstatus) rather than reporting on its own.
+    pub fn is_summary(self) -> bool {
+        matches!(self, Self::Ready | Self::Reconciling | Self::Stalled)
     }
 }
 
@@ -84,6 +113,8 @@ pub enum Reason {
     LoadFailed,
     /// The object was left out of the snapshot.
     NotProgrammed,
+    /// `Ready=True`.
+    Ready,
 }
 
 impl Reason {
@@ -110,6 +141,7 @@ impl Reason {
             Self::Pending => "Pending",
             Self::LoadFailed => "LoadFailed",
             Self::NotProgrammed => "NotProgrammed",
+            Self::Ready => "Ready",
         }
     }
 }
@@ -160,8 +192,44 @@ impl DesiredCondition {
     /// failures do; `Programmed=False` while proxies catch up (`Pending`) or because another
     /// condition already failed (`NotProgrammed`) would only repeat or be transient.
     pub fn warrants_event(&self) -> bool {
-        !self.status && !matches!(self.reason, Reason::Pending | Reason::NotProgrammed)
+        !self.status
+            && !self.kind.is_summary()
+            && !matches!(self.reason, Reason::Pending | Reason::NotProgrammed)
     }
+}
+
+/// The kstatus summary of an object's own conditions (`Accepted`, `ResolvedRefs`,
+/// `Compiled`, `Programmed`), for tools that wait on kstatus (Flux, `kubectl wait`):
+/// `Ready` always; `Reconciling=True` while the only thing missing is proxies catching
+/// up; `Stalled=True` while a condition failed for any other reason. Both abnormal-true
+/// conditions are left out when they would be `False`, as kstatus expects.
+pub fn summary(conditions: &[DesiredCondition]) -> Vec<DesiredCondition> {
+    let failed = conditions
+        .iter()
+        .filter(|c| !c.kind.is_summary())
+        .find(|c| !c.status && c.reason != Reason::Pending)
+        .or_else(|| conditions.iter().find(|c| !c.status));
+    let Some(failed) = failed else {
+        let message = conditions
+            .iter()
+            .find(|c| c.kind == ConditionType::Programmed)
+            .map_or_else(|| "ready".to_owned(), |c| c.message.clone());
+        return vec![DesiredCondition::ok(
+            ConditionType::Ready,
+            Reason::Ready,
+            message,
+        )];
+    };
+    let message = format!("{}: {}", failed.kind, failed.message);
+    let abnormal = if failed.reason == Reason::Pending {
+        ConditionType::Reconciling
+    } else {
+        ConditionType::Stalled
+    };
+    vec![
+        DesiredCondition::failed(ConditionType::Ready, failed.reason, message.clone()),
+        DesiredCondition::ok(abnormal, failed.reason, message),
+    ]
 }
 
 fn status_str(status: bool) -> &'static str {
@@ -172,7 +240,8 @@ fn status_str(status: bool) -> &'static str {
 ///
 /// A condition whose status does not change keeps its `lastTransitionTime`, so when
 /// nothing changed the result equals `current` and the caller can skip the write.
-/// Conditions of types not in `desired` are kept as they are.
+/// Conditions of weir's types not in `desired` are dropped (an abnormal-true condition
+/// that no longer holds); other writers' conditions are kept as they are.
 pub fn merge_conditions(
     current: &[Condition],
     desired: &[DesiredCondition],
@@ -181,7 +250,7 @@ pub fn merge_conditions(
 ) -> Conditions {
     let mut merged: Conditions = current
         .iter()
-        .filter(|c| !desired.iter().any(|d| d.kind.as_str() == c.type_))
+        .filter(|c| !ConditionType::ALL.iter().any(|t| t.as_str() == c.type_))
         .cloned()
         .collect();
     for want in desired {
@@ -279,11 +348,107 @@ mod tests {
     }
 
     #[test]
-    fn other_condition_types_are_kept() {
+    fn other_writers_conditions_are_kept_and_weirs_left_out_are_dropped() {
         let programmed = DesiredCondition::ok(ConditionType::Programmed, Reason::Programmed, "ok");
-        let first = merge_conditions(&[], &[programmed], Some(1), &at(100));
+        let mut first = merge_conditions(&[], &[programmed], Some(1), &at(100));
+        first.push(Condition {
+            type_: "Audited".into(),
+            status: "True".into(),
+            reason: "Audited".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: at(50),
+        });
         let merged = merge_conditions(&first, &[accepted(true)], Some(1), &at(200));
         let types: Vec<_> = merged.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Accepted", "Programmed"]);
+        assert_eq!(types, ["Accepted", "Audited"]);
+    }
+
+    fn programmed(status: bool, reason: Reason) -> DesiredCondition {
+        DesiredCondition {
+            kind: ConditionType::Programmed,
+            status,
+            reason,
+            message: "applied on 2/3 proxies".into(),
+        }
+    }
+
+    fn summarized(conditions: &[DesiredCondition]) -> Vec<(&'static str, bool, Reason)> {
+        summary(conditions)
+            .into_iter()
+            .map(|c| (c.kind.as_str(), c.status, c.reason))
+            .collect()
+    }
+
+    #[test]
+    fn the_kstatus_summary_follows_the_conditions() {
+        let served = [accepted(true), programmed(true, Reason::Programmed)];
+        assert_eq!(
+            summarized(&served),
+            [("Ready", true, Reason::Ready)],
+            "no abnormal-true condition when all is well"
+        );
+        assert_eq!(summary(&served)[0].message, "applied on 2/3 proxies");
+
+        let catching_up = [accepted(true), programmed(false, Reason::Pending)];
+        assert_eq!(
+            summarized(&catching_up),
+            [
+                ("Ready", false, Reason::Pending),
+                ("Reconciling", true, Reason::Pending)
+            ]
+        );
+
+        // A rejection stalls, whatever Programmed says, and is what the summary names.
+        let rejected = [accepted(false), programmed(false, Reason::NotProgrammed)];
+        assert_eq!(
+            summarized(&rejected),
+            [
+                ("Ready", false, Reason::Invalid),
+                ("Stalled", true, Reason::Invalid)
+            ]
+        );
+        assert_eq!(
+            summary(&rejected)[1].message,
+            "Accepted: spec.hosts[0]: bad"
+        );
+        let load_failed = [accepted(true), programmed(false, Reason::LoadFailed)];
+        assert_eq!(
+            summarized(&load_failed),
+            [
+                ("Ready", false, Reason::LoadFailed),
+                ("Stalled", true, Reason::LoadFailed)
+            ]
+        );
+        // A plugin whose new version does not compile is not ready, although its last
+        // good version is programmed.
+        let last_good = [
+            accepted(true),
+            DesiredCondition::failed(ConditionType::Compiled, Reason::SyntaxError, "1:3"),
+            programmed(true, Reason::Programmed),
+        ];
+        assert_eq!(
+            summarized(&last_good),
+            [
+                ("Ready", false, Reason::SyntaxError),
+                ("Stalled", true, Reason::SyntaxError)
+            ]
+        );
+        assert!(summary(&last_good).iter().all(|c| !c.warrants_event()));
+    }
+
+    #[test]
+    fn an_abnormal_condition_that_no_longer_holds_is_dropped() {
+        let pending = [accepted(true), programmed(false, Reason::Pending)];
+        let mut desired = pending.to_vec();
+        desired.extend(summary(&pending));
+        let first = merge_conditions(&[], &desired, Some(1), &at(100));
+        assert!(first.iter().any(|c| c.type_ == "Reconciling"));
+        let served = [accepted(true), programmed(true, Reason::Programmed)];
+        let mut desired = served.to_vec();
+        desired.extend(summary(&served));
+        let next = merge_conditions(&first, &desired, Some(1), &at(200));
+        let types: Vec<_> = next.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Accepted", "Programmed", "Ready"]);
     }
 }

@@ -105,6 +105,12 @@ pub struct RouteStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
+
+    /// The `metadata.generation` the conditions describe: while it is below the
+    /// object's generation, the operator has not caught up with the last change (kstatus
+    /// reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// One rule: requests matching any of `matches` get this rule's action, which is exactly

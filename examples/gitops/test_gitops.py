@@ -324,4 +324,4 @@ def test_install_doc_shows_the_health_script_and_expressions_of_the_example():
         assert data[f"resource.customizations.health.weir.dev_{kind}"] == HEALTH_LUA.read_text()
     flux = (HERE / "flux" / "shop-production.yaml").read_text()
     kustomization = list(yaml.safe_load_all(flux))[1]
-    assert doc_block("healthCheckExprs") == kustomization
+    assert doc_block("shop-gateway-production") == kustomization

@@ -14,7 +14,9 @@ use serde_json::json;
 use weir_crds::admin::{ProxyAck, programmed};
 use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
-use weir_crds::condition::{Conditions, DesiredCondition, merge_conditions, same_conditions};
+use weir_crds::condition::{
+    Conditions, DesiredCondition, merge_conditions, same_conditions, summary,
+};
 use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
@@ -41,10 +43,17 @@ enum Found {
 }
 
 impl Found {
-    fn conditions(&self) -> &[Condition] {
+    /// The written status: its conditions and top-level `observedGeneration`.
+    fn status(&self) -> (&[Condition], Option<i64>) {
         match self {
-            Self::Route(r) => r.status.as_ref().map_or(&[], |s| &s.conditions),
-            Self::Plugin(p) => p.status.as_ref().map_or(&[], |s| &s.conditions),
+            Self::Route(r) => r
+                .status
+                .as_ref()
+                .map_or((&[], None), |s| (&s.conditions, s.observed_generation)),
+            Self::Plugin(p) => p
+                .status
+                .as_ref()
+                .map_or((&[], None), |s| (&s.conditions, s.observed_generation)),
         }
     }
 
@@ -84,7 +93,8 @@ fn find(world: &World, object: &ObjectRef) -> Option<Found> {
     }
 }
 
-/// Every condition an object should have: the compiler's and `Programmed`.
+/// Every condition an object should have: the compiler's, `Programmed`, and their
+/// kstatus summary.
 pub fn desired_conditions(
     report: &ObjectReport,
     version: u64,
@@ -92,6 +102,7 @@ pub fn desired_conditions(
 ) -> Vec<DesiredCondition> {
     let mut desired = report.conditions();
     desired.push(programmed(report, version, acks));
+    desired.extend(summary(&desired));
     desired
 }
 
@@ -100,12 +111,20 @@ fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()))
 }
 
+/// What was last written to an object: its uid (a recreated object starts over), the
+/// generation it described and the conditions.
+struct WrittenStatus {
+    uid: Option<String>,
+    generation: Option<i64>,
+    conditions: Conditions,
+}
+
 /// Writes status, remembering what it wrote so a store that has not caught up yet does
 /// not cause the same write twice.
 pub struct StatusWriter {
     client: Client,
     recorder: Recorder,
-    written: HashMap<ObjectRef, (Option<String>, Conditions)>,
+    written: HashMap<ObjectRef, WrittenStatus>,
     metrics: Metrics,
 }
 
@@ -148,13 +167,15 @@ impl StatusWriter {
                 continue;
             };
             let uid = found.uid();
-            let base: &[Condition] = match self.written.get(&report.object) {
-                Some((written_uid, conditions)) if *written_uid == uid => conditions,
-                _ => found.conditions(),
+            let (base, base_generation) = match self.written.get(&report.object) {
+                Some(written) if written.uid == uid => {
+                    (written.conditions.as_slice(), written.generation)
+                }
+                _ => found.status(),
             };
             let desired = desired_conditions(report, version, acks);
             let merged = merge_conditions(base, &desired, report.generation, &now);
-            if same_conditions(&merged, base) {
+            if same_conditions(&merged, base) && base_generation == report.generation {
                 result.unchanged += 1;
                 continue;
             }
@@ -162,13 +183,20 @@ impl StatusWriter {
                 .iter()
                 .filter(|d| d.warrants_event() && !base.iter().any(|c| same_failure(c, d)))
                 .collect();
-            match self.patch(&report.object, &merged).await {
+            match self.patch(&report.object, report.generation, &merged).await {
                 Ok(()) => {
                     result.patched += 1;
                     for rejection in rejections {
                         self.event(&found, rejection).await;
                     }
-                    self.written.insert(report.object.clone(), (uid, merged));
+                    self.written.insert(
+                        report.object.clone(),
+                        WrittenStatus {
+                            uid,
+                            generation: report.generation,
+                            conditions: merged,
+                        },
+                    );
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(e) => {
@@ -184,13 +212,18 @@ impl StatusWriter {
         result
     }
 
-    async fn patch(&self, object: &ObjectRef, conditions: &Conditions) -> Result<(), kube::Error> {
+    async fn patch(
+        &self,
+        object: &ObjectRef,
+        generation: Option<i64>,
+        conditions: &Conditions,
+    ) -> Result<(), kube::Error> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let body = |kind: &str| {
             json!({
                 "apiVersion": "weir.dev/v1alpha1",
                 "kind": kind,
-                "status": {"conditions": conditions},
+                "status": {"observedGeneration": generation, "conditions": conditions},
             })
         };
         match object.kind {

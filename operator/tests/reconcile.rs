@@ -81,6 +81,10 @@ async fn status_carries_conditions_and_generation_and_is_written_once() {
         condition(&api, "Programmed")["message"],
         "applied on 2/2 proxies (snapshot 1)"
     );
+    // The kstatus view: observedGeneration at the top, Ready, and no abnormal condition.
+    assert_eq!(api["status"]["observedGeneration"], 3);
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    assert_eq!(api["status"]["conditions"].as_array().unwrap().len(), 4);
 
     let broken = body("broken");
     let refs = condition(&broken, "ResolvedRefs");
@@ -88,6 +92,12 @@ async fn status_carries_conditions_and_generation_and_is_written_once() {
     assert_eq!(refs["reason"], "PluginNotFound");
     assert_eq!(refs["observedGeneration"], 7);
     assert_eq!(condition(&broken, "Programmed")["reason"], "NotProgrammed");
+    assert_eq!(broken["status"]["observedGeneration"], 7);
+    for type_ in ["Ready", "Stalled"] {
+        assert_eq!(condition(&broken, type_)["reason"], "PluginNotFound");
+    }
+    assert_eq!(condition(&broken, "Ready")["status"], "False");
+    assert_eq!(condition(&broken, "Stalled")["status"], "True");
 
     let auth = body("auth");
     assert_eq!(auth["kind"], "Plugin");
@@ -366,4 +376,10 @@ async fn no_proxy_means_pending() {
         programmed["message"],
         "no ready proxy endpoint to apply snapshot 1"
     );
+    let reconciling = condition(&patches[0].1, "Reconciling");
+    assert_eq!(
+        (&reconciling["status"], &reconciling["reason"]),
+        (&"True".into(), &"Pending".into())
+    );
+    assert_eq!(condition(&patches[0].1, "Ready")["status"], "False");
 }

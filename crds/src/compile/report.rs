@@ -176,6 +176,9 @@ impl ObjectReport {
                 ConditionType::ResolvedRefs => (Reason::ResolvedRefs, "all references resolved"),
                 ConditionType::Compiled => (Reason::Compiled, "compiled"),
                 ConditionType::Programmed => (Reason::Programmed, "programmed"),
+                ConditionType::Ready | ConditionType::Reconciling | ConditionType::Stalled => {
+                    (Reason::Ready, "ready")
+                }
             };
             return DesiredCondition::ok(kind, reason, message);
         };
