@@ -150,6 +150,14 @@ pub enum Command {
         /// Directory of Route, Plugin, ConfigMap, Secret, Service and EndpointSlice
         /// manifests (`*.yaml`, `*.yml`, recursively).
         dir: PathBuf,
+        /// Whether URL backends are allowed, as in standalone mode; pass `false` to
+        /// check as a cluster install's operator does (`--allow-url-backends`).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        allow_url_backends: bool,
+        /// The Services and TLS Secrets Routes name live in the cluster, not in the
+        /// directory: a missing one is not reported.
+        #[arg(long)]
+        refs_in_cluster: bool,
     },
 }
 

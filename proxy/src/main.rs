@@ -32,7 +32,17 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::Plugin(PluginCommand::Test { dir })) => return plugin_test(dir),
-        Some(Command::Check { dir }) => return check(dir),
+        Some(Command::Check {
+            dir,
+            allow_url_backends,
+            refs_in_cluster,
+        }) => {
+            let options = weir_proxy::standalone::CheckOptions {
+                allow_url_backends: *allow_url_backends,
+                refs_in_cluster: *refs_in_cluster,
+            };
+            return check(dir, &options);
+        }
         None => {}
     }
     let config = match cli.to_config() {
@@ -111,8 +121,8 @@ fn plugin_test(dir: &std::path::Path) -> ExitCode {
 }
 
 /// `weir-proxy check DIR`.
-fn check(dir: &std::path::Path) -> ExitCode {
-    match weir_proxy::standalone::check(dir) {
+fn check(dir: &std::path::Path, options: &weir_proxy::standalone::CheckOptions) -> ExitCode {
+    match weir_proxy::standalone::check(dir, options) {
         Ok(problems) if problems.is_empty() => {
             println!("{}: no problems", dir.display());
             ExitCode::SUCCESS

@@ -16,6 +16,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use thiserror::Error;
 use weir_crds::compile::report::ObjectKind;
+use weir_crds::condition::Reason;
 use weir_crds::manifest::{Document, Manifests, Object, parse};
 use weir_crds::snapshot::Snapshot;
 
@@ -235,11 +236,21 @@ fn read_file(file: &Path) -> (Vec<Object>, Vec<String>) {
     (objects, errors)
 }
 
+/// How `weir-proxy check` compiles.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Whether Routes may use URL backends (standalone: yes; a cluster install: no).
+    pub allow_url_backends: bool,
+    /// Whether the Services and TLS Secrets that Routes name live elsewhere (in the
+    /// cluster), so that one missing from the directory is not a problem.
+    pub refs_in_cluster: bool,
+}
+
 /// What `weir-proxy check DIR` finds wrong with a directory of manifests: one line per
 /// document that does not parse (`file: document N ...`) and per compiler diagnostic
 /// (`file: Kind namespace/name: field: message`), in file order. Fails only when the
 /// directory itself cannot be read.
-pub fn check(dir: &Path) -> Result<Vec<String>, ConfigDirError> {
+pub fn check(dir: &Path, options: &CheckOptions) -> Result<Vec<String>, ConfigDirError> {
     let files = manifest_files(dir).map_err(|message| ConfigDirError {
         dir: dir.to_owned(),
         message,
@@ -259,7 +270,13 @@ pub fn check(dir: &Path) -> Result<Vec<String>, ConfigDirError> {
     let manifests = config.assemble(&fresh, &BTreeSet::new(), |duplicate| {
         problems.push(duplicate)
     });
-    let compilation = weir_crds::compile(&manifests.inputs());
+    let mut inputs = manifests.inputs();
+    inputs.options.allow_url_backends = options.allow_url_backends;
+    let compilation = weir_crds::compile(&inputs);
+    let elsewhere = |reason: Reason| {
+        options.refs_in_cluster
+            && matches!(reason, Reason::BackendNotFound | Reason::SecretNotFound)
+    };
     for report in &compilation.reports {
         let file = file_of(
             &fresh,
@@ -268,7 +285,7 @@ pub fn check(dir: &Path) -> Result<Vec<String>, ConfigDirError> {
             &report.object.name,
         );
         let file = file.as_deref().map(Path::display);
-        for diagnostic in &report.diagnostics {
+        for diagnostic in report.diagnostics.iter().filter(|d| !elsewhere(d.reason)) {
             match &file {
                 Some(file) => problems.push(format!("{file}: {}: {diagnostic}", report.object)),
                 None => problems.push(format!("{}: {diagnostic}", report.object)),

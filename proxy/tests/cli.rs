@@ -229,6 +229,46 @@ fn check_reports_every_problem_of_a_directory() {
         "{stdout}"
     );
 
+    // As a cluster's operator checks: URL backends refused, Services in the cluster.
+    let cluster = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cluster.path().join("routes.yaml"),
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: api, namespace: shop}\n\
+         spec:\n  rules:\n    - backends: [{name: users, port: 80}]\n    \
+         - matches: [{path: {value: /old}}]\n      backends: [{url: 'http://10.0.0.1'}]\n",
+    )
+    .unwrap();
+    let dir = cluster.path().to_str().unwrap();
+    let problems = |args: &[&str]| -> Vec<String> {
+        let output = weir_proxy(&[&["check", dir][..], args].concat());
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let lines: Vec<String> = stdout
+            .lines()
+            .filter(|l| !l.ends_with("no problems"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            output.status.code(),
+            Some(i32::from(!lines.is_empty())),
+            "{stdout}"
+        );
+        lines
+    };
+    let standalone = problems(&[]);
+    assert_eq!(standalone.len(), 1, "{standalone:?}");
+    assert!(
+        standalone[0].contains("Service shop/users not found"),
+        "{standalone:?}"
+    );
+    let in_cluster = problems(&["--allow-url-backends=false", "--refs-in-cluster"]);
+    assert_eq!(in_cluster.len(), 1, "{in_cluster:?}");
+    assert!(
+        in_cluster[0].contains("spec.rules[1].backends[0].url")
+            && in_cluster[0].contains("disabled"),
+        "{in_cluster:?}"
+    );
+    assert!(problems(&["--refs-in-cluster"]).is_empty());
+
     let output = weir_proxy(&["check", "/nonexistent/weir"]);
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/weir"));
