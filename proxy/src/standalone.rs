@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 use thiserror::Error;
-use weir_crds::compile::report::ObjectKind;
+use weir_crds::compile::ObjectRef;
 use weir_crds::condition::Reason;
 use weir_crds::manifest::{Document, Manifests, Object, parse};
 use weir_crds::snapshot::Snapshot;
@@ -91,14 +91,7 @@ impl ConfigDir {
                 .reports
                 .iter()
                 .filter(|report| report.is_invalid())
-                .filter_map(|report| {
-                    file_of(
-                        &fresh,
-                        report.object.kind,
-                        &report.object.namespace,
-                        &report.object.name,
-                    )
-                })
+                .filter_map(|report| file_of(&fresh, &report.object))
                 .filter(|file| self.last_good.contains_key(file) && !broken.contains(file))
                 .collect();
             if newly_broken.is_empty() {
@@ -110,12 +103,7 @@ impl ConfigDir {
             }
         };
         for report in &compilation.reports {
-            let file = file_of(
-                &fresh,
-                report.object.kind,
-                &report.object.namespace,
-                &report.object.name,
-            );
+            let file = file_of(&fresh, &report.object);
             for diagnostic in &report.diagnostics {
                 tracing::warn!(
                     file = %file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
@@ -278,12 +266,7 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Vec<String>, ConfigDi
             && matches!(reason, Reason::BackendNotFound | Reason::SecretNotFound)
     };
     for report in &compilation.reports {
-        let file = file_of(
-            &fresh,
-            report.object.kind,
-            &report.object.namespace,
-            &report.object.name,
-        );
+        let file = file_of(&fresh, &report.object);
         let file = file.as_deref().map(Path::display);
         for diagnostic in report.diagnostics.iter().filter(|d| !elsewhere(d.reason)) {
             match &file {
@@ -311,19 +294,14 @@ fn object_key(object: &Object) -> (&'static str, String, String) {
     (kind, namespace, meta.name.clone().unwrap_or_default())
 }
 
-fn file_of(
-    files: &BTreeMap<PathBuf, Vec<Object>>,
-    kind: ObjectKind,
-    namespace: &str,
-    name: &str,
-) -> Option<PathBuf> {
-    let kind = kind.to_string();
+fn file_of(files: &BTreeMap<PathBuf, Vec<Object>>, object: &ObjectRef) -> Option<PathBuf> {
+    let kind = object.kind.to_string();
     files.iter().find_map(|(file, objects)| {
         objects
             .iter()
             .any(|o| {
                 let (k, ns, n) = object_key(o);
-                k == kind && ns == namespace && n == name
+                k == kind && ns == object.namespace && n == object.name
             })
             .then(|| file.clone())
     })
