@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use weir_plugin_runtime::{CacheConfig, DEFAULT_BODY_LIMIT_BYTES, FetchConfig, RuntimeConfig};
+use weir_plugin_runtime::{
+    CacheConfig, DEFAULT_BODY_LIMIT_BYTES, FetchConfig, MAX_CPU_BUDGET_MS, RuntimeConfig,
+};
 
 use crate::config::{Limits, ProxyConfig, TlsFiles};
 use crate::telemetry::LogFormat;
@@ -62,7 +64,8 @@ pub struct Cli {
     #[arg(long, env = "WEIR_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
 
-    /// Worker threads (default: one per CPU).
+    /// Shards: threads serving traffic, each with its own listeners, upstream
+    /// connections and plugin isolates (default: one per CPU).
     #[arg(long, env = "WEIR_WORKERS")]
     pub workers: Option<usize>,
 
@@ -103,9 +106,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_NO_ACCESS_LOG")]
     pub no_access_log: bool,
 
-    /// Plugin isolate threads (default: one per worker thread).
-    #[arg(long, env = "WEIR_PLUGIN_ISOLATES")]
-    pub plugin_isolates: Option<usize>,
+    /// Longest uninterrupted run of a plugin hook's JavaScript (until it returns or
+    /// awaits a host service) before it is interrupted: the longest a hook can stall the
+    /// other connections of its shard (at most 1s).
+    #[arg(long, env = "WEIR_PLUGIN_CPU_BUDGET", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub plugin_cpu_budget: Duration,
 
     /// Largest request or response body handed to plugins whole, in bytes; larger
     /// bodies stream through the proxy and plugins cannot read them.
@@ -214,11 +219,14 @@ impl Cli {
         config.drain_timeout = self.drain_timeout;
         config.otlp_endpoint = self.otlp_endpoint.clone();
         config.access_log = !self.no_access_log;
-        if self.plugin_isolates == Some(0) {
-            return Err("--plugin-isolates must be at least 1".into());
+        let cpu_budget_ms = u64::try_from(self.plugin_cpu_budget.as_millis()).unwrap_or(u64::MAX);
+        if !(1..=MAX_CPU_BUDGET_MS).contains(&cpu_budget_ms) {
+            return Err(format!(
+                "--plugin-cpu-budget must be between 1ms and {MAX_CPU_BUDGET_MS}ms"
+            ));
         }
         config.plugins = RuntimeConfig {
-            isolate_threads: self.plugin_isolates.unwrap_or(config.workers),
+            cpu_budget_ms,
             body_limit_bytes: self.plugin_body_limit,
             cache: CacheConfig {
                 redis_url: self.plugin_redis_url.clone(),
@@ -293,7 +301,8 @@ mod tests {
         ])
         .unwrap();
         let config = cli.to_config().unwrap();
-        assert_eq!(config.plugins.isolate_threads, 3, "one per worker");
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.plugins.cpu_budget_ms, 20, "the default CPU budget");
         assert_eq!(config.plugins.forward_allow_list.len(), 2);
         assert_eq!(config.plugins.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
         assert!(config.plugins.cache.redis_url.is_some());

@@ -30,8 +30,13 @@ pub struct ProxyConfig {
     /// Standalone mode: a directory of Route, Plugin, ConfigMap and Secret manifests,
     /// compiled at start and again whenever a file changes.
     pub config_dir: Option<PathBuf>,
-    /// Tokio worker threads serving traffic.
+    /// Shards: threads serving traffic, each with its own listeners, upstream pools and
+    /// plugin isolates.
     pub workers: usize,
+    /// Whether each shard binds its own socket with `SO_REUSEPORT` (the kernel spreads
+    /// connections); off, or where the option is missing, one shard accepts and hands
+    /// connections to the others in turn.
+    pub reuse_port: bool,
     /// Peers whose `X-Forwarded-*` and `Forwarded` headers are trusted and extended;
     /// from anyone else those headers are replaced.
     pub trusted_proxies: Vec<IpNet>,
@@ -93,6 +98,7 @@ impl ProxyConfig {
             admin_tls: None,
             config_dir: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            reuse_port: true,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),

@@ -27,6 +27,7 @@ use crate::headers;
 use crate::loaded::{LoadedForward, LoadedRule, Target};
 use crate::metrics::UpstreamErrorKind;
 use crate::pipeline::ConnInfo;
+use crate::shard::Shard;
 use crate::telemetry;
 use crate::upstream::endpoint::now_ms;
 use crate::upstream::retry::{self, Failure};
@@ -86,12 +87,13 @@ impl RequestBody {
 
 /// Sends the request to one of the rule's backends and returns the upstream's response.
 pub async fn forward(
-    gateway: &Gateway,
+    shard: &Shard,
     rule: &LoadedRule,
     forward: &LoadedForward,
     request: ForwardRequest<'_>,
     record: &mut AccessRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let gateway = &*shard.gateway;
     let policy = &forward.policy;
     let ForwardRequest {
         request: mut client_request,
@@ -203,7 +205,7 @@ pub async fn forward(
         BackendProtocol::H2c if !upgrade => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let client = &target.client;
+    let client = shard.client(&target.connector);
     let _request_in_flight = forward.budget.start_request();
     let mut _retry_in_flight = None;
     let mut tried = Vec::new();
@@ -376,7 +378,7 @@ fn url_target(
     };
     let id = format!("url:{}", parsed.origin().ascii_serialization());
     let loaded = LoadedBackend::load(&id, &backend, &Persisted::default());
-    let client = gateway.clients.get(
+    let connector = gateway.clients.connector(
         protocol,
         forward.policy.timeouts.connect_ms,
         server_name.as_deref(),
@@ -388,7 +390,7 @@ fn url_target(
     }
     let target = Target {
         backend: Arc::new(loaded),
-        client,
+        connector,
         weight: 1,
         limiter: None,
     };
@@ -514,7 +516,7 @@ fn respond(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade_requested;
     if switching && let Some(client_upgrade) = client_upgrade {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
+        tokio::task::spawn_local(async move {
             let held = (permit, in_flight);
             if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));

@@ -43,9 +43,9 @@ pub struct Gateway {
     pub unrouted: RouteMetrics,
     /// Everything registered for `/metrics`.
     pub registry: Registry,
-    /// Pooled clients to upstreams.
+    /// The ways of connecting to upstreams; each shard has its own clients for them.
     pub clients: UpstreamClients,
-    /// The plugin runtime: isolate threads and the plugin versions they hold.
+    /// The plugin runtime: loads plugin versions into every shard's isolates.
     pub plugins: PluginRuntime,
     current: Arc<ArcSwap<LoadedSnapshot>>,
     ready: AtomicBool,
@@ -54,19 +54,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving the empty snapshot, not ready, with its plugin runtime started
-    /// on the current tokio runtime.
+    /// A gateway serving the empty snapshot, not ready; shards attach to its plugin
+    /// runtime as they start.
     pub fn new(
         config: ProxyConfig,
         mut registry: Registry,
         clients: UpstreamClients,
     ) -> Result<Self, weir_plugin_runtime::StartError> {
         let metrics = Metrics::register(&mut registry);
-        let plugins = PluginRuntime::start(
-            &config.plugins,
-            &mut registry,
-            tokio::runtime::Handle::current(),
-        )?;
+        let plugins = PluginRuntime::start(&config.plugins, &mut registry)?;
         Ok(Self {
             config,
             unrouted: metrics.route(crate::metrics::NO_ROUTE),

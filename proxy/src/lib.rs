@@ -20,22 +20,27 @@ pub mod pipeline;
 pub mod plugins;
 pub mod router;
 pub mod server;
+pub mod shard;
 pub mod standalone;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use thiserror::Error;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use admin::AdminToken;
 use config::ProxyConfig;
 use gateway::Gateway;
-use server::{AdminSetup, BoundAddresses, Listeners};
+use server::{AdminSetup, ControlListeners};
+use shard::listeners::{self, Sharing};
+use shard::{ShardInbound, Shards};
 use standalone::{ConfigDir, DirWatch};
 use upstream::client::UpstreamClients;
 
@@ -45,22 +50,38 @@ pub enum StartError {
     /// The configuration is unusable (exit code 64).
     #[error("{0}")]
     Config(String),
-    /// A listener could not be bound.
+    /// A listener could not be bound, or a shard could not start.
     #[error("binding listeners: {0}")]
     Bind(#[from] std::io::Error),
 }
 
-/// A proxy with its listeners bound, ready to run.
+/// Where a proxy listens.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddresses {
+    /// Plain-text traffic.
+    pub traffic: SocketAddr,
+    /// TLS traffic.
+    pub tls: Option<SocketAddr>,
+    /// Admin.
+    pub admin: SocketAddr,
+    /// Health, readiness and metrics.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A proxy with its listeners bound and its shards serving.
 pub struct Proxy {
     gateway: Arc<Gateway>,
-    listeners: Listeners,
+    control: ControlListeners,
     admin: AdminSetup,
+    shards: Shards,
+    addresses: BoundAddresses,
     config_watch: Option<DirWatch>,
 }
 
 impl Proxy {
-    /// Checks the configuration, binds the listeners and, in standalone mode, compiles
-    /// the config directory once.
+    /// Checks the configuration, binds the listeners, starts the shards and, in
+    /// standalone mode, compiles the config directory once. Runs on the control thread's
+    /// runtime, where the admin listener and snapshot loading live.
     pub async fn start(
         config: ProxyConfig,
         registry: Registry,
@@ -84,11 +105,54 @@ impl Proxy {
             ),
             None => None,
         };
-        let listeners = Listeners::bind(&config).await?;
+        let control = ControlListeners {
+            admin: TcpListener::bind(config.admin_listen).await?,
+            metrics: match config.metrics_listen {
+                Some(address) => Some(TcpListener::bind(address).await?),
+                None => None,
+            },
+        };
+        let sharing = if config.reuse_port {
+            Sharing::ReusePort
+        } else {
+            Sharing::HandOver
+        };
+        let (traffic, traffic_inbound) = listeners::bind(config.listen, config.workers, sharing)?;
+        let (tls, mut tls_inbound) = match config.tls_listen {
+            Some(address) => {
+                let (bound, inbound) = listeners::bind(address, config.workers, sharing)?;
+                (Some(bound), inbound.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
+        };
+        tls_inbound.resize_with(traffic_inbound.len(), || None);
+        let inbound = traffic_inbound
+            .into_iter()
+            .zip(tls_inbound)
+            .map(|(traffic, tls)| ShardInbound { traffic, tls })
+            .collect();
+        let addresses = BoundAddresses {
+            traffic,
+            tls,
+            admin: control.admin.local_addr()?,
+            metrics: control
+                .metrics
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
+        };
         let gateway = Arc::new(
             Gateway::new(config, registry, clients)
                 .map_err(|e| StartError::Config(format!("plugin runtime: {e}")))?,
         );
+        let traffic_tls = match tls {
+            Some(_) => Some(TlsAcceptor::from(Arc::new(
+                tls::traffic_config(gateway.current_handle())
+                    .map_err(|e| StartError::Config(format!("TLS listener: {e}")))?,
+            ))),
+            None => None,
+        };
+        let shards = Shards::start(gateway.clone(), inbound, traffic_tls).await?;
         if let Some(watch) = &mut config_watch {
             let snapshot = watch
                 .compile()
@@ -97,18 +161,20 @@ impl Proxy {
         }
         Ok(Self {
             gateway,
-            listeners,
+            control,
             admin: AdminSetup {
                 token,
                 tls: admin_tls,
             },
+            shards,
+            addresses,
             config_watch,
         })
     }
 
     /// Where the proxy listens.
-    pub fn addresses(&self) -> std::io::Result<BoundAddresses> {
-        self.listeners.addresses()
+    pub fn addresses(&self) -> BoundAddresses {
+        self.addresses
     }
 
     /// The shared state (for tests and embedding).
@@ -116,11 +182,17 @@ impl Proxy {
         &self.gateway
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves until `shutdown` resolves, then stops accepting and drains every shard.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         if let Some(watch) = self.config_watch {
             tokio::spawn(watch.run(self.gateway.clone()));
         }
-        server::serve(self.gateway, self.listeners, self.admin, shutdown).await;
+        server::serve_control(self.gateway, self.control, self.admin, async {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining in-flight requests");
+            self.shards.stop().await;
+            tracing::info!("every shard drained");
+        })
+        .await;
     }
 }

@@ -14,7 +14,7 @@ use weir_plugin_runtime::{Chain, PluginSet};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::Router;
 use crate::tls::CertStore;
-use crate::upstream::client::{UpstreamClient, UpstreamClients};
+use crate::upstream::client::{Connector, UpstreamClients};
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::retry::RetryBudget;
 use crate::upstream::{LoadedBackend, Persisted};
@@ -110,8 +110,9 @@ pub struct LoadedForward {
 pub struct Target {
     /// The backend.
     pub backend: Arc<LoadedBackend>,
-    /// The client that reaches it the way this rule wants (connect timeout, protocol).
-    pub client: UpstreamClient,
+    /// How this rule connects to it (protocol, connect timeout, TLS name): each shard
+    /// has its own client for it.
+    pub connector: Connector,
     /// Its share of requests.
     pub weight: u32,
     /// Limit of concurrent requests from this rule, if any.
@@ -234,14 +235,14 @@ fn load_action(
                             || Semaphore::new(limit as usize),
                         )
                     });
-                    let client = clients.get(
+                    let connector = clients.connector(
                         backend.protocol,
                         forward.timeouts.connect_ms,
                         backend.server_name.as_deref(),
                     );
                     Ok(Target {
                         backend,
-                        client,
+                        connector,
                         weight: weighted.weight,
                         limiter,
                     })

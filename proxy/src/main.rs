@@ -59,15 +59,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    // One worker needs no work stealing: the single-threaded scheduler is cheaper.
-    let mut builder = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(config.workers);
-        builder
-    };
-    let runtime = match builder.enable_all().build() {
+    // The control thread: admin listener, file watcher, snapshot loading. Traffic is
+    // served by the shards, each on a thread of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("weir-proxy: starting the runtime: {e}");
@@ -92,11 +89,12 @@ fn main() -> ExitCode {
                 };
             }
         };
-        if let Ok(addresses) = proxy.addresses() {
-            tracing::info!(traffic = %addresses.traffic, tls = ?addresses.tls, admin = %addresses.admin, metrics = ?addresses.metrics, "weir-proxy listening");
-        }
+        let addresses = proxy.addresses();
+        tracing::info!(traffic = %addresses.traffic, tls = ?addresses.tls, admin = %addresses.admin, metrics = ?addresses.metrics, shards = proxy.gateway().config.workers, "weir-proxy listening");
         proxy.run(shutdown_signal()).await;
-        telemetry.shutdown();
+        // Flushing blocks until the exporter sent the last spans, which it does on this
+        // runtime: flush from a blocking thread while this one keeps the runtime going.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         ExitCode::SUCCESS
     })
 }

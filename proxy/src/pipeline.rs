@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use crate::gateway::Gateway;
 use crate::headers::{self, Peer, X_REQUEST_ID};
 use crate::loaded::{FixedResponse, LoadedAction, LoadedRule, LoadedSnapshot};
 use crate::router::{RequestHead, request_host};
+use crate::shard::Shard;
 use crate::{cors, plugins, telemetry};
 
 /// Longest silence of a request body plugins read on a rule that does not forward.
@@ -60,12 +62,13 @@ impl ConnInfo {
     }
 }
 
-/// Serves one request. Never fails: errors become responses here.
+/// Serves one request on its shard. Never fails: errors become responses here.
 pub async fn handle(
-    gateway: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
+    shard: Rc<Shard>,
+    conn: Rc<ConnInfo>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let gateway = &*shard.gateway;
     let started = Instant::now();
     let request_id = headers::ensure_request_id(request.headers_mut());
     let client = headers::client_ip(
@@ -78,14 +81,14 @@ pub async fn handle(
     let mut route_metrics = None;
     // Asked first, and for every request, so the answers stay in request order.
     let conflicting_framing = conn.framing.next_request_conflicts();
-    let span = request_span(&gateway, &request, &record.request_id);
+    let span = request_span(gateway, &request, &record.request_id);
     let served = if conflicting_framing {
         Err(ProxyError::BadRequest(
             "the request has both Content-Length and Transfer-Encoding".into(),
         ))
     } else {
         serve(
-            &gateway,
+            &shard,
             &snapshot,
             &conn,
             request,
@@ -142,13 +145,14 @@ fn request_span(gateway: &Gateway, request: &Request<Incoming>, request_id: &str
 }
 
 async fn serve(
-    gateway: &Gateway,
+    shard: &Shard,
     snapshot: &LoadedSnapshot,
     conn: &ConnInfo,
     request: Request<Incoming>,
     record: &mut AccessRecord,
     route_metrics: &mut Option<crate::metrics::RouteMetrics>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let gateway = &*shard.gateway;
     let limit = gateway.config.limits.max_body_bytes;
     if content_length(request.headers()).is_some_and(|length| length > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
@@ -194,19 +198,11 @@ async fn serve(
     };
     let mut response = if rule.plugins.is_empty() {
         let request = request.map(ClientBody::Incoming);
-        act(
-            gateway,
-            rule_ref,
-            conn,
-            request,
-            record,
-            Steering::default(),
-        )
-        .await?
+        act(shard, rule_ref, conn, request, record, Steering::default()).await?
     } else {
         // Boxed so that the future of requests without plugins stays small.
         Box::pin(with_plugins(
-            gateway, rule_ref, conn, request, &params, record,
+            shard, rule_ref, conn, request, &params, record,
         ))
         .await?
     };
@@ -225,7 +221,7 @@ struct Rule<'a> {
 
 /// Runs the rule's action: a fixed response, a redirect, or forwarding upstream.
 async fn act(
-    gateway: &Gateway,
+    shard: &Shard,
     rule: Rule<'_>,
     conn: &ConnInfo,
     request: Request<ClientBody>,
@@ -255,7 +251,7 @@ async fn act(
             // Boxed: the forwarding future is large, and moving it around costs more than
             // one allocation.
             Box::pin(forward::forward(
-                gateway,
+                shard,
                 rule.rule,
                 forward,
                 forward_request,
@@ -270,7 +266,7 @@ async fn act(
 /// hooks. Whatever answers (upstream, plugin, proxy error) goes through `afterResponse`
 /// of the plugins that ran; a failure of a `Closed` plugin answers 503.
 async fn with_plugins(
-    gateway: &Gateway,
+    shard: &Shard,
     rule: Rule<'_>,
     conn: &ConnInfo,
     request: Request<Incoming>,
@@ -297,7 +293,7 @@ async fn with_plugins(
         },
         lazy.as_ref(),
     );
-    let (outcome, carry) = gateway.plugins.before_request(chain, info).await;
+    let (outcome, carry) = shard.plugins.before_request(chain, info).await;
     record.user = carry.user().map(str::to_owned);
     let body = match &lazy {
         Some(lazy) => lazy.take().await,
@@ -312,7 +308,7 @@ async fn with_plugins(
                 upstream: patch.upstream,
             };
             (
-                act(gateway, rule, conn, request, record, steering).await,
+                act(shard, rule, conn, request, record, steering).await,
                 patch.response_headers,
             )
         }
@@ -334,7 +330,7 @@ async fn with_plugins(
         }
     };
     response_edits.apply_to_map(response.headers_mut());
-    plugins::after_response(&gateway.plugins, chain, carry, response).await
+    plugins::after_response(&shard.plugins, chain, carry, response).await
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -1,9 +1,11 @@
-//! Listeners and connections: the traffic listeners (plain text with HTTP/1.1 and h2c,
-//! TLS with ALPN), the admin listener, connection limits, and graceful shutdown (stop
-//! accepting, let in-flight requests finish up to a deadline).
+//! Connections: serving one traffic connection on its shard (HTTP/1.1 and h2c in plain
+//! text, HTTP/1.1 and HTTP/2 by ALPN over TLS), the admin and metrics listeners on the
+//! control thread, and graceful shutdown (stop accepting, let in-flight requests finish
+//! up to a deadline).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,155 +18,55 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminEndpoints, AdminToken};
+use crate::config::Limits;
 use crate::framing::FramingWatch;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ConnInfo};
+use crate::shard::Shard;
 
 /// Interval of HTTP/2 keep-alive pings, which close connections to dead clients.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Concurrent streams per HTTP/2 connection.
 const H2_MAX_STREAMS: u32 = 1000;
+/// Time an admin client has for its TLS handshake and request head.
+const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The bound listeners of a proxy.
-pub struct Listeners {
-    /// Plain-text traffic.
-    pub traffic: TcpListener,
-    /// TLS traffic.
-    pub tls: Option<TcpListener>,
-    /// Admin.
-    pub admin: TcpListener,
-    /// Health, readiness and metrics.
-    pub metrics: Option<TcpListener>,
-}
+/// Runs futures of a shard's connections (HTTP/2 streams, upgrades) on the shard itself:
+/// they may hold the shard's `!Send` state, such as its isolates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardExecutor;
 
-impl Listeners {
-    /// Binds every configured listener.
-    pub async fn bind(config: &crate::config::ProxyConfig) -> std::io::Result<Self> {
-        Ok(Self {
-            traffic: TcpListener::bind(config.listen).await?,
-            tls: match config.tls_listen {
-                Some(address) => Some(TcpListener::bind(address).await?),
-                None => None,
-            },
-            admin: TcpListener::bind(config.admin_listen).await?,
-            metrics: match config.metrics_listen {
-                Some(address) => Some(TcpListener::bind(address).await?),
-                None => None,
-            },
-        })
-    }
-
-    /// Addresses actually bound (port 0 picks a free port).
-    pub fn addresses(&self) -> std::io::Result<BoundAddresses> {
-        Ok(BoundAddresses {
-            traffic: self.traffic.local_addr()?,
-            tls: self.tls.as_ref().map(TcpListener::local_addr).transpose()?,
-            admin: self.admin.local_addr()?,
-            metrics: self
-                .metrics
-                .as_ref()
-                .map(TcpListener::local_addr)
-                .transpose()?,
-        })
+impl<F: Future + 'static> hyper::rt::Executor<F> for ShardExecutor {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
     }
 }
 
-/// Where a proxy listens.
-#[derive(Clone, Copy, Debug)]
-pub struct BoundAddresses {
-    /// Plain-text traffic.
-    pub traffic: SocketAddr,
-    /// TLS traffic.
-    pub tls: Option<SocketAddr>,
-    /// Admin.
-    pub admin: SocketAddr,
-    /// Health, readiness and metrics.
-    pub metrics: Option<SocketAddr>,
-}
+/// How a shard serves its traffic connections.
+pub type TrafficBuilder = auto::Builder<ShardExecutor>;
 
-/// How the admin listener is protected.
-pub struct AdminSetup {
-    /// The snapshot push token.
-    pub token: AdminToken,
-    /// TLS for the admin listener, if configured.
-    pub tls: Option<TlsAcceptor>,
-}
-
-/// What every connection task shares for shutting down: the signal to stop and the
-/// tracker that knows when all have finished.
-#[derive(Clone)]
-struct Drain {
+/// What the connections of one shard (or of the admin listeners) share for shutting
+/// down: the signal to stop and the tracker that knows when all have finished.
+#[derive(Clone, Default)]
+pub struct Drain {
     signal: CancellationToken,
-    connections: TaskTracker,
+    /// The connections being served.
+    pub connections: TaskTracker,
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up to the
-/// configured drain timeout.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listeners: Listeners,
-    admin: AdminSetup,
-    shutdown: impl Future<Output = ()>,
-) {
-    let drain = Drain {
-        signal: CancellationToken::new(),
-        connections: TaskTracker::new(),
-    };
-    let traffic_builder = Arc::new(traffic_builder(&gateway));
-    let tls = match (
-        &listeners.tls,
-        crate::tls::traffic_config(gateway.current_handle()),
-    ) {
-        (Some(_), Ok(config)) => Some(TlsAcceptor::from(Arc::new(config))),
-        (Some(_), Err(e)) => {
-            tracing::error!("TLS listener disabled: {e}");
-            None
-        }
-        (None, _) => None,
-    };
-    let mut accept_loops = tokio::task::JoinSet::new();
-    accept_loops.spawn(accept_traffic(
-        gateway.clone(),
-        listeners.traffic,
-        None,
-        traffic_builder.clone(),
-        drain.clone(),
-    ));
-    if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
-        accept_loops.spawn(accept_traffic(
-            gateway.clone(),
-            listener,
-            Some(tls),
-            traffic_builder,
-            drain.clone(),
-        ));
-    }
-    accept_loops.spawn(accept_admin(
-        gateway.clone(),
-        listeners.admin,
-        AdminEndpoints::All(admin.token),
-        admin.tls,
-        drain.clone(),
-    ));
-    if let Some(metrics) = listeners.metrics {
-        accept_loops.spawn(accept_admin(
-            gateway.clone(),
-            metrics,
-            AdminEndpoints::Probes,
-            None,
-            drain.clone(),
-        ));
-    }
-
-    shutdown.await;
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
-    accept_loops.shutdown().await;
-    drain.signal.cancel();
-    drain.connections.close();
-    match tokio::time::timeout(gateway.config.drain_timeout, drain.connections.wait()).await {
-        Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => {
-            tracing::warn!(timeout = ?gateway.config.drain_timeout, "drain timeout reached, closing remaining connections")
+impl Drain {
+    /// Asks every connection to finish its in-flight requests and close, and waits for
+    /// them, at most `timeout`.
+    pub async fn finish(&self, timeout: Duration, shard: usize) {
+        self.signal.cancel();
+        self.connections.close();
+        match tokio::time::timeout(timeout, self.connections.wait()).await {
+            Ok(()) => tracing::debug!(shard, "connections drained"),
+            Err(_) => tracing::warn!(
+                shard,
+                ?timeout,
+                "drain timeout reached, closing remaining connections"
+            ),
         }
     }
 }
@@ -187,9 +89,9 @@ where
     connection.await
 }
 
-fn traffic_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
-    let limits = &gateway.config.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The connection settings of a shard's traffic listeners.
+pub fn traffic_builder(limits: &Limits) -> TrafficBuilder {
+    let mut builder = auto::Builder::new(ShardExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -206,64 +108,46 @@ fn traffic_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept_traffic(
-    gateway: Arc<Gateway>,
-    listener: TcpListener,
+/// Serves one traffic connection on `shard`, TLS first when `tls` is given.
+pub async fn serve_traffic(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Rc<TrafficBuilder>,
     drain: Drain,
 ) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let drain = drain.clone();
-        drain.connections.clone().spawn(async move {
-            gateway.metrics.active_connections.inc();
-            let service = |framing| {
-                let conn = Arc::new(ConnInfo::new(peer, tls.is_some(), framing));
-                let gateway = gateway.clone();
-                service_fn(move |request| pipeline::handle(gateway.clone(), conn.clone(), request))
-            };
-            let result = match &tls {
-                Some(acceptor) => {
-                    match handshake(acceptor, stream, gateway.config.limits.header_read_timeout)
-                        .await
-                    {
-                        Some(stream) => {
-                            let (stream, framing) = FramingWatch::new(stream);
-                            let connection = builder.serve_connection_with_upgrades(
-                                TokioIo::new(stream),
-                                service(framing),
-                            );
-                            drive(connection, &drain, |c| c.graceful_shutdown()).await
-                        }
-                        None => Ok(()),
-                    }
-                }
-                None => {
+    let metrics = &shard.gateway.metrics;
+    metrics.active_connections.inc();
+    let service = |framing| {
+        let conn = Rc::new(ConnInfo::new(peer, tls.is_some(), framing));
+        let shard = shard.clone();
+        service_fn(move |request| pipeline::handle(shard.clone(), conn.clone(), request))
+    };
+    let result = match &tls {
+        Some(acceptor) => {
+            let timeout = shard.gateway.config.limits.header_read_timeout;
+            match handshake(acceptor, stream, timeout).await {
+                Some(stream) => {
                     let (stream, framing) = FramingWatch::new(stream);
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
                     drive(connection, &drain, |c| c.graceful_shutdown()).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+                None => Ok(()),
             }
-            gateway.metrics.active_connections.dec();
-        });
+        }
+        None => {
+            let (stream, framing) = FramingWatch::new(stream);
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
+            drive(connection, &drain, |c| c.graceful_shutdown()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
     }
+    metrics.active_connections.dec();
 }
 
 async fn handshake(
@@ -281,6 +165,52 @@ async fn handshake(
     }
 }
 
+/// How the admin listener is protected.
+pub struct AdminSetup {
+    /// The snapshot push token.
+    pub token: AdminToken,
+    /// TLS for the admin listener, if configured.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// The listeners of the control thread.
+pub struct ControlListeners {
+    /// Snapshots, health, readiness and metrics.
+    pub admin: TcpListener,
+    /// Health, readiness and metrics only.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves the admin (and metrics) listeners until `shutdown` resolves.
+pub async fn serve_control(
+    gateway: Arc<Gateway>,
+    listeners: ControlListeners,
+    admin: AdminSetup,
+    shutdown: impl Future<Output = ()>,
+) {
+    let drain = Drain::default();
+    let mut accept_loops = tokio::task::JoinSet::new();
+    accept_loops.spawn(accept_admin(
+        gateway.clone(),
+        listeners.admin,
+        AdminEndpoints::All(admin.token),
+        admin.tls,
+        drain.clone(),
+    ));
+    if let Some(metrics) = listeners.metrics {
+        accept_loops.spawn(accept_admin(
+            gateway.clone(),
+            metrics,
+            AdminEndpoints::Probes,
+            None,
+            drain.clone(),
+        ));
+    }
+    shutdown.await;
+    accept_loops.shutdown().await;
+    drain.finish(ADMIN_READ_TIMEOUT, usize::MAX).await;
+}
+
 async fn accept_admin(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -292,7 +222,7 @@ async fn accept_admin(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(ADMIN_READ_TIMEOUT);
     let builder = Arc::new(builder);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -309,8 +239,7 @@ async fn accept_admin(
                 admin::handle(gateway.clone(), endpoints.clone(), request)
             });
             let result = match tls {
-                Some(acceptor) => match handshake(&acceptor, stream, Duration::from_secs(10)).await
-                {
+                Some(acceptor) => match handshake(&acceptor, stream, ADMIN_READ_TIMEOUT).await {
                     Some(stream) => {
                         drive(
                             builder.serve_connection(TokioIo::new(stream), service),

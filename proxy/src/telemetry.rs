@@ -54,12 +54,15 @@ impl Telemetry {
                 )
         };
         let logs = match format {
+            // The thread names the shard (`weir-shard-N`) that served a request.
             LogFormat::Json => tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
+                .with_thread_names(true)
                 .with_filter(filter())
                 .boxed(),
             LogFormat::Text => tracing_subscriber::fmt::layer()
+                .with_thread_names(true)
                 .with_filter(filter())
                 .boxed(),
         };

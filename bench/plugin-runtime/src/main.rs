@@ -1,7 +1,7 @@
-//! Benchmark of the plugin runtime: CPU time per request through the isolate pool for no
-//! plugin, an empty `beforeRequest`, one trivial `beforeRequest` that sets a header, and
-//! two plugins with both hooks; and, for comparison, the bare thread round trip the pool
-//! is built on (a tokio channel to a thread and a oneshot back, no JavaScript). Run with
+//! Benchmark of the plugin runtime: CPU time per request on one shard (a current-thread
+//! runtime with a `LocalSet`, hooks called inline, as in `weir-proxy`) for no plugin, a
+//! plugin without request hooks, an empty `beforeRequest`, one trivial `beforeRequest`
+//! that sets a header, and two plugins with both hooks. Run with
 //! `cargo run --release -p weir-bench-plugin-runtime [REQUESTS [SCENARIO]]` (SCENARIO:
 //! part of a scenario's name to run only that one); the figures go to
 //! `docs/performance.md`.
@@ -17,6 +17,7 @@ use weir_crds::plugin::{FailurePolicy, PluginScope};
 use weir_crds::snapshot::{PluginBundle, PluginCall};
 use weir_plugin_runtime::{
     AfterResponse, BeforeRequest, Chain, PluginRuntime, RequestInfo, ResponseInfo, RuntimeConfig,
+    ShardPlugins,
 };
 
 // The allocator weir-proxy uses, so the figures are the proxy's.
@@ -93,7 +94,7 @@ fn cpu_time() -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
-async fn one_request(runtime: &PluginRuntime, chain: &Arc<Chain>) -> anyhow::Result<()> {
+async fn one_request(runtime: &ShardPlugins, chain: &Arc<Chain>) -> anyhow::Result<()> {
     let (outcome, carry) = runtime.before_request(chain, request()).await;
     if !matches!(outcome, BeforeRequest::Continue(_)) {
         bail!("unexpected outcome {outcome:?}");
@@ -114,13 +115,13 @@ async fn one_request(runtime: &PluginRuntime, chain: &Arc<Chain>) -> anyhow::Res
 async fn timed<F, Fut>(requests: usize, in_flight: usize, task: F) -> anyhow::Result<(f64, f64)>
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + 'static,
 {
     let cpu_before = cpu_time()?;
     let started = Instant::now();
     let per_task = requests / in_flight;
     let tasks: Vec<_> = (0..in_flight)
-        .map(|_| tokio::spawn(task(per_task)))
+        .map(|_| tokio::task::spawn_local(task(per_task)))
         .collect();
     for task in tasks {
         task.await??;
@@ -132,7 +133,7 @@ where
 }
 
 async fn measure(
-    runtime: &PluginRuntime,
+    runtime: &ShardPlugins,
     chain: &Arc<Chain>,
     requests: usize,
 ) -> anyhow::Result<(f64, f64)> {
@@ -152,53 +153,18 @@ async fn measure(
     .await
 }
 
-/// CPU time per round trip from tokio tasks to a thread running its own single-threaded
-/// runtime (as an isolate thread does) and back, with nothing done on the other side: the
-/// floor under any hook call, whatever the engine. With `in_flight` 1 each round trip
-/// finds the other thread parked and wakes it, as a proxy that is not saturated does.
-async fn thread_round_trip(requests: usize, in_flight: usize) -> anyhow::Result<(f64, f64)> {
-    type Job = tokio::sync::oneshot::Sender<()>;
-    let (jobs, mut received) = tokio::sync::mpsc::unbounded_channel::<Job>();
-    std::thread::spawn(move || {
-        let executor = tokio::runtime::Builder::new_current_thread().build()?;
-        executor.block_on(async move {
-            while let Some(reply) = received.recv().await {
-                let _ = reply.send(());
-            }
-        });
-        anyhow::Ok(())
-    });
-    timed(requests, in_flight, |count| {
-        let jobs = jobs.clone();
-        async move {
-            for _ in 0..count {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                jobs.send(reply).ok().context("the thread stopped")?;
-                answer.await?;
-            }
-            anyhow::Ok(())
-        }
-    })
-    .await
-}
-
 fn main() -> anyhow::Result<()> {
     let requests: usize = std::env::args()
         .nth(1)
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(400_000);
-    let workers = 2;
-    let executor = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    executor.block_on(async move {
-        let config = RuntimeConfig {
-            isolate_threads: workers,
-            ..RuntimeConfig::default()
-        };
-        let runtime = PluginRuntime::start(&config, &mut Registry::default(), tokio::runtime::Handle::current())?;
+    tokio::task::LocalSet::new().block_on(&executor, async move {
+        let runtime = PluginRuntime::start(&RuntimeConfig::default(), &mut Registry::default())?;
+        let shard = runtime.attach();
         let bundles: BTreeMap<String, PluginBundle> = [
             ("bench/no-hooks", NO_HOOKS),
             ("bench/empty-hook", EMPTY_HOOK),
@@ -219,25 +185,34 @@ fn main() -> anyhow::Result<()> {
         };
         let scenarios = [
             ("no plugin", loaded.set.chain(&[])),
-            ("one plugin without hooks (dispatch only)", loaded.set.chain(&[call("bench/no-hooks")])),
-            ("one empty beforeRequest", loaded.set.chain(&[call("bench/empty-hook")])),
-            ("one beforeRequest setting a header", loaded.set.chain(&[call("bench/set-header")])),
-            ("two plugins, both hooks", loaded.set.chain(&[call("bench/first"), call("bench/second")])),
+            (
+                "one plugin without hooks (dispatch only)",
+                loaded.set.chain(&[call("bench/no-hooks")]),
+            ),
+            (
+                "one empty beforeRequest",
+                loaded.set.chain(&[call("bench/empty-hook")]),
+            ),
+            (
+                "one beforeRequest setting a header",
+                loaded.set.chain(&[call("bench/set-header")]),
+            ),
+            (
+                "two plugins, both hooks",
+                loaded
+                    .set
+                    .chain(&[call("bench/first"), call("bench/second")]),
+            ),
         ];
-        println!("{requests} requests per scenario, {CONCURRENCY} in flight, {workers} tokio workers, {workers} isolate threads");
+        println!("{requests} requests per scenario, {CONCURRENCY} in flight on one shard");
         println!("| scenario | CPU µs per request | requests per second |");
         println!("| --- | ---: | ---: |");
         let only = std::env::args().nth(2).unwrap_or_default();
-        let round_trips = [
-            ("thread round trip alone (no JavaScript), 64 in flight", CONCURRENCY),
-            ("thread round trip alone (no JavaScript), one at a time", 1),
-        ];
-        for (name, in_flight) in round_trips.iter().filter(|(name, _)| name.contains(only.as_str())) {
-            let (cpu_us, rate) = thread_round_trip(requests, *in_flight).await?;
-            println!("| {name} | {cpu_us:.2} | {rate:.0} |");
-        }
-        for (name, chain) in scenarios.iter().filter(|(name, _)| name.contains(only.as_str())) {
-            let (cpu_us, rate) = measure(&runtime, chain, requests).await?;
+        for (name, chain) in scenarios
+            .iter()
+            .filter(|(name, _)| name.contains(only.as_str()))
+        {
+            let (cpu_us, rate) = measure(&shard, chain, requests).await?;
             println!("| {name} | {cpu_us:.2} | {rate:.0} |");
         }
         Ok(())

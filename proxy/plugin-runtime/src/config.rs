@@ -2,6 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Default longest uninterrupted run of JavaScript in a request hook (see
+/// [`RuntimeConfig::cpu_budget_ms`]).
+pub const DEFAULT_CPU_BUDGET_MS: u64 = 20;
+
+/// Largest [`RuntimeConfig::cpu_budget_ms`] a proxy accepts.
+pub const MAX_CPU_BUDGET_MS: u64 = 1_000;
+
 /// Default size up to which a request or response body is handed to a plugin whole.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
@@ -9,8 +16,12 @@ pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Isolate threads; `0` means one per available CPU (the proxy passes its worker count).
-    pub isolate_threads: usize,
+    /// Longest uninterrupted run of JavaScript in a request hook, in milliseconds: until
+    /// the hook returns or awaits a host service. A hook runs on the shard that serves
+    /// its request, so this is the longest a hook can stall the shard's other
+    /// connections; a run that goes on longer is interrupted and the hook fails as a
+    /// timeout. Each hook is held to the smaller of this and its own `timeoutMs`.
+    pub cpu_budget_ms: u64,
     /// Largest body (request or response) a plugin may read, in bytes; bigger bodies stay
     /// in Rust and `text()`/`json()` reject with a clear error.
     pub body_limit_bytes: usize,
@@ -26,7 +37,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            isolate_threads: 0,
+            cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             cache: CacheConfig::default(),
             fetch: FetchConfig::default(),

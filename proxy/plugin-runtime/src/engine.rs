@@ -2,15 +2,15 @@
 //! ([`crate::quickjs`]) is the one engine today; a V8 engine would implement the same two
 //! traits where V8 can be built.
 //!
-//! An isolate holds one plugin version and runs on the isolate thread that created it.
-//! Calls into it are futures on that thread's local executor, so while one hook awaits a
-//! host service, the thread runs other requests' hooks.
+//! An isolate holds one plugin version and runs on the shard that created it. Calls into
+//! it are futures on that shard's local executor, so while one hook awaits a host
+//! service, the shard serves other requests.
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, LocalBoxFuture};
+use futures::future::LocalBoxFuture;
 use serde::Deserialize;
 
 use crate::outcome::{FailureKind, Hook};
@@ -33,13 +33,13 @@ pub(crate) struct PluginCode {
     pub(crate) config_json: Arc<str>,
 }
 
-/// Creates isolates on the calling isolate thread.
+/// Creates isolates on the calling shard.
 pub(crate) trait Engine: Send + Sync + 'static {
     /// Evaluates the module in a new isolate and runs its `onLoad`.
     fn instantiate(
         &self,
         code: &PluginCode,
-        host: Arc<dyn HostOps>,
+        host: Rc<dyn HostOps>,
     ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>>;
 }
 
@@ -47,7 +47,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
 pub(crate) trait Isolate {
     /// Whether the module exports this hook.
     fn has_hook(&self, hook: Hook) -> bool;
-    /// Runs a hook to completion (including awaits), within `input.timeout`.
+    /// Runs a hook to completion (including awaits), within `input.timeout`, each
+    /// uninterrupted run of JavaScript within `input.cpu_budget`.
     fn call(self: Rc<Self>, input: HookInput) -> LocalBoxFuture<'static, HookResult>;
     /// False once the isolate was interrupted or ran out of memory: it finishes the calls
     /// it has, and new calls go to a replacement.
@@ -63,6 +64,8 @@ pub(crate) struct HookInput {
     pub(crate) state: Option<String>,
     pub(crate) user: Option<String>,
     pub(crate) timeout: Duration,
+    /// Longest uninterrupted run of JavaScript (see `RuntimeConfig::cpu_budget_ms`).
+    pub(crate) cpu_budget: Duration,
     pub(crate) scope: CallScope,
 }
 
@@ -92,10 +95,16 @@ impl CallScope {
 
 /// Asynchronous services a hook awaits (`ctx.services`, bodies, the test harness). Ops
 /// take and give JSON; the answer is `{"ok":true,"value":…}` or `{"ok":false,"error":…}`.
-pub(crate) trait HostOps: Send + Sync {
-    /// Starts `op` on the proxy's tokio runtime; the future only waits for its answer, so
-    /// an isolate thread can await it without running I/O itself.
-    fn call(&self, op: String, args: String, scope: CallScope) -> BoxFuture<'static, String>;
+pub(crate) trait HostOps {
+    /// The work of `op`, run as a task of the shard whose hook awaits it.
+    fn call(&self, op: String, args: String, scope: CallScope) -> LocalBoxFuture<'static, String>;
+}
+
+/// The services every shard shares (the proxy's), as one shard's host.
+impl<T: HostOps + ?Sized> HostOps for Arc<T> {
+    fn call(&self, op: String, args: String, scope: CallScope) -> LocalBoxFuture<'static, String> {
+        (**self).call(op, args, scope)
+    }
 }
 
 /// The engine's result of one hook call.

@@ -1,4 +1,4 @@
-//! Running a chain's hooks for one request, on an isolate thread: order, failure policy,
+//! Running a chain's hooks for one request, on its shard: order, failure policy,
 //! `onError` answers, patch merging and `ctx.forward` validation.
 
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use crate::engine::{CallScope, EngineFailure, HookInput, HookReport};
 use crate::outcome::{AfterResponse, BeforeRequest, Carry, FailureKind, Hook, PluginFailure};
 use crate::patch::{LocalResponse, RequestPatch, ResponsePatch, Upstream};
 use crate::plugin_set::Link;
-use crate::pool::Worker;
 use crate::request::{RequestScope, ResponseInfo};
 use crate::services::crypto::{self, Encoding};
 use crate::services::{ResponseBody, ResponseView};
+use crate::shard::Worker;
 
 /// What one hook call came to.
 enum Step {
@@ -134,6 +134,7 @@ pub(crate) async fn before(
             state: carry.state.clone(),
             user: carry.user.clone(),
             timeout: link.entry.as_ref().map(|e| e.timeout).unwrap_or_default(),
+            cpu_budget: worker.shared.cpu_budget,
             scope: CallScope {
                 plugin: link.plugin.clone(),
                 request: Some(request.clone()),
@@ -266,6 +267,7 @@ pub(crate) async fn after(
             state: state.clone(),
             user: user.clone(),
             timeout: link.entry.as_ref().map(|e| e.timeout).unwrap_or_default(),
+            cpu_budget: worker.shared.cpu_budget,
             scope: CallScope {
                 plugin: link.plugin.clone(),
                 request: Some(carry.request.clone()),

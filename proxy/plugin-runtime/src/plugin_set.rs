@@ -11,7 +11,7 @@ use weir_crds::snapshot::PluginCall;
 
 use crate::engine::PluginCode;
 use crate::outcome::Hook;
-use crate::pool::Pool;
+use crate::shard::Shards;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -20,19 +20,19 @@ pub(crate) fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// One version of one plugin, loaded in the isolate threads. Dropping the last reference
-/// unloads it from every thread (isolates finish the calls they have first).
+/// One version of one plugin, loaded in every shard's isolates. Dropping the last
+/// reference unloads it from every shard (isolates finish the calls they have first).
 #[derive(Debug)]
 pub(crate) struct PluginVersion {
     pub(crate) id: u64,
     pub(crate) code: Arc<PluginCode>,
     pub(crate) code_hash: String,
     pub(crate) hooks: Hooks,
-    pool: Arc<Pool>,
+    shards: Arc<Shards>,
 }
 
 /// Which request hooks a module exports, known once it loaded: phases no plugin of a
-/// request hooks into are skipped without a trip to an isolate thread.
+/// request hooks into are skipped without entering an isolate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Hooks {
     pub(crate) before_request: bool,
@@ -50,20 +50,20 @@ impl Hooks {
 }
 
 impl PluginVersion {
-    /// A version loaded under `id` in the pool (see [`Pool::load`]).
+    /// A version loaded under `id` in the shards (see [`Shards::load`]).
     pub(crate) fn new(
         id: u64,
         code: Arc<PluginCode>,
         code_hash: String,
         hooks: Hooks,
-        pool: Arc<Pool>,
+        shards: Arc<Shards>,
     ) -> Self {
         Self {
             id,
             code,
             code_hash,
             hooks,
-            pool,
+            shards,
         }
     }
 
@@ -75,7 +75,7 @@ impl PluginVersion {
 
 impl Drop for PluginVersion {
     fn drop(&mut self) {
-        self.pool.unload(self.id);
+        self.shards.unload(self.id);
     }
 }
 

@@ -7,19 +7,19 @@
 //! `afterResponse` run the plugin's hooks through a [`PluginRuntime`] and return what the
 //! proxy would be told, plus assertions (`plugins/sdk/weir.d.ts`, `TestSuite`).
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::LocalBoxFuture;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::runtime::Handle;
 use weir_crds::plugin::{DEFAULT_MEMORY_LIMIT_MIB, DEFAULT_TIMEOUT_MS, FailurePolicy, PluginScope};
 use weir_crds::snapshot::{PluginBundle, PluginCall};
 
@@ -28,7 +28,7 @@ use crate::outcome::{AfterResponse, BeforeRequest, Carry};
 use crate::plugin_set::{Chain, PluginSet};
 use crate::quickjs::{Prelude, QuickJsIsolate};
 use crate::request::{BufferedBody, RequestInfo, ResponseInfo, joined_headers};
-use crate::{PluginRuntime, RuntimeConfig, StartError};
+use crate::{PluginRuntime, RuntimeConfig, ShardPlugins, StartError};
 
 /// Time one test may take, awaits included, unless the suite sets `timeoutMs`.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,8 +131,8 @@ impl fmt::Display for TestReport {
     }
 }
 
-/// Runs every `*.test.ts` file in `dir` (not recursively). Must be called on a tokio
-/// runtime, whose handle the runtime's host services use.
+/// Runs every `*.test.ts` file in `dir` (not recursively), each suite on a thread of its
+/// own that is a proxy shard: the plugin runs there as it would in the proxy.
 pub async fn run_plugin_tests(dir: &Path) -> Result<TestReport, PluginTestError> {
     let read_error = |source| PluginTestError::Read {
         path: dir.to_owned(),
@@ -145,17 +145,12 @@ pub async fn run_plugin_tests(dir: &Path) -> Result<TestReport, PluginTestError>
         .collect();
     files.sort();
 
-    let handle = Handle::current();
-    let config = RuntimeConfig {
-        isolate_threads: 1,
-        ..RuntimeConfig::default()
-    };
-    let runtime = PluginRuntime::start(&config, &mut Registry::default(), handle.clone())?;
+    // Checked up front, so a bad configuration is an error rather than a failed suite.
+    PluginRuntime::start(&RuntimeConfig::default(), &mut Registry::default())?;
     let mut report = TestReport::default();
     for file in files {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (runtime, handle, path) = (runtime.clone(), handle.clone(), file.clone());
-        // A suite's isolate is not Send: it runs on a thread of its own, like the pool's.
+        let path = file.clone();
         let spawned = std::thread::Builder::new()
             .name("weir-plugin-test".into())
             .stack_size(8 * 1024 * 1024)
@@ -167,7 +162,7 @@ pub async fn run_plugin_tests(dir: &Path) -> Result<TestReport, PluginTestError>
                     return;
                 };
                 let local = tokio::task::LocalSet::new();
-                let suite = local.block_on(&executor, run_suite(&path, runtime, handle));
+                let suite = local.block_on(&executor, run_suite(&path));
                 let _ = sender.send(suite);
             });
         let suite = match spawned {
@@ -193,18 +188,24 @@ struct SuiteDescription {
     tests: Vec<String>,
 }
 
-async fn run_suite(file: &Path, runtime: PluginRuntime, handle: Handle) -> SuiteReport {
+async fn run_suite(file: &Path) -> SuiteReport {
     let mut report = SuiteReport {
         file: file.to_owned(),
         error: None,
         tests: Vec::new(),
     };
-    let harness = Arc::new(Harness {
-        runtime: runtime.clone(),
-        handle,
-        plugin: Mutex::new(None),
-        carries: Mutex::new(HashMap::new()),
-        next_carry: AtomicU64::new(1),
+    let runtime = match PluginRuntime::start(&RuntimeConfig::default(), &mut Registry::default()) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report.error = Some(error.to_string());
+            return report;
+        }
+    };
+    let harness = Rc::new(Harness {
+        shard: runtime.attach(),
+        plugin: RefCell::new(None),
+        carries: RefCell::new(HashMap::new()),
+        next_carry: Cell::new(1),
     });
     let (isolate, description) = match load_suite(file, harness.clone()) {
         Ok(loaded) => loaded,
@@ -221,7 +222,7 @@ async fn run_suite(file: &Path, runtime: PluginRuntime, handle: Handle) -> Suite
         file.with_file_name(description.plugin.unwrap_or_else(|| format!("{stem}.ts")));
     match load_plugin(&plugin_file, &runtime).await {
         Ok((set, id)) => {
-            *harness.plugin.lock().unwrap_or_else(|e| e.into_inner()) = Some(PluginUnderTest {
+            *harness.plugin.borrow_mut() = Some(PluginUnderTest {
                 set,
                 id,
                 config: description.config,
@@ -269,8 +270,8 @@ fn transpiled(path: &Path) -> Result<String, String> {
 
 fn load_suite(
     file: &Path,
-    harness: Arc<Harness>,
-) -> Result<(std::rc::Rc<QuickJsIsolate>, SuiteDescription), String> {
+    harness: Rc<Harness>,
+) -> Result<(Rc<QuickJsIsolate>, SuiteDescription), String> {
     let code = PluginCode {
         plugin: Arc::from(format!("test:{}", file.display())),
         code: transpiled(file)?,
@@ -278,7 +279,7 @@ fn load_suite(
         load_timeout: TEST_TIMEOUT,
         config_json: Arc::from("{}"),
     };
-    let isolate = QuickJsIsolate::new(&code, Arc::new(SuiteServices(harness)), Prelude::TestSuite)?;
+    let isolate = QuickJsIsolate::new(&code, Rc::new(SuiteServices(harness)), Prelude::TestSuite)?;
     let description = isolate
         .describe()
         .and_then(|json| serde_json::from_str(&json).ok())
@@ -330,31 +331,27 @@ struct PluginUnderTest {
     config: Value,
 }
 
-/// The suite's host services: `t.beforeRequest` and `t.afterResponse`.
+/// The suite's host services: `t.beforeRequest` and `t.afterResponse`, run on the
+/// suite's shard.
 struct Harness {
-    runtime: PluginRuntime,
-    handle: Handle,
-    plugin: Mutex<Option<PluginUnderTest>>,
-    carries: Mutex<HashMap<u64, (Arc<Chain>, Carry)>>,
-    next_carry: AtomicU64,
+    shard: ShardPlugins,
+    plugin: RefCell<Option<PluginUnderTest>>,
+    carries: RefCell<HashMap<u64, (Arc<Chain>, Carry)>>,
+    next_carry: Cell<u64>,
 }
 
 /// [`Harness`] as the suite isolate's host services.
-struct SuiteServices(Arc<Harness>);
+struct SuiteServices(Rc<Harness>);
 
 impl HostOps for SuiteServices {
-    fn call(&self, op: String, args: String, _scope: CallScope) -> BoxFuture<'static, String> {
+    fn call(&self, op: String, args: String, _scope: CallScope) -> LocalBoxFuture<'static, String> {
         let harness = self.0.clone();
-        let work = self.0.handle.spawn(async move {
+        Box::pin(async move {
             match harness.run(&op, &args).await {
                 Ok(value) => json!({"ok": true, "value": value}),
                 Err(error) => json!({"ok": false, "error": error}),
             }
             .to_string()
-        });
-        Box::pin(async move {
-            work.await
-                .unwrap_or_else(|_| json!({"ok": false, "error": "the harness failed"}).to_string())
         })
     }
 }
@@ -417,7 +414,7 @@ impl Harness {
 
     async fn before_request(&self, spec: RequestSpec, config: Value) -> Result<Value, String> {
         let chain = {
-            let plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
+            let plugin = self.plugin.borrow();
             let plugin = plugin.as_ref().ok_or("the plugin is not loaded")?;
             let config = if config.is_null() {
                 plugin.config.clone()
@@ -451,12 +448,10 @@ impl Harness {
             backends: spec.backends,
             body: body_bytes(spec.body),
         };
-        let (outcome, carry) = self.runtime.before_request(&chain, request).await;
-        let id = self.next_carry.fetch_add(1, Ordering::Relaxed);
-        self.carries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, (chain, carry));
+        let (outcome, carry) = self.shard.before_request(&chain, request).await;
+        let id = self.next_carry.get();
+        self.next_carry.set(id + 1);
+        self.carries.borrow_mut().insert(id, (chain, carry));
         Ok(match outcome {
             BeforeRequest::Continue(patch) => {
                 json!({"outcome": "continue", "carry": id, "patch": patch})
@@ -478,8 +473,7 @@ impl Harness {
     async fn after_response(&self, carry: u64, spec: ResponseSpec) -> Result<Value, String> {
         let (chain, carry) = self
             .carries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .borrow_mut()
             .remove(&carry)
             .ok_or("t.afterResponse was already called for this request")?;
         let response = ResponseInfo {
@@ -492,7 +486,7 @@ impl Harness {
             body: body_bytes(spec.body),
         };
         Ok(
-            match self.runtime.after_response(&chain, carry, response).await {
+            match self.shard.after_response(&chain, carry, response).await {
                 AfterResponse::Continue(patch) => json!({
                     "outcome": "continue",
                     "patch": {

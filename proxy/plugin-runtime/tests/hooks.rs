@@ -8,10 +8,11 @@ use serde_json::json;
 use std::sync::Arc;
 use weir_plugin_runtime::{AfterResponse, BeforeRequest, BufferedBody, ResponseInfo, Upstream};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trivial_hook_sets_an_upstream_header() {
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn a_trivial_hook_sets_an_upstream_header() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/tag",
@@ -19,21 +20,23 @@ async fn a_trivial_hook_sets_an_upstream_header() {
         )],
     )
     .await;
-    assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
-    let chain = chain(&loaded, &[("shop/tag", json!({}))]);
-    let (outcome, _) = runtime.before_request(&chain, request("/")).await;
-    let patch = expect_continue(outcome);
-    assert_eq!(patch.headers.set["x-weir"], ["1"]);
+        assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+        let chain = chain(&loaded, &[("shop/tag", json!({}))]);
+        let (outcome, _) = runtime.before_request(&chain, request("/")).await;
+        let patch = expect_continue(outcome);
+        assert_eq!(patch.headers.set["x-weir"], ["1"]);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hooks_run_in_chain_order_and_share_state_and_user() {
-    let runtime = runtime();
-    let plugin = |name: &str| {
-        bundle(
-            &format!("shop/{name}"),
-            &format!(
-                r#"export default {{
+#[test]
+fn hooks_run_in_chain_order_and_share_state_and_user() {
+    on_shard(async {
+        let runtime = runtime();
+        let plugin = |name: &str| {
+            bundle(
+                &format!("shop/{name}"),
+                &format!(
+                    r#"export default {{
                     beforeRequest(ctx) {{
                         ctx.state.trail = [...(ctx.state.trail ?? []), "{name}:" + ctx.config.tag];
                         ctx.upstream.headers.set("x-last", "{name}");
@@ -45,45 +48,47 @@ async fn hooks_run_in_chain_order_and_share_state_and_user() {
                         ctx.response.headers.set("x-trail", ctx.state.trail.join(","));
                     }},
                 }};"#
-            ),
-        )
-    };
-    let loaded = load(&runtime, vec![plugin("auth"), plugin("log")]).await;
-    let chain = chain(
-        &loaded,
-        &[
-            ("shop/auth", json!({"tag": "a"})),
-            ("shop/log", json!({"tag": "b"})),
-        ],
-    );
-    let (outcome, carry) = runtime.before_request(&chain, request("/")).await;
-    let patch = expect_continue(outcome);
-    assert_eq!(patch.headers.set["x-last"], ["log"]);
-    assert_eq!(patch.headers.append["x-trail"], ["auth", "log"]);
-    assert_eq!(patch.user, Some(json!({"sub": "alice"})));
-    let after = runtime
-        .after_response(
-            &chain,
-            carry,
-            ResponseInfo {
-                status: 200,
-                ..ResponseInfo::default()
-            },
-        )
-        .await;
-    let AfterResponse::Continue(patch) = after else {
-        panic!("{after:?}")
-    };
-    assert_eq!(
-        patch.headers.set["x-trail"],
-        ["auth:a,log:b,auth:after:alice,log:after:alice"]
-    );
+                ),
+            )
+        };
+        let loaded = load(&runtime, vec![plugin("auth"), plugin("log")]).await;
+        let chain = chain(
+            &loaded,
+            &[
+                ("shop/auth", json!({"tag": "a"})),
+                ("shop/log", json!({"tag": "b"})),
+            ],
+        );
+        let (outcome, carry) = runtime.before_request(&chain, request("/")).await;
+        let patch = expect_continue(outcome);
+        assert_eq!(patch.headers.set["x-last"], ["log"]);
+        assert_eq!(patch.headers.append["x-trail"], ["auth", "log"]);
+        assert_eq!(patch.user, Some(json!({"sub": "alice"})));
+        let after = runtime
+            .after_response(
+                &chain,
+                carry,
+                ResponseInfo {
+                    status: 200,
+                    ..ResponseInfo::default()
+                },
+            )
+            .await;
+        let AfterResponse::Continue(patch) = after else {
+            panic!("{after:?}")
+        };
+        assert_eq!(
+            patch.headers.set["x-trail"],
+            ["auth:a,log:b,auth:after:alice,log:after:alice"]
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_request_is_frozen_and_complete() {
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn the_request_is_frozen_and_complete() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/inspect",
@@ -106,36 +111,38 @@ async fn the_request_is_frozen_and_complete() {
         )],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/inspect", json!({"limit": 5}))]);
-    let mut info = request("/items/42");
-    info.method = "POST".into();
-    info.query = "a=1&b=two%20words".into();
-    info.path_params.insert("id".into(), "42".into());
-    info.client_ip = Some("203.0.113.9".parse().unwrap());
-    info.body = Some(Arc::new(BufferedBody(Bytes::from_static(br#"{"qty":3}"#))));
-    let (outcome, _) = runtime.before_request(&chain, info).await;
-    let patch = expect_continue(outcome);
-    let seen: serde_json::Value = serde_json::from_str(&patch.headers.set["x-seen"][0]).unwrap();
-    assert_eq!(
-        seen,
-        json!({
-            "method": "POST", "url": "https://shop.example/items/42", "path": "/items/42",
-            "query": {"a": "1", "b": "two words"}, "rawQuery": "a=1&b=two%20words",
-            "host": "shop.example", "route": "shop/api", "params": {"id": "42"},
-            "ip": "203.0.113.9", "id": "req-1", "frozen": true, "configFrozen": true,
-            "limit": 5, "body": {"qty": 3},
-        })
-    );
+        let chain = chain(&loaded, &[("shop/inspect", json!({"limit": 5}))]);
+        let mut info = request("/items/42");
+        info.method = "POST".into();
+        info.query = "a=1&b=two%20words".into();
+        info.path_params.insert("id".into(), "42".into());
+        info.client_ip = Some("203.0.113.9".parse().unwrap());
+        info.body = Some(Arc::new(BufferedBody(Bytes::from_static(br#"{"qty":3}"#))));
+        let (outcome, _) = runtime.before_request(&chain, info).await;
+        let patch = expect_continue(outcome);
+        let seen: serde_json::Value =
+            serde_json::from_str(&patch.headers.set["x-seen"][0]).unwrap();
+        assert_eq!(
+            seen,
+            json!({
+                "method": "POST", "url": "https://shop.example/items/42", "path": "/items/42",
+                "query": {"a": "1", "b": "two words"}, "rawQuery": "a=1&b=two%20words",
+                "host": "shop.example", "route": "shop/api", "params": {"id": "42"},
+                "ip": "203.0.113.9", "id": "req-1", "frozen": true, "configFrozen": true,
+                "limit": 5, "body": {"qty": 3},
+            })
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_over_the_limit_stay_in_rust_with_a_clear_error() {
-    let (runtime, _) = runtime_with(weir_plugin_runtime::RuntimeConfig {
-        isolate_threads: 1,
-        body_limit_bytes: 4,
-        ..Default::default()
-    });
-    let loaded = load(
+#[test]
+fn bodies_over_the_limit_stay_in_rust_with_a_clear_error() {
+    on_shard(async {
+        let (runtime, _) = runtime_with(weir_plugin_runtime::RuntimeConfig {
+            body_limit_bytes: 4,
+            ..Default::default()
+        });
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/body",
@@ -145,20 +152,22 @@ async fn bodies_over_the_limit_stay_in_rust_with_a_clear_error() {
         )],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/body", json!({}))]);
-    let mut info = request("/");
-    info.body = Some(Arc::new(BufferedBody(Bytes::from_static(b"0123456789"))));
-    let patch = expect_continue(runtime.before_request(&chain, info).await.0);
-    assert!(
-        patch.headers.set["x-error"][0].contains("larger than 4 bytes"),
-        "{patch:?}"
-    );
+        let chain = chain(&loaded, &[("shop/body", json!({}))]);
+        let mut info = request("/");
+        info.body = Some(Arc::new(BufferedBody(Bytes::from_static(b"0123456789"))));
+        let patch = expect_continue(runtime.before_request(&chain, info).await.0);
+        assert!(
+            patch.headers.set["x-error"][0].contains("larger than 4 bytes"),
+            "{patch:?}"
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_answers_and_only_earlier_plugins_see_the_response() {
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn reject_answers_and_only_earlier_plugins_see_the_response() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![
             bundle(
@@ -182,48 +191,50 @@ async fn reject_answers_and_only_earlier_plugins_see_the_response() {
         ],
     )
     .await;
-    let chain = chain(
-        &loaded,
-        &[
-            ("shop/cors", json!({})),
-            ("shop/auth", json!({})),
-            ("shop/never", json!({})),
-        ],
-    );
-    let (outcome, carry) = runtime.before_request(&chain, request("/")).await;
-    let BeforeRequest::Respond(response) = outcome else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!(response.plugin, "shop/auth");
-    assert!(response.rejected);
-    assert_eq!(response.status, 401);
-    assert_eq!(response.body, r#"{"error":"unauthorized"}"#);
-    let headers: std::collections::BTreeMap<_, _> = response.headers.iter().cloned().collect();
-    assert_eq!(headers["x-cors"], "yes");
-    assert_eq!(headers["www-authenticate"], "Bearer");
-    assert_eq!(headers["content-type"], "application/json");
+        let chain = chain(
+            &loaded,
+            &[
+                ("shop/cors", json!({})),
+                ("shop/auth", json!({})),
+                ("shop/never", json!({})),
+            ],
+        );
+        let (outcome, carry) = runtime.before_request(&chain, request("/")).await;
+        let BeforeRequest::Respond(response) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(response.plugin, "shop/auth");
+        assert!(response.rejected);
+        assert_eq!(response.status, 401);
+        assert_eq!(response.body, r#"{"error":"unauthorized"}"#);
+        let headers: std::collections::BTreeMap<_, _> = response.headers.iter().cloned().collect();
+        assert_eq!(headers["x-cors"], "yes");
+        assert_eq!(headers["www-authenticate"], "Bearer");
+        assert_eq!(headers["content-type"], "application/json");
 
-    let after = runtime
-        .after_response(
-            &chain,
-            carry,
-            ResponseInfo {
-                status: 401,
-                ..ResponseInfo::default()
-            },
-        )
-        .await;
-    let AfterResponse::Continue(patch) = after else {
-        panic!("{after:?}")
-    };
-    assert_eq!(patch.headers.set["x-cors-after"], ["401"]);
-    assert!(!patch.headers.set.contains_key("x-auth-after"));
+        let after = runtime
+            .after_response(
+                &chain,
+                carry,
+                ResponseInfo {
+                    status: 401,
+                    ..ResponseInfo::default()
+                },
+            )
+            .await;
+        let AfterResponse::Continue(patch) = after else {
+            panic!("{after:?}")
+        };
+        assert_eq!(patch.headers.set["x-cors-after"], ["401"]);
+        assert!(!patch.headers.set.contains_key("x-auth-after"));
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn before_request_may_answer_by_setting_the_response() {
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn before_request_may_answer_by_setting_the_response() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/health",
@@ -233,109 +244,114 @@ async fn before_request_may_answer_by_setting_the_response() {
         )],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/health", json!({}))]);
-    let BeforeRequest::Respond(response) =
-        runtime.before_request(&chain, request("/health")).await.0
-    else {
-        panic!()
-    };
-    assert_eq!(
-        (response.status, response.body.as_ref(), response.rejected),
-        (200, &b"ok"[..], false)
-    );
-    expect_continue(runtime.before_request(&chain, request("/other")).await.0);
+        let chain = chain(&loaded, &[("shop/health", json!({}))]);
+        let BeforeRequest::Respond(response) =
+            runtime.before_request(&chain, request("/health")).await.0
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (response.status, response.body.as_ref(), response.rejected),
+            (200, &b"ok"[..], false)
+        );
+        expect_continue(runtime.before_request(&chain, request("/other")).await.0);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_response_reads_and_rewrites_the_response() {
-    let runtime = runtime();
-    let loaded = load(
-        &runtime,
-        vec![
-            bundle(
-                "shop/redact",
-                r#"export default { async afterResponse(ctx) {
+#[test]
+fn after_response_reads_and_rewrites_the_response() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
+            &runtime,
+            vec![
+                bundle(
+                    "shop/redact",
+                    r#"export default { async afterResponse(ctx) {
                     const body = await ctx.response.json();
                     body.card = "****";
                     ctx.response.setBody(body);
                     ctx.response.status = 203;
                     ctx.response.headers.delete("server");
                 } };"#,
-            ),
-            bundle(
-                "shop/size",
-                r#"export default { async afterResponse(ctx) {
+                ),
+                bundle(
+                    "shop/size",
+                    r#"export default { async afterResponse(ctx) {
                     ctx.response.headers.set("x-body", await ctx.response.text());
                     ctx.response.headers.set("x-status", String(ctx.response.status));
                 } };"#,
-            ),
-        ],
-    )
-    .await;
-    let chain = chain(
-        &loaded,
-        &[("shop/redact", json!({})), ("shop/size", json!({}))],
-    );
-    let (_, carry) = runtime.before_request(&chain, request("/")).await;
-    let response = ResponseInfo {
-        status: 200,
-        headers: vec![("server".into(), "upstream".into())],
-        body: Some(Arc::new(BufferedBody(Bytes::from_static(
-            br#"{"card":"4111"}"#,
-        )))),
-    };
-    let AfterResponse::Continue(patch) = runtime.after_response(&chain, carry, response).await
-    else {
-        panic!()
-    };
-    assert_eq!(patch.status, Some(203));
-    assert_eq!(patch.body.as_deref(), Some(&br#"{"card":"****"}"#[..]));
-    assert!(patch.headers.remove.contains("server"));
-    assert_eq!(patch.headers.set["x-body"], [r#"{"card":"****"}"#]);
-    assert_eq!(patch.headers.set["x-status"], ["203"]);
+                ),
+            ],
+        )
+        .await;
+        let chain = chain(
+            &loaded,
+            &[("shop/redact", json!({})), ("shop/size", json!({}))],
+        );
+        let (_, carry) = runtime.before_request(&chain, request("/")).await;
+        let response = ResponseInfo {
+            status: 200,
+            headers: vec![("server".into(), "upstream".into())],
+            body: Some(Arc::new(BufferedBody(Bytes::from_static(
+                br#"{"card":"4111"}"#,
+            )))),
+        };
+        let AfterResponse::Continue(patch) = runtime.after_response(&chain, carry, response).await
+        else {
+            panic!()
+        };
+        assert_eq!(patch.status, Some(203));
+        assert_eq!(patch.body.as_deref(), Some(&br#"{"card":"****"}"#[..]));
+        assert!(patch.headers.remove.contains("server"));
+        assert_eq!(patch.headers.set["x-body"], [r#"{"card":"****"}"#]);
+        assert_eq!(patch.headers.set["x-status"], ["203"]);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_and_path_rewrites_are_validated() {
-    let (runtime, _) = runtime_with(weir_plugin_runtime::RuntimeConfig {
-        isolate_threads: 1,
-        forward_allow_list: vec!["https://canary.example.com/".into()],
-        ..Default::default()
-    });
-    let loaded = load(
-        &runtime,
-        vec![bundle(
-            "shop/route",
-            r#"export default { beforeRequest(ctx) {
+#[test]
+fn forward_and_path_rewrites_are_validated() {
+    on_shard(async {
+        let (runtime, _) = runtime_with(weir_plugin_runtime::RuntimeConfig {
+            forward_allow_list: vec!["https://canary.example.com/".into()],
+            ..Default::default()
+        });
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/route",
+                r#"export default { beforeRequest(ctx) {
                 ctx.forward(ctx.config.target);
                 ctx.upstream.path = "/v2" + ctx.request.path;
             } };"#,
-        )],
-    )
-    .await;
-    for (target, expected) in [
-        (
-            "service:shop/api-canary:80",
-            Some(Upstream::Backend("service:shop/api-canary:80".into())),
-        ),
-        (
-            "https://canary.example.com/x",
-            Some(Upstream::Url("https://canary.example.com/x".into())),
-        ),
-        ("service:kube-system/secrets:443", None),
-        ("http://169.254.169.254/latest/meta-data", None),
-    ] {
-        let chain = chain(&loaded, &[("shop/route", json!({"target": target}))]);
-        let patch = expect_continue(runtime.before_request(&chain, request("/items")).await.0);
-        assert_eq!(patch.upstream, expected, "{target}");
-        assert_eq!(patch.path.as_deref(), Some("/v2/items"));
-    }
+            )],
+        )
+        .await;
+        for (target, expected) in [
+            (
+                "service:shop/api-canary:80",
+                Some(Upstream::Backend("service:shop/api-canary:80".into())),
+            ),
+            (
+                "https://canary.example.com/x",
+                Some(Upstream::Url("https://canary.example.com/x".into())),
+            ),
+            ("service:kube-system/secrets:443", None),
+            ("http://169.254.169.254/latest/meta-data", None),
+        ] {
+            let chain = chain(&loaded, &[("shop/route", json!({"target": target}))]);
+            let patch = expect_continue(runtime.before_request(&chain, request("/items")).await.0);
+            assert_eq!(patch.upstream, expected, "{target}");
+            assert_eq!(patch.path.as_deref(), Some("/v2/items"));
+        }
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crypto_and_cache_are_available_to_hooks() {
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn crypto_and_cache_are_available_to_hooks() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/tools",
@@ -353,26 +369,28 @@ async fn crypto_and_cache_are_available_to_hooks() {
         )],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/tools", json!({}))]);
-    for hits in 1..=3 {
-        let patch = expect_continue(runtime.before_request(&chain, request("/p")).await.0);
-        let tools: serde_json::Value =
-            serde_json::from_str(&patch.headers.set["x-tools"][0]).unwrap();
-        assert_eq!(
-            tools,
-            json!({
-                "mac": "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
-                "sha": "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0",
-                "same": true, "hits": hits, "last": {"path": "/p"}, "random": 16, "uuid": 36,
-            })
-        );
-    }
+        let chain = chain(&loaded, &[("shop/tools", json!({}))]);
+        for hits in 1..=3 {
+            let patch = expect_continue(runtime.before_request(&chain, request("/p")).await.0);
+            let tools: serde_json::Value =
+                serde_json::from_str(&patch.headers.set["x-tools"][0]).unwrap();
+            assert_eq!(
+                tools,
+                json!({
+                    "mac": "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+                    "sha": "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0",
+                    "same": true, "hits": hits, "last": {"path": "/p"}, "random": 16, "uuid": 36,
+                })
+            );
+        }
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signatures_verify_from_javascript() {
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn signatures_verify_from_javascript() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/verify",
@@ -388,44 +406,46 @@ async fn signatures_verify_from_javascript() {
         )],
     )
     .await;
-    let config = json!({
-        "pem": include_str!("../src/services/testdata/rsa-public.pem"),
-        "signature": include_str!("../src/services/testdata/rsa-signature.b64").trim(),
+        let config = json!({
+            "pem": include_str!("../src/services/testdata/rsa-public.pem"),
+            "signature": include_str!("../src/services/testdata/rsa-signature.b64").trim(),
+        });
+        let chain = chain(&loaded, &[("shop/verify", config)]);
+        let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+        assert_eq!(
+            patch.headers.set["x-verify"],
+            [r#"{"good":true,"tampered":false,"refused":"TypeError"}"#]
+        );
     });
-    let chain = chain(&loaded, &[("shop/verify", config)]);
-    let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
-    assert_eq!(
-        patch.headers.set["x-verify"],
-        [r#"{"good":true,"tampered":false,"refused":"TypeError"}"#]
-    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_registered_in_the_proxy_registry() {
-    let (runtime, registry) = runtime_with(weir_plugin_runtime::RuntimeConfig {
-        isolate_threads: 1,
-        ..Default::default()
-    });
-    let loaded = load(
-        &runtime,
-        vec![bundle(
-            "shop/deny",
-            r#"export default { beforeRequest(ctx) { ctx.reject(403); } };"#,
-        )],
-    )
-    .await;
-    let chain = chain(&loaded, &[("shop/deny", json!({}))]);
-    runtime.before_request(&chain, request("/")).await;
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(
+#[test]
+fn metrics_are_registered_in_the_proxy_registry() {
+    on_shard(async {
+        let (runtime, registry) = runtime_with(weir_plugin_runtime::RuntimeConfig {
+            ..Default::default()
+        });
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/deny",
+                r#"export default { beforeRequest(ctx) { ctx.reject(403); } };"#,
+            )],
+        )
+        .await;
+        let chain = chain(&loaded, &[("shop/deny", json!({}))]);
+        runtime.before_request(&chain, request("/")).await;
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
         text.contains(
             r#"weir_plugin_hook_duration_seconds_count{plugin="shop/deny",hook="beforeRequest"} 1"#
         ),
         "{text}"
     );
-    assert!(
-        text.contains(r#"weir_plugin_errors_total{plugin="shop/deny",kind="rejected"} 1"#),
-        "{text}"
-    );
+        assert!(
+            text.contains(r#"weir_plugin_errors_total{plugin="shop/deny",kind="rejected"} 1"#),
+            "{text}"
+        );
+    });
 }

@@ -22,16 +22,17 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_logs_are_structured_and_tagged() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(move || writer.clone())
-        .init();
-    let runtime = runtime();
-    let loaded = load(
+#[test]
+fn plugin_logs_are_structured_and_tagged() {
+    on_shard(async {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .init();
+        let runtime = runtime();
+        let loaded = load(
         &runtime,
         vec![bundle(
             "shop/logger",
@@ -39,16 +40,17 @@ async fn plugin_logs_are_structured_and_tagged() {
         )],
     )
     .await;
-    let chain = chain(&loaded, &[("shop/logger", json!({}))]);
-    expect_continue(runtime.before_request(&chain, request("/")).await.0);
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line: serde_json::Value = text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .find(|line: &serde_json::Value| line["fields"]["message"] == "slow client")
-        .unwrap_or_else(|| panic!("no log line in {text}"));
-    assert_eq!(line["level"], "WARN");
-    assert_eq!(line["fields"]["plugin"], "shop/logger");
-    assert_eq!(line["fields"]["request_id"], "req-1");
-    assert_eq!(line["fields"]["fields"], r#"{"ms":1200}"#);
+        let chain = chain(&loaded, &[("shop/logger", json!({}))]);
+        expect_continue(runtime.before_request(&chain, request("/")).await.0);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .find(|line: &serde_json::Value| line["fields"]["message"] == "slow client")
+            .unwrap_or_else(|| panic!("no log line in {text}"));
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["fields"]["plugin"], "shop/logger");
+        assert_eq!(line["fields"]["request_id"], "req-1");
+        assert_eq!(line["fields"]["fields"], r#"{"ms":1200}"#);
+    });
 }

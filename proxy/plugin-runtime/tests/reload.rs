@@ -28,109 +28,112 @@ fn version(n: usize) -> PluginBundle {
     plugin
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloading_under_continuous_load_fails_no_request() {
-    let runtime = runtime();
-    let current = Arc::new(arc_swap_like::Current::new(chain(
-        &load(&runtime, vec![version(0)]).await,
-        &[("shop/versioned", json!({}))],
-    )));
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (runtime, current, stop, served) = (
-                runtime.clone(),
-                current.clone(),
-                stop.clone(),
-                served.clone(),
-            );
-            tokio::spawn(async move {
-                let mut versions_seen = std::collections::BTreeSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let chain = current.get();
-                    let patch =
-                        expect_continue(runtime.before_request(&chain, request("/")).await.0);
-                    versions_seen.insert(patch.headers.set["x-version"][0].clone());
-                    served.fetch_add(1, Ordering::Relaxed);
-                }
-                versions_seen
+#[test]
+fn reloading_under_continuous_load_fails_no_request() {
+    on_shard(async {
+        let runtime = runtime();
+        let current = Arc::new(arc_swap_like::Current::new(chain(
+            &load(&runtime, vec![version(0)]).await,
+            &[("shop/versioned", json!({}))],
+        )));
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicUsize::new(0));
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let (runtime, current, stop, served) = (
+                    runtime.clone(),
+                    current.clone(),
+                    stop.clone(),
+                    served.clone(),
+                );
+                tokio::task::spawn_local(async move {
+                    let mut versions_seen = std::collections::BTreeSet::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let chain = current.get();
+                        let patch =
+                            expect_continue(runtime.before_request(&chain, request("/")).await.0);
+                        versions_seen.insert(patch.headers.set["x-version"][0].clone());
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    versions_seen
+                })
             })
-        })
-        .collect();
-    for n in 1..=10 {
-        let loaded = load(&runtime, vec![version(n)]).await;
-        assert!(loaded.failures.is_empty());
-        current.set(chain(&loaded, &[("shop/versioned", json!({}))]));
-        tokio::task::yield_now().await;
-    }
-    // Let every client finish requests on the last version.
-    let before = served.load(Ordering::Relaxed);
-    while served.load(Ordering::Relaxed) < before + 50 {
-        tokio::task::yield_now().await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = std::collections::BTreeSet::new();
-    for client in clients {
-        seen.extend(client.await.expect("no client saw a failed request"));
-    }
-    assert!(seen.contains("10"), "{seen:?}");
-    assert!(seen.len() > 1, "requests ran on several versions: {seen:?}");
+            .collect();
+        for n in 1..=10 {
+            let loaded = load(&runtime, vec![version(n)]).await;
+            assert!(loaded.failures.is_empty());
+            current.set(chain(&loaded, &[("shop/versioned", json!({}))]));
+            tokio::task::yield_now().await;
+        }
+        // Let every client finish requests on the last version.
+        let before = served.load(Ordering::Relaxed);
+        while served.load(Ordering::Relaxed) < before + 50 {
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut seen = std::collections::BTreeSet::new();
+        for client in clients {
+            seen.extend(client.await.expect("no client saw a failed request"));
+        }
+        assert!(seen.contains("10"), "{seen:?}");
+        assert!(seen.len() > 1, "requests ran on several versions: {seen:?}");
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_in_flight_finishes_on_its_version_and_unchanged_code_is_not_reloaded() {
-    let runtime = runtime_with(weir_plugin_runtime::RuntimeConfig {
-        isolate_threads: 1,
-        ..Default::default()
-    })
-    .0;
-    let mut slow = bundle(
-        "shop/slow",
-        r#"export default { async beforeRequest(ctx) {
+#[test]
+fn a_request_in_flight_finishes_on_its_version_and_unchanged_code_is_not_reloaded() {
+    on_shard(async {
+        let runtime = runtime_with(weir_plugin_runtime::RuntimeConfig {
+            ..Default::default()
+        })
+        .0;
+        let mut slow = bundle(
+            "shop/slow",
+            r#"export default { async beforeRequest(ctx) {
             // Waits until the test has loaded the next version.
             while ((await ctx.services.cache.get("go")) !== true) {}
             ctx.upstream.headers.set("x-version", "old");
         } };"#,
-    );
-    slow.timeout_ms = 5_000;
-    let old = load(&runtime, vec![slow, version(1)]).await;
-    let old_chain = chain(&old, &[("shop/slow", json!({}))]);
-    let in_flight = tokio::spawn({
-        let runtime = runtime.clone();
-        async move { runtime.before_request(&old_chain, request("/")).await.0 }
-    });
+        );
+        slow.timeout_ms = 5_000;
+        let old = load(&runtime, vec![slow, version(1)]).await;
+        let old_chain = chain(&old, &[("shop/slow", json!({}))]);
+        let in_flight = tokio::task::spawn_local({
+            let runtime = runtime.clone();
+            async move { runtime.before_request(&old_chain, request("/")).await.0 }
+        });
 
-    let mut new = bundle(
-        "shop/slow",
-        r#"export default { async beforeRequest(ctx) {
+        let mut new = bundle(
+            "shop/slow",
+            r#"export default { async beforeRequest(ctx) {
             await ctx.services.cache.set("go", true);
             ctx.upstream.headers.set("x-version", "new");
         } };"#,
-    );
-    new.timeout_ms = 5_000;
-    let reloaded = load(&runtime, vec![new, version(1)]).await;
-    let patch = expect_continue(
-        runtime
-            .before_request(&chain(&reloaded, &[("shop/slow", json!({}))]), request("/"))
-            .await
-            .0,
-    );
-    assert_eq!(patch.headers.set["x-version"], ["new"]);
-    let patch = expect_continue(in_flight.await.unwrap());
-    assert_eq!(patch.headers.set["x-version"], ["old"]);
+        );
+        new.timeout_ms = 5_000;
+        let reloaded = load(&runtime, vec![new, version(1)]).await;
+        let patch = expect_continue(
+            runtime
+                .before_request(&chain(&reloaded, &[("shop/slow", json!({}))]), request("/"))
+                .await
+                .0,
+        );
+        assert_eq!(patch.headers.set["x-version"], ["new"]);
+        let patch = expect_continue(in_flight.await.unwrap());
+        assert_eq!(patch.headers.set["x-version"], ["old"]);
 
-    // shop/versioned kept its code: it was not loaded again (one thread, one onLoad).
-    let patch = expect_continue(
-        runtime
-            .before_request(
-                &chain(&reloaded, &[("shop/versioned", json!({}))]),
-                request("/"),
-            )
-            .await
-            .0,
-    );
-    assert_eq!(patch.headers.set["x-loads"], ["1"]);
+        // shop/versioned kept its code: it was not loaded again (one thread, one onLoad).
+        let patch = expect_continue(
+            runtime
+                .before_request(
+                    &chain(&reloaded, &[("shop/versioned", json!({}))]),
+                    request("/"),
+                )
+                .await
+                .0,
+        );
+        assert_eq!(patch.headers.set["x-loads"], ["1"]);
+    });
 }
 
 /// The proxy swaps chains with `arc-swap`; a mutex stands in for it here.

@@ -20,12 +20,12 @@ use weir_plugin_runtime::{CacheConfig, FetchConfig, RuntimeConfig};
 async fn http_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    tokio::task::spawn_local(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(async move {
+            tokio::task::spawn_local(async move {
                 let service = service_fn(
                     |request: hyper::Request<hyper::body::Incoming>| async move {
                         if request.uri().path() == "/slow" {
@@ -50,9 +50,8 @@ async fn http_server() -> SocketAddr {
 }
 
 /// A runtime with one isolate thread whose fetch may reach 127.0.0.1.
-fn loopback_runtime() -> weir_plugin_runtime::PluginRuntime {
+fn loopback_runtime() -> Shard {
     runtime_with(RuntimeConfig {
-        isolate_threads: 1,
         fetch: FetchConfig {
             allow_networks: vec!["127.0.0.1/32".into()],
             ..FetchConfig::default()
@@ -71,109 +70,117 @@ const FETCHER: &str = r#"export default { async beforeRequest(ctx) {
     }
 } };"#;
 
-async fn fetch_result(runtime: &weir_plugin_runtime::PluginRuntime, url: &str) -> String {
+async fn fetch_result(runtime: &Shard, url: &str) -> String {
     let loaded = load(runtime, vec![bundle("shop/fetch", FETCHER)]).await;
     let chain = chain(&loaded, &[("shop/fetch", json!({"url": url}))]);
     let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
     patch.headers.set["x-fetch"][0].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_refuses_private_addresses_even_behind_names() {
-    let server = http_server().await;
-    let runtime = runtime();
-    for url in [
-        format!("http://127.0.0.1:{}/", server.port()),
-        format!("http://localhost:{}/", server.port()),
-        format!("http://[::1]:{}/", server.port()),
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
-        "http://10.0.0.1/".to_owned(),
-        "http://[::ffff:127.0.0.1]/".to_owned(),
-    ] {
-        let result = fetch_result(&runtime, &url).await;
+#[test]
+fn fetch_refuses_private_addresses_even_behind_names() {
+    on_shard(async {
+        let server = http_server().await;
+        let runtime = runtime();
+        for url in [
+            format!("http://127.0.0.1:{}/", server.port()),
+            format!("http://localhost:{}/", server.port()),
+            format!("http://[::1]:{}/", server.port()),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "http://10.0.0.1/".to_owned(),
+            "http://[::ffff:127.0.0.1]/".to_owned(),
+        ] {
+            let result = fetch_result(&runtime, &url).await;
+            assert!(
+                result.starts_with("error: fetch: refused"),
+                "{url}: {result}"
+            );
+        }
+        let result = fetch_result(&runtime, "file:///etc/passwd").await;
         assert!(
-            result.starts_with("error: fetch: refused"),
-            "{url}: {result}"
+            result.starts_with("error: fetch: invalid request"),
+            "{result}"
         );
-    }
-    let result = fetch_result(&runtime, "file:///etc/passwd").await;
-    assert!(
-        result.starts_with("error: fetch: invalid request"),
-        "{result}"
-    );
-    let result = fetch_result(&runtime, "ftp://example.com/").await;
-    assert!(result.contains("only http and https"), "{result}");
+        let result = fetch_result(&runtime, "ftp://example.com/").await;
+        assert!(result.contains("only http and https"), "{result}");
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn allow_listed_networks_are_fetched_and_slow_ones_time_out() {
-    let server = http_server().await;
-    let runtime = loopback_runtime();
-    let result = fetch_result(
-        &runtime,
-        &format!("http://localhost:{}/hello", server.port()),
-    )
-    .await;
-    assert_eq!(result, "200 yes POST /hello");
+#[test]
+fn allow_listed_networks_are_fetched_and_slow_ones_time_out() {
+    on_shard(async {
+        let server = http_server().await;
+        let runtime = loopback_runtime();
+        let result = fetch_result(
+            &runtime,
+            &format!("http://localhost:{}/hello", server.port()),
+        )
+        .await;
+        assert_eq!(result, "200 yes POST /hello");
 
-    let loaded = load(
-        &runtime,
-        vec![bundle(
-            "shop/slow",
-            r#"export default { async beforeRequest(ctx) {
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/slow",
+                r#"export default { async beforeRequest(ctx) {
                 try { await ctx.services.http.fetch(ctx.config.url, { timeoutMs: 50 }); }
                 catch (error) { ctx.upstream.headers.set("x-fetch", error.message); }
             } };"#,
-        )],
-    )
-    .await;
-    let chain = chain(
-        &loaded,
-        &[(
-            "shop/slow",
-            json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
-        )],
-    );
-    let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
-    assert_eq!(
-        patch.headers.set["x-fetch"],
-        ["fetch: no answer within 50 ms"]
-    );
+            )],
+        )
+        .await;
+        let chain = chain(
+            &loaded,
+            &[(
+                "shop/slow",
+                json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
+            )],
+        );
+        let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+        assert_eq!(
+            patch.headers.set["x-fetch"],
+            ["fetch: no answer within 50 ms"]
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
-    let server = http_server().await;
-    let runtime = loopback_runtime();
-    let mut fetcher = bundle("shop/fetch", FETCHER);
-    fetcher.timeout_ms = 2_000;
-    let loaded = load(&runtime, vec![fetcher]).await;
-    let chain = chain(
-        &loaded,
-        &[(
-            "shop/fetch",
-            json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
-        )],
-    );
-    // 20 requests each awaiting a 500 ms upstream: served one at a time they would take
-    // 10 s; interleaved on the one thread they take a little over 500 ms.
-    let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..20)
-        .map(|_| {
-            let runtime = runtime.clone();
-            let chain = chain.clone();
-            tokio::spawn(async move { runtime.before_request(&chain, request("/")).await.0 })
-        })
-        .collect();
-    for call in calls {
-        let patch = expect_continue(call.await.unwrap());
-        assert_eq!(patch.headers.set["x-fetch"], ["200 yes POST /slow"]);
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
+#[test]
+fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
+    on_shard(async {
+        let server = http_server().await;
+        let runtime = loopback_runtime();
+        let mut fetcher = bundle("shop/fetch", FETCHER);
+        fetcher.timeout_ms = 2_000;
+        let loaded = load(&runtime, vec![fetcher]).await;
+        let chain = chain(
+            &loaded,
+            &[(
+                "shop/fetch",
+                json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
+            )],
+        );
+        // 20 requests each awaiting a 500 ms upstream: served one at a time they would take
+        // 10 s; interleaved on the one thread they take a little over 500 ms.
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let runtime = runtime.clone();
+                let chain = chain.clone();
+                tokio::task::spawn_local(async move {
+                    runtime.before_request(&chain, request("/")).await.0
+                })
+            })
+            .collect();
+        for call in calls {
+            let patch = expect_continue(call.await.unwrap());
+            assert_eq!(patch.headers.set["x-fetch"], ["200 yes POST /slow"]);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+    });
 }
 
 /// A `redis-server` on a free loopback port, stopped when dropped.
@@ -219,22 +226,22 @@ impl Redis {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redis_cache_is_shared_between_runtimes() {
-    let mut redis = Redis::start().await;
-    let config = RuntimeConfig {
-        isolate_threads: 1,
-        cache: CacheConfig {
-            redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
-            ..CacheConfig::default()
-        },
-        ..RuntimeConfig::default()
-    };
-    // Two runtimes stand for two proxy replicas.
-    let replicas = [runtime_with(config.clone()).0, runtime_with(config).0];
-    let counter = bundle(
-        "shop/limit",
-        r#"export default { async beforeRequest(ctx) {
+#[test]
+fn the_redis_cache_is_shared_between_runtimes() {
+    on_shard(async {
+        let mut redis = Redis::start().await;
+        let config = RuntimeConfig {
+            cache: CacheConfig {
+                redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
+                ..CacheConfig::default()
+            },
+            ..RuntimeConfig::default()
+        };
+        // Two runtimes stand for two proxy replicas.
+        let replicas = [runtime_with(config.clone()).0, runtime_with(config).0];
+        let counter = bundle(
+            "shop/limit",
+            r#"export default { async beforeRequest(ctx) {
             const cache = ctx.services.cache;
             const hits = await cache.incr("window", { ttlSeconds: 60 });
             if (hits === 1) await cache.set("first", { at: ctx.request.requestId }, { ttlSeconds: 0.2 });
@@ -242,56 +249,58 @@ async fn the_redis_cache_is_shared_between_runtimes() {
             const removed = await cache.delete("nothing-here");
             ctx.upstream.headers.set("x-cache", JSON.stringify({ hits, first, removed }));
         } };"#,
-    );
-    let mut seen = Vec::new();
-    for (i, replica) in replicas.iter().cycle().take(4).enumerate() {
-        let loaded = load(replica, vec![counter.clone()]).await;
-        let chain = chain(&loaded, &[("shop/limit", json!({}))]);
-        let mut info = request("/");
-        info.request_id = format!("req-{i}");
-        let patch = expect_continue(replica.before_request(&chain, info).await.0);
-        seen.push(
-            serde_json::from_str::<serde_json::Value>(&patch.headers.set["x-cache"][0]).unwrap(),
         );
-    }
-    for (i, value) in seen.iter().enumerate() {
-        assert_eq!(value["hits"], i + 1, "{seen:?}");
-        assert_eq!(value["first"], json!({"at": "req-0"}));
-        assert_eq!(value["removed"], false);
-    }
+        let mut seen = Vec::new();
+        for (i, replica) in replicas.iter().cycle().take(4).enumerate() {
+            let loaded = load(replica, vec![counter.clone()]).await;
+            let chain = chain(&loaded, &[("shop/limit", json!({}))]);
+            let mut info = request("/");
+            info.request_id = format!("req-{i}");
+            let patch = expect_continue(replica.before_request(&chain, info).await.0);
+            seen.push(
+                serde_json::from_str::<serde_json::Value>(&patch.headers.set["x-cache"][0])
+                    .unwrap(),
+            );
+        }
+        for (i, value) in seen.iter().enumerate() {
+            assert_eq!(value["hits"], i + 1, "{seen:?}");
+            assert_eq!(value["first"], json!({"at": "req-0"}));
+            assert_eq!(value["removed"], false);
+        }
 
-    // Keys are namespaced by plugin and expire.
-    let mut direct = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let ttl: i64 = redis::cmd("TTL")
-        .arg("shop/limit:window")
-        .query_async(&mut direct)
-        .await
-        .unwrap();
-    assert!((1..=60).contains(&ttl), "{ttl}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let first: Option<String> = redis::cmd("GET")
-        .arg("shop/limit:first")
-        .query_async(&mut direct)
-        .await
-        .unwrap();
-    assert_eq!(first, None, "expired");
+        // Keys are namespaced by plugin and expire.
+        let mut direct = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("shop/limit:window")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert!((1..=60).contains(&ttl), "{ttl}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let first: Option<String> = redis::cmd("GET")
+            .arg("shop/limit:first")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert_eq!(first, None, "expired");
 
-    // A Redis outage rejects the hook's promise instead of hanging or crashing.
-    redis.child.kill().await.unwrap();
-    let loaded = load(&replicas[0], vec![bundle(
+        // A Redis outage rejects the hook's promise instead of hanging or crashing.
+        redis.child.kill().await.unwrap();
+        let loaded = load(&replicas[0], vec![bundle(
         "shop/down",
         r#"export default { async beforeRequest(ctx) {
             try { await ctx.services.cache.get("k"); } catch (e) { ctx.upstream.headers.set("x-error", e.message); }
         } };"#,
     )]).await;
-    let chain = chain(&loaded, &[("shop/down", json!({}))]);
-    let patch = expect_continue(replicas[0].before_request(&chain, request("/")).await.0);
-    assert!(
-        patch.headers.set["x-error"][0].starts_with("redis:"),
-        "{patch:?}"
-    );
+        let chain = chain(&loaded, &[("shop/down", json!({}))]);
+        let patch = expect_continue(replicas[0].before_request(&chain, request("/")).await.0);
+        assert!(
+            patch.headers.set["x-error"][0].starts_with("redis:"),
+            "{patch:?}"
+        );
+    });
 }

@@ -28,8 +28,7 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body::Body as _;
 use weir_plugin_runtime::{
-    AfterResponse, BodySource, Carry, Chain, LocalResponse, PluginRuntime, RequestInfo,
-    ResponseInfo,
+    AfterResponse, BodySource, Carry, Chain, LocalResponse, RequestInfo, ResponseInfo, ShardPlugins,
 };
 
 use crate::access_log::AccessRecord;
@@ -134,7 +133,7 @@ pub fn local_response(local: LocalResponse) -> Response<ProxyBody> {
 /// Runs the chain's `afterResponse` hooks on `response` and applies what they changed.
 /// The body is handed to them lazily: it is buffered only when a hook reads it.
 pub async fn after_response(
-    runtime: &PluginRuntime,
+    runtime: &ShardPlugins,
     chain: &Arc<Chain>,
     carry: Carry,
     response: Response<ProxyBody>,

@@ -1,7 +1,10 @@
-//! HTTP clients to upstreams with pooled keep-alive connections. One client per way of
-//! connecting (protocol, connect timeout, TLS server name); within a client, connections
-//! are pooled per endpoint, since requests name the endpoint's address.
+//! HTTP clients to upstreams with pooled keep-alive connections. A [`Connector`] is one
+//! way of connecting (protocol, connect timeout, TLS server name), named once when a
+//! snapshot loads; every shard has its own client per connector ([`ShardClients`]), so
+//! connection pools are never shared between shards and a request never waits on another
+//! shard's lock.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,21 +24,35 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A client for one way of connecting.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    protocol: BackendProtocol,
-    connect_ms: u64,
-    server_name: Option<String>,
+/// One way of connecting to upstreams.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectorKey {
+    /// HTTP/1.1, HTTP/2 without TLS, or HTTPS.
+    pub protocol: BackendProtocol,
+    /// Connect timeout, in milliseconds.
+    pub connect_ms: u64,
+    /// The TLS server name checked in the upstream's certificate.
+    pub server_name: Option<String>,
 }
 
-/// The clients of a proxy, made on first use.
+/// A way of connecting with its process-wide number, which shards index their clients by.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    /// Dense, stable for the life of the process.
+    pub id: usize,
+    /// What it connects with.
+    pub key: Arc<ConnectorKey>,
+}
+
+/// The connectors of a proxy and the TLS setup they share. Consulted when a snapshot is
+/// loaded (and for `ctx.forward` URLs), never for an ordinary request.
 pub struct UpstreamClients {
     tls: rustls::ClientConfig,
-    clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    known: Mutex<HashMap<Arc<ConnectorKey>, usize>>,
 }
 
 impl UpstreamClients {
-    /// Clients verifying HTTPS upstreams against the Mozilla roots plus `extra_roots`.
+    /// Connectors verifying HTTPS upstreams against the Mozilla roots plus `extra_roots`.
     pub fn new(
         extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Result<Self, rustls::Error> {
@@ -52,33 +69,39 @@ impl UpstreamClients {
         .with_no_client_auth();
         Ok(Self {
             tls,
-            clients: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The client for a backend's protocol, a connect timeout and a TLS server name.
-    pub fn get(
+    /// The connector for a backend's protocol, a connect timeout and a TLS server name.
+    pub fn connector(
         &self,
         protocol: BackendProtocol,
         connect_ms: u64,
         server_name: Option<&str>,
-    ) -> UpstreamClient {
-        let key = ClientKey {
+    ) -> Connector {
+        let key = ConnectorKey {
             protocol,
             connect_ms,
             server_name: server_name.map(str::to_owned),
         };
-        let mut clients = self
-            .clients
+        let mut known = self
+            .known
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        clients
-            .entry(key)
-            .or_insert_with_key(|key| self.build(key))
-            .clone()
+        if let Some((key, id)) = known.get_key_value(&key) {
+            return Connector {
+                id: *id,
+                key: key.clone(),
+            };
+        }
+        let id = known.len();
+        let key = Arc::new(key);
+        known.insert(key.clone(), id);
+        Connector { id, key }
     }
 
-    fn build(&self, key: &ClientKey) -> UpstreamClient {
+    fn build(&self, key: &ConnectorKey) -> UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -105,5 +128,24 @@ impl UpstreamClients {
             client.http2_only(true);
         }
         client.build(connector)
+    }
+}
+
+/// One shard's clients, by connector id, made on first use.
+#[derive(Default)]
+pub struct ShardClients {
+    by_connector: RefCell<Vec<Option<UpstreamClient>>>,
+}
+
+impl ShardClients {
+    /// This shard's client for `connector`.
+    pub fn get(&self, clients: &UpstreamClients, connector: &Connector) -> UpstreamClient {
+        let mut by_connector = self.by_connector.borrow_mut();
+        if by_connector.len() <= connector.id {
+            by_connector.resize(connector.id + 1, None);
+        }
+        by_connector[connector.id]
+            .get_or_insert_with(|| clients.build(&connector.key))
+            .clone()
     }
 }

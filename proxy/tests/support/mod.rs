@@ -24,10 +24,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use weir_crds::manifest::{Document, Manifests, parse};
 use weir_crds::snapshot::Snapshot;
+use weir_proxy::BoundAddresses;
 use weir_proxy::Proxy;
 use weir_proxy::config::ProxyConfig;
 use weir_proxy::gateway::Gateway;
-use weir_proxy::server::BoundAddresses;
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -57,7 +57,7 @@ impl TestProxy {
         let proxy = Proxy::start(config, Registry::default(), Vec::new())
             .await
             .expect("proxy starts");
-        let addresses = proxy.addresses().unwrap();
+        let addresses = proxy.addresses();
         let gateway = proxy.gateway().clone();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(proxy.run(async move {

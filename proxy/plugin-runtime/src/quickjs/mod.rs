@@ -4,8 +4,9 @@
 //!
 //! A hook call enters JavaScript through the prelude (`prelude.js`), which builds `ctx`
 //! and reports what the hook changed as JSON. A hook that awaits a host service returns a
-//! pending promise: the service runs on the proxy's tokio runtime, and its answer resumes
-//! the hook on this isolate thread, which meanwhile serves other calls.
+//! pending promise: the service runs as a task of this shard, and its answer resumes the
+//! hook here; meanwhile the shard serves other connections. QuickJS's interrupt handler
+//! bounds each uninterrupted run of JavaScript, so no hook holds its shard for long.
 
 mod bindings;
 
@@ -54,7 +55,7 @@ impl Engine for QuickJs {
     fn instantiate(
         &self,
         code: &PluginCode,
-        host: Arc<dyn HostOps>,
+        host: Rc<dyn HostOps>,
     ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>> {
         let created = QuickJsIsolate::new(code, host, Prelude::Plugin);
         let config_json = code.config_json.clone();
@@ -70,6 +71,7 @@ impl Engine for QuickJs {
                     state: None,
                     user: None,
                     timeout,
+                    cpu_budget: timeout,
                     scope: CallScope {
                         plugin,
                         ..CallScope::default()
@@ -107,6 +109,8 @@ struct Budget {
 /// A call in progress.
 struct Invocation {
     deadline: Instant,
+    /// Longest uninterrupted run of JavaScript within the call.
+    cpu_budget: std::time::Duration,
     scope: CallScope,
     /// What the hook changed so far, recorded through the host object.
     report: HookReport,
@@ -122,7 +126,7 @@ struct PendingHostCall {
 /// One plugin version in one QuickJS runtime.
 pub(crate) struct QuickJsIsolate {
     plugin: Arc<str>,
-    host: Arc<dyn HostOps>,
+    host: Rc<dyn HostOps>,
     hooks: Cell<[bool; 3]>,
     usable: Cell<bool>,
     next_id: Cell<u64>,
@@ -138,7 +142,7 @@ pub(crate) struct QuickJsIsolate {
 impl QuickJsIsolate {
     pub(crate) fn new(
         code: &PluginCode,
-        host: Arc<dyn HostOps>,
+        host: Rc<dyn HostOps>,
         prelude: Prelude,
     ) -> Result<Rc<Self>, String> {
         let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
@@ -222,7 +226,7 @@ impl QuickJsIsolate {
     }
 
     /// Runs `f` in the context for `invocation`, then the promise jobs it queued, under the
-    /// invocation's time budget.
+    /// invocation's time budget and its CPU budget for this run, whichever ends first.
     fn enter<R>(
         &self,
         invocation: u64,
@@ -232,7 +236,7 @@ impl QuickJsIsolate {
             .invocations
             .borrow()
             .get(&invocation)
-            .map(|i| i.deadline);
+            .map(|i| i.deadline.min(Instant::now() + i.cpu_budget));
         self.budget.deadline.set(deadline);
         self.budget.interrupted.set(false);
         let result = self
@@ -289,7 +293,9 @@ impl QuickJsIsolate {
         if self.budget.interrupted.get() {
             return EngineFailure {
                 kind: FailureKind::Timeout,
-                detail: "interrupted: the hook overran its time budget".into(),
+                detail: "interrupted: the hook overran its time budget (its timeoutMs, or the \
+                         proxy's CPU budget for one uninterrupted run of JavaScript)"
+                    .into(),
             };
         }
         let detail = exception_text(ctx, value);
@@ -401,6 +407,7 @@ impl QuickJsIsolate {
     async fn invoke(
         self: Rc<Self>,
         timeout: std::time::Duration,
+        cpu_budget: std::time::Duration,
         scope: CallScope,
         start: impl for<'js> FnOnce(Object<'js>, u64) -> rquickjs::Result<Option<String>>,
     ) -> HookResult {
@@ -411,6 +418,7 @@ impl QuickJsIsolate {
             invocation,
             Invocation {
                 deadline,
+                cpu_budget,
                 scope,
                 report: HookReport::default(),
                 done: Some(done),
@@ -474,7 +482,7 @@ impl QuickJsIsolate {
         timeout: std::time::Duration,
         scope: CallScope,
     ) -> HookResult {
-        self.invoke(timeout, scope, move |runner, invocation| {
+        self.invoke(timeout, timeout, scope, move |runner, invocation| {
             let run: Function = runner.get("run")?;
             run.call((name, invocation as f64))
         })
@@ -509,19 +517,22 @@ impl Isolate for QuickJsIsolate {
             state,
             user,
             timeout,
+            cpu_budget,
             scope,
         } = input;
-        Box::pin(self.invoke(timeout, scope, move |runner, invocation| {
-            let call: Function = runner.get("call")?;
-            call.call((
-                hook.as_str(),
-                invocation as f64,
-                config_id as f64,
-                config_json.as_ref(),
-                state,
-                user,
-            ))
-        }))
+        Box::pin(
+            self.invoke(timeout, cpu_budget, scope, move |runner, invocation| {
+                let call: Function = runner.get("call")?;
+                call.call((
+                    hook.as_str(),
+                    invocation as f64,
+                    config_id as f64,
+                    config_json.as_ref(),
+                    state,
+                    user,
+                ))
+            }),
+        )
     }
 
     fn is_usable(&self) -> bool {

@@ -1,5 +1,5 @@
 //! Host services plugins await (`ctx.services.cache`, `ctx.services.http`, request and
-//! response bodies), run on the proxy's tokio runtime, plus `ctx.crypto`.
+//! response bodies), run on the shard of the hook that awaits them, plus `ctx.crypto`.
 
 pub(crate) mod cache;
 pub(crate) mod crypto;
@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::LocalBoxFuture;
 use serde_json::{Value, json};
-use tokio::runtime::Handle;
 
 use crate::engine::{CallScope, HostOps};
 use crate::request::BodySource;
@@ -37,21 +36,14 @@ pub(crate) enum ResponseBody {
 
 /// The services of one runtime.
 pub(crate) struct Services {
-    handle: Handle,
     cache: Arc<Cache>,
     fetcher: Arc<Fetcher>,
     body_limit: usize,
 }
 
 impl Services {
-    pub(crate) fn new(
-        handle: Handle,
-        cache: Arc<Cache>,
-        fetcher: Fetcher,
-        body_limit: usize,
-    ) -> Self {
+    pub(crate) fn new(cache: Arc<Cache>, fetcher: Fetcher, body_limit: usize) -> Self {
         Self {
-            handle,
             cache,
             fetcher: Arc::new(fetcher),
             body_limit,
@@ -60,22 +52,17 @@ impl Services {
 }
 
 impl HostOps for Services {
-    fn call(&self, op: String, args: String, scope: CallScope) -> BoxFuture<'static, String> {
+    fn call(&self, op: String, args: String, scope: CallScope) -> LocalBoxFuture<'static, String> {
         let cache = self.cache.clone();
         let fetcher = self.fetcher.clone();
         let body_limit = self.body_limit;
-        let work = self.handle.spawn(async move {
+        Box::pin(async move {
             let answer = run(&op, &args, &scope, &cache, &fetcher, body_limit).await;
             match answer {
                 Ok(value) => json!({"ok": true, "value": value}),
                 Err(error) => json!({"ok": false, "error": error}),
             }
             .to_string()
-        });
-        Box::pin(async move {
-            work.await.unwrap_or_else(|_| {
-                json!({"ok": false, "error": "the host service failed"}).to_string()
-            })
         })
     }
 }

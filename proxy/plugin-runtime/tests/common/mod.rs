@@ -9,7 +9,8 @@ use prometheus_client::registry::Registry;
 use weir_crds::plugin::{FailurePolicy, PluginScope};
 use weir_crds::snapshot::{PluginBundle, PluginCall};
 use weir_plugin_runtime::{
-    BeforeRequest, Chain, Loaded, PluginRuntime, RequestInfo, RuntimeConfig,
+    AfterResponse, BeforeRequest, Carry, Chain, Loaded, PluginRuntime, RequestInfo, ResponseInfo,
+    RuntimeConfig, ShardPlugins,
 };
 
 /// A bundle from TypeScript source, transpiled as the compiler does.
@@ -42,27 +43,59 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
     }
 }
 
-pub fn runtime_with(config: RuntimeConfig) -> (PluginRuntime, Registry) {
+/// Runs a test on a shard: a current-thread runtime with a `LocalSet`, as each shard of
+/// the proxy runs.
+pub fn on_shard(test: impl std::future::Future<Output = ()>) {
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the shard's runtime starts");
+    tokio::task::LocalSet::new().block_on(&executor, test);
+}
+
+/// The runtime, with the calling thread (inside [`on_shard`]) as its one shard.
+#[derive(Clone)]
+pub struct Shard {
+    pub runtime: PluginRuntime,
+    pub plugins: ShardPlugins,
+}
+
+impl Shard {
+    pub async fn before_request(
+        &self,
+        chain: &Arc<Chain>,
+        request: RequestInfo,
+    ) -> (BeforeRequest, Carry) {
+        self.plugins.before_request(chain, request).await
+    }
+
+    pub async fn after_response(
+        &self,
+        chain: &Arc<Chain>,
+        carry: Carry,
+        response: ResponseInfo,
+    ) -> AfterResponse {
+        self.plugins.after_response(chain, carry, response).await
+    }
+}
+
+pub fn runtime_with(config: RuntimeConfig) -> (Shard, Registry) {
     let mut registry = Registry::default();
-    let runtime = PluginRuntime::start(&config, &mut registry, tokio::runtime::Handle::current())
-        .expect("runtime starts");
-    (runtime, registry)
+    let runtime = PluginRuntime::start(&config, &mut registry).expect("runtime starts");
+    let plugins = runtime.attach();
+    (Shard { runtime, plugins }, registry)
 }
 
-pub fn runtime() -> PluginRuntime {
-    runtime_with(RuntimeConfig {
-        isolate_threads: 2,
-        ..RuntimeConfig::default()
-    })
-    .0
+pub fn runtime() -> Shard {
+    runtime_with(RuntimeConfig::default()).0
 }
 
-pub async fn load(runtime: &PluginRuntime, bundles: Vec<PluginBundle>) -> Loaded {
+pub async fn load(shard: &Shard, bundles: Vec<PluginBundle>) -> Loaded {
     let map: BTreeMap<String, PluginBundle> = bundles
         .into_iter()
         .map(|b| (format!("{}/{}", b.namespace, b.name), b))
         .collect();
-    runtime.load(&map).await
+    shard.runtime.load(&map).await
 }
 
 pub fn chain(loaded: &Loaded, calls: &[(&str, serde_json::Value)]) -> Arc<Chain> {
