@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::RngExt;
 use tokio::time::Instant;
@@ -29,6 +28,7 @@ use crate::metrics::UpstreamErrorKind;
 use crate::pipeline::ConnInfo;
 use crate::shard::Shard;
 use crate::telemetry;
+use crate::upstream::client::{UpstreamBody, UpstreamError};
 use crate::upstream::endpoint::now_ms;
 use crate::upstream::retry::{self, Failure};
 use crate::upstream::{LoadedBackend, Persisted};
@@ -205,7 +205,6 @@ pub async fn forward(
         BackendProtocol::H2c if !upgrade => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let client = shard.client(&target.connector);
     let _request_in_flight = forward.budget.start_request();
     let mut _retry_in_flight = None;
     let mut tried = Vec::new();
@@ -262,10 +261,12 @@ pub async fn forward(
         };
         let in_flight = endpoint.start_request();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let outcome =
-            tokio::time::timeout(per_try.min(remaining), client.request(upstream_request))
-                .instrument(span.clone())
-                .await;
+        let outcome = tokio::time::timeout(
+            per_try.min(remaining),
+            shard.send_upstream(&target.connector, upstream_request, upgrade),
+        )
+        .instrument(span.clone())
+        .await;
         if let Ok(Ok(response)) = &outcome {
             span.record("http.response.status_code", response.status().as_u16());
         }
@@ -491,7 +492,7 @@ async fn wait_backoff(forward: &LoadedForward, tries: usize, deadline: Instant) 
     tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
 }
 
-fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
+fn is_body_too_large(error: &UpstreamError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
@@ -506,7 +507,7 @@ fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
 /// body watched for silence, the concurrency permit and in-flight count held until it
 /// ends. A `101 Switching Protocols` starts a tunnel between the two upgraded connections.
 fn respond(
-    mut response: Response<Incoming>,
+    mut response: Response<UpstreamBody>,
     upgrade_requested: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     idle: Duration,

@@ -387,3 +387,73 @@ async fn services_without_endpoints_answer_503() {
     assert_eq!(answer.json()["error"], "no_healthy_upstream");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn keep_alive_connections_to_upstreams_are_reused_per_shard() {
+    let upstream = Upstream::named("kept").await;
+    let proxy = TestProxy::start(|c| c.workers = 2).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
+        ))
+        .await;
+    // Each request on a new client connection, so both shards serve some; each shard
+    // keeps its upstream connection for the next request it serves.
+    for _ in 0..40 {
+        let answer = get(&proxy.url("/"), "x").await;
+        assert_eq!(answer.text(), "kept");
+    }
+    let opened = upstream
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} upstream connections for 40 requests on 2 shards"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_the_upstream_closed_are_not_reused() {
+    // An upstream that answers one request per connection and then closes it without
+    // saying so (no `connection: close`), and counts the connections it accepts.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let proxy = TestProxy::start(|c| c.workers = 1).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: 'http://{addr}'}}]}}]"),
+        ))
+        .await;
+    for _ in 0..3 {
+        let answer = get(&proxy.url("/"), "x").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.text(), "ok");
+        // Long enough for the upstream to have closed the connection.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    proxy.stop().await;
+}

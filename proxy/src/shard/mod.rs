@@ -28,7 +28,7 @@ use weir_plugin_runtime::ShardPlugins;
 use crate::gateway::Gateway;
 use crate::server::{self, Drain, TrafficBuilder};
 use crate::upstream::client::Connector;
-use crate::upstream::client::{ShardClients, UpstreamClient};
+use crate::upstream::client::{ShardClients, UpstreamBody, UpstreamError};
 use listeners::Inbound;
 
 /// Native stack of a shard thread: plugins run JavaScript here.
@@ -47,9 +47,16 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// This shard's client for `connector`.
-    pub fn client(&self, connector: &Connector) -> UpstreamClient {
-        self.clients.get(&self.gateway.clients, connector)
+    /// Sends a request upstream over this shard's connections (see [`ShardClients`]).
+    pub async fn send_upstream(
+        &self,
+        connector: &Connector,
+        request: http::Request<crate::body::ProxyBody>,
+        upgrade: bool,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        self.clients
+            .send(&self.gateway.clients, connector, request, upgrade)
+            .await
     }
 }
 
@@ -153,7 +160,7 @@ impl ShardStart {
         let shard = Rc::new(Shard {
             index,
             plugins: gateway.plugins.attach(),
-            clients: ShardClients::default(),
+            clients: ShardClients::start(),
             gateway: gateway.clone(),
         });
         let drain = Drain::default();

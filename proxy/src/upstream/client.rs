@@ -1,13 +1,24 @@
 //! HTTP clients to upstreams with pooled keep-alive connections. A [`Connector`] is one
 //! way of connecting (protocol, connect timeout, TLS server name), named once when a
-//! snapshot loads; every shard has its own client per connector ([`ShardClients`]), so
-//! connection pools are never shared between shards and a request never waits on another
-//! shard's lock.
+//! snapshot loads; every shard has its own connections ([`ShardClients`]), so connection
+//! pools are never shared between shards and a request never waits on another shard's
+//! lock. Plain HTTP/1.1 goes through the shard's [`Http1Pool`], driven by the request's
+//! own task; HTTPS (HTTP/1.1 or HTTP/2 by ALPN), h2c and protocol upgrades go through a
+//! hyper-util client per shard and connector, whose connections run as tasks of the
+//! shard.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
@@ -16,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 use weir_crds::snapshot::BackendProtocol;
 
+use super::http1::{Http1Error, Http1Pool, PoolKey, PooledBody};
 use crate::body::ProxyBody;
 
 /// How long an idle pooled connection is kept.
@@ -131,15 +143,55 @@ impl UpstreamClients {
     }
 }
 
-/// One shard's clients, by connector id, made on first use.
-#[derive(Default)]
+/// One shard's upstream connections: its HTTP/1.1 pool, and its clients for the other
+/// protocols by connector id, made on first use. Lives on the shard.
 pub struct ShardClients {
+    http1: Rc<Http1Pool>,
     by_connector: RefCell<Vec<Option<UpstreamClient>>>,
 }
 
 impl ShardClients {
-    /// This shard's client for `connector`.
-    pub fn get(&self, clients: &UpstreamClients, connector: &Connector) -> UpstreamClient {
+    /// The clients of the calling shard (its pool sweeps idle connections as a task of
+    /// the shard).
+    pub fn start() -> Self {
+        Self {
+            http1: Http1Pool::start(),
+            by_connector: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Sends `request` (absolute URI of the endpoint, `Host` set) the way `connector`
+    /// says; `upgrade` when the request asks for a protocol upgrade.
+    pub async fn send(
+        &self,
+        clients: &UpstreamClients,
+        connector: &Connector,
+        mut request: Request<ProxyBody>,
+        upgrade: bool,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let in_task = connector.key.protocol == BackendProtocol::Http && !upgrade;
+        match request.uri().authority().cloned() {
+            Some(authority) if in_task => {
+                let key = PoolKey {
+                    authority,
+                    connect_timeout: Duration::from_millis(connector.key.connect_ms),
+                };
+                // HTTP/1.1 upstreams get the origin form.
+                if let Some(path) = request.uri().path_and_query().cloned() {
+                    *request.uri_mut() = path.into();
+                }
+                let response = self.http1.send(&key, request).await?;
+                Ok(response.map(UpstreamBody::Pooled))
+            }
+            _ => {
+                let client = self.client(clients, connector);
+                let response = client.request(request).await?;
+                Ok(response.map(UpstreamBody::Shared))
+            }
+        }
+    }
+
+    fn client(&self, clients: &UpstreamClients, connector: &Connector) -> UpstreamClient {
         let mut by_connector = self.by_connector.borrow_mut();
         if by_connector.len() <= connector.id {
             by_connector.resize(connector.id + 1, None);
@@ -147,5 +199,63 @@ impl ShardClients {
         by_connector[connector.id]
             .get_or_insert_with(|| clients.build(&connector.key))
             .clone()
+    }
+}
+
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Through the shard's HTTP/1.1 pool.
+    #[error(transparent)]
+    Http1(#[from] Http1Error),
+    /// Through a shard's hyper-util client.
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// Whether no connection was made (so the request was never sent).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::Http1(e) => e.is_connect(),
+            Self::Client(e) => e.is_connect(),
+        }
+    }
+}
+
+/// An upstream's response body, from either kind of client.
+pub enum UpstreamBody {
+    /// From the shard's HTTP/1.1 pool.
+    Pooled(PooledBody),
+    /// From a hyper-util client.
+    Shared(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
+            Self::Shared(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(body) => body.is_end_stream(),
+            Self::Shared(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Pooled(body) => body.size_hint(),
+            Self::Shared(body) => body.size_hint(),
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod client;
 pub mod endpoint;
+pub mod http1;
 pub mod retry;
 
 use std::collections::HashMap;
