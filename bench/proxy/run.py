@@ -10,8 +10,19 @@ plugin whose trivial beforeRequest sets a header, and with two plugins using bot
 next to nginx+njs doing the same header work (bench/njs/weir.js, Debian
 libnginx-mod-http-js), each proxy with one worker in front of the same upstream.
 
-Usage: bench/proxy/run.py [--plugins] [--rounds N] [--duration S] [--connections C] [--markdown]
-Needs nginx and wrk (Debian packages) and builds weir-proxy in release mode.
+With --scaling, weir-proxy alone with 10, 1,000 and 10,000 Routes (distinct hosts and
+path prefixes; requests go to the Route in the middle): CPU per request against the
+10-Route figure, the time a changed configuration takes to be compiled, loaded and
+swapped in, and the proxy's RSS.
+
+With --memory, memory per client connection: 1,500 concurrent keep-alive connections
+(wrk -c1500) through one nginx worker and one weir-proxy shard side by side; RSS idle,
+at the peak of the load, and a minute after it ended.
+
+Usage: bench/proxy/run.py [--plugins | --scaling | --memory] [--binary PATH] [--rounds N]
+                          [--duration S] [--connections C] [--markdown]
+Needs nginx and wrk (Debian packages) and builds weir-proxy in release mode unless
+--binary names one.
 """
 
 import argparse
@@ -59,8 +70,10 @@ def cpu_seconds(pids):
     return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
-def build_weir():
-    """Builds weir-proxy in release mode (honouring CARGO_TARGET_DIR); returns its path."""
+def build_weir(args):
+    """The weir-proxy binary: --binary, or a release build (honouring CARGO_TARGET_DIR)."""
+    if args.binary:
+        return Path(args.binary).resolve()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-proxy"], cwd=ROOT, check=True)
     return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "weir-proxy"
 
@@ -141,17 +154,19 @@ def weir_config(directory, name, upstream_port, plugins):
     return config
 
 
-def start_weir(binary, config, port, admin_port):
+def start_weir(binary, config, port, admin_port, stdout=subprocess.DEVNULL):
     return subprocess.Popen(
         [str(binary), "--config", str(config), "--workers", "1", "--no-access-log",
          "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=stdout, stderr=subprocess.DEVNULL)
 
 
-def run_wrk(port, duration, connections, path="/"):
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True).stdout
+def run_wrk(port, duration, connections, path="/", host=None):
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if host:
+        command += ["-H", f"Host: {host}"]
+    out = subprocess.run(command + [f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -167,10 +182,10 @@ def run_wrk(port, duration, connections, path="/"):
     }
 
 
-def measure(pids, port, duration, connections, path="/"):
+def measure(pids, port, duration, connections, path="/", host=None):
     user_before, system_before = cpu_seconds(pids)
     started = time.time()
-    result = run_wrk(port, duration, connections, path)
+    result = run_wrk(port, duration, connections, path, host)
     elapsed = time.time() - started
     user, system = cpu_seconds(pids)
     result["rps"] = result["requests"] / elapsed
@@ -221,14 +236,21 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table for docs/performance.md")
     parser.add_argument("--plugins", action="store_true", help="plugin scenarios: weir-proxy vs nginx+njs")
+    parser.add_argument("--scaling", action="store_true", help="10, 1,000 and 10,000 Routes")
+    parser.add_argument("--memory", action="store_true", help="memory per connection at wrk -c1500")
+    parser.add_argument("--binary", help="a weir-proxy binary to measure instead of building one")
     args = parser.parse_args()
     if args.plugins:
         return plugin_scenarios(args)
+    if args.scaling:
+        return scaling_scenarios(args)
+    if args.memory:
+        return memory_scenarios(args)
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y nginx wrk")
 
-    binary = build_weir()
+    binary = build_weir(args)
 
     processes = []
     with tempfile.TemporaryDirectory() as directory:
@@ -297,7 +319,7 @@ def main():
 def plugin_scenarios(args):
     if not Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
         sys.exit("njs is missing: apt-get install -y libnginx-mod-http-js")
-    binary = build_weir()
+    binary = build_weir(args)
     processes = []
     targets = {}
     with tempfile.TemporaryDirectory() as directory:
@@ -365,6 +387,155 @@ def plugin_scenarios(args):
         for name, s, added in rows:
             l = s["latency_us"]
             print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {added:+.1f} | {l['50']:.0f} | {l['99']:.0f} |")
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def routes_yaml(count, upstream_port):
+    """`count` Routes, each with its own host and path prefix, to the one upstream."""
+    return "".join(
+        f"---\napiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {{name: r{i}}}\n"
+        f"spec:\n  hosts: [host-{i}.bench.example]\n"
+        f"  rules: [{{matches: [{{path: {{type: Prefix, value: /svc-{i}}}}}], "
+        f"backends: [{{url: 'http://127.0.0.1:{upstream_port}'}}]}}]\n"
+        for i in range(count))
+
+
+def reload_seconds(log_lines, since):
+    """Seconds from `since` to the next "configuration reloaded" line, less the file
+    watcher's 200 ms debounce: compiling, loading and swapping in the new snapshot."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if any('"configuration reloaded"' in line for line in list(log_lines)):
+            return time.time() - since - 0.2
+        time.sleep(0.005)
+    raise RuntimeError("the proxy did not reload")
+
+
+def scaling_scenarios(args):
+    import threading
+    binary = build_weir(args)
+    processes = []
+    results = {}
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            upstream_port = free_port()
+            processes.append(start_nginx(directory, "upstream",
+                f"    server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 'ok'; }} }}"))
+            wait_for_port(upstream_port)
+            for count in (10, 1_000, 10_000):
+                config = Path(directory) / f"routes-{count}"
+                config.mkdir()
+                (config / "routes.yaml").write_text(routes_yaml(count, upstream_port))
+                port, admin_port = free_port(), free_port()
+                weir = subprocess.Popen(
+                    [str(binary), "--config", str(config), "--workers", "1", "--no-access-log",
+                     "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                processes.append(weir)
+                lines = []
+                threading.Thread(target=lambda: lines.extend(weir.stdout), daemon=True).start()
+                wait_for_port(port, timeout=300)
+                middle = count // 2
+                host, path = f"host-{middle}.bench.example", f"/svc-{middle}/x"
+                warm = run_wrk(port, 2, args.connections, path, host)
+                if warm["non_2xx"] or warm["requests"] == 0:
+                    sys.exit(f"{count} routes: the warm-up failed: {warm}")
+                runs = [measure([weir.pid], port, args.duration, args.connections, path, host)
+                        for _ in range(args.rounds)]
+                # A changed file: the whole directory is compiled, loaded and swapped in.
+                changed = time.time()
+                (config / "routes.yaml").write_text(routes_yaml(count, upstream_port) + "# changed\n")
+                reload = reload_seconds(lines, changed)
+                results[count] = {"summary": summarize(runs), "reload_s": reload, "rss_kib": rss_kib(weir.pid)}
+                stop([weir])
+                processes.remove(weir)
+        finally:
+            stop(processes)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "proxy-scaling.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
+    base = results[10]["summary"]["cpu_us_per_request"]
+    print("| Routes | CPU µs/req | vs 10 Routes | p50 µs | p99 µs | reload (compile, load, swap) | RSS MiB |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for count, r in results.items():
+        s = r["summary"]
+        print(f"| {count:,} | {s['cpu_us_per_request']:.1f} | {s['cpu_us_per_request'] / base:.2f}x "
+              f"| {s['latency_us']['50']:.0f} | {s['latency_us']['99']:.0f} | {r['reload_s'] * 1000:.0f} ms "
+              f"| {r['rss_kib'] / 1024:.1f} |")
+
+
+def memory_scenarios(args):
+    import threading
+    binary = build_weir(args)
+    connections = 1500
+    processes = []
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            upstream_port, nginx_port, weir_port, admin_port = (free_port() for _ in range(4))
+            processes.append(start_nginx(directory, "upstream",
+                f"    server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 'ok'; }} }}",
+                main="worker_rlimit_nofile 16384;\n"))
+            nginx = start_nginx(directory, "proxy", f"""
+    upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}""", main="worker_rlimit_nofile 16384;\n")
+            processes.append(nginx)
+            weir = start_weir(binary, weir_config(directory, "weir", upstream_port, {}), weir_port, admin_port)
+            processes.append(weir)
+            for port in (upstream_port, nginx_port, weir_port):
+                wait_for_port(port)
+            time.sleep(1)
+            worker = [p for p in process_tree(nginx.pid) if p != nginx.pid][0]
+            targets = {"nginx": (worker, nginx_port), "weir": (weir.pid, weir_port)}
+            results = {}
+            for name, (pid, port) in targets.items():
+                run_wrk(port, 2, 32)  # warm up with a few connections
+                idle = rss_kib(pid)
+                peak = [idle]
+                done = threading.Event()
+
+                def sample():
+                    while not done.is_set():
+                        peak.append(rss_kib(pid))
+                        time.sleep(0.2)
+                sampler = threading.Thread(target=sample)
+                sampler.start()
+                load = run_wrk(port, args.duration, connections)
+                done.set()
+                sampler.join()
+                time.sleep(60)
+                after = rss_kib(pid)
+                results[name] = {
+                    "idle_kib": idle, "peak_kib": max(peak), "after_60s_kib": after,
+                    "per_connection_kib": (max(peak) - idle) / connections,
+                    "requests": load["requests"], "non_2xx": load["non_2xx"],
+                    "socket_errors": load["socket_errors"],
+                }
+        finally:
+            stop(processes)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "proxy-memory.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
+    print(f"| proxy | RSS idle MiB | RSS at {connections} connections MiB | KiB per connection | RSS 60 s after MiB | after / idle |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        print(f"| {name} | {r['idle_kib'] / 1024:.1f} | {r['peak_kib'] / 1024:.1f} | {r['per_connection_kib']:.1f} "
+              f"| {r['after_60s_kib'] / 1024:.1f} | {r['after_60s_kib'] / r['idle_kib']:.2f} |")
+    for name, r in results.items():
+        if r["non_2xx"] or r["socket_errors"]:
+            print(f"warning: {name}: {r['non_2xx']} non-2xx, socket errors: {r['socket_errors']}")
 
 
 if __name__ == "__main__":

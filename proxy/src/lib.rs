@@ -6,8 +6,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod cors;
 pub mod error;
 pub mod forward;
@@ -40,7 +42,7 @@ use config::ProxyConfig;
 use gateway::Gateway;
 use server::{AdminSetup, ControlListeners};
 use shard::listeners::{self, Sharing};
-use shard::{ShardInbound, Shards};
+use shard::thread::{ShardInbound, Shards};
 use standalone::{ConfigDir, DirWatch};
 use upstream::client::UpstreamClients;
 

@@ -11,9 +11,9 @@ use tokio::sync::Semaphore;
 use weir_crds::snapshot::{Action, Cors, Forward, RedirectAction, Respond, Snapshot};
 use weir_plugin_runtime::{Chain, PluginSet};
 
+use crate::certs::CertStore;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::Router;
-use crate::tls::CertStore;
 use crate::upstream::client::{Connector, UpstreamClients};
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::retry::RetryBudget;
@@ -281,4 +281,12 @@ fn fixed_response(respond: &Respond) -> Result<FixedResponse, String> {
         headers,
         body: Bytes::from(respond.body.clone()),
     })
+}
+
+impl std::fmt::Debug for LoadedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedSnapshot")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }

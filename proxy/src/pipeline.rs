@@ -10,9 +10,7 @@
 //! ```
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -27,11 +25,11 @@ use weir_plugin_runtime::{BeforeRequest, HeaderEdits};
 
 use crate::access_log::AccessRecord;
 use crate::body::{self, ClientBody, IdleTimeout, Observed, ProxyBody};
+use crate::connection::ConnInfo;
 use crate::error::ProxyError;
 use crate::forward::{self, ForwardRequest, Steering};
-use crate::framing::ConnectionFraming;
 use crate::gateway::Gateway;
-use crate::headers::{self, Peer, X_REQUEST_ID};
+use crate::headers::{self, X_REQUEST_ID};
 use crate::loaded::{FixedResponse, LoadedAction, LoadedRule, LoadedSnapshot};
 use crate::router::{RequestHead, request_host};
 use crate::shard::Shard;
@@ -39,28 +37,6 @@ use crate::{cors, plugins, telemetry};
 
 /// Longest silence of a request body plugins read on a rule that does not forward.
 const PLUGIN_BODY_IDLE: Duration = Duration::from_secs(60);
-
-/// What the proxy knows about a client connection, shared by its requests.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The peer, as forwarding headers name it.
-    pub peer: Peer,
-    /// Whether the client connected over TLS.
-    pub tls: bool,
-    /// Request framing seen on the wire (HTTP/1).
-    pub framing: Arc<ConnectionFraming>,
-}
-
-impl ConnInfo {
-    /// A connection from `peer`.
-    pub fn new(peer: SocketAddr, tls: bool, framing: Arc<ConnectionFraming>) -> Self {
-        Self {
-            peer: Peer::new(peer, tls),
-            tls,
-            framing,
-        }
-    }
-}
 
 /// Serves one request on its shard. Never fails: errors become responses here.
 pub async fn handle(

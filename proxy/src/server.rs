@@ -19,9 +19,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminEndpoints, AdminToken};
 use crate::config::Limits;
+use crate::connection::ConnInfo;
 use crate::framing::FramingWatch;
 use crate::gateway::Gateway;
-use crate::pipeline::{self, ConnInfo};
+use crate::pipeline;
 use crate::shard::Shard;
 
 /// Interval of HTTP/2 keep-alive pings, which close connections to dead clients.

@@ -14,25 +14,14 @@
 //! ```
 
 pub mod listeners;
+pub mod thread;
 
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use weir_plugin_runtime::ShardPlugins;
 
 use crate::gateway::Gateway;
-use crate::server::{self, Drain, TrafficBuilder};
-use crate::upstream::client::Connector;
-use crate::upstream::client::{ShardClients, UpstreamBody, UpstreamError};
-use listeners::Inbound;
-
-/// Native stack of a shard thread: plugins run JavaScript here.
-const SHARD_STACK_BYTES: usize = 8 * 1024 * 1024;
+use crate::upstream::client::{Connector, ShardClients, UpstreamBody, UpstreamError};
 
 /// What one shard owns. Lives on its thread (`Rc`), shared by that shard's connections.
 pub struct Shard {
@@ -43,7 +32,7 @@ pub struct Shard {
     /// This shard's isolates.
     pub plugins: ShardPlugins,
     /// This shard's upstream clients.
-    clients: ShardClients,
+    pub clients: ShardClients,
 }
 
 impl Shard {
@@ -58,237 +47,4 @@ impl Shard {
             .send(&self.gateway.clients, connector, request, upgrade)
             .await
     }
-}
-
-/// The connections one shard serves: from its plain-text and TLS listeners.
-pub struct ShardInbound {
-    /// Plain text (HTTP/1.1, h2c).
-    pub traffic: Inbound,
-    /// TLS, when a TLS listener is configured.
-    pub tls: Option<Inbound>,
-}
-
-/// The running shards.
-pub struct Shards {
-    stop: CancellationToken,
-    finished: Vec<oneshot::Receiver<()>>,
-}
-
-impl Shards {
-    /// Starts one shard per inbound set. Returns once every shard has attached to the
-    /// plugin runtime, so that every snapshot loaded from then on reaches all of them.
-    pub async fn start(
-        gateway: Arc<Gateway>,
-        inbound: Vec<ShardInbound>,
-        tls: Option<TlsAcceptor>,
-    ) -> std::io::Result<Self> {
-        let stop = CancellationToken::new();
-        let mut started = Vec::new();
-        let mut finished = Vec::new();
-        for (index, inbound) in inbound.into_iter().enumerate() {
-            let (ready, is_ready) = oneshot::channel();
-            let (done, is_done) = oneshot::channel();
-            let context = ShardStart {
-                index,
-                gateway: gateway.clone(),
-                inbound,
-                tls: tls.clone(),
-                stop: stop.clone(),
-            };
-            std::thread::Builder::new()
-                .name(format!("weir-shard-{index}"))
-                .stack_size(SHARD_STACK_BYTES)
-                .spawn(move || {
-                    context.run(ready);
-                    let _ = done.send(());
-                })?;
-            started.push(is_ready);
-            finished.push(is_done);
-        }
-        for ready in started {
-            ready.await.map_err(|_| {
-                std::io::Error::other("a shard stopped before it started serving")
-            })??;
-        }
-        Ok(Self { stop, finished })
-    }
-
-    /// Stops accepting on every shard and waits until each has drained its connections
-    /// (at most the configured drain timeout).
-    pub async fn stop(self) {
-        self.stop.cancel();
-        for finished in self.finished {
-            let _ = finished.await;
-        }
-    }
-}
-
-/// What a shard thread starts with.
-struct ShardStart {
-    index: usize,
-    gateway: Arc<Gateway>,
-    inbound: ShardInbound,
-    tls: Option<TlsAcceptor>,
-    stop: CancellationToken,
-}
-
-impl ShardStart {
-    /// The shard thread: serves until stopped, then drains.
-    fn run(self, ready: oneshot::Sender<std::io::Result<()>>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&runtime, self.serve(ready));
-    }
-
-    async fn serve(self, ready: oneshot::Sender<std::io::Result<()>>) {
-        let Self {
-            index,
-            gateway,
-            inbound,
-            tls,
-            stop,
-        } = self;
-        let shard = Rc::new(Shard {
-            index,
-            plugins: gateway.plugins.attach(),
-            clients: ShardClients::start(),
-            gateway: gateway.clone(),
-        });
-        let drain = Drain::default();
-        let builder = Rc::new(server::traffic_builder(&gateway.config.limits));
-        let mut accepting = tokio::task::JoinSet::new();
-        let secure = match (inbound.tls, tls) {
-            (Some(inbound), Some(acceptor)) => Some((inbound, Some(acceptor))),
-            _ => None,
-        };
-        for (inbound, tls) in std::iter::once((inbound.traffic, None)).chain(secure) {
-            let listening = Listening {
-                shard: shard.clone(),
-                tls,
-                builder: builder.clone(),
-                drain: drain.clone(),
-            };
-            match listening.start(inbound) {
-                Ok(task) => {
-                    accepting.spawn_local(task);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            }
-        }
-        let _ = ready.send(Ok(()));
-        stop.cancelled().await;
-        accepting.shutdown().await;
-        drain.finish(gateway.config.drain_timeout, index).await;
-    }
-}
-
-/// One listener of a shard and how its connections are served.
-struct Listening {
-    shard: Rc<Shard>,
-    tls: Option<TlsAcceptor>,
-    builder: Rc<TrafficBuilder>,
-    drain: Drain,
-}
-
-impl Listening {
-    /// The accept loop for `inbound` (made here, so a socket the runtime cannot take is
-    /// an error at start).
-    fn start(
-        self,
-        inbound: Inbound,
-    ) -> std::io::Result<impl std::future::Future<Output = ()> + 'static> {
-        let source = match inbound {
-            Inbound::Own(listener) => {
-                Source::Listener(TcpListener::from_std(listener)?, Vec::new())
-            }
-            Inbound::Accepting { listener, others } => {
-                Source::Listener(TcpListener::from_std(listener)?, others)
-            }
-            Inbound::HandedOver(receiver) => Source::HandedOver(receiver),
-        };
-        Ok(async move {
-            match source {
-                Source::Listener(listener, others) => self.accept(listener, others).await,
-                Source::HandedOver(mut receiver) => {
-                    while let Some(stream) = receiver.recv().await {
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => self.serve(stream),
-                            Err(e) => tracing::warn!("taking a handed-over connection: {e}"),
-                        }
-                    }
-                }
-            }
-        })
-    }
-
-    /// Accepts connections; with `others`, serves every `others.len() + 1`-th itself and
-    /// hands the rest to those shards in turn.
-    async fn accept(
-        &self,
-        listener: TcpListener,
-        others: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
-    ) {
-        let mut turn = 0usize;
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            turn = (turn + 1) % (others.len() + 1);
-            if turn == 0 {
-                self.serve(stream);
-                continue;
-            }
-            match stream.into_std() {
-                Ok(stream) => {
-                    if others[turn - 1].send(stream).is_err() {
-                        tracing::warn!("a shard is gone; its connection was dropped");
-                    }
-                }
-                Err(e) => tracing::warn!("handing a connection over: {e}"),
-            }
-        }
-    }
-
-    fn serve(&self, stream: TcpStream) {
-        let Ok(peer) = stream.peer_addr() else {
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = server::serve_traffic(
-            self.shard.clone(),
-            stream,
-            peer,
-            self.tls.clone(),
-            self.builder.clone(),
-            self.drain.clone(),
-        );
-        self.drain.connections.spawn_local(connection);
-    }
-}
-
-/// Where an accept loop takes its connections from.
-enum Source {
-    Listener(
-        TcpListener,
-        Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
-    ),
-    HandedOver(tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>),
 }

@@ -1,0 +1,164 @@
+//! Step 1: the request as the upstream gets it: its path (the rule's rewrite, or a path a
+//! plugin chose), its headers (host, hop-by-hop, forwarding) and its body (kept for
+//! retries when small, streamed otherwise).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http_body_util::{BodyExt, Limited};
+use weir_crds::path::replace_prefix;
+use weir_crds::snapshot::PathRewrite;
+use weir_plugin_runtime::Upstream;
+
+use super::ForwardRequest;
+use crate::body::{self, ClientBody, IdleTimeout, ProxyBody};
+use crate::error::ProxyError;
+use crate::gateway::Gateway;
+use crate::headers;
+use crate::loaded::LoadedForward;
+
+/// Request bodies up to this size (with a known length) are kept so the request can be
+/// retried; larger or unknown-length bodies stream once and are not retried.
+const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
+
+/// The request made ready for the upstream, before a backend is chosen.
+pub(super) struct Prepared {
+    /// Method, URI (the client's) and the headers to send.
+    pub(super) parts: http::request::Parts,
+    /// Path and query to send, before the backend's base path.
+    pub(super) path: String,
+    /// The body.
+    pub(super) body: RequestBody,
+    /// Whether the client asks for a protocol upgrade.
+    pub(super) upgrade: bool,
+    /// The client side of that upgrade.
+    pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The request body, kept for retries when small.
+pub(super) enum RequestBody {
+    Empty,
+    Kept(Bytes),
+    Streaming(Option<ProxyBody>),
+}
+
+impl RequestBody {
+    /// The body for the next try, if there is one to send.
+    pub(super) fn for_try(&mut self) -> Option<ProxyBody> {
+        match self {
+            Self::Empty => Some(body::empty()),
+            Self::Kept(bytes) => Some(body::full(bytes.clone())),
+            Self::Streaming(body) => body.take(),
+        }
+    }
+
+    /// Whether it can be sent again.
+    pub(super) fn replayable(&self) -> bool {
+        !matches!(self, Self::Streaming(_))
+    }
+}
+
+/// Rewrites the path and headers and takes the body; gives back the upstream a plugin
+/// steered the request to, if one did.
+pub(super) async fn prepare(
+    gateway: &Gateway,
+    forward: &LoadedForward,
+    request: ForwardRequest<'_>,
+) -> Result<(Prepared, Option<Upstream>), ProxyError> {
+    let policy = &forward.policy;
+    let ForwardRequest {
+        request: mut client_request,
+        path: client_path,
+        matched_prefix,
+        host,
+        conn,
+        steering,
+    } = request;
+    let upgrade = headers::is_upgrade(client_request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut client_request));
+    let (mut parts, incoming) = client_request.into_parts();
+
+    let mut path = match (steering.path, &policy.path_rewrite) {
+        (Some(chosen), _) => chosen,
+        (None, None) => client_path.to_owned(),
+        (None, Some(PathRewrite::ReplacePrefix(with))) => {
+            replace_prefix(matched_prefix.unwrap_or("/"), with, client_path)
+        }
+        (None, Some(PathRewrite::ReplaceFull(full))) => full.clone(),
+    };
+    if let Some(query) = parts.uri.query()
+        && !path.contains('?')
+    {
+        path.push('?');
+        path.push_str(query);
+    }
+
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        // HTTP/2 clients name the host in `:authority`; HTTP/1.1 upstreams need `Host`.
+        parts.headers.insert(header::HOST, value);
+    }
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(
+        &mut parts.headers,
+        &conn.peer,
+        host,
+        &gateway.config.trusted_proxies,
+    );
+    if let Some(host_rewrite) = &policy.host_rewrite
+        && let Ok(value) = HeaderValue::from_str(host_rewrite)
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+
+    let body = request_body(
+        incoming,
+        &parts.headers,
+        policy.retries.is_some(),
+        Duration::from_millis(policy.timeouts.idle_ms),
+        gateway.config.limits.max_body_bytes,
+    )
+    .await?;
+    let prepared = Prepared {
+        parts,
+        path,
+        body,
+        upgrade,
+        client_upgrade,
+    };
+    Ok((prepared, steering.upstream))
+}
+
+/// Reads the request body ahead when it is small and the request may be retried;
+/// otherwise streams it, watched for silence and size.
+async fn request_body(
+    incoming: ClientBody,
+    headers: &http::HeaderMap,
+    may_retry: bool,
+    idle: Duration,
+    max_bytes: u64,
+) -> Result<RequestBody, ProxyError> {
+    use http_body::Body as _;
+    if incoming.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let watched = IdleTimeout::new(incoming, idle);
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    if may_retry && length.is_some_and(|l| l <= REPLAYABLE_BODY_BYTES) {
+        let collected = Limited::new(watched, limit)
+            .collect()
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?;
+        return Ok(RequestBody::Kept(collected.to_bytes()));
+    }
+    Ok(RequestBody::Streaming(Some(
+        Limited::new(watched, limit).boxed_unsync(),
+    )))
+}
