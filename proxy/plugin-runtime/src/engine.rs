@@ -49,10 +49,32 @@ pub(crate) trait Isolate {
     fn has_hook(&self, hook: Hook) -> bool;
     /// Runs a hook to completion (including awaits), within `input.timeout`, each
     /// uninterrupted run of JavaScript within `input.cpu_budget`.
-    fn call(self: Rc<Self>, input: HookInput) -> LocalBoxFuture<'static, HookResult>;
+    fn call(self: Rc<Self>, input: HookInput) -> Call;
     /// False once the isolate was interrupted or ran out of memory: it finishes the calls
     /// it has, and new calls go to a replacement.
     fn is_usable(&self) -> bool;
+}
+
+/// A hook call: ended at once, as a synchronous hook does, or still running because it
+/// awaits a host service.
+// `Done` is the usual case and lives on the stack for a moment: boxing it would be the
+// very allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Call {
+    /// Ended; no future was made.
+    Done(HookResult),
+    /// Running: its ending comes when the service answers.
+    Running(LocalBoxFuture<'static, HookResult>),
+}
+
+impl Call {
+    /// The call's result, waiting for it if it is still running.
+    pub(crate) async fn finished(self) -> HookResult {
+        match self {
+            Self::Done(result) => result,
+            Self::Running(running) => running.await,
+        }
+    }
 }
 
 /// One hook call.

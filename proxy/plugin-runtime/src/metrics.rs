@@ -66,13 +66,15 @@ impl Metrics {
         metrics
     }
 
-    pub(crate) fn hook_finished(&self, plugin: &str, hook: &str, seconds: f64) {
+    /// The duration histogram of one plugin's hook: resolved once per chain link, so a
+    /// hook call observes it without a label lookup.
+    pub(crate) fn hook_duration(&self, plugin: &str, hook: &str) -> Histogram {
         self.hook_duration
             .get_or_create(&HookLabels {
                 plugin: plugin.to_owned(),
                 hook: hook.to_owned(),
             })
-            .observe(seconds);
+            .clone()
     }
 
     pub(crate) fn error(&self, plugin: &str, kind: &str) {

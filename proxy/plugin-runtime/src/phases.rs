@@ -52,8 +52,8 @@ async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> 
         return Step::Ran(None);
     }
     let started = Instant::now();
-    let result = isolate.call(input()).await;
-    metrics.hook_finished(&link.plugin, hook.as_str(), started.elapsed().as_secs_f64());
+    let result = isolate.call(input()).finished().await;
+    link.observe(hook, started.elapsed().as_secs_f64());
     match result {
         Ok(report) if report.ok => match checked(report) {
             Ok(report) => {

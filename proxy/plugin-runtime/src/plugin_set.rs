@@ -9,7 +9,10 @@ use std::time::Duration;
 use weir_crds::plugin::FailurePolicy;
 use weir_crds::snapshot::PluginCall;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::engine::PluginCode;
+use crate::metrics::Metrics;
 use crate::outcome::Hook;
 use crate::shard::Shards;
 
@@ -89,12 +92,21 @@ pub(crate) struct PluginEntry {
 
 /// The plugins of one snapshot. Requests hold the chains they started with, so a reload
 /// never changes the plugins of a request in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PluginSet {
     pub(crate) plugins: BTreeMap<String, PluginEntry>,
+    metrics: Arc<Metrics>,
 }
 
 impl PluginSet {
+    /// An empty set whose chains report to `metrics`.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            plugins: BTreeMap::new(),
+            metrics,
+        }
+    }
+
     /// Resolves a rule's plugin calls (`Rule::plugins`, already in run order) against this
     /// set. The proxy does this once per rule when it applies a snapshot.
     pub fn chain(&self, calls: &[PluginCall]) -> Arc<Chain> {
@@ -105,6 +117,8 @@ impl PluginSet {
                 entry: self.plugins.get(&call.plugin).cloned(),
                 config_id: next_id(),
                 config_json: Arc::from(call.config.to_string()),
+                durations: [Hook::BeforeRequest, Hook::AfterResponse]
+                    .map(|hook| self.metrics.hook_duration(&call.plugin, hook.as_str())),
             })
             .collect();
         Arc::new(Chain { links })
@@ -140,9 +154,17 @@ pub(crate) struct Link {
     pub(crate) entry: Option<PluginEntry>,
     pub(crate) config_id: u64,
     pub(crate) config_json: Arc<str>,
+    /// `weir_plugin_hook_duration_seconds` of `beforeRequest` and `afterResponse`.
+    durations: [Histogram; 2],
 }
 
 impl Link {
+    /// Records how long a call of `hook` took.
+    pub(crate) fn observe(&self, hook: Hook, seconds: f64) {
+        let index = usize::from(hook == Hook::AfterResponse);
+        self.durations[index].observe(seconds);
+    }
+
     /// Whether running `hook` for this link needs an isolate thread: the plugin has the
     /// hook, or has no loaded version (which fails the request there, by policy).
     pub(crate) fn runs(&self, hook: Hook) -> bool {

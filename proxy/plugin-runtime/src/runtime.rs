@@ -55,17 +55,18 @@ impl PluginRuntime {
         let fetcher = Fetcher::new(&config.fetch).map_err(StartError::Fetch)?;
         let host: Arc<dyn HostOps + Send + Sync> =
             Arc::new(Services::new(cache, fetcher, config.body_limit_bytes));
+        let metrics = Arc::new(Metrics::register(registry));
         let shared = Arc::new(Shared {
             engine: Arc::new(QuickJs),
             host,
-            metrics: Arc::new(Metrics::register(registry)),
+            metrics: metrics.clone(),
             forward_allow_list: config.forward_allow_list.clone(),
             cpu_budget: Duration::from_millis(config.cpu_budget_ms.max(1)),
         });
         Ok(Self {
             shared,
             shards: Arc::new(Shards::default()),
-            current: Arc::new(Mutex::new(Arc::new(PluginSet::default()))),
+            current: Arc::new(Mutex::new(Arc::new(PluginSet::new(metrics)))),
         })
     }
 
@@ -81,7 +82,7 @@ impl PluginRuntime {
     /// its `onLoad` run. A plugin that fails keeps its previous version when there is one.
     pub async fn load(&self, plugins: &BTreeMap<String, PluginBundle>) -> Loaded {
         let mut current = self.current.lock().await;
-        let mut set = PluginSet::default();
+        let mut set = PluginSet::new(self.shared.metrics.clone());
         let mut failures = Vec::new();
         for (id, bundle) in plugins {
             let previous = current.plugins.get(id);

@@ -18,10 +18,9 @@ use std::time::Instant;
 
 use futures::future::LocalBoxFuture;
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
-use tokio::sync::oneshot;
 
 use crate::engine::{
-    CallScope, Engine, EngineFailure, HookInput, HookReport, HookResult, HostOps, Isolate,
+    Call, CallScope, Engine, EngineFailure, HookInput, HookReport, HookResult, HostOps, Isolate,
     PluginCode,
 };
 use crate::outcome::{FailureKind, Hook};
@@ -77,7 +76,7 @@ impl Engine for QuickJs {
                         ..CallScope::default()
                     },
                 };
-                match isolate.clone().call(input).await {
+                match isolate.clone().call(input).finished().await {
                     Ok(report) if report.ok => {}
                     Ok(report) => {
                         return Err(format!(
@@ -114,7 +113,10 @@ struct Invocation {
     scope: CallScope,
     /// What the hook changed so far, recorded through the host object.
     report: HookReport,
-    done: Option<oneshot::Sender<Result<String, EngineFailure>>>,
+    /// How it ended (the prelude's ending, or a failure), once it has.
+    ending: Option<Result<String, EngineFailure>>,
+    /// The task waiting for that ending, if the call went asynchronous.
+    waiter: Option<std::task::Waker>,
 }
 
 /// A host service call awaited by JavaScript.
@@ -308,15 +310,17 @@ impl QuickJsIsolate {
     }
 
     /// Ends an asynchronous call: with the prelude's ending (from `host.settle`), or a
-    /// failure found while resuming it.
+    /// failure found while resuming it. The first ending counts.
     fn finish(&self, invocation: u64, ending: Result<String, EngineFailure>) {
-        let sender = self
-            .invocations
-            .borrow_mut()
-            .get_mut(&invocation)
-            .and_then(|i| i.done.take());
-        if let Some(sender) = sender {
-            let _ = sender.send(ending);
+        let waiter = match self.invocations.borrow_mut().get_mut(&invocation) {
+            Some(call) if call.ending.is_none() => {
+                call.ending = Some(ending);
+                call.waiter.take()
+            }
+            _ => None,
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
         }
     }
 
@@ -402,18 +406,18 @@ impl QuickJsIsolate {
 }
 
 impl QuickJsIsolate {
-    /// Runs `start` (a call of the runner) as one invocation, then waits for its report
-    /// if it went asynchronous, all within `timeout`.
-    async fn invoke(
+    /// Runs `start` (a call of the runner) as one invocation, within `timeout` in all and
+    /// `cpu_budget` per run of JavaScript: the result when the call ended at once (the
+    /// usual case, with no allocation for waiting), else the future of its ending.
+    fn invoke(
         self: Rc<Self>,
         timeout: std::time::Duration,
         cpu_budget: std::time::Duration,
         scope: CallScope,
         start: impl for<'js> FnOnce(Object<'js>, u64) -> rquickjs::Result<Option<String>>,
-    ) -> HookResult {
+    ) -> Call {
         let invocation = self.next_id();
         let deadline = Instant::now() + timeout;
-        let (done, answer) = oneshot::channel();
         self.invocations.borrow_mut().insert(
             invocation,
             Invocation {
@@ -421,7 +425,8 @@ impl QuickJsIsolate {
                 cpu_budget,
                 scope,
                 report: HookReport::default(),
-                done: Some(done),
+                ending: None,
+                waiter: None,
             },
         );
         let runner = self.runner.borrow().clone();
@@ -431,34 +436,68 @@ impl QuickJsIsolate {
             };
             start(runner.restore(ctx)?, invocation)
         });
-        let outcome = match immediate {
-            Ok(Some(report)) => Ok(report),
-            Ok(None) => {
-                let deadline = tokio::time::Instant::from_std(deadline);
-                match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(_)) => Err(EngineFailure {
-                        kind: FailureKind::Exception,
-                        detail: "the hook's promise was dropped".into(),
-                    }),
-                    Err(_) => Err(EngineFailure {
-                        kind: FailureKind::Timeout,
-                        detail: format!(
-                            "the hook did not settle within {} ms",
-                            timeout.as_millis()
-                        ),
-                    }),
-                }
-            }
+        let ending = match immediate {
+            Ok(Some(ending)) => Ok(ending),
             Err(failure) => Err(failure),
+            // Settled while its promise jobs ran, or still awaiting a host service.
+            Ok(None) => match self.settled(invocation) {
+                Some(ending) => ending,
+                None => return Call::Running(Box::pin(self.wait(invocation, deadline, timeout))),
+            },
         };
+        Call::Done(self.conclude(invocation, ending))
+    }
+
+    fn settled(&self, invocation: u64) -> Option<Result<String, EngineFailure>> {
+        self.invocations
+            .borrow_mut()
+            .get_mut(&invocation)
+            .and_then(|call| call.ending.take())
+    }
+
+    /// Waits for an asynchronous call's ending, at most until `deadline`.
+    async fn wait(
+        self: Rc<Self>,
+        invocation: u64,
+        deadline: Instant,
+        timeout: std::time::Duration,
+    ) -> HookResult {
+        let ending =
+            std::future::poll_fn(
+                |cx| match self.invocations.borrow_mut().get_mut(&invocation) {
+                    Some(call) => match call.ending.take() {
+                        Some(ending) => std::task::Poll::Ready(ending),
+                        None => {
+                            call.waiter = Some(cx.waker().clone());
+                            std::task::Poll::Pending
+                        }
+                    },
+                    None => std::task::Poll::Ready(Err(EngineFailure {
+                        kind: FailureKind::Exception,
+                        detail: "the hook's call was forgotten".into(),
+                    })),
+                },
+            );
+        let ending = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), ending)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineFailure {
+                    kind: FailureKind::Timeout,
+                    detail: format!("the hook did not settle within {} ms", timeout.as_millis()),
+                })
+            });
+        self.conclude(invocation, ending)
+    }
+
+    /// The report of a call that ended: what it recorded, and how it ended.
+    fn conclude(&self, invocation: u64, ending: Result<String, EngineFailure>) -> HookResult {
         let recorded = self
             .invocations
             .borrow_mut()
             .get_mut(&invocation)
             .map(|i| std::mem::take(&mut i.report));
         self.forget(invocation);
-        let ending = outcome?;
+        let ending = ending?;
         let mut report = recorded.unwrap_or_default();
         if ending.is_empty() {
             report.ok = true;
@@ -486,6 +525,7 @@ impl QuickJsIsolate {
             let run: Function = runner.get("run")?;
             run.call((name, invocation as f64))
         })
+        .finished()
         .await
     }
 
@@ -509,7 +549,7 @@ impl Isolate for QuickJsIsolate {
         }
     }
 
-    fn call(self: Rc<Self>, input: HookInput) -> LocalBoxFuture<'static, HookResult> {
+    fn call(self: Rc<Self>, input: HookInput) -> Call {
         let HookInput {
             hook,
             config_id,
@@ -520,19 +560,17 @@ impl Isolate for QuickJsIsolate {
             cpu_budget,
             scope,
         } = input;
-        Box::pin(
-            self.invoke(timeout, cpu_budget, scope, move |runner, invocation| {
-                let call: Function = runner.get("call")?;
-                call.call((
-                    hook.as_str(),
-                    invocation as f64,
-                    config_id as f64,
-                    config_json.as_ref(),
-                    state,
-                    user,
-                ))
-            }),
-        )
+        self.invoke(timeout, cpu_budget, scope, move |runner, invocation| {
+            let call: Function = runner.get("call")?;
+            call.call((
+                hook.as_str(),
+                invocation as f64,
+                config_id as f64,
+                config_json.as_ref(),
+                state,
+                user,
+            ))
+        })
     }
 
     fn is_usable(&self) -> bool {
