@@ -88,6 +88,8 @@ pub(crate) struct HookInput {
     pub(crate) timeout: Duration,
     /// Longest uninterrupted run of JavaScript (see `RuntimeConfig::cpu_budget_ms`).
     pub(crate) cpu_budget: Duration,
+    /// When the call started: its time budgets count from here.
+    pub(crate) started: std::time::Instant,
     pub(crate) scope: CallScope,
 }
 
@@ -103,7 +105,7 @@ impl HookReport {
     /// Records a response status, body or rejection: in `beforeRequest`, an answer.
     pub(crate) fn response_mut(&mut self) -> &mut ResponseReport {
         self.answer = true;
-        self.response.get_or_insert_with(ResponseReport::default)
+        self.response.get_or_insert_with(Box::default)
     }
 }
 
@@ -156,14 +158,15 @@ pub(crate) struct HookReport {
     pub(crate) state: Option<String>,
     /// `ctx.user` as JSON, when the hook set it.
     pub(crate) user: Option<String>,
-    /// Edits of the upstream request's headers.
-    pub(crate) upstream: Option<HeaderEdits>,
+    /// Edits of the upstream request's headers (boxed, as the rarer parts of a report
+    /// are: the report moves through every layer of a hook call).
+    pub(crate) upstream: Option<Box<HeaderEdits>>,
     /// New upstream path.
     pub(crate) path: Option<String>,
     /// `ctx.forward` target, not yet validated.
     pub(crate) forward: Option<String>,
     /// Response changes.
-    pub(crate) response: Option<ResponseReport>,
+    pub(crate) response: Option<Box<ResponseReport>>,
     /// `beforeRequest` answered (reject, or a status was set).
     pub(crate) answer: bool,
     /// The answer came from `ctx.reject`.

@@ -21,6 +21,15 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// The hook's number in the prelude (`HOOKS` in `prelude.js`).
+    pub(crate) fn index(self) -> u8 {
+        match self {
+            Hook::OnLoad => 0,
+            Hook::BeforeRequest => 1,
+            Hook::AfterResponse => 2,
+        }
+    }
+
     /// The name of the hook in the plugin module (and in metric labels).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -23,7 +23,12 @@ enum Step {
     Failed(PluginFailure, Option<HookReport>),
 }
 
-async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> HookInput) -> Step {
+async fn step(
+    worker: &Worker,
+    link: &Link,
+    hook: Hook,
+    input: impl FnOnce(Instant) -> HookInput,
+) -> Step {
     let metrics = &worker.shared.metrics;
     let failure = |kind: FailureKind, detail: String| PluginFailure {
         plugin: link.plugin.to_string(),
@@ -31,7 +36,7 @@ async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> 
         kind,
         detail,
     };
-    let Some(version) = link.entry.as_ref().and_then(|e| e.version.clone()) else {
+    let Some(version) = link.entry.as_ref().and_then(|e| e.version.as_deref()) else {
         metrics.error(&link.plugin, FailureKind::NotLoaded.as_str());
         return Step::Failed(
             failure(
@@ -41,7 +46,12 @@ async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> 
             None,
         );
     };
-    let isolate = match worker.isolate_for(&version).await {
+    let ready = worker.ready_isolate(version);
+    let isolate = match ready {
+        Some(isolate) => Ok(isolate),
+        None => worker.isolate_for(version).await,
+    };
+    let isolate = match isolate {
         Ok(isolate) => isolate,
         Err(detail) => {
             metrics.error(&link.plugin, FailureKind::Exception.as_str());
@@ -52,7 +62,7 @@ async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> 
         return Step::Ran(None);
     }
     let started = Instant::now();
-    let result = isolate.call(input()).finished().await;
+    let result = isolate.call(input(started)).finished().await;
     link.observe(hook, started.elapsed().as_secs_f64());
     match result {
         Ok(report) if report.ok => match checked(report) {
@@ -93,7 +103,7 @@ async fn step(worker: &Worker, link: &Link, hook: Hook, input: impl FnOnce() -> 
 /// Refuses a report whose header edits are not valid HTTP.
 fn checked(report: HookReport) -> Result<HookReport, String> {
     let edits = [
-        report.upstream.as_ref(),
+        report.upstream.as_deref(),
         report.response.as_ref().and_then(|r| r.headers.as_ref()),
     ];
     for edits in edits.into_iter().flatten() {
@@ -127,7 +137,7 @@ pub(crate) async fn before(
     };
     let mut patch = RequestPatch::default();
     for (index, link) in chain.links.iter().enumerate() {
-        let step = step(worker, link, Hook::BeforeRequest, || HookInput {
+        let step = step(worker, link, Hook::BeforeRequest, |started| HookInput {
             hook: Hook::BeforeRequest,
             config_id: link.config_id,
             config_json: link.config_json.clone(),
@@ -135,6 +145,7 @@ pub(crate) async fn before(
             user: carry.user.clone(),
             timeout: link.entry.as_ref().map(|e| e.timeout).unwrap_or_default(),
             cpu_budget: worker.shared.cpu_budget,
+            started,
             scope: CallScope {
                 plugin: link.plugin.clone(),
                 request: Some(request.clone()),
@@ -170,7 +181,7 @@ pub(crate) async fn before(
             return (answer_with(link, report, &mut patch), carry);
         }
         if let Some(edits) = report.upstream {
-            patch.headers.merge(edits);
+            patch.headers.merge(*edits);
         }
         if let Some(path) = report.path {
             patch.path = Some(path);
@@ -260,7 +271,7 @@ pub(crate) async fn after(
             continue;
         };
         let shared_view = Arc::new(view.clone());
-        let step = step(worker, link, Hook::AfterResponse, || HookInput {
+        let step = step(worker, link, Hook::AfterResponse, |started| HookInput {
             hook: Hook::AfterResponse,
             config_id: link.config_id,
             config_json: link.config_json.clone(),
@@ -268,6 +279,7 @@ pub(crate) async fn after(
             user: user.clone(),
             timeout: link.entry.as_ref().map(|e| e.timeout).unwrap_or_default(),
             cpu_budget: worker.shared.cpu_budget,
+            started,
             scope: CallScope {
                 plugin: link.plugin.clone(),
                 request: Some(carry.request.clone()),

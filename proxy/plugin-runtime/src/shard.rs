@@ -56,7 +56,7 @@ impl Shards {
         let worker = Rc::new(Worker {
             host: Rc::new(shared.host.clone()),
             shared,
-            isolates: RefCell::new(HashMap::new()),
+            isolates: RefCell::default(),
         });
         let serving = worker.clone();
         tokio::task::spawn_local(async move {
@@ -203,7 +203,7 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     /// The shared host services, as this shard's isolates call them.
     host: Rc<dyn HostOps>,
-    isolates: RefCell<HashMap<u64, Rc<dyn Isolate>>>,
+    isolates: RefCell<HashMap<u64, Rc<dyn Isolate>, foldhash::fast::RandomState>>,
 }
 
 impl Worker {
@@ -231,6 +231,16 @@ impl Worker {
         }
         self.isolates.borrow_mut().insert(version, created.clone());
         Ok(created)
+    }
+
+    /// The usable isolate of a version, if this shard has one: the usual case, found
+    /// without making a future.
+    pub(crate) fn ready_isolate(&self, version: &PluginVersion) -> Option<Rc<dyn Isolate>> {
+        self.isolates
+            .borrow()
+            .get(&version.id)
+            .filter(|isolate| isolate.is_usable())
+            .cloned()
     }
 
     /// The isolate for a chain link's version (see [`Worker::isolate`]).

@@ -101,7 +101,7 @@ thread_local! {
 /// A shard's idle HTTP/1.1 upstream connections.
 #[derive(Default)]
 pub struct Http1Pool {
-    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>>,
 }
 
 impl Http1Pool {

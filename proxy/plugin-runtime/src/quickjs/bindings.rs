@@ -6,7 +6,7 @@ use std::rc::Weak;
 use rquickjs::{Ctx, Exception, Function, Object, Persistent, Promise, TypedArray, Value};
 
 use super::QuickJsIsolate;
-use crate::engine::{HookReport, ResponseReport};
+use crate::engine::HookReport;
 use crate::patch::HeaderEdits;
 use crate::request::header_value;
 use crate::services::crypto::{self, CryptoError, Encoding};
@@ -32,6 +32,16 @@ pub(super) fn host_object<'js>(
             if let Some(isolate) = weak.upgrade() {
                 isolate.finish(invocation as u64, Ok(report));
             }
+        })?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
+        "config",
+        Function::new(ctx.clone(), move |invocation: f64| {
+            weak.upgrade()
+                .and_then(|isolate| isolate.config_of(invocation as u64))
+                .map(|config| config.to_string())
         })?,
     )?;
 
@@ -68,9 +78,9 @@ pub(super) fn host_object<'js>(
                 };
                 isolate.record(invocation as u64, |report, _| {
                     let edits = if target == UPSTREAM {
-                        report.upstream.get_or_insert_with(HeaderEdits::default)
+                        report.upstream.get_or_insert_with(Box::default)
                     } else {
-                        let response = report.response.get_or_insert_with(ResponseReport::default);
+                        let response = report.response.get_or_insert_with(Box::default);
                         response.headers.get_or_insert_with(HeaderEdits::default)
                     };
                     match op {
@@ -98,7 +108,7 @@ pub(super) fn host_object<'js>(
                                 .request
                                 .as_ref()
                                 .and_then(|r| header_value(&r.info.headers, &name));
-                            (report.upstream.as_ref(), before)
+                            (report.upstream.as_deref(), before)
                         } else {
                             let before = scope
                                 .response

@@ -11,7 +11,6 @@
 mod bindings;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +70,7 @@ impl Engine for QuickJs {
                     user: None,
                     timeout,
                     cpu_budget: timeout,
+                    started: Instant::now(),
                     scope: CallScope {
                         plugin,
                         ..CallScope::default()
@@ -110,6 +110,9 @@ struct Invocation {
     deadline: Instant,
     /// Longest uninterrupted run of JavaScript within the call.
     cpu_budget: std::time::Duration,
+    /// The plugin's config for this call, as JSON: the prelude asks for it only the
+    /// first time it sees the config's id.
+    config_json: Arc<str>,
     scope: CallScope,
     /// What the hook changed so far, recorded through the host object.
     report: HookReport,
@@ -117,6 +120,53 @@ struct Invocation {
     ending: Option<Result<String, EngineFailure>>,
     /// The task waiting for that ending, if the call went asynchronous.
     waiter: Option<std::task::Waker>,
+}
+
+/// A few entries by id, searched in order: an isolate has only a handful of calls in
+/// flight at once, so a short vector beats hashing an id on every step of every call.
+struct ById<T>(Vec<(u64, T)>);
+
+impl<T> Default for ById<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> ById<T> {
+    fn insert(&mut self, id: u64, value: T) {
+        self.0.push((id, value));
+    }
+
+    fn get(&self, id: u64) -> Option<&T> {
+        self.0.iter().find(|(i, _)| *i == id).map(|(_, v)| v)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        self.0.iter_mut().find(|(i, _)| *i == id).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let index = self.0.iter().position(|(i, _)| *i == id)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    /// Removes and returns every entry `matches` picks.
+    fn take_where(&mut self, matches: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut index = 0;
+        while index < self.0.len() {
+            if matches(&self.0[index].1) {
+                taken.push(self.0.swap_remove(index).1);
+            } else {
+                index += 1;
+            }
+        }
+        taken
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.0.drain(..).map(|(_, v)| v)
+    }
 }
 
 /// A host service call awaited by JavaScript.
@@ -133,10 +183,12 @@ pub(crate) struct QuickJsIsolate {
     usable: Cell<bool>,
     next_id: Cell<u64>,
     budget: Rc<Budget>,
-    invocations: RefCell<HashMap<u64, Invocation>>,
+    invocations: RefCell<ById<Invocation>>,
     // JavaScript values: dropped in `Drop` while the runtime still lives.
     runner: RefCell<Option<Persistent<Object<'static>>>>,
-    host_calls: RefCell<HashMap<u64, PendingHostCall>>,
+    /// The runner's `call`, kept so a hook call needs no property lookup.
+    hook_call: RefCell<Option<Persistent<Function<'static>>>>,
+    host_calls: RefCell<ById<PendingHostCall>>,
     context: Context,
     runtime: Runtime,
 }
@@ -170,9 +222,10 @@ impl QuickJsIsolate {
             usable: Cell::new(true),
             next_id: Cell::new(1),
             budget,
-            invocations: RefCell::new(HashMap::new()),
+            invocations: RefCell::default(),
             runner: RefCell::new(None),
-            host_calls: RefCell::new(HashMap::new()),
+            hook_call: RefCell::new(None),
+            host_calls: RefCell::default(),
             context,
             runtime,
         });
@@ -206,6 +259,8 @@ impl QuickJsIsolate {
             let has = |name: &str| names.iter().any(|n| n == name);
             self.hooks
                 .set([has("onLoad"), has("beforeRequest"), has("afterResponse")]);
+            let hook_call: Option<Function> = runner.get("call").map_err(explain)?;
+            *self.hook_call.borrow_mut() = hook_call.map(|f| Persistent::save(&ctx, f));
             *self.runner.borrow_mut() = Some(Persistent::save(&ctx, runner));
             Ok(())
         });
@@ -232,13 +287,14 @@ impl QuickJsIsolate {
     fn enter<R>(
         &self,
         invocation: u64,
+        now: Instant,
         f: impl FnOnce(&Ctx<'_>) -> rquickjs::Result<R>,
     ) -> Result<R, EngineFailure> {
         let deadline = self
             .invocations
             .borrow()
-            .get(&invocation)
-            .map(|i| i.deadline.min(Instant::now() + i.cpu_budget));
+            .get(invocation)
+            .map(|i| i.deadline.min(now + i.cpu_budget));
         self.budget.deadline.set(deadline);
         self.budget.interrupted.set(false);
         let result = self
@@ -312,7 +368,7 @@ impl QuickJsIsolate {
     /// Ends an asynchronous call: with the prelude's ending (from `host.settle`), or a
     /// failure found while resuming it. The first ending counts.
     fn finish(&self, invocation: u64, ending: Result<String, EngineFailure>) {
-        let waiter = match self.invocations.borrow_mut().get_mut(&invocation) {
+        let waiter = match self.invocations.borrow_mut().get_mut(invocation) {
             Some(call) if call.ending.is_none() => {
                 call.ending = Some(ending);
                 call.waiter.take()
@@ -331,14 +387,21 @@ impl QuickJsIsolate {
         change: impl FnOnce(&mut HookReport, &CallScope) -> R,
     ) -> Option<R> {
         let mut invocations = self.invocations.borrow_mut();
-        let invocation = invocations.get_mut(&invocation)?;
+        let invocation = invocations.get_mut(invocation)?;
         Some(change(&mut invocation.report, &invocation.scope))
+    }
+
+    fn config_of(&self, invocation: u64) -> Option<Arc<str>> {
+        self.invocations
+            .borrow()
+            .get(invocation)
+            .map(|i| i.config_json.clone())
     }
 
     fn scope_of(&self, invocation: u64) -> Option<CallScope> {
         self.invocations
             .borrow()
-            .get(&invocation)
+            .get(invocation)
             .map(|i| i.scope.clone())
     }
 
@@ -370,16 +433,16 @@ impl QuickJsIsolate {
     }
 
     fn finish_host_call(&self, id: u64, answer: String) {
-        let Some(pending) = self.host_calls.borrow_mut().remove(&id) else {
+        let Some(pending) = self.host_calls.borrow_mut().remove(id) else {
             return;
         };
         let invocation = pending.invocation;
-        if !self.invocations.borrow().contains_key(&invocation) {
+        if self.invocations.borrow().get(invocation).is_none() {
             // The call timed out meanwhile: its continuation never runs.
             self.context.with(|_ctx| drop(pending));
             return;
         }
-        let resumed = self.enter(invocation, |ctx| {
+        let resumed = self.enter(invocation, Instant::now(), |ctx| {
             pending.resolve.restore(ctx)?.call::<_, ()>((answer,))
         });
         if let Err(failure) = resumed {
@@ -389,16 +452,11 @@ impl QuickJsIsolate {
 
     /// Forgets a finished call and whatever host calls it still awaited.
     fn forget(&self, invocation: u64) {
-        self.invocations.borrow_mut().remove(&invocation);
-        let orphans: Vec<PendingHostCall> = {
-            let mut calls = self.host_calls.borrow_mut();
-            let ids: Vec<u64> = calls
-                .iter()
-                .filter(|(_, call)| call.invocation == invocation)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| calls.remove(id)).collect()
-        };
+        self.invocations.borrow_mut().remove(invocation);
+        let orphans = self
+            .host_calls
+            .borrow_mut()
+            .take_where(|call| call.invocation == invocation);
         if !orphans.is_empty() {
             self.context.with(|_ctx| drop(orphans));
         }
@@ -411,31 +469,28 @@ impl QuickJsIsolate {
     /// usual case, with no allocation for waiting), else the future of its ending.
     fn invoke(
         self: Rc<Self>,
+        started: Instant,
         timeout: std::time::Duration,
         cpu_budget: std::time::Duration,
+        config_json: Arc<str>,
         scope: CallScope,
-        start: impl for<'js> FnOnce(Object<'js>, u64) -> rquickjs::Result<Option<String>>,
+        start: impl for<'js> FnOnce(&Ctx<'js>, u64) -> rquickjs::Result<Option<String>>,
     ) -> Call {
         let invocation = self.next_id();
-        let deadline = Instant::now() + timeout;
+        let deadline = started + timeout;
         self.invocations.borrow_mut().insert(
             invocation,
             Invocation {
                 deadline,
                 cpu_budget,
+                config_json,
                 scope,
                 report: HookReport::default(),
                 ending: None,
                 waiter: None,
             },
         );
-        let runner = self.runner.borrow().clone();
-        let immediate = self.enter(invocation, |ctx| {
-            let Some(runner) = runner else {
-                return Err(rquickjs::Error::Unknown);
-            };
-            start(runner.restore(ctx)?, invocation)
-        });
+        let immediate = self.enter(invocation, started, |ctx| start(ctx, invocation));
         let ending = match immediate {
             Ok(Some(ending)) => Ok(ending),
             Err(failure) => Err(failure),
@@ -451,7 +506,7 @@ impl QuickJsIsolate {
     fn settled(&self, invocation: u64) -> Option<Result<String, EngineFailure>> {
         self.invocations
             .borrow_mut()
-            .get_mut(&invocation)
+            .get_mut(invocation)
             .and_then(|call| call.ending.take())
     }
 
@@ -464,7 +519,7 @@ impl QuickJsIsolate {
     ) -> HookResult {
         let ending =
             std::future::poll_fn(
-                |cx| match self.invocations.borrow_mut().get_mut(&invocation) {
+                |cx| match self.invocations.borrow_mut().get_mut(invocation) {
                     Some(call) => match call.ending.take() {
                         Some(ending) => std::task::Poll::Ready(ending),
                         None => {
@@ -494,7 +549,7 @@ impl QuickJsIsolate {
         let recorded = self
             .invocations
             .borrow_mut()
-            .get_mut(&invocation)
+            .get_mut(invocation)
             .map(|i| std::mem::take(&mut i.report));
         self.forget(invocation);
         let ending = ending?;
@@ -521,10 +576,20 @@ impl QuickJsIsolate {
         timeout: std::time::Duration,
         scope: CallScope,
     ) -> HookResult {
-        self.invoke(timeout, timeout, scope, move |runner, invocation| {
-            let run: Function = runner.get("run")?;
-            run.call((name, invocation as f64))
-        })
+        let runner = self.runner.borrow().clone();
+        let started = Instant::now();
+        self.invoke(
+            started,
+            timeout,
+            timeout,
+            Arc::from("{}"),
+            scope,
+            move |ctx, invocation| {
+                let runner = runner.ok_or(rquickjs::Error::Unknown)?.restore(ctx)?;
+                let run: Function = runner.get("run")?;
+                run.call((name, invocation as f64))
+            },
+        )
         .finished()
         .await
     }
@@ -558,19 +623,27 @@ impl Isolate for QuickJsIsolate {
             user,
             timeout,
             cpu_budget,
+            started,
             scope,
         } = input;
-        self.invoke(timeout, cpu_budget, scope, move |runner, invocation| {
-            let call: Function = runner.get("call")?;
-            call.call((
-                hook.as_str(),
-                invocation as f64,
-                config_id as f64,
-                config_json.as_ref(),
-                state,
-                user,
-            ))
-        })
+        let function = self.hook_call.borrow().clone();
+        self.invoke(
+            started,
+            timeout,
+            cpu_budget,
+            config_json,
+            scope,
+            move |ctx, invocation| {
+                let call = function.ok_or(rquickjs::Error::Unknown)?.restore(ctx)?;
+                call.call((
+                    hook.index(),
+                    invocation as f64,
+                    config_id as f64,
+                    state,
+                    user,
+                ))
+            },
+        )
     }
 
     fn is_usable(&self) -> bool {
@@ -582,14 +655,11 @@ impl Drop for QuickJsIsolate {
     fn drop(&mut self) {
         // Persistent values must go before the runtime that owns them.
         let runner = self.runner.borrow_mut().take();
-        let calls: Vec<PendingHostCall> = self
-            .host_calls
-            .borrow_mut()
-            .drain()
-            .map(|(_, c)| c)
-            .collect();
+        let hook_call = self.hook_call.borrow_mut().take();
+        let calls: Vec<PendingHostCall> = self.host_calls.borrow_mut().drain().collect();
         self.context.with(|_ctx| {
             drop(runner);
+            drop(hook_call);
             drop(calls);
         });
         self.runtime.run_gc();

@@ -18,6 +18,7 @@
   const hostStatus = host.status;
   const hostFinish = host.finish;
   const hostDiscard = host.discard;
+  const hostConfig = host.config;
   const UPSTREAM = 0;
   const RESPONSE = 1;
   const SET = 0;
@@ -251,12 +252,13 @@
     }
   }
 
+  // Configs by the chain link's id: the JSON crosses from Rust only the first time.
   const configs = new Map();
-  function configFor(id, json) {
+  function configFor(id, inv) {
     let config = configs.get(id);
     if (config === undefined) {
       if (configs.size >= 256) configs.clear();
-      config = deepFreeze(parse(json));
+      config = deepFreeze(parse(hostConfig(inv) ?? "{}"));
       configs.set(id, config);
     }
     return config;
@@ -268,19 +270,22 @@
     return freeze({ debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") });
   }
 
-  let finish;
-  // One private slot keeps construction cheap; members are made when first used.
+  // A call's slot: what its ctx reads and what the call leaves behind. Slots, each with
+  // its ctx, are reused once their call is over, so a call allocates nothing for its ctx;
+  // members (`ctx.request`, `ctx.upstream`, ...) are made when first used. A hook must not
+  // keep its ctx past its own end (it would see a later call's).
   class Ctx {
     #s;
-    constructor(inv, config, stateJson, userJson) {
-      this.#s = { inv, config, stateJson, userJson, userSet: false };
+    constructor(slot) {
+      this.#s = slot;
     }
     get config() {
       return this.#s.config;
     }
     get request() {
       const s = this.#s;
-      return (s.request ??= new Request(s.inv));
+      const m = (s.m ??= {});
+      return (m.request ??= new Request(s.inv));
     }
     get state() {
       const s = this.#s;
@@ -298,19 +303,23 @@
     }
     get response() {
       const s = this.#s;
-      return (s.response ??= new Response(s.inv));
+      const m = (s.m ??= {});
+      return (m.response ??= new Response(s.inv));
     }
     get upstream() {
       const s = this.#s;
-      return (s.upstream ??= new Upstream(s.inv));
+      const m = (s.m ??= {});
+      return (m.upstream ??= new Upstream(s.inv));
     }
     get services() {
       const s = this.#s;
-      return (s.services ??= services(s.inv));
+      const m = (s.m ??= {});
+      return (m.services ??= services(s.inv));
     }
     get log() {
       const s = this.#s;
-      return (s.log ??= makeLog(s.inv));
+      const m = (s.m ??= {});
+      return (m.log ??= makeLog(s.inv));
     }
     get crypto() {
       return crypto;
@@ -324,22 +333,31 @@
     forward(target) {
       hostRecord(this.#s.inv, "forward", String(target));
     }
-    static {
-      // Hands state and user (the parts kept in JavaScript) to Rust when the hook is done.
-      finish = (ctx) => {
-        const s = ctx.#s;
-        const state = s.state === undefined ? null : stringify(s.state);
-        const user = s.userSet ? stringify(s.user === undefined ? null : s.user) : null;
-        if (state !== null || user !== null) hostFinish(s.inv, state, user);
-      };
-    }
+  }
+
+  function newSlot() {
+    const slot = {
+      inv: 0, config: undefined, stateJson: null, userJson: null,
+      state: undefined, user: undefined, userSet: false, m: undefined, ctx: undefined,
+    };
+    slot.ctx = new Ctx(slot);
+    return slot;
+  }
+
+  const spare = [];
+  function release(slot) {
+    if (spare.length < 8) spare.push(slot);
   }
 
   const OK = "";
 
-  function done(ctx) {
+  // Hands state and user (the parts kept in JavaScript) to Rust when the hook is done.
+  function done(slot) {
+    if (slot.state === undefined && !slot.userSet) return OK;
     try {
-      finish(ctx);
+      const state = slot.state === undefined ? null : stringify(slot.state);
+      const user = slot.userSet ? stringify(slot.user === undefined ? null : slot.user) : null;
+      hostFinish(slot.inv, state, user);
       return OK;
     } catch (error) {
       return failure(error);
@@ -380,23 +398,49 @@
   const hooks = ["onLoad", "beforeRequest", "afterResponse", "onError"].filter(
     (name) => typeof plugin?.[name] === "function",
   );
+  // Hooks by the number Rust calls them with (`Hook::index`).
+  const HOOKS = ["onLoad", "beforeRequest", "afterResponse"];
 
   return freeze({
     hooks,
-    call(hook, inv, configId, configJson, stateJson, userJson) {
-      const ctx = new Ctx(inv, configFor(configId, configJson), stateJson, userJson);
+    // The hot path: kept flat, since every function call costs in QuickJS.
+    call(hook, inv, configId, stateJson, userJson) {
+      let config = configs.get(configId);
+      if (config === undefined) config = configFor(configId, inv);
+      const slot = spare.pop() ?? newSlot();
+      slot.inv = inv;
+      slot.config = config;
+      slot.stateJson = stateJson;
+      slot.userJson = userJson;
+      slot.state = undefined;
+      slot.user = undefined;
+      slot.userSet = false;
+      slot.m = undefined;
+      const ctx = slot.ctx;
       let result;
       try {
-        result = plugin[hook](ctx);
+        result = plugin[HOOKS[hook]](ctx);
       } catch (error) {
-        return thrown(inv, ctx, error);
+        const out = thrown(inv, ctx, error);
+        if (out !== undefined) release(slot);
+        return out;
       }
-      if (!isThenable(result)) return done(ctx);
+      if (result === undefined || result === null || typeof result.then !== "function") {
+        const out = slot.state === undefined && !slot.userSet ? OK : done(slot);
+        if (spare.length < 8) spare.push(slot);
+        return out;
+      }
       result.then(
-        () => hostSettle(inv, done(ctx)),
+        () => {
+          hostSettle(inv, done(slot));
+          release(slot);
+        },
         (error) => {
           const out = thrown(inv, ctx, error);
-          if (out !== undefined) hostSettle(inv, out);
+          if (out !== undefined) {
+            hostSettle(inv, out);
+            release(slot);
+          }
         },
       );
       return undefined;
