@@ -142,35 +142,52 @@ pub(crate) struct EngineFailure {
 }
 
 /// What a hook did: its changes as `ctx` recorded them through the host object, and how
-/// it ended (the prelude's JSON for failures).
-#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
-#[serde(rename_all = "camelCase", default)]
+/// it ended. It moves through every layer of a hook call, so what is rare in it (a
+/// failure, a new path, a response) is boxed and the rest stays small.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct HookReport {
     /// False when the hook threw.
     pub(crate) ok: bool,
-    /// `exception` or `memory` when `ok` is false.
-    pub(crate) kind: Option<String>,
-    /// The exception, as `Name: message`.
-    pub(crate) error: Option<String>,
-    /// Whether `onError` threw too, and what.
-    pub(crate) on_error: Option<String>,
+    /// How it threw, when `ok` is false.
+    pub(crate) thrown: Option<Box<Thrown>>,
     /// `ctx.state` as JSON, when the hook looked at it.
     pub(crate) state: Option<String>,
     /// `ctx.user` as JSON, when the hook set it.
     pub(crate) user: Option<String>,
-    /// Edits of the upstream request's headers (boxed, as the rarer parts of a report
-    /// are: the report moves through every layer of a hook call).
+    /// Edits of the upstream request's headers.
     pub(crate) upstream: Option<Box<HeaderEdits>>,
-    /// New upstream path.
-    pub(crate) path: Option<String>,
-    /// `ctx.forward` target, not yet validated.
-    pub(crate) forward: Option<String>,
+    /// New upstream path and `ctx.forward` target.
+    pub(crate) steering: Option<Box<Steering>>,
     /// Response changes.
     pub(crate) response: Option<Box<ResponseReport>>,
     /// `beforeRequest` answered (reject, or a status was set).
     pub(crate) answer: bool,
     /// The answer came from `ctx.reject`.
     pub(crate) rejected: bool,
+}
+
+/// How a hook failed, as the prelude reports it (`{"ok":false,"kind":…}`).
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Thrown {
+    /// False: the hook threw (the prelude's ending says so).
+    pub(crate) ok: bool,
+    /// `exception` or `memory`.
+    pub(crate) kind: Option<String>,
+    /// The exception, as `Name: message`.
+    pub(crate) error: Option<String>,
+    /// Whether `onError` threw too, and what.
+    pub(crate) on_error: Option<String>,
+}
+
+/// Where a hook sends the request: a new upstream path, a `ctx.forward` target (not yet
+/// validated).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Steering {
+    /// New upstream path.
+    pub(crate) path: Option<String>,
+    /// `ctx.forward` target, not yet validated.
+    pub(crate) forward: Option<String>,
 }
 
 /// Response changes a hook made.

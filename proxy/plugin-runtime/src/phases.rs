@@ -78,14 +78,15 @@ async fn step(
             }
         },
         Ok(report) => {
-            let kind = if report.kind.as_deref() == Some("memory") {
+            let thrown = report.thrown.as_deref().cloned().unwrap_or_default();
+            let kind = if thrown.kind.as_deref() == Some("memory") {
                 FailureKind::Memory
             } else {
                 FailureKind::Exception
             };
             metrics.error(&link.plugin, kind.as_str());
-            let mut detail = report.error.clone().unwrap_or_default();
-            if let Some(on_error) = &report.on_error {
+            let mut detail = thrown.error.unwrap_or_default();
+            if let Some(on_error) = &thrown.on_error {
                 detail = format!("{detail}; onError threw too: {on_error}");
             }
             let answer = (report.answer)
@@ -183,10 +184,11 @@ pub(crate) async fn before(
         if let Some(edits) = report.upstream {
             patch.headers.merge(*edits);
         }
-        if let Some(path) = report.path {
+        let steering = report.steering.map(|s| *s).unwrap_or_default();
+        if let Some(path) = steering.path {
             patch.path = Some(path);
         }
-        if let Some(target) = report.forward {
+        if let Some(target) = steering.forward {
             match validate_forward(
                 &target,
                 &request.info.backends,

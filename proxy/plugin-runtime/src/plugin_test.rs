@@ -244,7 +244,7 @@ async fn run_suite(file: &Path) -> SuiteReport {
             .await;
         let failure = match outcome {
             Ok(report) if report.ok => None,
-            Ok(report) => Some(report.error.unwrap_or_default()),
+            Ok(report) => Some(report.thrown.and_then(|t| t.error).unwrap_or_default()),
             Err(failure) => Some(format!("{} ({})", failure.detail, failure.kind.as_str())),
         };
         report.tests.push(TestOutcome {

@@ -139,8 +139,10 @@ pub(super) fn host_object<'js>(
                     return;
                 };
                 isolate.record(invocation as u64, |report, _| match key.as_str() {
-                    "path" => report.path = Some(value),
-                    "forward" => report.forward = Some(value),
+                    "path" => report.steering.get_or_insert_with(Box::default).path = Some(value),
+                    "forward" => {
+                        report.steering.get_or_insert_with(Box::default).forward = Some(value)
+                    }
                     "status" => report.response_mut().status = value.parse().ok(),
                     "body" | "bodyBase64" => {
                         let response = report.response_mut();

@@ -20,7 +20,7 @@ use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Valu
 
 use crate::engine::{
     Call, CallScope, Engine, EngineFailure, HookInput, HookReport, HookResult, HostOps, Isolate,
-    PluginCode,
+    PluginCode, Thrown,
 };
 use crate::outcome::{FailureKind, Hook};
 
@@ -81,7 +81,7 @@ impl Engine for QuickJs {
                     Ok(report) => {
                         return Err(format!(
                             "onLoad threw: {}",
-                            report.error.unwrap_or_default()
+                            report.thrown.and_then(|t| t.error).unwrap_or_default()
                         ));
                     }
                     Err(failure) => {
@@ -557,14 +557,12 @@ impl QuickJsIsolate {
         if ending.is_empty() {
             report.ok = true;
         } else {
-            let ended: HookReport = serde_json::from_str(&ending).map_err(|e| EngineFailure {
+            let thrown: Thrown = serde_json::from_str(&ending).map_err(|e| EngineFailure {
                 kind: FailureKind::Exception,
                 detail: format!("unreadable hook report: {e}"),
             })?;
-            report.ok = ended.ok;
-            report.kind = ended.kind;
-            report.error = ended.error;
-            report.on_error = ended.on_error;
+            report.ok = thrown.ok;
+            report.thrown = Some(Box::new(thrown));
         }
         Ok(report)
     }

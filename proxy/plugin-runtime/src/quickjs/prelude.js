@@ -284,40 +284,49 @@
     }
     get request() {
       const s = this.#s;
+      s.touched = true;
       const m = (s.m ??= {});
       return (m.request ??= new Request(s.inv));
     }
     get state() {
       const s = this.#s;
+      s.touched = true;
       if (s.state === undefined) s.state = s.stateJson ? parse(s.stateJson) : {};
       return s.state;
     }
     get user() {
       const s = this.#s;
+      s.touched = true;
       if (s.user === undefined && s.userJson) s.user = parse(s.userJson);
       return s.user;
     }
     set user(user) {
-      this.#s.user = user;
-      this.#s.userSet = true;
+      const s = this.#s;
+      s.touched = true;
+      s.user = user;
+      s.userSet = true;
     }
     get response() {
       const s = this.#s;
+      s.touched = true;
       const m = (s.m ??= {});
       return (m.response ??= new Response(s.inv));
     }
     get upstream() {
       const s = this.#s;
+      s.touched = true;
       const m = (s.m ??= {});
       return (m.upstream ??= new Upstream(s.inv));
     }
     get services() {
       const s = this.#s;
+      s.touched = true;
       const m = (s.m ??= {});
       return (m.services ??= services(s.inv));
     }
     get log() {
       const s = this.#s;
+      s.touched = true;
       const m = (s.m ??= {});
       return (m.log ??= makeLog(s.inv));
     }
@@ -338,7 +347,8 @@
   function newSlot() {
     const slot = {
       inv: 0, config: undefined, stateJson: null, userJson: null,
-      state: undefined, user: undefined, userSet: false, m: undefined, ctx: undefined,
+      state: undefined, user: undefined, userSet: false, m: undefined, touched: false,
+      ctx: undefined,
     };
     slot.ctx = new Ctx(slot);
     return slot;
@@ -412,10 +422,11 @@
       slot.config = config;
       slot.stateJson = stateJson;
       slot.userJson = userJson;
-      slot.state = undefined;
-      slot.user = undefined;
-      slot.userSet = false;
-      slot.m = undefined;
+      // Members the last call made (the ctx records when it makes one).
+      if (slot.touched) {
+        slot.state = slot.user = slot.m = undefined;
+        slot.userSet = slot.touched = false;
+      }
       const ctx = slot.ctx;
       let result;
       try {
@@ -426,7 +437,7 @@
         return out;
       }
       if (result === undefined || result === null || typeof result.then !== "function") {
-        const out = slot.state === undefined && !slot.userSet ? OK : done(slot);
+        const out = slot.touched ? done(slot) : OK;
         if (spare.length < 8) spare.push(slot);
         return out;
       }
