@@ -82,7 +82,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Checks the configuration, binds the listeners, starts the shards and, in
-    /// standalone mode, compiles the config directory once. Runs on the control thread's
+    /// standalone mode, compiles and loads the config directory once before the shards
+    /// accept their first connection. Runs on the control thread's
     /// runtime, where the admin listener and snapshot loading live.
     pub async fn start(
         config: ProxyConfig,
@@ -161,6 +162,7 @@ impl Proxy {
                 .map_err(|e| StartError::Config(e.to_string()))?;
             gateway.apply_local(&snapshot).await;
         }
+        shards.open();
         Ok(Self {
             gateway,
             control,

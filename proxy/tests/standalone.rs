@@ -173,3 +173,49 @@ async fn plugins_from_config_maps_and_inline_code_reload_on_change() {
     assert!(result.is_ok(), "the new plugin version is served");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connection_is_answered_before_the_configuration_is_loaded() {
+    // A plugin whose onLoad takes half a second holds the first load open while a client
+    // is already connecting: its request waits in the backlog and is answered by the
+    // loaded configuration, never with 503 "not ready".
+    let dir = tempfile::tempdir().unwrap();
+    let slow = "apiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: slow, namespace: test}\nspec:\n  source:\n    code: |\n      export default { onLoad() { const end = Date.now() + 500; while (Date.now() < end) {} } };\n";
+    write(dir.path(), "slow.yaml", slow);
+    write(
+        dir.path(),
+        "a.yaml",
+        &route(
+            "a",
+            "  hosts: [a.example]\n  plugins: [{name: slow}]\n  rules: [{directResponse: {status: 200, body: loaded}}]",
+        ),
+    );
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config_dir = dir.path().to_owned();
+    let starting = tokio::spawn(TestProxy::start(move |c| {
+        c.config_dir = Some(config_dir);
+        c.listen = listen;
+    }));
+    let url = format!("http://{listen}/");
+    let (connected_while_starting, answer) = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                let connected_while_starting = !starting.is_finished();
+                return (connected_while_starting, get(&url, "a.example").await);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the listener comes up");
+    assert!(
+        connected_while_starting,
+        "the client connected only after the proxy had started: nothing was shown"
+    );
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.text(), "loaded");
+    starting.await.unwrap().stop().await;
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -30,18 +30,23 @@ pub struct ShardInbound {
 /// The running shards.
 pub struct Shards {
     stop: CancellationToken,
+    /// Set once: from then on the shards accept connections.
+    open: watch::Sender<bool>,
     finished: Vec<oneshot::Receiver<()>>,
 }
 
 impl Shards {
     /// Starts one shard per inbound set. Returns once every shard has attached to the
     /// plugin runtime, so that every snapshot loaded from then on reaches all of them.
+    /// The shards accept nothing until [`Shards::open`]: connections made before wait in
+    /// the listeners' backlog, so none is answered before the first configuration is in.
     pub async fn start(
         gateway: Arc<Gateway>,
         inbound: Vec<ShardInbound>,
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
+        let (open, opened) = watch::channel(false);
         let mut started = Vec::new();
         let mut finished = Vec::new();
         for (index, inbound) in inbound.into_iter().enumerate() {
@@ -52,6 +57,7 @@ impl Shards {
                 gateway: gateway.clone(),
                 inbound,
                 tls: tls.clone(),
+                opened: opened.clone(),
                 stop: stop.clone(),
             };
             std::thread::Builder::new()
@@ -69,7 +75,16 @@ impl Shards {
                 std::io::Error::other("a shard stopped before it started serving")
             })??;
         }
-        Ok(Self { stop, finished })
+        Ok(Self {
+            stop,
+            open,
+            finished,
+        })
+    }
+
+    /// Lets the shards accept connections.
+    pub fn open(&self) {
+        self.open.send_replace(true);
     }
 
     /// Stops accepting on every shard and waits until each has drained its connections
@@ -88,6 +103,7 @@ struct ShardStart {
     gateway: Arc<Gateway>,
     inbound: ShardInbound,
     tls: Option<TlsAcceptor>,
+    opened: watch::Receiver<bool>,
     stop: CancellationToken,
 }
 
@@ -114,6 +130,7 @@ impl ShardStart {
             gateway,
             inbound,
             tls,
+            opened,
             stop,
         } = self;
         let shard = Rc::new(Shard {
@@ -135,6 +152,7 @@ impl ShardStart {
                 tls,
                 builder: builder.clone(),
                 drain: drain.clone(),
+                opened: opened.clone(),
             };
             match listening.start(inbound) {
                 Ok(task) => {
@@ -159,6 +177,7 @@ struct Listening {
     tls: Option<TlsAcceptor>,
     builder: Rc<TrafficBuilder>,
     drain: Drain,
+    opened: watch::Receiver<bool>,
 }
 
 impl Listening {
@@ -177,7 +196,12 @@ impl Listening {
             }
             Inbound::HandedOver(receiver) => Source::HandedOver(receiver),
         };
+        let mut opened = self.opened.clone();
         Ok(async move {
+            // Dropped shards never open: nothing to accept for.
+            if opened.wait_for(|open| *open).await.is_err() {
+                return;
+            }
             match source {
                 Source::Listener(listener, others) => self.accept(listener, others).await,
                 Source::HandedOver(mut receiver) => {
