@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -255,10 +256,15 @@ async fn with_plugins(
         LoadedAction::Forward(forward) => Duration::from_millis(forward.policy.timeouts.idle_ms),
         _ => PLUGIN_BODY_IDLE,
     };
-    let lazy = plugins::lazy_body(
-        IdleTimeout::new(incoming, idle).boxed_unsync(),
-        &parts.headers,
-    );
+    // A request without a body (most GETs) has nothing for plugins to read.
+    let lazy = if incoming.is_end_stream() {
+        None
+    } else {
+        plugins::lazy_body(
+            IdleTimeout::new(incoming, idle).boxed_unsync(),
+            &parts.headers,
+        )
+    };
     let info = plugins::request_info(
         &plugins::RequestContext {
             parts: &parts,

@@ -172,6 +172,12 @@ async fn configured_statuses_are_retried_for_idempotent_methods_only() {
         (StatusCode::OK, "done")
     );
     assert_eq!(flaky.requests().len(), 2);
+    for seen in flaky.requests() {
+        assert_eq!(
+            seen.headers["host"], "x",
+            "every try carries the request's headers"
+        );
+    }
 
     let answer = send(
         &client(),

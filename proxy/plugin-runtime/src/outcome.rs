@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::patch::{LocalResponse, RequestPatch, ResponsePatch};
+use crate::plugin_set::Chain;
 use crate::request::RequestScope;
 
 /// A plugin hook the proxy runs.
@@ -79,6 +80,18 @@ impl Carry {
     /// to (for the access log, also of requests a plugin answered or failed).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// Whether `afterResponse` has anything to run for this request in `chain`: a plugin
+    /// that took part has the hook (or has no loaded version, which fails there by
+    /// policy). When none has, the response can go on untouched.
+    pub fn after_response_runs(&self, chain: &Chain) -> bool {
+        self.ran.iter().any(|index| {
+            chain
+                .links
+                .get(*index)
+                .is_some_and(|link| link.runs(Hook::AfterResponse))
+        })
     }
 }
 

@@ -174,13 +174,7 @@ impl ShardPlugins {
         carry: Carry,
         response: ResponseInfo,
     ) -> AfterResponse {
-        let runs = |index: &usize| {
-            chain
-                .links
-                .get(*index)
-                .is_some_and(|link| link.runs(Hook::AfterResponse))
-        };
-        if !carry.ran.iter().any(runs) {
+        if !carry.after_response_runs(chain) {
             return AfterResponse::Continue(ResponsePatch::default());
         }
         phases::after(&self.worker, chain, carry, response).await

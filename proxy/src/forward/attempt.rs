@@ -11,6 +11,7 @@ use tracing::Instrument as _;
 use weir_crds::snapshot::BackendProtocol;
 
 use super::prepare::Prepared;
+use super::retry;
 use crate::access_log::AccessRecord;
 use crate::error::ProxyError;
 use crate::loaded::{LoadedForward, Target};
@@ -96,7 +97,12 @@ pub(super) async fn attempt(
         BackendProtocol::H2c if !prepared.upgrade => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    *request.headers_mut() = prepared.parts.headers.clone();
+    // A try that no other can follow takes the headers; an earlier one copies them.
+    *request.headers_mut() = if retry::may_follow(forward, tried.len()) {
+        prepared.parts.headers.clone()
+    } else {
+        std::mem::take(&mut prepared.parts.headers)
+    };
 
     let span = if gateway.config.otlp_endpoint.is_some() {
         let span = tracing::info_span!(

@@ -16,14 +16,21 @@ pub(super) fn may_retry<'f>(
     body: &RequestBody,
 ) -> Option<retry::BudgetGuard<'f>> {
     let policy = forward.policy.retries.as_ref()?;
-    let retries_done = u32::try_from(tries.saturating_sub(1)).unwrap_or(u32::MAX);
-    if retries_done >= policy.attempts
+    if !may_follow(forward, tries)
         || !retry::is_retryable(policy, method, failure)
         || !body.replayable()
     {
         return None;
     }
     forward.budget.try_retry(policy.budget_percent)
+}
+
+/// Whether the route's retry policy allows another try after `tries` tries.
+pub(super) fn may_follow(forward: &LoadedForward, tries: usize) -> bool {
+    forward.policy.retries.as_ref().is_some_and(|policy| {
+        let retries_done = u32::try_from(tries.saturating_sub(1)).unwrap_or(u32::MAX);
+        retries_done < policy.attempts
+    })
 }
 
 /// Waits the policy's backoff after `tries` tries, never past `deadline`.

@@ -138,6 +138,9 @@ pub async fn after_response(
     carry: Carry,
     response: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if !carry.after_response_runs(chain) {
+        return Ok(response);
+    }
     let (mut parts, body) = response.into_parts();
     let lazy = lazy_body(body, &parts.headers);
     let info = ResponseInfo {
