@@ -139,6 +139,7 @@ VALUE_SETS: dict[str, dict] = {
             "accessLog": False,
             "logLevel": "warn",
             "extraArgs": ["--plugin-fetch-allow=10.1.0.0/16"],
+            "extraEnv": [{"name": "MIMALLOC_PURGE_DELAY", "value": "0"}],
             "lifecycle": {"preStop": {"exec": {"command": ["/usr/local/bin/weir-proxy", "--version"]}}},
             "podDisruptionBudget": {"maxUnavailable": 2},
             "service": {

@@ -170,6 +170,10 @@ def test_proxy_flags_follow_the_values():
     assert proxy["--plugin-fetch-allow"] == ["10.1.0.0/16"]
     assert pod_spec(objects, "proxy")["terminationGracePeriodSeconds"] == 90
     assert container(objects, "proxy")["lifecycle"] == VALUE_SETS["tuned"]["proxy"]["lifecycle"]
+    assert container(objects, "proxy")["env"] == [
+        {"name": "RUST_LOG", "value": "warn"},
+        {"name": "MIMALLOC_PURGE_DELAY", "value": "0"},
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
