@@ -85,8 +85,9 @@ pub struct Cli {
     #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: u64,
 
-    /// Time a client has to send a request head; also the idle limit of HTTP/1
-    /// keep-alive connections.
+    /// Time a client has to send a request head (a new connection: from its accept to its
+    /// first request, TLS handshake and HTTP/2 preface included); also the idle limit of
+    /// HTTP/1 keep-alive connections.
     #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 

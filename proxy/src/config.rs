@@ -71,7 +71,9 @@ pub struct Limits {
     /// Largest request body; larger gets 413.
     pub max_body_bytes: u64,
     /// Time a client has to send a complete request head, counted from when the
-    /// connection is ready for it (so it also closes idle HTTP/1 keep-alive connections).
+    /// connection is ready for it (so it also closes idle HTTP/1 keep-alive connections);
+    /// for a new connection, from its accept to its first request (TLS handshake and
+    /// HTTP/2 preface included).
     pub header_read_timeout: Duration,
 }
 

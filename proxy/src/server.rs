@@ -7,12 +7,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,10 +74,49 @@ impl Drain {
     }
 }
 
-/// Drives a connection; when the drain starts, asks it to finish its in-flight requests
-/// and close (HTTP/1 after the current response, HTTP/2 with GOAWAY).
+/// The opening of a connection: from its accept to its first request, which must come
+/// within the header read timeout. hyper bounds an HTTP/1 request head once its HTTP/1
+/// connection reads one, but not what comes before: the TLS handshake, the bytes read to
+/// tell HTTP/1 from HTTP/2, an HTTP/2 preface and the frames before the first request.
+/// Without this, a client that connects and sends nothing (or half a preface) would hold
+/// its connection forever.
+#[derive(Clone, Debug)]
+struct Opening {
+    deadline: Instant,
+    opened: Arc<AtomicBool>,
+}
+
+impl Opening {
+    /// A connection accepted now, with `timeout` for its first request.
+    fn start(timeout: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + timeout,
+            opened: Arc::default(),
+        }
+    }
+
+    /// Notes a request: the connection has opened.
+    fn request(&self) {
+        if !self.opened.load(Ordering::Relaxed) {
+            self.opened.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves at the deadline if no request has come by then; never otherwise.
+    async fn expired(&self) {
+        tokio::time::sleep_until(self.deadline).await;
+        if self.opened.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Drives a connection. When the drain starts, asks it to finish its in-flight requests
+/// and close (HTTP/1 after the current response, HTTP/2 with GOAWAY); when its opening
+/// expires without a request, closes it.
 async fn drive<C, E>(
     connection: C,
+    opening: &Opening,
     drain: &Drain,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) -> Result<(), E>
@@ -86,6 +127,10 @@ where
     tokio::select! {
         result = connection.as_mut() => return result,
         () = drain.signal.cancelled() => graceful(connection.as_mut()),
+        () = opening.expired() => {
+            tracing::debug!("no request before the header read timeout: closing");
+            return Ok(());
+        }
     }
     connection.await
 }
@@ -120,29 +165,31 @@ pub async fn serve_traffic(
 ) {
     let metrics = &shard.gateway.metrics;
     metrics.active_connections.inc();
+    let opening = Opening::start(shard.gateway.config.limits.header_read_timeout);
     let service = |framing| {
         let conn = Rc::new(ConnInfo::new(peer, tls.is_some(), framing));
         let shard = shard.clone();
-        service_fn(move |request| pipeline::handle(shard.clone(), conn.clone(), request))
+        let opening = opening.clone();
+        service_fn(move |request| {
+            opening.request();
+            pipeline::handle(shard.clone(), conn.clone(), request)
+        })
     };
     let result = match &tls {
-        Some(acceptor) => {
-            let timeout = shard.gateway.config.limits.header_read_timeout;
-            match handshake(acceptor, stream, timeout).await {
-                Some(stream) => {
-                    let (stream, framing) = FramingWatch::new(stream);
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
-                    drive(connection, &drain, |c| c.graceful_shutdown()).await
-                }
-                None => Ok(()),
+        Some(acceptor) => match handshake(acceptor, stream, opening.deadline).await {
+            Some(stream) => {
+                let (stream, framing) = FramingWatch::new(stream);
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
+                drive(connection, &opening, &drain, |c| c.graceful_shutdown()).await
             }
-        }
+            None => Ok(()),
+        },
         None => {
             let (stream, framing) = FramingWatch::new(stream);
             let connection =
                 builder.serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
-            drive(connection, &drain, |c| c.graceful_shutdown()).await
+            drive(connection, &opening, &drain, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
@@ -154,9 +201,9 @@ pub async fn serve_traffic(
 async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             tracing::debug!("TLS handshake failed: {e}");
@@ -236,14 +283,20 @@ async fn accept_admin(
         let builder = builder.clone();
         let drain = drain.clone();
         drain.connections.clone().spawn(async move {
-            let service = service_fn(move |request| {
-                admin::handle(gateway.clone(), endpoints.clone(), request)
-            });
+            let opening = Opening::start(ADMIN_READ_TIMEOUT);
+            let service = {
+                let opening = opening.clone();
+                service_fn(move |request| {
+                    opening.request();
+                    admin::handle(gateway.clone(), endpoints.clone(), request)
+                })
+            };
             let result = match tls {
-                Some(acceptor) => match handshake(&acceptor, stream, ADMIN_READ_TIMEOUT).await {
+                Some(acceptor) => match handshake(&acceptor, stream, opening.deadline).await {
                     Some(stream) => {
                         drive(
                             builder.serve_connection(TokioIo::new(stream), service),
+                            &opening,
                             &drain,
                             |c| c.graceful_shutdown(),
                         )
@@ -254,6 +307,7 @@ async fn accept_admin(
                 None => {
                     drive(
                         builder.serve_connection(TokioIo::new(stream), service),
+                        &opening,
                         &drain,
                         |c| c.graceful_shutdown(),
                     )

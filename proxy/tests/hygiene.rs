@@ -199,3 +199,60 @@ async fn slow_request_heads_are_cut_off() {
     assert!(upstream.requests().is_empty());
     proxy.stop().await;
 }
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn connections_that_send_no_request_are_closed() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| {
+        c.limits.header_read_timeout = Duration::from_millis(500)
+    })
+    .await;
+    // Nothing at all, half an HTTP/2 preface, a whole preface and SETTINGS but no request:
+    // each is closed by the proxy once the header read timeout has passed.
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n", H2_PREFACE_AND_SETTINGS] {
+        let mut stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+        stream.write_all(opening).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "{:?}: the connection was not closed",
+            String::from_utf8_lossy(opening)
+        );
+    }
+    assert!(upstream.requests().is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sent_a_request_outlives_the_header_read_timeout() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| {
+        c.limits.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..2 {
+        let request = Request::get("http://x/")
+            .body(Full::<bytes::Bytes>::default())
+            .unwrap();
+        let response = sender.send_request(request).await.expect("served");
+        assert_eq!(response.status(), StatusCode::OK);
+        // Idle for longer than the header read timeout: the connection has opened, so it
+        // stays.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(upstream.requests().len(), 2);
+    proxy.stop().await;
+}

@@ -5,6 +5,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -16,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::*;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -343,4 +345,30 @@ async fn send_streaming(url: &str) -> Response<Incoming> {
 
 fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn tls_connections_that_send_no_request_are_closed() {
+    let a = site("a.example", "a-cert");
+    let proxy = TestProxy::start(|c| {
+        c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.limits.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    proxy.apply_yaml(&a.yaml).await;
+    // A handshake, then nothing: the header read timeout counts from the accept.
+    let (_, _, mut tls) = tls_connect(&proxy, a.host, &a.cert).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection was not closed");
+    // No handshake at all.
+    let mut silent = TcpStream::connect(proxy.addresses.tls.unwrap())
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, silent.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection without a handshake was not closed"
+    );
+    proxy.stop().await;
 }
