@@ -91,6 +91,16 @@ pub struct Cli {
     #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Client connections open at once, all shards together; more are closed when
+    /// accepted and counted in `weir_connections_refused_total{reason="total"}`.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Client connections open at once from one client address (the TCP peer); 0: no
+    /// limit. Leave it off behind a load balancer that does not keep client addresses.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_CLIENT", default_value_t = Limits::default().max_connections_per_client)]
+    pub max_connections_per_client: usize,
+
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -216,6 +226,8 @@ impl Cli {
             max_header_bytes: self.max_header_bytes,
             max_body_bytes: self.max_body_bytes,
             header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
         };
         config.drain_timeout = self.drain_timeout;
         config.otlp_endpoint = self.otlp_endpoint.clone();

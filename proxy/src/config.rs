@@ -75,6 +75,10 @@ pub struct Limits {
     /// for a new connection, from its accept to its first request (TLS handshake and
     /// HTTP/2 preface included).
     pub header_read_timeout: Duration,
+    /// Client connections open at once across all shards; more are closed when accepted.
+    pub max_connections: usize,
+    /// Client connections open at once from one client address (0: no limit).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +87,8 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(20),
+            max_connections: 100_000,
+            max_connections_per_client: 0,
         }
     }
 }

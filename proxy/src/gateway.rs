@@ -11,6 +11,7 @@ use thiserror::Error;
 use weir_crds::snapshot::{SNAPSHOT_FORMAT, Snapshot};
 use weir_plugin_runtime::PluginRuntime;
 
+use crate::admission::Admission;
 use crate::config::ProxyConfig;
 use crate::loaded::{LiveState, LoadedSnapshot, plugin_load_failure};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub clients: UpstreamClients,
     /// The plugin runtime: loads plugin versions into every shard's isolates.
     pub plugins: PluginRuntime,
+    /// Client connections counted against the connection limits.
+    pub admission: Arc<Admission>,
     current: Arc<ArcSwap<LoadedSnapshot>>,
     ready: AtomicBool,
     live: LiveState,
@@ -64,6 +67,7 @@ impl Gateway {
         let metrics = Metrics::register(&mut registry);
         let plugins = PluginRuntime::start(&config.plugins, &mut registry)?;
         Ok(Self {
+            admission: Arc::new(Admission::new(&config.limits)),
             config,
             unrouted: metrics.route(crate::metrics::NO_ROUTE),
             metrics,

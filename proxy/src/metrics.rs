@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::admission::Refusal;
+
 /// Route label of requests that matched no route.
 pub const NO_ROUTE: &str = "-";
 
@@ -38,6 +40,11 @@ struct Outcome {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 0.5 ms to about 33 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
@@ -53,6 +60,7 @@ pub struct Metrics {
     snapshot_loads: Family<Outcome, Counter>,
     /// Client connections open now.
     pub active_connections: Gauge,
+    connections_refused: Family<RefusalLabel, Counter>,
     /// Version of the snapshot being served.
     pub snapshot_version: Gauge,
 }
@@ -92,6 +100,7 @@ impl Metrics {
             ejections: Family::default(),
             snapshot_loads: Family::default(),
             active_connections: Gauge::default(),
+            connections_refused: Family::default(),
             snapshot_version: Gauge::default(),
         };
         let weir = registry.sub_registry_with_prefix("weir");
@@ -129,6 +138,11 @@ impl Metrics {
             "active_connections",
             "Client connections open",
             metrics.active_connections.clone(),
+        );
+        weir.register(
+            "connections_refused",
+            "Client connections closed when accepted, by the limit they were beyond",
+            metrics.connections_refused.clone(),
         );
         weir.register(
             "snapshot_version",
@@ -195,6 +209,15 @@ impl Metrics {
         let outcome = if applied { "applied" } else { "rejected" };
         self.snapshot_loads
             .get_or_create(&Outcome { outcome })
+            .inc();
+    }
+
+    /// Counts a connection closed when accepted.
+    pub fn connection_refused(&self, refusal: Refusal) {
+        self.connections_refused
+            .get_or_create(&RefusalLabel {
+                reason: refusal.label(),
+            })
             .inc();
     }
 }

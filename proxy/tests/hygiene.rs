@@ -256,3 +256,72 @@ async fn a_connection_that_sent_a_request_outlives_the_header_read_timeout() {
     assert_eq!(upstream.requests().len(), 2);
     proxy.stop().await;
 }
+
+/// An HTTP/1.1 connection to the proxy that has had one request served and stays open.
+async fn served_connection(
+    proxy: &TestProxy,
+) -> hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>> {
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("/")
+        .header("host", "x")
+        .body(Full::default())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    sender
+}
+
+/// Whether a new connection is closed by the proxy without an answer.
+async fn refused(proxy: &TestProxy) -> bool {
+    let mut stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let _ = stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answered or closed");
+    read.is_err() || answer.is_empty()
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limits_are_closed_and_counted() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| c.limits.max_connections_per_client = 2).await;
+    let first = served_connection(&proxy).await;
+    let _second = served_connection(&proxy).await;
+    assert!(refused(&proxy).await, "a third connection from one client");
+    drop(first);
+    // The proxy sees the first connection end, and its place is free again.
+    tokio::time::timeout(PATIENCE, async {
+        while refused(&proxy).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a place was freed");
+    let metrics = get(&proxy.admin_url("/metrics"), "admin").await.text();
+    assert!(
+        metrics.contains("weir_connections_refused_total{reason=\"per_client\"}"),
+        "{metrics}"
+    );
+    proxy.stop().await;
+
+    let proxy = proxy_to(&upstream, |c| c.limits.max_connections = 1).await;
+    let _only = served_connection(&proxy).await;
+    assert!(
+        refused(&proxy).await,
+        "a second connection to a proxy full up"
+    );
+    let metrics = get(&proxy.admin_url("/metrics"), "admin").await.text();
+    assert!(
+        metrics.contains("weir_connections_refused_total{reason=\"total\"} 1"),
+        "{metrics}"
+    );
+    proxy.stop().await;
+}

@@ -254,6 +254,14 @@ impl Listening {
         let Ok(peer) = stream.peer_addr() else {
             return;
         };
+        let gateway = &self.shard.gateway;
+        let admitted = match gateway.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                gateway.metrics.connection_refused(refusal);
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let connection = server::serve_traffic(
             self.shard.clone(),
@@ -263,7 +271,10 @@ impl Listening {
             self.builder.clone(),
             self.drain.clone(),
         );
-        self.drain.connections.spawn_local(connection);
+        self.drain.connections.spawn_local(async move {
+            connection.await;
+            drop(admitted);
+        });
     }
 }
 
