@@ -91,6 +91,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Time a connection may go without starting a request before it is asked to close
+    /// (HTTP/2 with GOAWAY; its streams in flight finish).
+    #[arg(long, env = "WEIR_IDLE_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
     /// Client connections open at once, all shards together; more are closed when
     /// accepted and counted in `weir_connections_refused_total{reason="total"}`.
     #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
@@ -226,6 +231,7 @@ impl Cli {
             max_header_bytes: self.max_header_bytes,
             max_body_bytes: self.max_body_bytes,
             header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
         };

@@ -75,6 +75,9 @@ pub struct Limits {
     /// for a new connection, from its accept to its first request (TLS handshake and
     /// HTTP/2 preface included).
     pub header_read_timeout: Duration,
+    /// Time a connection may go without starting a request before it is asked to close
+    /// (HTTP/2 with GOAWAY; its streams in flight finish).
+    pub idle_timeout: Duration,
     /// Client connections open at once across all shards; more are closed when accepted.
     pub max_connections: usize,
     /// Client connections open at once from one client address (0: no limit).
@@ -87,6 +90,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(300),
             max_connections: 100_000,
             max_connections_per_client: 0,
         }

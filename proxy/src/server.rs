@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -74,49 +74,85 @@ impl Drain {
     }
 }
 
-/// The opening of a connection: from its accept to its first request, which must come
-/// within the header read timeout. hyper bounds an HTTP/1 request head once its HTTP/1
-/// connection reads one, but not what comes before: the TLS handshake, the bytes read to
-/// tell HTTP/1 from HTTP/2, an HTTP/2 preface and the frames before the first request.
-/// Without this, a client that connects and sends nothing (or half a preface) would hold
-/// its connection forever.
+/// What a connection has been doing, for its two deadlines. Its first request must come
+/// within the header read timeout from its accept: hyper bounds an HTTP/1 request head
+/// once its HTTP/1 connection reads one, but not what comes before (the TLS handshake,
+/// the bytes read to tell HTTP/1 from HTTP/2, an HTTP/2 preface and the frames before
+/// the first request), so a client that connects and sends nothing, or half a preface,
+/// would hold its connection forever. After that, a connection that starts no request
+/// for the idle timeout is asked to close (HTTP/2 with GOAWAY; its streams in flight
+/// finish).
 #[derive(Clone, Debug)]
-struct Opening {
-    deadline: Instant,
-    opened: Arc<AtomicBool>,
+struct Activity {
+    accepted: Instant,
+    first_request_within: Duration,
+    idle_timeout: Duration,
+    /// Milliseconds from `accepted` to the start of the latest request, plus one; 0
+    /// before the first.
+    last_request: Arc<AtomicU64>,
 }
 
-impl Opening {
-    /// A connection accepted now, with `timeout` for its first request.
-    fn start(timeout: Duration) -> Self {
+/// Why a connection's time is up.
+enum Ending {
+    /// No request came before the first request's deadline: close at once.
+    NoRequest,
+    /// No request started for the idle timeout: close gracefully.
+    Idle,
+}
+
+impl Activity {
+    /// A connection accepted now.
+    fn start(first_request_within: Duration, idle_timeout: Duration) -> Self {
         Self {
-            deadline: Instant::now() + timeout,
-            opened: Arc::default(),
+            accepted: Instant::now(),
+            first_request_within,
+            idle_timeout,
+            last_request: Arc::default(),
         }
     }
 
-    /// Notes a request: the connection has opened.
+    /// When the first request (TLS handshake included) must have come.
+    fn first_request_deadline(&self) -> Instant {
+        self.accepted + self.first_request_within
+    }
+
+    /// Notes the start of a request.
     fn request(&self) {
-        if !self.opened.load(Ordering::Relaxed) {
-            self.opened.store(true, Ordering::Relaxed);
-        }
+        let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_request
+            .store(since.saturating_add(1), Ordering::Relaxed);
     }
 
-    /// Resolves at the deadline if no request has come by then; never otherwise.
-    async fn expired(&self) {
-        tokio::time::sleep_until(self.deadline).await;
-        if self.opened.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
+    /// Resolves when the connection's time is up.
+    async fn ended(&self) -> Ending {
+        loop {
+            let now = Instant::now();
+            let last = self.last_request.load(Ordering::Relaxed);
+            let wake = if last == 0 {
+                let deadline = self.first_request_deadline();
+                if now >= deadline {
+                    return Ending::NoRequest;
+                }
+                // Looks again after an idle timeout at most, in case a request came.
+                deadline.min(now + self.idle_timeout)
+            } else {
+                let idle_end = self.accepted + Duration::from_millis(last - 1) + self.idle_timeout;
+                if now >= idle_end {
+                    return Ending::Idle;
+                }
+                idle_end
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
 
-/// Drives a connection. When the drain starts, asks it to finish its in-flight requests
-/// and close (HTTP/1 after the current response, HTTP/2 with GOAWAY); when its opening
-/// expires without a request, closes it.
+/// Drives a connection. When the drain starts or the connection has been idle too long,
+/// asks it to finish its in-flight requests and close (HTTP/1 after the current
+/// response, HTTP/2 with GOAWAY); when no first request came in time, closes it.
 async fn drive<C, E>(
     connection: C,
-    opening: &Opening,
+    activity: &Activity,
     drain: &Drain,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) -> Result<(), E>
@@ -127,10 +163,16 @@ where
     tokio::select! {
         result = connection.as_mut() => return result,
         () = drain.signal.cancelled() => graceful(connection.as_mut()),
-        () = opening.expired() => {
-            tracing::debug!("no request before the header read timeout: closing");
-            return Ok(());
-        }
+        ending = activity.ended() => match ending {
+            Ending::NoRequest => {
+                tracing::debug!("no request within the header read timeout: closing");
+                return Ok(());
+            }
+            Ending::Idle => {
+                tracing::debug!("idle for the idle timeout: closing");
+                graceful(connection.as_mut());
+            }
+        },
     }
     connection.await
 }
@@ -165,31 +207,34 @@ pub async fn serve_traffic(
 ) {
     let metrics = &shard.gateway.metrics;
     metrics.active_connections.inc();
-    let opening = Opening::start(shard.gateway.config.limits.header_read_timeout);
+    let limits = &shard.gateway.config.limits;
+    let activity = Activity::start(limits.header_read_timeout, limits.idle_timeout);
     let service = |framing| {
         let conn = Rc::new(ConnInfo::new(peer, tls.is_some(), framing));
         let shard = shard.clone();
-        let opening = opening.clone();
+        let activity = activity.clone();
         service_fn(move |request| {
-            opening.request();
+            activity.request();
             pipeline::handle(shard.clone(), conn.clone(), request)
         })
     };
     let result = match &tls {
-        Some(acceptor) => match handshake(acceptor, stream, opening.deadline).await {
-            Some(stream) => {
-                let (stream, framing) = FramingWatch::new(stream);
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
-                drive(connection, &opening, &drain, |c| c.graceful_shutdown()).await
+        Some(acceptor) => {
+            match handshake(acceptor, stream, activity.first_request_deadline()).await {
+                Some(stream) => {
+                    let (stream, framing) = FramingWatch::new(stream);
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
+                    drive(connection, &activity, &drain, |c| c.graceful_shutdown()).await
+                }
+                None => Ok(()),
             }
-            None => Ok(()),
-        },
+        }
         None => {
             let (stream, framing) = FramingWatch::new(stream);
             let connection =
                 builder.serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
-            drive(connection, &opening, &drain, |c| c.graceful_shutdown()).await
+            drive(connection, &activity, &drain, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
@@ -283,31 +328,33 @@ async fn accept_admin(
         let builder = builder.clone();
         let drain = drain.clone();
         drain.connections.clone().spawn(async move {
-            let opening = Opening::start(ADMIN_READ_TIMEOUT);
+            let activity = Activity::start(ADMIN_READ_TIMEOUT, gateway.config.limits.idle_timeout);
             let service = {
-                let opening = opening.clone();
+                let activity = activity.clone();
                 service_fn(move |request| {
-                    opening.request();
+                    activity.request();
                     admin::handle(gateway.clone(), endpoints.clone(), request)
                 })
             };
             let result = match tls {
-                Some(acceptor) => match handshake(&acceptor, stream, opening.deadline).await {
-                    Some(stream) => {
-                        drive(
-                            builder.serve_connection(TokioIo::new(stream), service),
-                            &opening,
-                            &drain,
-                            |c| c.graceful_shutdown(),
-                        )
-                        .await
+                Some(acceptor) => {
+                    match handshake(&acceptor, stream, activity.first_request_deadline()).await {
+                        Some(stream) => {
+                            drive(
+                                builder.serve_connection(TokioIo::new(stream), service),
+                                &activity,
+                                &drain,
+                                |c| c.graceful_shutdown(),
+                            )
+                            .await
+                        }
+                        None => Ok(()),
                     }
-                    None => Ok(()),
-                },
+                }
                 None => {
                     drive(
                         builder.serve_connection(TokioIo::new(stream), service),
-                        &opening,
+                        &activity,
                         &drain,
                         |c| c.graceful_shutdown(),
                     )

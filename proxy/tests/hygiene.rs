@@ -325,3 +325,29 @@ async fn connections_beyond_the_limits_are_closed_and_counted() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |c| {
+        c.limits.idle_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get("http://x/")
+        .body(Full::<bytes::Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    // No further request: the proxy sends GOAWAY and the connection ends.
+    let ended = tokio::time::timeout(PATIENCE, connection).await;
+    assert!(ended.is_ok(), "the idle connection was not closed");
+    proxy.stop().await;
+}
