@@ -137,7 +137,8 @@ async fn serve(
     if !gateway.is_ready() {
         return Err(ProxyError::NotReady);
     }
-    record.host = request_host(request.uri(), request.headers());
+    record.host = request_host(request.version(), request.uri(), request.headers())
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     record.path = path::normalize(request.uri().path())
         .map_err(|e| ProxyError::BadRequest(format!("path {:?}: {e}", request.uri().path())))?;
     let head = RequestHead {

@@ -270,16 +270,56 @@ fn whole_match(regex: &str) -> Result<Regex, String> {
         .map_err(|e| format!("regular expression {regex:?}: {e}"))
 }
 
-/// The host a request is for, lower case, without port or trailing dot.
-pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
-    let raw = uri
-        .host()
-        .or_else(|| {
-            headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or_default();
+/// Why the host a request is for cannot be told (answered 400).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// Two or more `Host` headers.
+    #[error("more than one Host header")]
+    Repeated,
+    /// An HTTP/1.1 request without `Host` (RFC 9112, section 3.2).
+    #[error("an HTTP/1.1 request needs a Host header")]
+    Missing,
+    /// A `Host` header that names another authority than the request target (an
+    /// absolute-form target, or HTTP/2's `:authority`).
+    #[error("the Host header {host:?} differs from the request target's authority {authority:?}")]
+    Disagrees {
+        /// The `Host` header.
+        host: String,
+        /// The request target's authority.
+        authority: String,
+    },
+}
+
+/// The host a request is for, lower case, without port or trailing dot: the request
+/// target's authority (absolute form, HTTP/2 `:authority`) or else the `Host` header.
+/// Requests whose host is ambiguous are refused, so that what is routed and what the
+/// upstream is told cannot differ.
+pub fn request_host(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<String, HostError> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    let raw = match (uri.authority(), host) {
+        (Some(authority), Some(host))
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            return Err(HostError::Disagrees {
+                host: String::from_utf8_lossy(host.as_bytes()).into_owned(),
+                authority: authority.as_str().to_owned(),
+            });
+        }
+        (Some(authority), _) => authority.host(),
+        (None, Some(host)) => host.to_str().unwrap_or_default(),
+        (None, None) if version == http::Version::HTTP_11 => return Err(HostError::Missing),
+        (None, None) => "",
+    };
     let without_port = if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
@@ -291,7 +331,7 @@ pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
             }
         })
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    Ok(without_port.trim_end_matches('.').to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -442,20 +482,56 @@ mod tests {
 
     #[test]
     fn hosts_are_read_without_port_or_case() {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::HOST, "API.Example.com:8080".parse().unwrap());
+        let v11 = http::Version::HTTP_11;
+        let host = |uri: &str, hosts: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for h in hosts {
+                headers.append(http::header::HOST, h.parse().unwrap());
+            }
+            request_host(v11, &uri.parse().unwrap(), &headers)
+        };
         assert_eq!(
-            request_host(&"/x".parse().unwrap(), &headers),
+            host("/x", &["API.Example.com:8080"]).unwrap(),
             "api.example.com"
         );
+        assert_eq!(host("http://[::1]:80/x", &[]).unwrap(), "[::1]");
+        assert_eq!(host("/x", &["example.com."]).unwrap(), "example.com");
         assert_eq!(
-            request_host(&"http://[::1]:80/x".parse().unwrap(), &HeaderMap::new()),
-            "[::1]"
+            host("http://A.example/x", &["a.EXAMPLE"]).unwrap(),
+            "a.example",
+            "the same authority in another case"
         );
-        headers.insert(http::header::HOST, "example.com.".parse().unwrap());
         assert_eq!(
-            request_host(&"/x".parse().unwrap(), &headers),
-            "example.com"
+            request_host(
+                http::Version::HTTP_10,
+                &"/x".parse().unwrap(),
+                &HeaderMap::new()
+            )
+            .unwrap(),
+            "",
+            "HTTP/1.0 may leave Host out"
         );
+    }
+
+    #[test]
+    fn ambiguous_hosts_are_refused() {
+        let v11 = http::Version::HTTP_11;
+        let mut two = HeaderMap::new();
+        two.append(http::header::HOST, "a.example".parse().unwrap());
+        two.append(http::header::HOST, "b.example".parse().unwrap());
+        assert_eq!(
+            request_host(v11, &"/x".parse().unwrap(), &two),
+            Err(HostError::Repeated)
+        );
+        assert_eq!(
+            request_host(v11, &"/x".parse().unwrap(), &HeaderMap::new()),
+            Err(HostError::Missing)
+        );
+        let mut other = HeaderMap::new();
+        other.insert(http::header::HOST, "b.example".parse().unwrap());
+        assert!(matches!(
+            request_host(v11, &"http://a.example/x".parse().unwrap(), &other),
+            Err(HostError::Disagrees { .. })
+        ));
     }
 }

@@ -351,3 +351,45 @@ async fn idle_http2_connections_are_closed() {
     assert!(ended.is_ok(), "the idle connection was not closed");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn ambiguous_hosts_are_refused_and_the_routed_one_is_forwarded() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |_| {}).await;
+    for (request, why) in [
+        (
+            &b"GET / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n"[..],
+            "two Host headers",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 without Host",
+        ),
+        (
+            b"GET http://a.example/ HTTP/1.1\r\nhost: b.example\r\nconnection: close\r\n\r\n",
+            "a Host other than the absolute-form authority",
+        ),
+    ] {
+        let answer = raw_exchange(&proxy, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{why}: {answer}");
+    }
+    assert!(upstream.requests().is_empty());
+
+    let answer = raw_exchange(
+        &proxy,
+        b"GET http://A.example/ HTTP/1.1\r\nhost: a.EXAMPLE\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = raw_exchange(&proxy, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200"),
+        "HTTP/1.0 without Host: {answer}"
+    );
+    let seen = upstream.requests();
+    assert_eq!(
+        seen[0].headers["host"], "A.example",
+        "the upstream is told the authority that was routed"
+    );
+    proxy.stop().await;
+}

@@ -94,11 +94,11 @@ pub(super) async fn prepare(
         path.push_str(query);
     }
 
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
+    if let Some(authority) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
-        // HTTP/2 clients name the host in `:authority`; HTTP/1.1 upstreams need `Host`.
+        // The request was routed by its target's authority (absolute form, HTTP/2's
+        // `:authority`): the upstream is told exactly that one.
         parts.headers.insert(header::HOST, value);
     }
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
