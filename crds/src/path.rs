@@ -24,6 +24,11 @@ pub enum PathError {
     /// A NUL byte (`%00`) or other control character.
     #[error("control character in path")]
     ControlCharacter,
+    /// A raw `;`: path parameters, which servlet containers and Spring strip before
+    /// matching (`/admin;x` is their `/admin`, `/public/..;/admin` reaches `/admin`), so
+    /// a path with one would be routed as one thing and served as another.
+    #[error("path parameters (';') are not accepted")]
+    Semicolon,
 }
 
 /// The normal form of a request path (without query):
@@ -34,8 +39,9 @@ pub enum PathError {
 /// - `.` and `..` segments are resolved (never above the root);
 /// - a trailing `/` is kept.
 ///
-/// Backslashes and control characters, raw or encoded, are refused: they are the stuff of
-/// path-confusion attacks and no legitimate route needs them.
+/// Backslashes and control characters, raw or encoded, and raw `;` (path parameters) are
+/// refused: they are the stuff of path-confusion attacks and no legitimate route needs
+/// them. (`%3B` stays encoded: backends read it as data, not as a parameter.)
 pub fn normalize(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -107,6 +113,7 @@ fn decode_for_matching(raw: &str) -> Result<String, PathError> {
         } else {
             match b {
                 b'\\' => return Err(PathError::Backslash),
+                b';' => return Err(PathError::Semicolon),
                 0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
                 _ => {}
             }
@@ -311,6 +318,13 @@ mod tests {
         assert_eq!(normalize("/a\\..\\admin"), Err(PathError::Backslash));
         assert_eq!(normalize("/a%5c..%5cadmin"), Err(PathError::Backslash));
         assert_eq!(normalize("/a%00"), Err(PathError::ControlCharacter));
+        assert_eq!(normalize("/public/..;/admin"), Err(PathError::Semicolon));
+        assert_eq!(normalize("/admin;x"), Err(PathError::Semicolon));
+        assert_eq!(
+            normalize("/a%3bb").as_deref(),
+            Ok("/a%3Bb"),
+            "encoded, it is data"
+        );
     }
 
     #[test]

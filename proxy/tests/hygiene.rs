@@ -393,3 +393,20 @@ async fn ambiguous_hosts_are_refused_and_the_routed_one_is_forwarded() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn path_parameters_are_refused() {
+    // `/admin;x` is `/admin` to Spring and `/public/..;/admin` is `/admin` to Tomcat: a
+    // proxy that routed them as written would skip `/admin`'s plugins or reach it through
+    // `/public`.
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |_| {}).await;
+    for path in ["/public/..;/admin", "/admin;x", "/a;jsessionid=1/b"] {
+        let answer = get(&proxy.url(path), "x").await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(answer.text().contains("';'"), "{path}: {}", answer.text());
+    }
+    assert!(upstream.requests().is_empty());
+    assert_eq!(get(&proxy.url("/a%3Bb"), "x").await.status, StatusCode::OK);
+    proxy.stop().await;
+}
