@@ -151,6 +151,28 @@ impl Peer {
     }
 }
 
+/// Headers in which clients name their own address, port or prefix: believed only from
+/// trusted proxies.
+static CLIENT_CLAIMS: [HeaderName; 8] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("forwarded"),
+];
+
+/// Removes what a client that is not a trusted proxy claims about its own address, port
+/// or prefix, before plugins or the upstream see the request (the forwarding headers are
+/// then set by [`set_forwarded`]).
+pub fn remove_client_claims(headers: &mut HeaderMap) {
+    for name in &CLIENT_CLAIMS {
+        headers.remove(name);
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request to `host`. From a
 /// trusted proxy the existing values are kept and extended; from anyone else they are
 /// replaced.

@@ -125,7 +125,7 @@ async fn serve(
     shard: &Shard,
     snapshot: &LoadedSnapshot,
     conn: &ConnInfo,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     record: &mut AccessRecord,
     route_metrics: &mut Option<crate::metrics::RouteMetrics>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -136,6 +136,9 @@ async fn serve(
     }
     if !gateway.is_ready() {
         return Err(ProxyError::NotReady);
+    }
+    if !headers::is_trusted(conn.peer.ip, &gateway.config.trusted_proxies) {
+        headers::remove_client_claims(request.headers_mut());
     }
     record.host = request_host(request.version(), request.uri(), request.headers())
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?;

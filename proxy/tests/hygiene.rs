@@ -39,6 +39,10 @@ async fn hop_by_hop_and_forged_forwarding_headers_do_not_reach_the_upstream() {
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-host", "evil.example")
         .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("true-client-ip", "6.6.6.6")
+        .header("x-forwarded-port", "8443")
+        .header("x-forwarded-prefix", "/admin")
         .header(
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -54,6 +58,10 @@ async fn hop_by_hop_and_forged_forwarding_headers_do_not_reach_the_upstream() {
         "keep-alive",
         "proxy-authorization",
         "connection",
+        "x-real-ip",
+        "true-client-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
     ] {
         assert!(
             !seen.headers.contains_key(gone),
@@ -408,5 +416,31 @@ async fn path_parameters_are_refused() {
     }
     assert!(upstream.requests().is_empty());
     assert_eq!(get(&proxy.url("/a%3Bb"), "x").await.status, StatusCode::OK);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn plugins_see_no_client_claims_from_untrusted_peers() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy
+        .apply_yaml(&format!(
+            "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: look, namespace: test}}\nspec:\n  source:\n    code: |\n      export default {{ beforeRequest(ctx) {{ ctx.upstream.headers.set(\"x-plugin-saw\", ctx.request.headers[\"x-real-ip\"] ?? \"nothing\"); }} }};\n{}",
+            route(
+                "r",
+                &format!(
+                    "  plugins: [{{name: look}}]\n  rules: [{{backends: [{{url: '{}'}}]}}]",
+                    upstream.url()
+                )
+            )
+        ))
+        .await;
+    let request = Request::get(proxy.url("/"))
+        .header("host", "x")
+        .header("x-real-ip", "6.6.6.6")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), request).await.status, StatusCode::OK);
+    assert_eq!(upstream.requests()[0].headers["x-plugin-saw"], "nothing");
     proxy.stop().await;
 }
