@@ -14,6 +14,10 @@ pub enum ProxyError {
     /// The request is malformed or ambiguous (bad path, smuggling-shaped framing).
     #[error("{0}")]
     BadRequest(String),
+    /// The request's body is sent with a transfer coding other than plain `chunked`
+    /// (such as `gzip, chunked`), which weir would otherwise drop on the way upstream.
+    #[error("transfer coding {0:?} is not supported; only chunked is")]
+    UnsupportedTransferCoding(String),
     /// No route matches the request.
     #[error("no route matches {host}{path}")]
     NoRoute {
@@ -79,6 +83,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded { .. } => {
@@ -97,6 +102,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotReady => "not_ready",

@@ -16,6 +16,26 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// The request's transfer codings when they are anything but plain `chunked` (such as
+/// `gzip, chunked`): weir forwards bodies re-framed and would drop the other codings, so
+/// such requests are refused (501, as Envoy does).
+pub fn unsupported_transfer_coding(headers: &http::HeaderMap) -> Option<String> {
+    let values: Vec<&[u8]> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let joined = String::from_utf8_lossy(&values.join(&b","[..])).into_owned();
+    let mut codings = joined.split(',').map(str::trim).filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (Some(only), None) if only.eq_ignore_ascii_case("chunked") => None,
+        _ => Some(joined),
+    }
+}
+
 /// Longest request head or chunk line followed; beyond it hyper refuses the request
 /// anyway, and the watcher stops.
 const MAX_LINE_BYTES: usize = 128 * 1024;
@@ -308,6 +328,29 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingWatch<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_chunked_is_a_supported_transfer_coding() {
+        let codings = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(http::header::TRANSFER_ENCODING, v.parse().unwrap());
+            }
+            unsupported_transfer_coding(&headers)
+        };
+        assert_eq!(codings(&[]), None);
+        assert_eq!(codings(&["chunked"]), None);
+        assert_eq!(codings(&[" Chunked "]), None);
+        assert_eq!(
+            codings(&["gzip, chunked"]).as_deref(),
+            Some("gzip, chunked")
+        );
+        assert_eq!(
+            codings(&["gzip", "chunked"]).as_deref(),
+            Some("gzip,chunked")
+        );
+        assert!(codings(&["chunked, chunked"]).is_some());
+    }
 
     /// Feeds `bytes` in pieces of `step` and returns the verdict for each request.
     fn verdicts(bytes: &[u8], step: usize, requests: usize) -> Vec<bool> {

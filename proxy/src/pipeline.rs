@@ -34,7 +34,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::loaded::{FixedResponse, LoadedAction, LoadedRule, LoadedSnapshot};
 use crate::router::{RequestHead, request_host};
 use crate::shard::Shard;
-use crate::{cors, plugins, telemetry};
+use crate::{cors, framing, plugins, telemetry};
 
 /// Longest silence of a request body plugins read on a rule that does not forward.
 const PLUGIN_BODY_IDLE: Duration = Duration::from_secs(60);
@@ -133,6 +133,9 @@ async fn serve(
     let limit = gateway.config.limits.max_body_bytes;
     if content_length(request.headers()).is_some_and(|length| length > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
+    }
+    if let Some(codings) = framing::unsupported_transfer_coding(request.headers()) {
+        return Err(ProxyError::UnsupportedTransferCoding(codings));
     }
     if !gateway.is_ready() {
         return Err(ProxyError::NotReady);

@@ -444,3 +444,26 @@ async fn plugins_see_no_client_claims_from_untrusted_peers() {
     assert_eq!(upstream.requests()[0].headers["x-plugin-saw"], "nothing");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused() {
+    let upstream = Upstream::named("ok").await;
+    let proxy = proxy_to(&upstream, |_| {}).await;
+    for coding in ["gzip, chunked", "chunked, chunked"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: {coding}\r\nconnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        );
+        let answer = raw_exchange(&proxy, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 501"), "{coding}: {answer}");
+        assert!(answer.contains("unsupported_transfer_coding"), "{answer}");
+    }
+    assert!(upstream.requests().is_empty());
+    let answer = raw_exchange(
+        &proxy,
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: Chunked\r\nconnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(upstream.requests()[0].body, "ok");
+    proxy.stop().await;
+}
