@@ -236,6 +236,30 @@ async fn connections_that_send_no_request_are_closed() {
     proxy.stop().await;
 }
 
+/// An HTTP/2 (h2c) connection to the proxy: the request side and the task driving it.
+async fn h2c_connection(
+    proxy: &TestProxy,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// Sends `GET /` over `sender` and expects 200.
+async fn h2c_get(sender: &mut hyper::client::conn::http2::SendRequest<Full<bytes::Bytes>>) {
+    let request = Request::get("http://x/").body(Full::default()).unwrap();
+    let response = sender.send_request(request).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_connection_that_sent_a_request_outlives_the_header_read_timeout() {
     let upstream = Upstream::named("ok").await;
@@ -243,20 +267,9 @@ async fn a_connection_that_sent_a_request_outlives_the_header_read_timeout() {
         c.limits.header_read_timeout = Duration::from_millis(300)
     })
     .await;
-    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c_connection(&proxy).await;
     for _ in 0..2 {
-        let request = Request::get("http://x/")
-            .body(Full::<bytes::Bytes>::default())
-            .unwrap();
-        let response = sender.send_request(request).await.expect("served");
-        assert_eq!(response.status(), StatusCode::OK);
+        h2c_get(&mut sender).await;
         // Idle for longer than the header read timeout: the connection has opened, so it
         // stays.
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -341,19 +354,8 @@ async fn idle_http2_connections_are_closed() {
         c.limits.idle_timeout = Duration::from_millis(300)
     })
     .await;
-    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
-    let request = Request::get("http://x/")
-        .body(Full::<bytes::Bytes>::default())
-        .unwrap();
-    let response = sender.send_request(request).await.expect("served");
-    assert_eq!(response.status(), StatusCode::OK);
+    let (mut sender, connection) = h2c_connection(&proxy).await;
+    h2c_get(&mut sender).await;
     // No further request: the proxy sends GOAWAY and the connection ends.
     let ended = tokio::time::timeout(PATIENCE, connection).await;
     assert!(ended.is_ok(), "the idle connection was not closed");
