@@ -72,6 +72,44 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Removes the headers a client's `Connection` header names (other than `Upgrade`) as the
+/// request arrives, and leaves in `Connection` only its options (`close`, `keep-alive`,
+/// `upgrade`): plugins see the request as the upstream will, and a header a plugin sets
+/// later cannot be named away by the client (`Connection: x-user`).
+pub fn remove_connection_named(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
+    let tokens: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect();
+    let (options, named): (Vec<&str>, Vec<&str>) = tokens
+        .iter()
+        .map(String::as_str)
+        .partition(|token| matches!(*token, "close" | "keep-alive" | "upgrade"));
+    if named.is_empty() {
+        return;
+    }
+    for name in named {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+    match HeaderValue::from_str(&options.join(", ")) {
+        Ok(value) if !options.is_empty() => {
+            headers.insert(header::CONNECTION, value);
+        }
+        _ => {
+            headers.remove(header::CONNECTION);
+        }
+    }
+}
+
 /// A new random request id (128 bits, hex). Ids need to be unique, not secret: a fast
 /// generator per thread, seeded from the system, is enough.
 fn next_request_id() -> String {

@@ -140,6 +140,7 @@ async fn serve(
     if !gateway.is_ready() {
         return Err(ProxyError::NotReady);
     }
+    headers::remove_connection_named(request.headers_mut());
     if !headers::is_trusted(conn.peer.ip, &gateway.config.trusted_proxies) {
         headers::remove_client_claims(request.headers_mut());
     }

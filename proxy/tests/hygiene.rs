@@ -422,12 +422,12 @@ async fn path_parameters_are_refused() {
 }
 
 #[tokio::test]
-async fn plugins_see_no_client_claims_from_untrusted_peers() {
+async fn plugins_see_a_sanitized_request_and_keep_the_headers_they_set() {
     let upstream = Upstream::named("ok").await;
     let proxy = TestProxy::start(|_| {}).await;
     proxy
         .apply_yaml(&format!(
-            "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: look, namespace: test}}\nspec:\n  source:\n    code: |\n      export default {{ beforeRequest(ctx) {{ ctx.upstream.headers.set(\"x-plugin-saw\", ctx.request.headers[\"x-real-ip\"] ?? \"nothing\"); }} }};\n{}",
+            "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: look, namespace: test}}\nspec:\n  source:\n    code: |\n      export default {{ beforeRequest(ctx) {{ ctx.upstream.headers.set(\"x-plugin-saw\", ctx.request.headers[\"x-real-ip\"] ?? \"nothing\"); ctx.upstream.headers.set(\"x-user\", \"alice\"); }} }};\n{}",
             route(
                 "r",
                 &format!(
@@ -440,10 +440,15 @@ async fn plugins_see_no_client_claims_from_untrusted_peers() {
     let request = Request::get(proxy.url("/"))
         .header("host", "x")
         .header("x-real-ip", "6.6.6.6")
+        // The client names the header the plugin sets as hop-by-hop.
+        .header("connection", "x-user")
+        .header("x-user", "mallory")
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&client(), request).await.status, StatusCode::OK);
-    assert_eq!(upstream.requests()[0].headers["x-plugin-saw"], "nothing");
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.headers["x-plugin-saw"], "nothing");
+    assert_eq!(seen.headers["x-user"], "alice", "the plugin's header stays");
     proxy.stop().await;
 }
 
