@@ -149,6 +149,9 @@ def test_proxy_flags_by_default():
         "--max-header-bytes": ["65536"],
         "--max-body-bytes": ["16777216"],
         "--header-read-timeout": ["20s"],
+        "--idle-timeout": ["300s"],
+        "--max-connections": ["100000"],
+        "--max-connections-per-client": ["0"],
         "--drain-timeout": ["30s"],
         "--log-format": ["json"],
     }
@@ -164,6 +167,9 @@ def test_proxy_flags_follow_the_values():
     assert proxy["--max-header-bytes"] == ["32768"]
     assert proxy["--max-body-bytes"] == ["1073741824"]
     assert proxy["--header-read-timeout"] == ["10s"]
+    assert proxy["--idle-timeout"] == ["120s"]
+    assert proxy["--max-connections"] == ["20000"]
+    assert proxy["--max-connections-per-client"] == ["64"]
     assert proxy["--drain-timeout"] == ["60s"]
     assert proxy["--otlp-endpoint"] == ["http://otel-collector.observability:4318"]
     assert proxy["--no-access-log"] == [None]
