@@ -7,6 +7,7 @@ use http::{Method, Response, StatusCode};
 use weir_crds::snapshot::Cors;
 
 use crate::body::{self, ProxyBody};
+use crate::headers;
 
 /// Whether a request is a CORS preflight.
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
@@ -64,14 +65,7 @@ pub fn preflight(cors: &Cors, request: &HeaderMap) -> Response<ProxyBody> {
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|m| m.to_str().ok())
         .unwrap_or_default();
-    let asked_headers: Vec<String> = request
-        .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
+    let asked_headers = headers::list_tokens(request, header::ACCESS_CONTROL_REQUEST_HEADERS);
     let any_header = cors.allow_headers.iter().any(|h| h == "*");
     let allowed = origin.to_str().is_ok_and(|o| origin_allowed(cors, o))
         && cors.allow_methods.iter().any(|m| m == method)

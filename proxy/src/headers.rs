@@ -32,6 +32,19 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
     &header::TRANSFER_ENCODING,
 ];
 
+/// The comma-separated tokens of every `name` header (`Connection`,
+/// `Access-Control-Request-Headers`, ...): trimmed, lower case, empty ones left out.
+pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
 /// Removes hop-by-hop headers and those the `Connection` header names. For a protocol
 /// upgrade (`upgrade` is true) `Connection: upgrade` and `Upgrade` are kept.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -42,12 +55,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !present && !upgrade {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
+        .into_iter()
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .filter(|name| !(upgrade && name == header::UPGRADE))
         .collect();
     for name in named {
@@ -80,14 +90,7 @@ pub fn remove_connection_named(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CONNECTION) {
         return;
     }
-    let tokens: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|token| token.trim().to_ascii_lowercase())
-        .filter(|token| !token.is_empty())
-        .collect();
+    let tokens = list_tokens(headers, header::CONNECTION);
     let (options, named): (Vec<&str>, Vec<&str>) = tokens
         .iter()
         .map(String::as_str)
