@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -209,38 +210,38 @@ pub async fn serve_traffic(
     metrics.active_connections.inc();
     let limits = &shard.gateway.config.limits;
     let activity = Activity::start(limits.header_read_timeout, limits.idle_timeout);
-    let service = |framing| {
+    if let Some(stream) = open(tls.as_ref(), stream, activity.first_request_deadline()).await {
+        let (stream, framing) = FramingWatch::new(stream);
         let conn = Rc::new(ConnInfo::new(peer, tls.is_some(), framing));
-        let shard = shard.clone();
-        let activity = activity.clone();
-        service_fn(move |request| {
-            activity.request();
-            pipeline::handle(shard.clone(), conn.clone(), request)
-        })
-    };
-    let result = match &tls {
-        Some(acceptor) => {
-            match handshake(acceptor, stream, activity.first_request_deadline()).await {
-                Some(stream) => {
-                    let (stream, framing) = FramingWatch::new(stream);
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
-                    drive(connection, &activity, &drain, |c| c.graceful_shutdown()).await
-                }
-                None => Ok(()),
-            }
+        let service = {
+            let shard = shard.clone();
+            let activity = activity.clone();
+            service_fn(move |request| {
+                activity.request();
+                pipeline::handle(shard.clone(), conn.clone(), request)
+            })
+        };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        if let Err(e) = drive(connection, &activity, &drain, |c| c.graceful_shutdown()).await {
+            tracing::debug!(%peer, "connection ended with an error: {e}");
         }
-        None => {
-            let (stream, framing) = FramingWatch::new(stream);
-            let connection =
-                builder.serve_connection_with_upgrades(TokioIo::new(stream), service(framing));
-            drive(connection, &activity, &drain, |c| c.graceful_shutdown()).await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, "connection ended with an error: {e}");
     }
     metrics.active_connections.dec();
+}
+
+/// The byte stream of an accepted connection: with `tls`, the TLS stream once its
+/// handshake is done by `deadline` (none when it fails or runs late), else the plain one.
+async fn open(
+    tls: Option<&TlsAcceptor>,
+    stream: TcpStream,
+    deadline: Instant,
+) -> Option<Either<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>> {
+    match tls {
+        Some(acceptor) => handshake(acceptor, stream, deadline)
+            .await
+            .map(Either::Left),
+        None => Some(Either::Right(stream)),
+    }
 }
 
 async fn handshake(
@@ -336,32 +337,12 @@ async fn accept_admin(
                     admin::handle(gateway.clone(), endpoints.clone(), request)
                 })
             };
-            let result = match tls {
-                Some(acceptor) => {
-                    match handshake(&acceptor, stream, activity.first_request_deadline()).await {
-                        Some(stream) => {
-                            drive(
-                                builder.serve_connection(TokioIo::new(stream), service),
-                                &activity,
-                                &drain,
-                                |c| c.graceful_shutdown(),
-                            )
-                            .await
-                        }
-                        None => Ok(()),
-                    }
-                }
-                None => {
-                    drive(
-                        builder.serve_connection(TokioIo::new(stream), service),
-                        &activity,
-                        &drain,
-                        |c| c.graceful_shutdown(),
-                    )
-                    .await
-                }
+            let Some(stream) = open(tls.as_ref(), stream, activity.first_request_deadline()).await
+            else {
+                return;
             };
-            if let Err(e) = result {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = drive(connection, &activity, &drain, |c| c.graceful_shutdown()).await {
                 tracing::debug!(%peer, "admin connection ended with an error: {e}");
             }
         });
