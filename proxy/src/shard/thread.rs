@@ -152,9 +152,8 @@ impl ShardStart {
                 tls,
                 builder: builder.clone(),
                 drain: drain.clone(),
-                opened: opened.clone(),
             };
-            match listening.start(inbound) {
+            match listening.start(inbound, opened.clone()) {
                 Ok(task) => {
                     accepting.spawn_local(task);
                 }
@@ -177,15 +176,15 @@ struct Listening {
     tls: Option<TlsAcceptor>,
     builder: Rc<TrafficBuilder>,
     drain: Drain,
-    opened: watch::Receiver<bool>,
 }
 
 impl Listening {
     /// The accept loop for `inbound` (made here, so a socket the runtime cannot take is
-    /// an error at start).
+    /// an error at start); it accepts once `opened` says so.
     fn start(
         self,
         inbound: Inbound,
+        mut opened: watch::Receiver<bool>,
     ) -> std::io::Result<impl std::future::Future<Output = ()> + 'static> {
         let source = match inbound {
             Inbound::Own(listener) => {
@@ -196,7 +195,6 @@ impl Listening {
             }
             Inbound::HandedOver(receiver) => Source::HandedOver(receiver),
         };
-        let mut opened = self.opened.clone();
         Ok(async move {
             // Dropped shards never open: nothing to accept for.
             if opened.wait_for(|open| *open).await.is_err() {
