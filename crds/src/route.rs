@@ -127,8 +127,12 @@ pub struct RouteStatus {
         "message": "rewrite applies only to rules with backends"
     },
     {
-        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection)) || has(self.backends)",
-        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests and outlierDetection apply only to rules with backends"
+        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection) && !has(self.upgrades)) || has(self.backends)",
+        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection and upgrades apply only to rules with backends"
+    },
+    {
+        "rule": "!has(self.upgrades) || self.upgrades.all(p, !p.matches('^(?i)h2c(/.*)?$'))",
+        "message": "h2c upgrades are never allowed: HTTP/2 clients are served directly (h2c with prior knowledge, or TLS with ALPN)"
     }
 ]))]
 pub struct RouteRule {
@@ -176,6 +180,15 @@ pub struct RouteRule {
     /// Passive health checking: endpoints that keep failing are taken out for a while.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+
+    /// Protocols a client may switch its connection to with `Upgrade` on this rule, as
+    /// `Upgrade` names them (`websocket`, ...). Default `[websocket]`; `[]` allows none.
+    /// A request asking for any other protocol goes upstream as a plain request, without
+    /// its `Upgrade` header. `h2c` is never allowed: it would let a client speak HTTP/2
+    /// to the backend past the proxy's routing and plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub upgrades: Option<Vec<String>>,
 }
 
 /// Conditions a request must meet, all of them, to match.
@@ -519,6 +532,12 @@ pub struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub connect: Option<String>,
+
+    /// Longest time an upgraded connection (a WebSocket) may carry no bytes either way
+    /// before it is closed. Default 300s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub tunnel_idle: Option<String>,
 }
 
 /// Retries of failed requests. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE,

@@ -201,6 +201,14 @@ pub struct Forward {
     /// Passive outlier ejection; absent means endpoints are never ejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<Outliers>,
+    /// Protocols a client may upgrade to (lower case, without versions; never `h2c`).
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+}
+
+/// The protocols a rule allows upgrades to when its Route names none: WebSocket.
+pub fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
 }
 
 /// A backend and its weight.
@@ -233,6 +241,16 @@ pub struct TimeoutsMs {
     pub idle_ms: u64,
     /// Opening a connection to an endpoint.
     pub connect_ms: u64,
+    /// Longest silence both ways on an upgraded connection.
+    #[serde(default = "default_tunnel_idle_ms")]
+    pub tunnel_idle_ms: u64,
+}
+
+/// How long an upgraded connection may be silent when its Route does not say: 300 s.
+pub const DEFAULT_TUNNEL_IDLE_MS: u64 = 300_000;
+
+fn default_tunnel_idle_ms() -> u64 {
+    DEFAULT_TUNNEL_IDLE_MS
 }
 
 /// A retry policy.

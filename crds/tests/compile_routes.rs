@@ -181,6 +181,35 @@ fn actions_are_lowered_with_defaults() {
     );
 }
 
+/// WebSocket is the one upgrade a rule allows unless it names others; names lose their
+/// case and version; an empty list allows none.
+#[test]
+fn upgrades_default_to_websocket() {
+    let c = compile_yaml(&route(
+        "r",
+        "  rules:
+  - matches: [{path: {value: /a}}]
+    backends: [{url: 'http://127.0.0.1:1'}]
+  - matches: [{path: {value: /b}}]
+    backends: [{url: 'http://127.0.0.1:1'}]
+    upgrades: [WebSocket/13, connect-udp, websocket]
+    timeouts: {tunnelIdle: 1h}
+  - matches: [{path: {value: /c}}]
+    backends: [{url: 'http://127.0.0.1:1'}]
+    upgrades: []",
+    ));
+    assert_eq!(route_report(&c, "shop", "r").diagnostics, vec![]);
+    let forward = |index: u32| match &c.snapshot.rules[&format!("shop/r/{index}")].action {
+        Action::Forward(forward) => forward.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(forward(0).upgrades, ["websocket"]);
+    assert_eq!(forward(0).timeouts.tunnel_idle_ms, 300_000);
+    assert_eq!(forward(1).upgrades, ["websocket", "connect-udp"]);
+    assert_eq!(forward(1).timeouts.tunnel_idle_ms, 3_600_000);
+    assert!(forward(2).upgrades.is_empty());
+}
+
 #[test]
 fn without_a_retry_policy_only_connect_failures_are_retried_once() {
     let c = compile_yaml(&route(
@@ -271,6 +300,26 @@ fn each_kind_of_invalid_route_field_is_named() {
             "bad-duration",
             "  rules: [{backends: [{url: 'http://a'}], timeouts: {request: 10 seconds}}]",
             "spec.rules[0].timeouts.request",
+        ),
+        (
+            "h2c-upgrade",
+            "  rules: [{backends: [{url: 'http://a'}], upgrades: [websocket, h2c]}]",
+            "spec.rules[0].upgrades[1]",
+        ),
+        (
+            "bad-upgrade",
+            "  rules: [{backends: [{url: 'http://a'}], upgrades: ['web socket']}]",
+            "spec.rules[0].upgrades[0]",
+        ),
+        (
+            "upgrades-on-redirect",
+            "  rules: [{redirect: {host: a.example}, upgrades: [websocket]}]",
+            "spec.rules[0]",
+        ),
+        (
+            "bad-tunnel-idle",
+            "  rules: [{backends: [{url: 'http://a'}], timeouts: {tunnelIdle: forever}}]",
+            "spec.rules[0].timeouts.tunnelIdle",
         ),
         (
             "backoff-inverted",

@@ -216,7 +216,8 @@ fn valid_objects_pass() {
              "backends": [{"name": "users", "port": 80, "weight": 5}, {"url": "http://10.0.0.1:8080"}],
              "rewrite": {"replacePrefix": "/v1"}, "timeouts": {"request": "1m30s"},
              "retries": {"attempts": 2, "retryOn": ["ConnectFailure"], "statuses": [503]},
-             "loadBalancer": "RoundRobin", "maxConcurrentRequests": 10, "outlierDetection": {}},
+             "loadBalancer": "RoundRobin", "maxConcurrentRequests": 10, "outlierDetection": {},
+             "upgrades": ["websocket", "connect-udp"]},
             {"redirect": {"scheme": "https", "statusCode": 301}},
             {"directResponse": {"status": 200, "body": "ok"}}
         ]
@@ -291,6 +292,14 @@ fn invalid_routes_are_refused_by_the_schema() {
         (
             "cel: header without value",
             json!({"rules": [{"matches": [{"headers": [{"name": "x"}]}], "directResponse": {"status": 200}}]}),
+        ),
+        (
+            "cel: upgrades without backends",
+            json!({"rules": [{"directResponse": {"status": 200}, "upgrades": ["websocket"]}]}),
+        ),
+        (
+            "cel: h2c upgrade",
+            json!({"rules": [{"backends": [{"url": "http://a"}], "upgrades": ["websocket", "H2C"]}]}),
         ),
         (
             "cel: redirect path twice",

@@ -125,15 +125,24 @@ fn next_request_id() -> String {
     hex::encode(bytes)
 }
 
-/// Whether a request asks for a protocol upgrade (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
+/// Whether a request may switch its connection to the protocols it asks for with
+/// `Upgrade` (and `Connection: upgrade`): each one it names (lower case, without its
+/// version) is in `allowed`, and none is `h2c`, which is never tunnelled whatever a rule
+/// says. False when it asks for no upgrade.
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if !headers.contains_key(header::UPGRADE)
+        || !list_tokens(headers, header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            .any(|token| token == "upgrade")
+    {
+        return false;
+    }
+    let protocols = list_tokens(headers, header::UPGRADE);
+    !protocols.is_empty()
+        && protocols.iter().all(|protocol| {
+            let name = protocol.split('/').next().unwrap_or_default().trim();
+            name != "h2c" && allowed.iter().any(|allowed| allowed == name)
+        })
 }
 
 /// Whether `ip` is one of the trusted proxies.
@@ -347,12 +356,41 @@ mod tests {
             ("upgrade", "websocket"),
             ("keep-alive", "1"),
         ]);
-        assert!(is_upgrade(&map));
         remove_hop_by_hop(&mut map, true);
         assert_eq!(map["connection"], "upgrade");
         assert_eq!(map["upgrade"], "websocket");
         assert!(!map.contains_key("keep-alive"));
-        assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn only_allowed_upgrades_are_upgrades() {
+        let websocket = ["websocket".to_owned()];
+        let asks = |connection: &str, upgrade: &str| {
+            headers(&[("connection", connection), ("upgrade", upgrade)])
+        };
+        assert!(upgrade_allowed(&asks("Upgrade", "WebSocket"), &websocket));
+        assert!(upgrade_allowed(
+            &asks("keep-alive, upgrade", "websocket/13"),
+            &websocket
+        ));
+        assert!(!upgrade_allowed(
+            &headers(&[("upgrade", "websocket")]),
+            &websocket
+        ));
+        assert!(!upgrade_allowed(&asks("upgrade", "h2c"), &websocket));
+        assert!(!upgrade_allowed(
+            &asks("upgrade", "websocket, h2c"),
+            &websocket
+        ));
+        assert!(!upgrade_allowed(
+            &asks("upgrade", "h2c"),
+            &["h2c".to_owned()]
+        ));
+        assert!(!upgrade_allowed(
+            &asks("upgrade", "connect-udp"),
+            &websocket
+        ));
+        assert!(!upgrade_allowed(&asks("upgrade", "websocket"), &[]));
     }
 
     fn origin(peer: &str) -> Peer {

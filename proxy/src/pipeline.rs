@@ -124,7 +124,7 @@ fn request_span(gateway: &Gateway, request: &Request<Incoming>, request_id: &str
 async fn serve(
     shard: &Shard,
     snapshot: &LoadedSnapshot,
-    conn: &ConnInfo,
+    conn: &Rc<ConnInfo>,
     mut request: Request<Incoming>,
     record: &mut AccessRecord,
     route_metrics: &mut Option<crate::metrics::RouteMetrics>,
@@ -208,7 +208,7 @@ struct Rule<'a> {
 async fn act(
     shard: &Shard,
     rule: Rule<'_>,
-    conn: &ConnInfo,
+    conn: &Rc<ConnInfo>,
     request: Request<ClientBody>,
     record: &mut AccessRecord,
     steering: Steering,
@@ -253,7 +253,7 @@ async fn act(
 async fn with_plugins(
     shard: &Shard,
     rule: Rule<'_>,
-    conn: &ConnInfo,
+    conn: &Rc<ConnInfo>,
     request: Request<Incoming>,
     params: &[(String, String)],
     record: &mut AccessRecord,

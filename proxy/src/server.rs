@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminEndpoints, AdminToken};
 use crate::config::Limits;
-use crate::connection::ConnInfo;
+use crate::connection::{ConnInfo, OpenConnection};
 use crate::framing::FramingWatch;
 use crate::gateway::Gateway;
 use crate::pipeline;
@@ -197,22 +197,22 @@ pub fn traffic_builder(limits: &Limits) -> TrafficBuilder {
     builder
 }
 
-/// Serves one traffic connection on `shard`, TLS first when `tls` is given.
+/// Serves one traffic connection on `shard`, TLS first when `tls` is given; `open`
+/// counts it until it (or the tunnel it becomes) ends.
 pub async fn serve_traffic(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
+    open_connection: OpenConnection,
     tls: Option<TlsAcceptor>,
     builder: Rc<TrafficBuilder>,
-    drain: Drain,
 ) {
-    let metrics = &shard.gateway.metrics;
-    metrics.active_connections.inc();
     let limits = &shard.gateway.config.limits;
     let activity = Activity::start(limits.header_read_timeout, limits.idle_timeout);
     if let Some(stream) = open(tls.as_ref(), stream, activity.first_request_deadline()).await {
         let (stream, framing) = FramingWatch::new(stream);
-        let conn = Rc::new(ConnInfo::new(peer, tls.is_some(), framing));
+        let conn = Rc::new(ConnInfo::new(peer, tls.is_some(), framing, open_connection));
+        let drain = shard.drain.clone();
         let service = {
             let shard = shard.clone();
             let activity = activity.clone();
@@ -226,7 +226,6 @@ pub async fn serve_traffic(
             tracing::debug!(%peer, "connection ended with an error: {e}");
         }
     }
-    metrics.active_connections.dec();
 }
 
 /// The byte stream of an accepted connection: with `tls`, the TLS stream once its

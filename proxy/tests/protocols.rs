@@ -169,20 +169,68 @@ async fn certificates_are_chosen_by_sni_and_alpn_offers_http2() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn websocket_upgrades_are_tunnelled() {
+/// A WebSocket server on loopback answering each text message `m` with `echo: m`.
+async fn websocket_echo() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
-        while let Some(Ok(message)) = socket.next().await {
-            if message.is_text() {
-                let reply = format!("echo: {}", message.into_text().unwrap());
-                socket.send(Message::text(reply)).await.unwrap();
-            }
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_text() {
+                        let reply = format!("echo: {}", message.into_text().unwrap());
+                        if socket.send(Message::text(reply)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
         }
     });
+    addr
+}
+
+type WebSocket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A WebSocket to `ws://chat.example/socket` through the proxy.
+async fn websocket_through(proxy: &TestProxy) -> WebSocket {
+    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    let (socket, response) = tokio_tungstenite::client_async("ws://chat.example/socket", stream)
+        .await
+        .expect("upgrade through the proxy");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket
+}
+
+/// Sends `word` and expects its echo.
+async fn echoes(socket: &mut WebSocket, word: &str) {
+    socket.send(Message::text(word)).await.unwrap();
+    let reply = tokio::time::timeout(PATIENCE, socket.next())
+        .await
+        .expect("echo in time")
+        .expect("socket open")
+        .expect("a message");
+    assert_eq!(reply.into_text().unwrap(), format!("echo: {word}"));
+}
+
+/// Waits until the proxy closes `socket`, and says whether it did within patience.
+async fn closed_by_proxy(socket: &mut WebSocket) -> bool {
+    let read_all = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read_all).await.is_ok()
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled() {
+    let upstream_addr = websocket_echo().await;
     let proxy = TestProxy::start(|_| {}).await;
     proxy
         .apply_yaml(&route(
@@ -190,22 +238,121 @@ async fn websocket_upgrades_are_tunnelled() {
             &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
         ))
         .await;
-    let stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
-    let (mut socket, response) =
-        tokio_tungstenite::client_async("ws://chat.example/socket", stream)
-            .await
-            .expect("upgrade through the proxy");
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut socket = websocket_through(&proxy).await;
     for word in ["one", "two"] {
-        socket.send(Message::text(word)).await.unwrap();
-        let reply = tokio::time::timeout(PATIENCE, socket.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply.into_text().unwrap(), format!("echo: {word}"));
+        echoes(&mut socket, word).await;
     }
     proxy.stop().await;
+}
+
+/// Only the upgrades a rule allows reach the upstream (WebSocket unless the rule says
+/// otherwise), and never h2c: an h2c upgrade tunnelled to the backend would let a client
+/// speak HTTP/2 to it past the proxy's routing and plugins. A refused upgrade goes
+/// upstream as a plain request, without `Upgrade`.
+#[tokio::test]
+async fn upgrades_only_to_protocols_the_rule_allows() {
+    let upstream = Upstream::start(|seen| async move {
+        match seen.headers.get("upgrade") {
+            Some(_) => text(StatusCode::UPGRADE_REQUIRED, "upgrade seen"),
+            None => text(StatusCode::OK, "plain"),
+        }
+    })
+    .await;
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules:
+  - backends: [{{url: '{0}'}}]
+  - matches: [{{path: {{value: /udp}}}}]
+    backends: [{{url: '{0}'}}]
+    upgrades: [connect-udp]",
+                upstream.url()
+            ),
+        ))
+        .await;
+    let cases = [
+        ("/", "websocket", "upgrade seen"),
+        ("/", "h2c", "plain"),
+        ("/", "websocket, h2c", "plain"),
+        ("/", "foo", "plain"),
+        ("/udp", "connect-udp", "upgrade seen"),
+        ("/udp", "websocket", "plain"),
+    ];
+    for (path, protocols, expected) in cases {
+        let request = Request::get(proxy.url(path))
+            .header("host", "app.example")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", protocols)
+            .header("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")
+            .body(Full::default())
+            .unwrap();
+        let answer = send(&client(), request).await;
+        assert_eq!(answer.text(), expected, "{path} upgrading to {protocols}");
+        let seen = upstream.requests().pop().unwrap();
+        assert!(
+            !seen.headers.contains_key("http2-settings"),
+            "{path} {protocols}: {:?}",
+            seen.headers
+        );
+    }
+    proxy.stop().await;
+}
+
+/// A tunnel that carries nothing either way for the rule's `tunnelIdle` is closed; one
+/// in use stays open past it.
+#[tokio::test]
+async fn idle_tunnels_are_closed() {
+    let upstream_addr = websocket_echo().await;
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!(
+                "  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}], timeouts: {{tunnelIdle: 2s}}}}]"
+            ),
+        ))
+        .await;
+    let mut socket = websocket_through(&proxy).await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        echoes(&mut socket, "busy").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        closed_by_proxy(&mut socket).await,
+        "an idle tunnel stays open"
+    );
+    proxy.stop().await;
+}
+
+/// Shutdown waits for open tunnels (up to the drain timeout) instead of cutting them.
+#[tokio::test]
+async fn shutdown_lets_tunnels_finish() {
+    let upstream_addr = websocket_echo().await;
+    let mut proxy = TestProxy::start(|_| {}).await;
+    proxy
+        .apply_yaml(&route(
+            "r",
+            &format!("  rules: [{{backends: [{{url: 'http://{upstream_addr}'}}]}}]"),
+        ))
+        .await;
+    let mut socket = websocket_through(&proxy).await;
+    echoes(&mut socket, "before").await;
+    let stopping = proxy.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    echoes(&mut socket, "during the drain").await;
+    assert!(
+        !stopping.is_finished(),
+        "the proxy stopped with a tunnel open"
+    );
+    socket.close(None).await.unwrap();
+    drop(socket);
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .expect("the proxy stops once its tunnels end")
+        .unwrap();
 }
 
 const CHUNK: usize = 64 * 1024;

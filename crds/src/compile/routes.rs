@@ -17,9 +17,9 @@ use crate::route::{
     RouteRule, ValueMatch, ValueMatchType,
 };
 use crate::snapshot::{
-    Action, Backend, Certificate, Cors, Forward, MatchEntry, Outliers, PathPattern, PathRewrite,
-    PluginCall, RedirectAction, Respond, Retries, Rule, TimeoutsMs, ValueCondition,
-    WeightedBackend,
+    Action, Backend, Certificate, Cors, DEFAULT_TUNNEL_IDLE_MS, Forward, MatchEntry, Outliers,
+    PathPattern, PathRewrite, PluginCall, RedirectAction, Respond, Retries, Rule, TimeoutsMs,
+    ValueCondition, WeightedBackend, default_upgrades,
 };
 use crate::{Route, plugin::PluginScope, route::RetryOn};
 
@@ -368,7 +368,8 @@ fn lower_action(
         || rule.retries.is_some()
         || rule.load_balancer.is_some()
         || rule.max_concurrent_requests.is_some()
-        || rule.outlier_detection.is_some();
+        || rule.outlier_detection.is_some()
+        || rule.upgrades.is_some();
     match (&rule.backends, &rule.redirect, &rule.direct_response) {
         (Some(refs), None, None) => {
             lower_forward(rule, refs, matches, namespace, field, ctx, report, backends)
@@ -377,7 +378,7 @@ fn lower_action(
         (None, Some(_), None) | (None, None, Some(_)) if forward_only => {
             report.invalid(
                 field,
-                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests and outlierDetection apply only to rules with backends",
+                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection and upgrades apply only to rules with backends",
             );
             None
         }
@@ -467,6 +468,16 @@ fn lower_forward(
             &format!("{timeouts_field}.connect"),
             report,
         ),
+        tunnel_idle_ms: duration_ms(
+            timeouts.tunnel_idle.as_deref(),
+            DEFAULT_TUNNEL_IDLE_MS,
+            &format!("{timeouts_field}.tunnelIdle"),
+            report,
+        ),
+    };
+    let upgrades = match &rule.upgrades {
+        Some(protocols) => lower_upgrades(protocols, &format!("{field}.upgrades"), report),
+        None => default_upgrades(),
     };
     let retries = lower_retries(rule, &format!("{field}.retries"), report);
     let outlier_detection = rule.outlier_detection.as_ref().map(|o| Outliers {
@@ -492,7 +503,43 @@ fn lower_forward(
         load_balancer: rule.load_balancer.unwrap_or_default(),
         max_concurrent_requests: rule.max_concurrent_requests,
         outlier_detection,
+        upgrades,
     })
+}
+
+/// The protocols a rule allows upgrades to, as the proxy compares them: lower case,
+/// without a version (`websocket/13` allows `websocket`). `h2c` is refused: an h2c upgrade
+/// would let a client speak HTTP/2 to the backend past routing and plugins.
+fn lower_upgrades(protocols: &[String], field: &str, report: &mut ObjectReport) -> Vec<String> {
+    let mut lowered = Vec::new();
+    for (i, protocol) in protocols.iter().enumerate() {
+        let name = protocol
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            report.invalid(
+                format!("{field}[{i}]"),
+                format!(
+                    "{protocol:?} is not a protocol name as `Upgrade` carries it (e.g. websocket)"
+                ),
+            );
+        } else if name == "h2c" {
+            report.invalid(
+                format!("{field}[{i}]"),
+                "h2c upgrades are never allowed: HTTP/2 clients are served directly (h2c with prior knowledge, or TLS with ALPN)",
+            );
+        } else if !lowered.contains(&name) {
+            lowered.push(name);
+        }
+    }
+    lowered
+}
+
+/// A byte of an HTTP token (RFC 9110 §5.6.2).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// Without a `retries` block, a request that could not reach any endpoint is tried once

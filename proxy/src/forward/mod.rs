@@ -11,7 +11,9 @@ mod prepare;
 mod respond;
 mod retry;
 mod target;
+mod tunnel;
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use http::Response;
@@ -39,7 +41,7 @@ pub struct ForwardRequest<'a> {
     /// The host it asked for.
     pub host: &'a str,
     /// Its connection.
-    pub conn: &'a ConnInfo,
+    pub conn: &'a Rc<ConnInfo>,
     /// What plugins chose instead of the rule's own rewrite and backend choice.
     pub steering: Steering,
 }
@@ -126,10 +128,11 @@ pub async fn forward(
                 }
                 record.upstream_ms = Some(first_try.elapsed().as_secs_f64() * 1000.0);
                 return Ok(respond::respond(
+                    shard,
                     response,
-                    prepared.upgrade,
                     prepared.client_upgrade,
                     idle,
+                    Duration::from_millis(policy.timeouts.tunnel_idle_ms),
                     permit,
                     in_flight,
                 ));

@@ -12,6 +12,7 @@ use weir_crds::snapshot::PathRewrite;
 use weir_plugin_runtime::Upstream;
 
 use super::ForwardRequest;
+use super::tunnel::ClientUpgrade;
 use crate::body::{self, ClientBody, IdleTimeout, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
@@ -30,10 +31,10 @@ pub(super) struct Prepared {
     pub(super) path: String,
     /// The body.
     pub(super) body: RequestBody,
-    /// Whether the client asks for a protocol upgrade.
+    /// Whether the client asks for a protocol upgrade the rule allows.
     pub(super) upgrade: bool,
     /// The client side of that upgrade.
-    pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pub(super) client_upgrade: Option<ClientUpgrade>,
 }
 
 /// The request body, kept for retries when small.
@@ -75,8 +76,19 @@ pub(super) async fn prepare(
         conn,
         steering,
     } = request;
-    let upgrade = headers::is_upgrade(client_request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut client_request));
+    // An upgrade the rule does not allow (h2c never) goes upstream as a plain request:
+    // its `Upgrade` header is removed with the other hop-by-hop ones.
+    let upgrade = headers::upgrade_allowed(client_request.headers(), &policy.upgrades);
+    if !upgrade && let Some(asked) = client_request.headers().get(header::UPGRADE) {
+        tracing::debug!(
+            ?asked,
+            "an upgrade the rule does not allow: forwarded as a plain request"
+        );
+    }
+    let client_upgrade = upgrade.then(|| ClientUpgrade {
+        upgrade: hyper::upgrade::on(&mut client_request),
+        connection: conn.clone(),
+    });
     let (mut parts, incoming) = client_request.into_parts();
 
     let mut path = match (steering.path, &policy.path_rewrite) {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use weir_plugin_runtime::ShardPlugins;
 
 use crate::gateway::Gateway;
+use crate::server::Drain;
 use crate::upstream::client::{Connector, ShardClients, UpstreamBody, UpstreamError};
 
 /// What one shard owns. Lives on its thread (`Rc`), shared by that shard's connections.
@@ -33,6 +34,8 @@ pub struct Shard {
     pub plugins: ShardPlugins,
     /// This shard's upstream clients.
     pub clients: ShardClients,
+    /// Its client connections and the tunnels they became, which shutdown lets finish.
+    pub drain: Drain,
 }
 
 impl Shard {

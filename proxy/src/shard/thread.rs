@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shard;
 use super::listeners::Inbound;
+use crate::connection::OpenConnection;
 use crate::gateway::Gateway;
 use crate::server::{self, Drain, TrafficBuilder};
 use crate::upstream::client::ShardClients;
@@ -138,8 +139,8 @@ impl ShardStart {
             plugins: gateway.plugins.attach(),
             clients: ShardClients::start(),
             gateway: gateway.clone(),
+            drain: Drain::default(),
         });
-        let drain = Drain::default();
         let builder = Rc::new(server::traffic_builder(&gateway.config.limits));
         let mut accepting = tokio::task::JoinSet::new();
         let secure = match (inbound.tls, tls) {
@@ -151,7 +152,6 @@ impl ShardStart {
                 shard: shard.clone(),
                 tls,
                 builder: builder.clone(),
-                drain: drain.clone(),
             };
             match listening.start(inbound, opened.clone()) {
                 Ok(task) => {
@@ -166,7 +166,10 @@ impl ShardStart {
         let _ = ready.send(Ok(()));
         stop.cancelled().await;
         accepting.shutdown().await;
-        drain.finish(gateway.config.drain_timeout, index).await;
+        shard
+            .drain
+            .finish(gateway.config.drain_timeout, index)
+            .await;
     }
 }
 
@@ -175,7 +178,6 @@ struct Listening {
     shard: Rc<Shard>,
     tls: Option<TlsAcceptor>,
     builder: Rc<TrafficBuilder>,
-    drain: Drain,
 }
 
 impl Listening {
@@ -261,18 +263,16 @@ impl Listening {
             }
         };
         let _ = stream.set_nodelay(true);
+        let open = OpenConnection::new(admitted, gateway.metrics.active_connections.clone());
         let connection = server::serve_traffic(
             self.shard.clone(),
             stream,
             peer,
+            open,
             self.tls.clone(),
             self.builder.clone(),
-            self.drain.clone(),
         );
-        self.drain.connections.spawn_local(async move {
-            connection.await;
-            drop(admitted);
-        });
+        self.shard.drain.connections.spawn_local(connection);
     }
 }
 
