@@ -14,7 +14,7 @@ use weir_plugin_runtime::{
     CacheConfig, DEFAULT_BODY_LIMIT_BYTES, FetchConfig, MAX_CPU_BUDGET_MS, RuntimeConfig,
 };
 
-use crate::config::{Limits, ProxyConfig, TlsFiles};
+use crate::config::{Http2Limits, Limits, ProxyConfig, TlsFiles};
 use crate::telemetry::LogFormat;
 
 /// weir's data plane: routes and proxies HTTP traffic from snapshots pushed by the
@@ -105,6 +105,25 @@ pub struct Cli {
     /// limit. Leave it off behind a load balancer that does not keep client addresses.
     #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_CLIENT", default_value_t = Limits::default().max_connections_per_client)]
     pub max_connections_per_client: usize,
+
+    /// HTTP/2 streams (requests) a client may have open at once on one connection.
+    #[arg(long, env = "WEIR_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = Http2Limits::default().max_concurrent_streams, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Response bytes the proxy queues per HTTP/2 stream for a client that is not reading
+    /// them; with --http2-max-concurrent-streams, what a slow reader can hold.
+    #[arg(long, env = "WEIR_HTTP2_MAX_SEND_BUFFER_BYTES", default_value_t = Http2Limits::default().max_send_buffer_bytes, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub http2_max_send_buffer_bytes: u32,
+
+    /// Request body bytes an HTTP/2 client may send on one stream ahead of the proxy
+    /// reading them (the stream's flow-control window).
+    #[arg(long, env = "WEIR_HTTP2_STREAM_WINDOW_BYTES", default_value_t = Http2Limits::default().stream_window_bytes, value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647))]
+    pub http2_stream_window_bytes: u32,
+
+    /// Request body bytes an HTTP/2 client may send on all its streams together ahead of
+    /// the proxy reading them (the connection's flow-control window).
+    #[arg(long, env = "WEIR_HTTP2_CONNECTION_WINDOW_BYTES", default_value_t = Http2Limits::default().connection_window_bytes, value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647))]
+    pub http2_connection_window_bytes: u32,
 
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "WEIR_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -234,6 +253,12 @@ impl Cli {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
+            http2: Http2Limits {
+                max_concurrent_streams: self.http2_max_concurrent_streams,
+                max_send_buffer_bytes: self.http2_max_send_buffer_bytes,
+                stream_window_bytes: self.http2_stream_window_bytes,
+                connection_window_bytes: self.http2_connection_window_bytes,
+            },
         };
         config.drain_timeout = self.drain_timeout;
         config.otlp_endpoint = self.otlp_endpoint.clone();

@@ -82,6 +82,36 @@ pub struct Limits {
     pub max_connections: usize,
     /// Client connections open at once from one client address (0: no limit).
     pub max_connections_per_client: usize,
+    /// What one HTTP/2 client connection may hold of the proxy's memory.
+    pub http2: Http2Limits,
+}
+
+/// Bounds on one HTTP/2 client connection. A client that opens every stream it may and
+/// reads none of the responses holds at most `max_concurrent_streams` times
+/// `max_send_buffer_bytes` of response data in the proxy; one that uploads faster than
+/// upstreams read holds at most `connection_window_bytes` of request data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// Streams (requests) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Response bytes queued per stream for a client that is not reading them.
+    pub max_send_buffer_bytes: u32,
+    /// Request body bytes a client may send on one stream before the proxy reads them.
+    pub stream_window_bytes: u32,
+    /// Request body bytes a client may send on all its streams together before the
+    /// proxy reads them.
+    pub connection_window_bytes: u32,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            max_send_buffer_bytes: 32 * 1024,
+            stream_window_bytes: 256 * 1024,
+            connection_window_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -93,6 +123,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 100_000,
             max_connections_per_client: 0,
+            http2: Http2Limits::default(),
         }
     }
 }

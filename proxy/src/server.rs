@@ -30,8 +30,6 @@ use crate::shard::Shard;
 
 /// Interval of HTTP/2 keep-alive pings, which close connections to dead clients.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Concurrent streams per HTTP/2 connection.
-const H2_MAX_STREAMS: u32 = 1000;
 /// Time an admin client has for its TLS handshake and request head.
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -192,7 +190,12 @@ pub fn traffic_builder(limits: &Limits) -> TrafficBuilder {
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE)
-        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_concurrent_streams(limits.http2.max_concurrent_streams)
+        .max_send_buf_size(
+            usize::try_from(limits.http2.max_send_buffer_bytes).unwrap_or(usize::MAX),
+        )
+        .initial_stream_window_size(limits.http2.stream_window_bytes)
+        .initial_connection_window_size(limits.http2.connection_window_bytes)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

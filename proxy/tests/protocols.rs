@@ -519,3 +519,107 @@ async fn tls_connections_that_send_no_request_are_closed() {
     );
     proxy.stop().await;
 }
+
+/// An HTTP/2 client written frame by frame, so it can do what no library client does:
+/// send requests and then never read.
+mod raw_http2 {
+    /// The connection preface and SETTINGS offering the largest flow-control windows
+    /// (so only the proxy's own limits hold back what it sends), then a GET of `path` on
+    /// `streams` streams, each request alone in one HEADERS frame.
+    pub fn greedy_requests(authority: &str, path: &str, streams: u32) -> Vec<u8> {
+        const LARGEST_WINDOW: u32 = (1 << 31) - 1;
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS: ENABLE_PUSH 0, INITIAL_WINDOW_SIZE largest.
+        let mut settings = Vec::new();
+        settings.extend_from_slice(&[0, 2, 0, 0, 0, 0]);
+        settings.extend_from_slice(&[0, 4]);
+        settings.extend_from_slice(&LARGEST_WINDOW.to_be_bytes());
+        frame(&mut bytes, 0x4, 0, 0, &settings);
+        // WINDOW_UPDATE of the connection window to the largest.
+        frame(
+            &mut bytes,
+            0x8,
+            0,
+            0,
+            &(LARGEST_WINDOW - 65_535).to_be_bytes(),
+        );
+        for stream in 0..streams {
+            // HPACK: :method GET (static 2), :scheme http (static 6), :path and
+            // :authority as literals without indexing (static names 4 and 1).
+            let mut block = vec![0x82, 0x86];
+            literal(&mut block, 0x04, path);
+            literal(&mut block, 0x01, authority);
+            // END_STREAM | END_HEADERS on stream 2n+1.
+            frame(&mut bytes, 0x1, 0x5, 2 * stream + 1, &block);
+        }
+        bytes
+    }
+
+    fn literal(block: &mut Vec<u8>, name_index: u8, value: &str) {
+        block.push(name_index);
+        block.push(u8::try_from(value.len()).expect("short header value"));
+        block.extend_from_slice(value.as_bytes());
+    }
+
+    fn frame(bytes: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        bytes.extend_from_slice(&length[1..]);
+        bytes.extend_from_slice(&[kind, flags]);
+        bytes.extend_from_slice(&stream.to_be_bytes());
+        bytes.extend_from_slice(payload);
+    }
+}
+
+/// A client that opens many HTTP/2 streams, each for a large response, and reads none of
+/// them holds a bounded share of the proxy's memory (the streams it may open times the
+/// send buffer per stream), not the responses it asked for (here 1,000 of 4 MiB).
+#[tokio::test]
+async fn a_slow_http2_reader_holds_bounded_memory() {
+    const RESPONSE_BYTES: usize = 4 << 20;
+    const STREAMS: u32 = 1000;
+    let body = Bytes::from(vec![b'x'; RESPONSE_BYTES]);
+    let upstream = Upstream::start(move |_| {
+        let body = body.clone();
+        async move { Response::new(Full::new(body)) }
+    })
+    .await;
+    let proxy = support::process::ProxyProcess::start(
+        &route(
+            "big",
+            &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
+        ),
+        &["--workers", "1"],
+    );
+    let before = proxy.rss_kib();
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut client,
+        &raw_http2::greedy_requests("big.example", "/large", STREAMS),
+    )
+    .await
+    .unwrap();
+    // The proxy fetches the responses and queues what it cannot send; sample its memory
+    // until it stops growing.
+    let mut peak = before;
+    let mut still_since = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    while still_since.elapsed() < Duration::from_secs(3) && started.elapsed() < PATIENCE {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = proxy.rss_kib();
+        if now > peak + 1024 {
+            peak = now;
+            still_since = std::time::Instant::now();
+        }
+    }
+    // Measured: +23 MiB with the default limits (128 streams, 32 KiB send buffers), +976
+    // MiB with hyper's defaults as weir had them (1,000 streams, 400 KiB).
+    let grown_mib = (peak - before) / 1024;
+    eprintln!("proxy RSS {before} KiB before, {peak} KiB at peak: +{grown_mib} MiB");
+    assert!(
+        grown_mib < 64,
+        "a client reading nothing made the proxy grow by {grown_mib} MiB"
+    );
+    drop(client);
+}

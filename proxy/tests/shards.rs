@@ -8,123 +8,19 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::process::ProxyProcess;
 use support::{PATIENCE, Upstream};
 
-/// A `weir-proxy` process in standalone mode, its JSON log lines collected as they come.
-struct ProxyProcess {
-    child: Child,
-    port: u16,
-    logs: Arc<Mutex<Vec<Value>>>,
-    _config: tempfile::TempDir,
-}
-
-impl ProxyProcess {
-    fn start(manifests: &str, args: &[&str]) -> Self {
-        let config = tempfile::tempdir().unwrap();
-        std::fs::write(config.path().join("config.yaml"), manifests).unwrap();
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
-            .args(["--config", config.path().to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (started, is_started) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let collected = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if entry["message"] == "weir-proxy listening" {
-                    let _ = started.send(());
-                }
-                collected.lock().unwrap().push(entry);
-            }
-        });
-        is_started
-            .recv_timeout(PATIENCE)
-            .expect("the proxy logs that it listens");
-        Self {
-            child,
-            port,
-            logs,
-            _config: config,
-        }
-    }
-
-    /// `GET path` on a new connection; the whole answer.
-    fn get(&self, path: &str, request_id: &str) -> String {
-        let mut stream = self.connect();
-        request(&mut stream, path, request_id, true);
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    }
-
-    fn connect(&self) -> std::net::TcpStream {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream
-    }
-
-    /// The log entries with this `request_id`, waiting (up to the patience) for `count`.
-    fn entries_of(&self, request_id: &str, count: usize) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let found: Vec<Value> = self
-                .logs
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|e| e["request_id"] == request_id)
-                .cloned()
-                .collect();
-            if found.len() >= count || std::time::Instant::now() > deadline {
-                return found;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `GET path` on a new connection to `proxy`; the whole answer.
+fn get(proxy: &ProxyProcess, path: &str, request_id: &str) -> String {
+    let mut stream = proxy.connect();
+    request(&mut stream, path, request_id, true);
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 fn request(stream: &mut std::net::TcpStream, path: &str, request_id: &str, close: bool) {
@@ -191,7 +87,7 @@ fn hooks_run_on_the_shard_that_accepted_the_connection_and_every_shard_serves() 
     // 32 connections, both shards get some (all on one: a 2^-31 chance).
     for i in 0..32 {
         let id = format!("r{i}");
-        let answer = proxy.get("/", &id);
+        let answer = get(&proxy, "/", &id);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let entries = proxy.entries_of(&id, 2);
         let hook = entries
@@ -244,7 +140,7 @@ spec:
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let started = std::time::Instant::now();
-    let answer = proxy.get("/spin", "spin");
+    let answer = get(&proxy, "/spin", "spin");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("plugin_failed"), "{answer}");
     // Interrupted by the CPU budget (50 ms), not by the hook's 10 s timeoutMs.
@@ -267,7 +163,7 @@ spec:
 
     request(&mut waiting, "/after", "after", false);
     assert!(read_response(&mut waiting).starts_with("HTTP/1.1 200"));
-    assert!(proxy.get("/new", "new").starts_with("HTTP/1.1 200"));
+    assert!(get(&proxy, "/new", "new").starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,7 @@ VALUE_SETS: dict[str, dict] = {
             "idleTimeoutSeconds": 120,
             "maxConnections": 20000,
             "maxConnectionsPerClient": 64,
+            "http2MaxConcurrentStreams": 100,
             "drainTimeoutSeconds": 60,
             "terminationGracePeriodSeconds": 90,
             "otlpEndpoint": "http://otel-collector.observability:4318",

@@ -152,6 +152,7 @@ def test_proxy_flags_by_default():
         "--idle-timeout": ["300s"],
         "--max-connections": ["100000"],
         "--max-connections-per-client": ["0"],
+        "--http2-max-concurrent-streams": ["128"],
         "--drain-timeout": ["30s"],
         "--log-format": ["json"],
     }
@@ -170,6 +171,7 @@ def test_proxy_flags_follow_the_values():
     assert proxy["--idle-timeout"] == ["120s"]
     assert proxy["--max-connections"] == ["20000"]
     assert proxy["--max-connections-per-client"] == ["64"]
+    assert proxy["--http2-max-concurrent-streams"] == ["100"]
     assert proxy["--drain-timeout"] == ["60s"]
     assert proxy["--otlp-endpoint"] == ["http://otel-collector.observability:4318"]
     assert proxy["--no-access-log"] == [None]

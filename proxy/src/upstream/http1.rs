@@ -208,6 +208,11 @@ impl Http1Pool {
     }
 }
 
+/// Largest read buffer of an upstream connection (hyper's default is about 400 KiB): a
+/// response head must fit in it, and a body that the client is slow to take waits here
+/// for at most this much, per request in flight.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 async fn connect(key: &PoolKey) -> Result<Box<Conn>, Http1Error> {
     let failed = |reason: String| Http1Error::Connect {
         authority: key.authority.clone(),
@@ -221,6 +226,7 @@ async fn connect(key: &PoolKey) -> Result<Box<Conn>, Http1Error> {
         .map_err(|e| failed(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (sender, driver) = http1::Builder::new()
+        .max_buf_size(READ_BUFFER_BYTES)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(e.to_string()))?;

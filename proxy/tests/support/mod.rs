@@ -3,6 +3,8 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod process;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
