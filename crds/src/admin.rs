@@ -17,6 +17,11 @@ pub const SNAPSHOT_PATH: &str = "/v1/snapshot";
 /// Path of the version a proxy serves (`GET`).
 pub const VERSION_PATH: &str = "/v1/snapshot/version";
 
+/// Fewest characters the push token may have: it guards snapshots, which carry TLS
+/// private keys (`openssl rand -hex 32` makes 64). Proxies and the operator refuse
+/// shorter ones at start.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
 /// One object a proxy could not load and left out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LoadFailure {

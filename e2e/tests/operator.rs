@@ -76,7 +76,7 @@ async fn the_operator_programs_a_local_proxy_and_writes_status() {
     let dir = std::env::temp_dir().join(format!("weir-e2e-operator-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let token_file = dir.join("token");
-    std::fs::write(&token_file, "e2e-token\n").expect("token file");
+    std::fs::write(&token_file, "e2e-token-of-at-least-32-characters\n").expect("token file");
     let (_proxy, traffic, admin) = start_proxy(&token_file);
 
     // The admin Service's endpoints: the local proxy.

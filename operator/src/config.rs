@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use thiserror::Error;
+use weir_crds::admin::MIN_TOKEN_CHARS;
 
 /// weir's operator: watches Routes, Plugins and what they refer to, compiles them into a
 /// snapshot, pushes it to every proxy and writes status.
@@ -214,10 +215,13 @@ impl Cli {
             }
         })?;
         let token = token.trim().to_owned();
-        if token.is_empty() {
+        let chars = token.chars().count();
+        if chars < MIN_TOKEN_CHARS {
             return Err(ConfigError::Invalid {
                 flag: "--admin-token-file",
-                message: "the file is empty".into(),
+                message: format!(
+                    "the token has {chars} characters; the proxies require at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+                ),
             });
         }
         let ca_pem = match &self.ca_file {
@@ -355,7 +359,7 @@ mod tests {
     fn flags_become_a_config() {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
-        std::fs::write(&token, " secret\n").unwrap();
+        std::fs::write(&token, " secret-token-of-at-least-32-characters\n").unwrap();
         let token = token.to_str().unwrap();
         let cli = parse(&[
             "--admin-token-file",
@@ -371,7 +375,10 @@ mod tests {
             config.namespaces,
             Namespaces::Only(vec!["shop".into(), "pay".into()])
         );
-        assert_eq!(config.proxies.token, "secret");
+        assert_eq!(
+            config.proxies.token,
+            "secret-token-of-at-least-32-characters"
+        );
         assert_eq!(config.proxies.scheme, "http");
         assert_eq!(config.proxies.namespace, "weir");
         assert_eq!(config.lease.namespace, "weir");
@@ -432,7 +439,14 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
-        std::fs::write(&token, "t").unwrap();
+        std::fs::write(&token, "short\n").unwrap();
+        let short = parse(&["--admin-token-file", token.to_str().unwrap()]);
+        let error = short.to_config("x").unwrap_err().to_string();
+        assert!(
+            error.contains("5 characters; the proxies require at least 32"),
+            "{error}"
+        );
+        std::fs::write(&token, "t".repeat(32)).unwrap();
         let token = token.to_str().unwrap();
         let zero = parse(&["--admin-token-file", token, "--push-attempts", "0"]);
         assert!(

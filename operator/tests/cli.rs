@@ -42,7 +42,7 @@ fn bad_configuration_exits_64() {
 
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "t").unwrap();
+    std::fs::write(&token, "t".repeat(32)).unwrap();
     let no_cluster = weir_operator(
         &[
             "--admin-token-file",

@@ -135,8 +135,8 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
-    let a = RealProxy::start("secret");
-    let b = RealProxy::start("secret");
+    let a = RealProxy::start("secret-token-of-at-least-32-characters");
+    let b = RealProxy::start("secret-token-of-at-least-32-characters");
     let mut h = Harness::new();
     h.objects(
         &[route_json("api", 1, "api.example.com", "hello from weir")],
@@ -186,7 +186,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     h.echo_status(&patches);
 
     // A new proxy appears in place of the stopped one: it gets the snapshot at once.
-    let c = RealProxy::start("secret");
+    let c = RealProxy::start("secret-token-of-at-least-32-characters");
     h.proxies(&[a.admin, c.admin]);
     let outcome = within(h.reconciler.proxies_changed()).await;
     assert_eq!(outcome.pushed, [c.admin.to_string()]);
@@ -202,9 +202,9 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
 
 #[tokio::test]
 async fn a_wrong_token_is_refused_and_versions_are_read_from_real_proxies() {
-    let proxy = RealProxy::start("the-right-token");
+    let proxy = RealProxy::start("the-right-token-of-at-least-32-characters");
     let mut config = proxy_config();
-    config.token = "the-wrong-token".into();
+    config.token = "the-wrong-token-of-at-least-32-characters".into();
     let pusher = Pusher::new(&config).unwrap();
     let error = pusher
         .push(&proxy.admin.to_string(), &bytes::Bytes::from_static(b"{}"))
@@ -212,7 +212,7 @@ async fn a_wrong_token_is_refused_and_versions_are_read_from_real_proxies() {
         .unwrap_err();
     assert!(error.to_string().starts_with("refused with 401"), "{error}");
 
-    config.token = "the-right-token".into();
+    config.token = "the-right-token-of-at-least-32-characters".into();
     let pusher = Pusher::new(&config).unwrap();
     let served = pusher.version(&proxy.admin.to_string()).await.unwrap();
     assert_eq!(served.version, 0);
@@ -232,7 +232,10 @@ async fn a_wrong_token_is_refused_and_versions_are_read_from_real_proxies() {
 async fn pushes_over_https_check_the_proxy_certificate_against_the_ca_file() {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
-    let proxy = RealProxy::start_with("secret", Some((&cert, &key)));
+    let proxy = RealProxy::start_with(
+        "secret-token-of-at-least-32-characters",
+        Some((&cert, &key)),
+    );
     let snapshot = bytes::Bytes::from(serde_json::to_vec(&weir_crds::Snapshot::empty()).unwrap());
     let mut snapshot_v1: weir_crds::Snapshot = weir_crds::Snapshot::empty();
     snapshot_v1.version = 1;
@@ -271,7 +274,10 @@ async fn pushes_over_https_can_check_one_server_name_instead_of_the_address() {
     let name = "weir-proxy-admin.weir.svc";
     let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
-    let proxy = RealProxy::start_with("secret", Some((&cert, &key)));
+    let proxy = RealProxy::start_with(
+        "secret-token-of-at-least-32-characters",
+        Some((&cert, &key)),
+    );
     let mut snapshot = weir_crds::Snapshot::empty();
     snapshot.version = 1;
     let snapshot = bytes::Bytes::from(serde_json::to_vec(&snapshot).unwrap());
@@ -310,7 +316,7 @@ async fn pushes_over_https_can_check_one_server_name_instead_of_the_address() {
 
 #[tokio::test]
 async fn a_plugin_a_real_proxy_cannot_load_is_reported_on_its_status() {
-    let proxy = RealProxy::start("secret");
+    let proxy = RealProxy::start("secret-token-of-at-least-32-characters");
     let mut h = Harness::new();
     h.objects(
         &[route_json("api", 1, "api.example.com", "still served")],

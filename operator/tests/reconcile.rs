@@ -44,7 +44,7 @@ async fn status_carries_conditions_and_generation_and_is_written_once() {
     assert_eq!(proxy_b.versions(), [1]);
     assert_eq!(
         proxy_a.tokens.lock().unwrap().last().unwrap(),
-        "Bearer secret"
+        "Bearer secret-token-of-at-least-32-characters"
     );
 
     let seen = h.api.take();

@@ -1,17 +1,18 @@
 //! The admin API (docs/admin-api.md): snapshot pushes and version, health, readiness and
-//! metrics, on its own listener. Snapshot endpoints need the bearer token, compared in
-//! constant time. The metrics listener serves the same health, readiness and metrics
-//! endpoints and nothing else.
+//! metrics, on its own listener. Snapshot endpoints need the bearer token (and metrics
+//! too with `--metrics-require-token`), compared in constant time. The metrics listener
+//! serves the same health, readiness and metrics endpoints and nothing else.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use weir_crds::admin::{AdminError, SNAPSHOT_PATH, ServedVersion, VERSION_PATH};
+use weir_crds::admin::{AdminError, MIN_TOKEN_CHARS, SNAPSHOT_PATH, ServedVersion, VERSION_PATH};
 use weir_crds::snapshot::Snapshot;
 
 use crate::body::{self, ProxyBody};
@@ -22,36 +23,126 @@ use crate::metrics;
 /// Largest snapshot accepted.
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
-/// The bearer token snapshots must carry; `None` refuses every push.
+/// The bearer token snapshot pushes (and, with `--metrics-require-token`, metrics
+/// scrapes) must carry. Read from its file at start, and again when the file changes (a
+/// rotated Kubernetes Secret), so a new token takes effect without a restart; a changed
+/// file whose token is unusable is logged and the previous token kept. Without a file,
+/// every push is refused.
 #[derive(Clone)]
-pub struct AdminToken(Option<Arc<str>>);
+pub struct AdminToken(Option<Arc<TokenFile>>);
+
+/// A token file and what was last read from it.
+struct TokenFile {
+    path: PathBuf,
+    read: Mutex<TokenRead>,
+}
+
+/// A token and the state of its file when it was read.
+struct TokenRead {
+    stamp: FileStamp,
+    token: Arc<str>,
+}
+
+/// What tells that a file changed: its inode (a Secret update swaps a symlink), size and
+/// modification time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let metadata = std::fs::metadata(path)?;
+        Ok(Self {
+            inode: metadata.ino(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
+}
+
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// It cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its token is too short to guard snapshots.
+    #[error(
+        "{path}: the admin token has {chars} characters; at least {MIN_TOKEN_CHARS} are required (e.g. `openssl rand -hex 32`)"
+    )]
+    TooShort {
+        /// The file.
+        path: String,
+        /// Characters it has (white space around it left out).
+        chars: usize,
+    },
+}
+
+fn read_token(path: &Path) -> Result<TokenRead, TokenError> {
+    let failed = |source| TokenError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let stamp = FileStamp::of(path).map_err(failed)?;
+    let text = std::fs::read_to_string(path).map_err(failed)?;
+    let token = text.trim();
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(TokenError::TooShort {
+            path: path.display().to_string(),
+            chars,
+        });
+    }
+    Ok(TokenRead {
+        stamp,
+        token: token.into(),
+    })
+}
 
 impl AdminToken {
-    /// The token read from a file (surrounding white space trimmed), or none.
-    pub fn from_file(path: Option<&std::path::Path>) -> std::io::Result<Self> {
+    /// The token of a file (surrounding white space trimmed), or none without a file.
+    pub fn from_file(path: Option<&Path>) -> Result<Self, TokenError> {
         let Some(path) = path else {
             return Ok(Self(None));
         };
-        let token = std::fs::read_to_string(path)?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the admin token file is empty",
-            ));
-        }
-        Ok(Self(Some(token.into())))
+        let read = read_token(path)?;
+        Ok(Self(Some(Arc::new(TokenFile {
+            path: path.to_owned(),
+            read: Mutex::new(read),
+        }))))
     }
 
-    /// A fixed token.
-    pub fn new(token: &str) -> Self {
-        Self(Some(token.into()))
+    /// The token now: read again first if its file changed.
+    fn current(&self) -> Option<Arc<str>> {
+        let file = self.0.as_ref()?;
+        let mut read = file.read.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = FileStamp::of(&file.path).map_or(true, |stamp| stamp != read.stamp);
+        if changed {
+            match read_token(&file.path) {
+                Ok(new) => {
+                    if new.token != read.token {
+                        tracing::info!(path = %file.path.display(), "admin token file changed: using its new token");
+                    }
+                    *read = new;
+                }
+                Err(e) => tracing::error!(
+                    "admin token file changed but cannot be used, keeping the previous token: {e}"
+                ),
+            }
+        }
+        Some(read.token.clone())
     }
 
     fn accepts(&self, headers: &http::HeaderMap) -> bool {
-        let Some(expected) = &self.0 else {
-            return false;
-        };
         let Some(offered) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -59,17 +150,23 @@ impl AdminToken {
         else {
             return false;
         };
+        let Some(expected) = self.current() else {
+            return false;
+        };
         bool::from(offered.trim().as_bytes().ct_eq(expected.as_bytes()))
     }
 }
 
-/// What a listener of the admin API serves.
+/// What a listener of the admin API serves, and how it checks tokens.
 #[derive(Clone)]
-pub enum AdminEndpoints {
-    /// Everything: snapshots (with this token), health, readiness and metrics.
-    All(AdminToken),
-    /// Health, readiness and metrics only (`--metrics-listen`).
-    Probes,
+pub struct AdminEndpoints {
+    /// Whether it serves snapshots (the admin listener) besides health, readiness and
+    /// metrics (all that `--metrics-listen` serves).
+    pub snapshots: bool,
+    /// The token snapshot pushes carry.
+    pub token: AdminToken,
+    /// Whether `/metrics` needs the token too (`--metrics-require-token`).
+    pub metrics_need_token: bool,
 }
 
 /// Serves one admin request.
@@ -79,17 +176,20 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let path = request.uri().path().to_owned();
-    let no_token = AdminToken(None);
-    let token = match (&endpoints, path.as_str()) {
-        (AdminEndpoints::All(token), _) => token,
-        (AdminEndpoints::Probes, "/healthz" | "/readyz" | "/metrics") => &no_token,
-        (AdminEndpoints::Probes, _) => {
-            return Ok(error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "this listener serves /healthz, /readyz and /metrics only",
-            ));
-        }
+    if !endpoints.snapshots && !matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this listener serves /healthz, /readyz and /metrics only",
+        ));
+    }
+    let token = &endpoints.token;
+    let unauthorized = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
     };
     let response = match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
@@ -107,6 +207,11 @@ pub async fn handle(
                 )
             }
         }
+        (&Method::GET, "/metrics")
+            if endpoints.metrics_need_token && !token.accepts(request.headers()) =>
+        {
+            unauthorized()
+        }
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(body::full(metrics::encode(&gateway.registry)));
             response.headers_mut().insert(
@@ -117,11 +222,7 @@ pub async fn handle(
             );
             response
         }
-        (_, SNAPSHOT_PATH | VERSION_PATH) if !token.accepts(request.headers()) => error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        ),
+        (_, SNAPSHOT_PATH | VERSION_PATH) if !token.accepts(request.headers()) => unauthorized(),
         (&Method::GET, VERSION_PATH) => {
             let current = gateway.current();
             let served = ServedVersion {

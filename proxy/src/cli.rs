@@ -60,6 +60,20 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
     pub admin_tls_key: Option<PathBuf>,
 
+    /// Let the admin listener serve plain HTTP on a non-loopback address (without it, the
+    /// proxy refuses to start so: snapshots carry TLS private keys and the push token).
+    #[arg(long, env = "WEIR_ADMIN_ALLOW_PLAINTEXT")]
+    pub admin_allow_plaintext: bool,
+
+    /// `/metrics` answers only requests with the admin token (`Authorization: Bearer`),
+    /// on the admin and the metrics listeners.
+    #[arg(
+        long,
+        env = "WEIR_METRICS_REQUIRE_TOKEN",
+        requires = "admin_token_file"
+    )]
+    pub metrics_require_token: bool,
+
     /// Extra CA certificates (PEM) trusted for HTTPS upstreams, besides the public roots.
     #[arg(long, env = "WEIR_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
@@ -234,6 +248,8 @@ impl Cli {
         config.tls_listen = self.tls_listen;
         config.metrics_listen = self.metrics_listen;
         config.admin_token_file = self.admin_token_file.clone();
+        config.admin_plaintext_allowed = self.admin_allow_plaintext;
+        config.metrics_require_token = self.metrics_require_token;
         config.admin_tls = match (&self.admin_tls_cert, &self.admin_tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),

@@ -27,6 +27,11 @@ pub struct ProxyConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Certificate and key (PEM files) making the admin listener HTTPS.
     pub admin_tls: Option<TlsFiles>,
+    /// Whether the admin listener may serve plain HTTP on a non-loopback address; without
+    /// it, such a configuration refuses to start (snapshots carry TLS private keys).
+    pub admin_plaintext_allowed: bool,
+    /// Whether `/metrics` (on the admin and the metrics listeners) needs the admin token.
+    pub metrics_require_token: bool,
     /// Standalone mode: a directory of Route, Plugin, ConfigMap and Secret manifests,
     /// compiled at start and again whenever a file changes.
     pub config_dir: Option<PathBuf>,
@@ -138,6 +143,8 @@ impl ProxyConfig {
             admin_listen,
             metrics_listen: None,
             admin_token_file: None,
+            admin_plaintext_allowed: false,
+            metrics_require_token: false,
             admin_tls: None,
             config_dir: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),

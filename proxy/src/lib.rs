@@ -91,8 +91,18 @@ impl Proxy {
         registry: Registry,
         extra_upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Result<Self, StartError> {
+        let metrics_need_token = config.metrics_require_token;
         let token = AdminToken::from_file(config.admin_token_file.as_deref())
-            .map_err(|e| StartError::Config(format!("admin token file: {e}")))?;
+            .map_err(|e| StartError::Config(format!("--admin-token-file {e}")))?;
+        if config.admin_tls.is_none()
+            && !config.admin_listen.ip().is_loopback()
+            && !config.admin_plaintext_allowed
+        {
+            return Err(StartError::Config(format!(
+                "--admin-listen {} is not a loopback address and has no TLS: snapshots carry TLS private keys and the push token. Give it --admin-tls-cert and --admin-tls-key, listen on loopback, or pass --admin-allow-plaintext on a network you trust",
+                config.admin_listen
+            )));
+        }
         let admin_tls = match &config.admin_tls {
             Some(files) => Some(TlsAcceptor::from(Arc::new(
                 tls::admin_config(&files.cert, &files.key)
@@ -170,6 +180,7 @@ impl Proxy {
             admin: AdminSetup {
                 token,
                 tls: admin_tls,
+                metrics_need_token,
             },
             shards,
             addresses,

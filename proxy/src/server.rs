@@ -267,6 +267,8 @@ pub struct AdminSetup {
     pub token: AdminToken,
     /// TLS for the admin listener, if configured.
     pub tls: Option<TlsAcceptor>,
+    /// Whether `/metrics` needs the token too.
+    pub metrics_need_token: bool,
 }
 
 /// The listeners of the control thread.
@@ -289,7 +291,11 @@ pub async fn serve_control(
     accept_loops.spawn(accept_admin(
         gateway.clone(),
         listeners.admin,
-        AdminEndpoints::All(admin.token),
+        AdminEndpoints {
+            snapshots: true,
+            token: admin.token.clone(),
+            metrics_need_token: admin.metrics_need_token,
+        },
         admin.tls,
         drain.clone(),
     ));
@@ -297,7 +303,11 @@ pub async fn serve_control(
         accept_loops.spawn(accept_admin(
             gateway.clone(),
             metrics,
-            AdminEndpoints::Probes,
+            AdminEndpoints {
+                snapshots: false,
+                token: admin.token,
+                metrics_need_token: admin.metrics_need_token,
+            },
             None,
             drain.clone(),
         ));

@@ -7,7 +7,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::*;
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-of-at-least-32-characters";
 
 async fn proxy_with_token() -> (TestProxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -441,4 +441,128 @@ async fn the_admin_listener_speaks_https_when_given_a_certificate() {
     .await;
     assert!(!matches!(plain, Ok(Ok(ref r)) if r.status() == StatusCode::OK));
     proxy.stop().await;
+}
+
+/// The token guards snapshots, which carry TLS private keys: a short one is refused at
+/// start, and so is a plain-HTTP admin listener on a non-loopback address unless allowed.
+#[tokio::test]
+async fn weak_admin_setups_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "short-token\n").unwrap();
+    let config = |tweak: &dyn Fn(&mut weir_proxy::config::ProxyConfig)| {
+        let mut config = weir_proxy::config::ProxyConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        tweak(&mut config);
+        config
+    };
+    let start = |config| async {
+        weir_proxy::Proxy::start(config, Default::default(), Vec::new())
+            .await
+            .err()
+            .map(|e| e.to_string())
+    };
+
+    let short = start(config(&|c| c.admin_token_file = Some(token_file.clone()))).await;
+    let short = short.expect("a short token is refused");
+    assert!(short.contains("11 characters; at least 32"), "{short}");
+
+    let everywhere = "0.0.0.0:0".parse().unwrap();
+    let plain = start(config(&|c| c.admin_listen = everywhere)).await;
+    let plain = plain.expect("plain HTTP on every address is refused");
+    assert!(
+        plain.contains("not a loopback address and has no TLS"),
+        "{plain}"
+    );
+    let allowed = start(config(&|c| {
+        c.admin_listen = everywhere;
+        c.admin_plaintext_allowed = true;
+    }))
+    .await;
+    assert_eq!(allowed, None, "allowed with --admin-allow-plaintext");
+}
+
+/// A rotated token file (a Kubernetes Secret update swaps it) takes effect without a
+/// restart; a rotation to an unusable token keeps the previous one.
+#[tokio::test]
+async fn the_token_file_is_read_again_when_it_changes() {
+    let (proxy, dir) = proxy_with_token().await;
+    let version = |token: &'static str| {
+        let proxy = &proxy;
+        async move {
+            admin(
+                proxy,
+                Method::GET,
+                weir_crds::admin::VERSION_PATH,
+                Some(token),
+                vec![],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(version(TOKEN).await, StatusCode::OK);
+
+    const ROTATED: &str = "a-rotated-token-also-of-32-characters-or-more";
+    let replace = |content: &str| {
+        let fresh = dir.path().join("token.new");
+        std::fs::write(&fresh, content).unwrap();
+        std::fs::rename(&fresh, dir.path().join("token")).unwrap();
+    };
+    replace(ROTATED);
+    assert_eq!(version(ROTATED).await, StatusCode::OK);
+    assert_eq!(version(TOKEN).await, StatusCode::UNAUTHORIZED);
+
+    replace("");
+    assert_eq!(
+        version(ROTATED).await,
+        StatusCode::OK,
+        "an empty file keeps the token"
+    );
+    proxy.stop().await;
+}
+
+/// With `--metrics-require-token`, `/metrics` needs the token on both listeners; probes
+/// never do.
+#[tokio::test]
+async fn metrics_can_require_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let proxy = TestProxy::start(|c| {
+        c.admin_token_file = Some(token_file);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics_require_token = true;
+    })
+    .await;
+    let metrics_address = proxy.addresses.metrics.unwrap();
+    for base in [proxy.admin_url(""), format!("http://{metrics_address}")] {
+        let get = |path: &str, token: Option<&str>| {
+            let mut request = Request::get(format!("{base}{path}"));
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            send_owned(request.body(Full::default()).unwrap())
+        };
+        let refused = get("/metrics", None).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{base}");
+        assert_eq!(refused.json()["error"], "unauthorized");
+        assert_eq!(
+            get("/metrics", Some("wrong")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let answered = get("/metrics", Some(TOKEN)).await;
+        assert!(
+            answered.text().contains("weir_active_connections"),
+            "{base}"
+        );
+        assert_eq!(get("/healthz", None).await.status, StatusCode::OK, "{base}");
+    }
+    proxy.stop().await;
+}
+
+async fn send_owned(request: Request<Full<bytes::Bytes>>) -> Answer {
+    send(&client(), request).await
 }

@@ -23,7 +23,11 @@ fn bad_configuration_exits_64() {
                 "--admin-token-file",
                 "/nonexistent/token",
             ],
-            "admin token file",
+            "--admin-token-file /nonexistent/token",
+        ),
+        (
+            &["--admin-listen", "0.0.0.0:0", "--listen", "127.0.0.1:0"],
+            "not a loopback address and has no TLS",
         ),
         (
             &["--otlp-endpoint", "grpc://collector:4317"],

@@ -421,7 +421,7 @@ async fn failure_policies_answer_503_or_skip_and_the_proxy_keeps_serving() {
     proxy.stop().await;
 }
 
-const TOKEN: &str = "plugin-token";
+const TOKEN: &str = "plugin-token-of-at-least-32-characters";
 
 async fn push(proxy: &TestProxy, yaml: &str, version: u64) -> serde_json::Value {
     push_snapshot(proxy, compile_yaml(yaml, version)).await

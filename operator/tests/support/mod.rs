@@ -381,7 +381,7 @@ pub fn proxy_config() -> ProxyConfig {
         namespace: "weir".into(),
         port_name: Some("admin".into()),
         scheme: "http",
-        token: "secret".into(),
+        token: "secret-token-of-at-least-32-characters".into(),
         ca_pem: None,
         server_name: None,
         push_timeout: Duration::from_secs(10),
