@@ -180,6 +180,15 @@ pub struct Cli {
     )]
     pub plugin_fetch_allow: Vec<String>,
 
+    /// A network (CIDR) `ctx.services.http.fetch` may never reach, whatever
+    /// --plugin-fetch-allow says: the cluster's pod and service ranges; repeatable.
+    #[arg(
+        long = "plugin-fetch-deny",
+        env = "WEIR_PLUGIN_FETCH_DENY",
+        value_delimiter = ','
+    )]
+    pub plugin_fetch_deny: Vec<String>,
+
     /// A URL prefix `ctx.forward(url)` may send requests to, besides the route's own
     /// backends; repeatable.
     #[arg(
@@ -294,6 +303,7 @@ impl Cli {
             },
             fetch: FetchConfig {
                 allow_networks: self.plugin_fetch_allow.clone(),
+                deny_networks: self.plugin_fetch_deny.clone(),
                 ..FetchConfig::default()
             },
             forward_allow_list: self.plugin_forward_allow.clone(),

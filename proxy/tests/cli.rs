@@ -26,6 +26,28 @@ fn bad_configuration_exits_64() {
             "--admin-token-file /nonexistent/token",
         ),
         (
+            &[
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--plugin-forward-allow",
+                "canary.example.com",
+            ],
+            "is not an http(s) URL prefix",
+        ),
+        (
+            &[
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--plugin-fetch-deny",
+                "pods",
+            ],
+            "fetch.denyNetworks",
+        ),
+        (
             &["--admin-listen", "0.0.0.0:0", "--listen", "127.0.0.1:0"],
             "not a loopback address and has no TLS",
         ),

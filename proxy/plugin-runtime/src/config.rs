@@ -79,6 +79,9 @@ pub struct FetchConfig {
     /// Networks (CIDR, e.g. `10.0.0.0/8` or `127.0.0.1/32`) a plugin may reach although
     /// they are loopback, private, link-local or metadata addresses.
     pub allow_networks: Vec<String>,
+    /// Networks (CIDR) a plugin may never reach, whatever `allow_networks` says: the
+    /// cluster's pod and service ranges, which may be public addresses.
+    pub deny_networks: Vec<String>,
     /// Time limit of one fetch when the plugin gives none, in milliseconds.
     pub default_timeout_ms: u64,
     /// Longest time limit a plugin may ask for, in milliseconds.
@@ -91,6 +94,7 @@ impl Default for FetchConfig {
     fn default() -> Self {
         Self {
             allow_networks: Vec::new(),
+            deny_networks: Vec::new(),
             default_timeout_ms: 2_000,
             max_timeout_ms: 10_000,
             max_response_bytes: 1024 * 1024,

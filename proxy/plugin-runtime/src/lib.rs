@@ -9,6 +9,7 @@
 
 mod config;
 mod engine;
+mod forward_allow;
 mod metrics;
 mod outcome;
 mod patch;

@@ -12,6 +12,7 @@ use weir_crds::snapshot::PluginBundle;
 
 use crate::config::RuntimeConfig;
 use crate::engine::{HostOps, PluginCode};
+use crate::forward_allow::ForwardAllowList;
 use crate::metrics::Metrics;
 use crate::plugin_set::{LoadFailure, Loaded, PluginEntry, PluginSet, PluginVersion, next_id};
 use crate::quickjs::QuickJs;
@@ -29,6 +30,9 @@ pub enum StartError {
     /// `fetch` is misconfigured (e.g. an invalid CIDR in `allowNetworks`).
     #[error("{0}")]
     Fetch(String),
+    /// A forward allow-list prefix is not an http(s) URL.
+    #[error("{0}")]
+    ForwardAllowList(String),
 }
 
 /// The plugin runtime of one proxy process: what every shard shares, and the loading of
@@ -60,7 +64,8 @@ impl PluginRuntime {
             engine: Arc::new(QuickJs),
             host,
             metrics: metrics.clone(),
-            forward_allow_list: config.forward_allow_list.clone(),
+            forward_allow_list: ForwardAllowList::new(&config.forward_allow_list)
+                .map_err(StartError::ForwardAllowList)?,
             cpu_budget: Duration::from_millis(config.cpu_budget_ms.max(1)),
         });
         Ok(Self {

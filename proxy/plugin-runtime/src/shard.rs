@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, HostOps, Isolate, PluginCode};
+use crate::forward_allow::ForwardAllowList;
 use crate::metrics::Metrics;
 use crate::outcome::{AfterResponse, BeforeRequest, Carry, Hook};
 use crate::patch::{RequestPatch, ResponsePatch};
@@ -37,7 +38,7 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) host: Arc<dyn HostOps + Send + Sync>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) forward_allow_list: Vec<String>,
+    pub(crate) forward_allow_list: ForwardAllowList,
     /// Longest uninterrupted run of JavaScript in a request hook.
     pub(crate) cpu_budget: std::time::Duration,
 }

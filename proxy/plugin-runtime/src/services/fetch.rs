@@ -42,10 +42,16 @@ const REFUSED_NETWORKS: &[&str] = &[
     "240.0.0.0/4",
     "::/128",
     "::1/128",
+    // NAT64 (RFC 6052, RFC 8215): they reach IPv4 hosts, private ones included.
     "64:ff9b::/96",
+    "64:ff9b:1::/48",
     "fc00::/7",
     "fe80::/10",
+    // Site-local (deprecated, still routed by some networks).
+    "fec0::/10",
     "ff00::/8",
+    // Azure's platform endpoint (wireserver), reachable from every VM.
+    "168.63.129.16/32",
 ];
 
 /// Why a fetch failed; the plugin's promise rejects with this message.
@@ -70,24 +76,22 @@ pub(crate) enum FetchError {
 pub(crate) struct AddressPolicy {
     refused: Vec<IpNet>,
     allowed: Vec<IpNet>,
+    denied: Vec<IpNet>,
 }
 
 impl AddressPolicy {
-    /// The policy with `allow` (CIDRs) exempted; an invalid CIDR is an error naming it.
-    pub(crate) fn new(allow: &[String]) -> Result<Self, String> {
-        let allowed = allow
-            .iter()
-            .map(|cidr| {
-                cidr.parse::<IpNet>()
-                    .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|e| format!("fetch.allowNetworks: {cidr:?}: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
+    /// The built-in refused networks, with `allow` (CIDRs) exempted from them and `deny`
+    /// (CIDRs) refused whatever `allow` says; an invalid CIDR is an error naming it.
+    pub(crate) fn new(allow: &[String], deny: &[String]) -> Result<Self, String> {
         let refused = REFUSED_NETWORKS
             .iter()
             .filter_map(|cidr| cidr.parse().ok())
             .collect();
-        Ok(Self { refused, allowed })
+        Ok(Self {
+            refused,
+            allowed: networks(allow, "fetch.allowNetworks")?,
+            denied: networks(deny, "fetch.denyNetworks")?,
+        })
     }
 
     /// Whether a plugin may connect to `ip`.
@@ -97,9 +101,21 @@ impl AddressPolicy {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.allowed.iter().any(|net| net.contains(&ip))
-            || !self.refused.iter().any(|net| net.contains(&ip))
+        let within = |networks: &[IpNet]| networks.iter().any(|net| net.contains(&ip));
+        !within(&self.denied) && (within(&self.allowed) || !within(&self.refused))
     }
+}
+
+/// CIDRs (or single addresses) of the `field` setting, parsed.
+fn networks(cidrs: &[String], field: &str) -> Result<Vec<IpNet>, String> {
+    cidrs
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<IpNet>()
+                .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|e| format!("{field}: {cidr:?}: {e}"))
+        })
+        .collect()
 }
 
 /// A resolver that hands the connector only permitted addresses.
@@ -172,7 +188,10 @@ pub(crate) struct Fetcher {
 
 impl Fetcher {
     pub(crate) fn new(config: &FetchConfig) -> Result<Self, String> {
-        let policy = Arc::new(AddressPolicy::new(&config.allow_networks)?);
+        let policy = Arc::new(AddressPolicy::new(
+            &config.allow_networks,
+            &config.deny_networks,
+        )?);
         let mut http = HttpConnector::new_with_resolver(GuardedResolver {
             policy: policy.clone(),
         });
@@ -285,7 +304,7 @@ mod tests {
 
     #[test]
     fn private_loopback_link_local_and_metadata_addresses_are_refused() {
-        let policy = AddressPolicy::new(&[]).unwrap();
+        let policy = AddressPolicy::new(&[], &[]).unwrap();
         for refused in [
             "127.0.0.1",
             "10.1.2.3",
@@ -298,6 +317,10 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
+            "168.63.129.16",
         ] {
             assert!(!policy.permits(refused.parse().unwrap()), "{refused}");
         }
@@ -308,14 +331,33 @@ mod tests {
 
     #[test]
     fn allow_listed_networks_are_permitted() {
-        let policy = AddressPolicy::new(&["127.0.0.1".into(), "10.0.0.0/8".into()]).unwrap();
+        let policy = AddressPolicy::new(&["127.0.0.1".into(), "10.0.0.0/8".into()], &[]).unwrap();
         assert!(policy.permits("127.0.0.1".parse().unwrap()));
         assert!(policy.permits("10.9.9.9".parse().unwrap()));
         assert!(!policy.permits("127.0.0.2".parse().unwrap()));
         assert!(
-            AddressPolicy::new(&["not-a-cidr".into()])
+            AddressPolicy::new(&["not-a-cidr".into()], &[])
                 .unwrap_err()
                 .contains("not-a-cidr")
+        );
+    }
+
+    /// The cluster's pod and service ranges are refused even inside an allowed network,
+    /// and even when they are public addresses.
+    #[test]
+    fn denied_networks_win() {
+        let policy = AddressPolicy::new(
+            &["10.0.0.0/8".into()],
+            &["10.96.0.0/12".into(), "2001:db8:42::/56".into()],
+        )
+        .unwrap();
+        assert!(policy.permits("10.1.2.3".parse().unwrap()));
+        assert!(!policy.permits("10.96.0.1".parse().unwrap()));
+        assert!(!policy.permits("2001:db8:42::1".parse().unwrap()));
+        assert!(
+            AddressPolicy::new(&[], &["pods".into()])
+                .unwrap_err()
+                .contains("fetch.denyNetworks")
         );
     }
 }
