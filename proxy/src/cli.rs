@@ -11,7 +11,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use weir_plugin_runtime::{
-    CacheConfig, DEFAULT_BODY_LIMIT_BYTES, FetchConfig, MAX_CPU_BUDGET_MS, RuntimeConfig,
+    CacheConfig, DEFAULT_BODY_LIMIT_BYTES, DEFAULT_MAX_MEMORY_LIMIT_MIB, FetchConfig,
+    MAX_CPU_BUDGET_MS, RuntimeConfig,
 };
 
 use crate::config::{Http2Limits, Limits, ProxyConfig, TlsFiles};
@@ -161,6 +162,21 @@ pub struct Cli {
     #[arg(long, env = "WEIR_PLUGIN_CPU_BUDGET", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub plugin_cpu_budget: Duration,
 
+    /// Largest `timeoutMs` a Plugin may ask for; a Plugin asking more does not load (its
+    /// previous version keeps serving) and its status says why.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub plugin_max_timeout: Duration,
+
+    /// Largest `memoryLimitMiB` a Plugin may ask for (each shard runs an isolate of every
+    /// plugin); a Plugin asking more does not load.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_MEMORY_MIB", default_value_t = DEFAULT_MAX_MEMORY_LIMIT_MIB, value_parser = clap::value_parser!(u32).range(1..))]
+    pub plugin_max_memory_mib: u32,
+
+    /// Longest evaluation of a plugin's module with its `onLoad` (ten hook budgets, at
+    /// least 1s, at most this): the longest a plugin being loaded can stall a shard.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_LOAD_TIME", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub plugin_max_load_time: Duration,
+
     /// Largest request or response body handed to plugins whole, in bytes; larger
     /// bodies stream through the proxy and plugins cannot read them.
     #[arg(long, env = "WEIR_PLUGIN_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT_BYTES)]
@@ -294,8 +310,19 @@ impl Cli {
                 "--plugin-cpu-budget must be between 1ms and {MAX_CPU_BUDGET_MS}ms"
             ));
         }
+        let max_timeout_ms = u32::try_from(self.plugin_max_timeout.as_millis())
+            .ok()
+            .filter(|ms| *ms >= 1)
+            .ok_or("--plugin-max-timeout must be between 1ms and 49 days")?;
+        let max_load_ms = u64::try_from(self.plugin_max_load_time.as_millis())
+            .ok()
+            .filter(|ms| *ms >= 1)
+            .ok_or("--plugin-max-load-time must be at least 1ms")?;
         config.plugins = RuntimeConfig {
             cpu_budget_ms,
+            max_timeout_ms,
+            max_memory_limit_mib: self.plugin_max_memory_mib,
+            max_load_ms,
             body_limit_bytes: self.plugin_body_limit,
             cache: CacheConfig {
                 redis_url: self.plugin_redis_url.clone(),
@@ -376,6 +403,34 @@ mod tests {
         assert_eq!(config.plugins.forward_allow_list.len(), 2);
         assert_eq!(config.plugins.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
         assert!(config.plugins.cache.redis_url.is_some());
+        assert_eq!(
+            (
+                config.plugins.max_timeout_ms,
+                config.plugins.max_memory_limit_mib,
+                config.plugins.max_load_ms
+            ),
+            (10_000, 256, 2_000),
+            "the default plugin maxima"
+        );
+        let cli = Cli::try_parse_from([
+            "weir-proxy",
+            "--plugin-max-timeout",
+            "250ms",
+            "--plugin-max-memory-mib",
+            "64",
+            "--plugin-max-load-time",
+            "500ms",
+        ])
+        .unwrap();
+        let plugins = cli.to_config().unwrap().plugins;
+        assert_eq!(
+            (
+                plugins.max_timeout_ms,
+                plugins.max_memory_limit_mib,
+                plugins.max_load_ms
+            ),
+            (250, 64, 500)
+        );
         let cli = Cli::try_parse_from(["weir-proxy", "plugin", "test", "plugins/x"]).unwrap();
         assert!(matches!(
             cli.command,

@@ -9,6 +9,15 @@ pub const DEFAULT_CPU_BUDGET_MS: u64 = 20;
 /// Largest [`RuntimeConfig::cpu_budget_ms`] a proxy accepts.
 pub const MAX_CPU_BUDGET_MS: u64 = 1_000;
 
+/// Default largest `timeoutMs` a Plugin may ask for (the CRD's own maximum).
+pub const DEFAULT_MAX_TIMEOUT_MS: u32 = 10_000;
+
+/// Default largest `memoryLimitMiB` a Plugin may ask for.
+pub const DEFAULT_MAX_MEMORY_LIMIT_MIB: u32 = 256;
+
+/// Default longest evaluation of a module with its `onLoad`, in milliseconds.
+pub const DEFAULT_MAX_LOAD_MS: u64 = 2_000;
+
 /// Default size up to which a request or response body is handed to a plugin whole.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
@@ -32,6 +41,17 @@ pub struct RuntimeConfig {
     /// URL prefixes `ctx.forward(url)` may send a request to, besides the route's own
     /// backends (e.g. `https://canary.example.com/`). Anything else is logged and ignored.
     pub forward_allow_list: Vec<String>,
+    /// Largest `timeoutMs` a Plugin may ask for; one asking more does not load (its
+    /// previous version, if any, keeps serving), so no tenant holds requests longer.
+    pub max_timeout_ms: u32,
+    /// Largest `memoryLimitMiB` a Plugin may ask for; one asking more does not load. Each
+    /// shard runs an isolate of every plugin, so this times the shards bounds what one
+    /// plugin can take of the proxy's memory.
+    pub max_memory_limit_mib: u32,
+    /// Longest time a module's evaluation and its `onLoad` may take, in milliseconds
+    /// (ten hook budgets, at least a second, at most this). Modules are evaluated on the
+    /// shards, so this is the longest a plugin being loaded can stall them.
+    pub max_load_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -42,6 +62,9 @@ impl Default for RuntimeConfig {
             cache: CacheConfig::default(),
             fetch: FetchConfig::default(),
             forward_allow_list: Vec::new(),
+            max_timeout_ms: DEFAULT_MAX_TIMEOUT_MS,
+            max_memory_limit_mib: DEFAULT_MAX_MEMORY_LIMIT_MIB,
+            max_load_ms: DEFAULT_MAX_LOAD_MS,
         }
     }
 }

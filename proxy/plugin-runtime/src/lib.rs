@@ -23,8 +23,8 @@ mod services;
 mod shard;
 
 pub use config::{
-    CacheConfig, DEFAULT_BODY_LIMIT_BYTES, DEFAULT_CPU_BUDGET_MS, FetchConfig, MAX_CPU_BUDGET_MS,
-    RuntimeConfig,
+    CacheConfig, DEFAULT_BODY_LIMIT_BYTES, DEFAULT_CPU_BUDGET_MS, DEFAULT_MAX_MEMORY_LIMIT_MIB,
+    FetchConfig, MAX_CPU_BUDGET_MS, RuntimeConfig,
 };
 pub use outcome::{AfterResponse, BeforeRequest, Carry, FailureKind, Hook, PluginFailure};
 pub use patch::{HeaderEdits, LocalResponse, RequestPatch, ResponsePatch, Upstream};

@@ -43,6 +43,8 @@ pub struct PluginRuntime {
     shards: Arc<Shards>,
     /// The last loaded set: versions are reused from it, and failed plugins fall back to it.
     current: Arc<Mutex<Arc<PluginSet>>>,
+    /// What a plugin may ask for.
+    limits: PluginLimits,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -72,6 +74,7 @@ impl PluginRuntime {
             shared,
             shards: Arc::new(Shards::default()),
             current: Arc::new(Mutex::new(Arc::new(PluginSet::new(metrics)))),
+            limits: PluginLimits::new(config),
         })
     }
 
@@ -96,20 +99,21 @@ impl PluginRuntime {
             let reusable = previous
                 .and_then(|entry| entry.version.clone())
                 .filter(|version| version.serves(&bundle.code_hash, memory_limit));
-            let version = match reusable {
-                Some(version) => Some(version),
-                None => {
+            let loaded = match (reusable, self.limits.refusal(bundle)) {
+                (_, Some(refusal)) => Err(refusal),
+                (Some(version), None) => Ok(version),
+                (None, None) => {
                     let code = PluginCode {
                         plugin: Arc::from(id.as_str()),
                         code: bundle.code.clone(),
                         memory_limit,
-                        load_timeout: load_timeout(timeout),
+                        load_timeout: self.limits.load_timeout(timeout),
                         config_json: Arc::from(bundle.config.to_string()),
                     };
                     let code = Arc::new(code);
                     let version_id = next_id();
                     match self.shards.load(version_id, &code).await {
-                        Ok(hooks) => Some(Arc::new(PluginVersion::new(
+                        Ok(hooks) => Ok(Arc::new(PluginVersion::new(
                             version_id,
                             code,
                             bundle.code_hash.clone(),
@@ -119,18 +123,24 @@ impl PluginRuntime {
                         Err(message) => {
                             // Shards where it did load drop it again.
                             self.shards.unload(version_id);
-                            let kept = previous.and_then(|entry| entry.version.clone());
-                            tracing::warn!(plugin = %id, %message, kept_previous = kept.is_some(), "plugin did not load");
-                            failures.push(LoadFailure {
-                                plugin: id.clone(),
-                                namespace: bundle.namespace.clone(),
-                                name: bundle.name.clone(),
-                                message,
-                                kept_previous: kept.is_some(),
-                            });
-                            kept
+                            Err(message)
                         }
                     }
+                }
+            };
+            let version = match loaded {
+                Ok(version) => Some(version),
+                Err(message) => {
+                    let kept = previous.and_then(|entry| entry.version.clone());
+                    tracing::warn!(plugin = %id, %message, kept_previous = kept.is_some(), "plugin did not load");
+                    failures.push(LoadFailure {
+                        plugin: id.clone(),
+                        namespace: bundle.namespace.clone(),
+                        name: bundle.name.clone(),
+                        message,
+                        kept_previous: kept.is_some(),
+                    });
+                    kept
                 }
             };
             set.plugins.insert(
@@ -148,8 +158,45 @@ impl PluginRuntime {
     }
 }
 
-/// Time for evaluating a module and its `onLoad`: ten hook budgets, at least a second, so
-/// a large plugin still loads on a busy machine.
-fn load_timeout(hook_timeout: Duration) -> Duration {
-    (hook_timeout * 10).max(Duration::from_secs(1))
+/// The proxy-wide maxima every tenant's plugins are held to.
+#[derive(Debug, Clone, Copy)]
+struct PluginLimits {
+    max_timeout_ms: u32,
+    max_memory_limit_mib: u32,
+    max_load: Duration,
+}
+
+impl PluginLimits {
+    fn new(config: &RuntimeConfig) -> Self {
+        Self {
+            max_timeout_ms: config.max_timeout_ms,
+            max_memory_limit_mib: config.max_memory_limit_mib,
+            max_load: Duration::from_millis(config.max_load_ms.max(1)),
+        }
+    }
+
+    /// Why a plugin asking for these limits is not loaded, if it asks too much.
+    fn refusal(&self, bundle: &PluginBundle) -> Option<String> {
+        if bundle.timeout_ms > self.max_timeout_ms {
+            return Some(format!(
+                "timeoutMs {} is above this proxy's maximum of {} (--plugin-max-timeout)",
+                bundle.timeout_ms, self.max_timeout_ms
+            ));
+        }
+        if bundle.memory_limit_mib > self.max_memory_limit_mib {
+            return Some(format!(
+                "memoryLimitMiB {} is above this proxy's maximum of {} (--plugin-max-memory-mib)",
+                bundle.memory_limit_mib, self.max_memory_limit_mib
+            ));
+        }
+        None
+    }
+
+    /// Time for evaluating a module and its `onLoad`: ten hook budgets, at least a second
+    /// (so a large plugin still loads on a busy machine), at most the maximum.
+    fn load_timeout(&self, hook_timeout: Duration) -> Duration {
+        (hook_timeout * 10)
+            .max(Duration::from_secs(1))
+            .min(self.max_load)
+    }
 }

@@ -350,6 +350,7 @@ fn the_cpu_budget_bounds_each_run_of_javascript_not_the_whole_hook() {
     on_shard(async {
         let (runtime, _) = runtime_with(weir_plugin_runtime::RuntimeConfig {
             cpu_budget_ms: 200,
+            max_timeout_ms: 60_000,
             ..weir_plugin_runtime::RuntimeConfig::default()
         });
         let mut looping = bundle(
@@ -377,5 +378,51 @@ fn the_cpu_budget_bounds_each_run_of_javascript_not_the_whole_hook() {
         // Many short runs separated by awaits add up to more than the budget and are fine.
         let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
         assert_eq!(patch.headers.set["x-spun"], ["30"]);
+    });
+}
+
+/// A tenant's plugin cannot ask for more time or memory than the proxy allows, and a
+/// module that never finishes evaluating stalls its shard for the proxy's load maximum at
+/// most, whatever its own `timeoutMs` says.
+#[test]
+fn plugins_are_held_to_the_proxy_wide_maxima() {
+    on_shard(async {
+        let (runtime, _registry) = runtime_with(weir_plugin_runtime::RuntimeConfig {
+            max_timeout_ms: 1_000,
+            max_memory_limit_mib: 32,
+            max_load_ms: 1_000,
+            ..Default::default()
+        });
+        let good = bundle(
+            "shop/p",
+            r#"export default { beforeRequest(ctx) { ctx.upstream.headers.set("x-v", "1"); } };"#,
+        );
+        assert!(load(&runtime, vec![good.clone()]).await.failures.is_empty());
+
+        let mut slow = good.clone();
+        slow.timeout_ms = 1_001;
+        let mut big = good.clone();
+        big.memory_limit_mib = 33;
+        let mut stuck = raw_bundle("shop/p", "for (;;) {} export default {};");
+        // Ten hook budgets would be 10 s.
+        stuck.timeout_ms = 1_000;
+        for (bad, message) in [
+            (slow, "timeoutMs 1001 is above this proxy's maximum of 1000"),
+            (big, "memoryLimitMiB 33 is above this proxy's maximum of 32"),
+            (stuck, "took longer than 1000 ms"),
+        ] {
+            let reloaded = load(&runtime, vec![bad]).await;
+            assert_eq!(reloaded.failures.len(), 1, "{message}");
+            let failure = &reloaded.failures[0];
+            assert!(failure.message.contains(message), "{}", failure.message);
+            assert!(failure.kept_previous);
+            let chain = chain(&reloaded, &[("shop/p", json!({}))]);
+            let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+            assert_eq!(
+                patch.headers.set["x-v"],
+                ["1"],
+                "the last good version serves"
+            );
+        }
     });
 }
