@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt as _;
+use futures::future::{self, LocalBoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, HostOps, Isolate, PluginCode};
@@ -58,6 +60,7 @@ impl Shards {
             host: Rc::new(shared.host.clone()),
             shared,
             isolates: RefCell::default(),
+            creating: RefCell::default(),
         });
         let serving = worker.clone();
         tokio::task::spawn_local(async move {
@@ -65,6 +68,7 @@ impl Shards {
                 match job {
                     Control::Unload { version } => {
                         serving.isolates.borrow_mut().remove(&version);
+                        serving.creating.borrow_mut().remove(&version);
                     }
                     Control::Load {
                         version,
@@ -199,7 +203,14 @@ pub(crate) struct Worker {
     /// The shared host services, as this shard's isolates call them.
     host: Rc<dyn HostOps>,
     isolates: RefCell<HashMap<u64, Rc<dyn Isolate>, foldhash::fast::RandomState>>,
+    /// Isolates being made (module evaluated, `onLoad` running), so the requests that
+    /// find a version without a usable isolate share one creation instead of each
+    /// making its own.
+    creating: RefCell<HashMap<u64, Creation, foldhash::fast::RandomState>>,
 }
+
+/// The making of an isolate, awaited by every request that needs it.
+type Creation = future::Shared<LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>>>;
 
 impl Worker {
     /// The usable isolate of a version on this shard, created (and `onLoad` run) when
@@ -215,17 +226,34 @@ impl Worker {
         {
             return Ok(isolate.clone());
         }
-        let created = self
-            .shared
-            .engine
-            .instantiate(code, self.host.clone())
-            .await?;
-        if existing.is_some() {
-            self.shared.metrics.isolate_replaced(&code.plugin);
-            tracing::warn!(plugin = %code.plugin, "replaced an isolate that was interrupted or ran out of memory");
+        let pending = self.creating.borrow().get(&version).cloned();
+        let creation = pending.unwrap_or_else(|| {
+            let creation = self
+                .shared
+                .engine
+                .instantiate(code, self.host.clone())
+                .shared();
+            self.creating.borrow_mut().insert(version, creation.clone());
+            creation
+        });
+        let created = creation.clone().await;
+        // The first waiter to resume files the isolate; the others find it done.
+        let first = self
+            .creating
+            .borrow()
+            .get(&version)
+            .is_some_and(|pending| future::Shared::ptr_eq(pending, &creation));
+        if first {
+            self.creating.borrow_mut().remove(&version);
+            if let Ok(isolate) = &created {
+                if existing.is_some() {
+                    self.shared.metrics.isolate_replaced(&code.plugin);
+                    tracing::warn!(plugin = %code.plugin, "replaced an isolate that was interrupted or ran out of memory");
+                }
+                self.isolates.borrow_mut().insert(version, isolate.clone());
+            }
         }
-        self.isolates.borrow_mut().insert(version, created.clone());
-        Ok(created)
+        created
     }
 
     /// The usable isolate of a version, if this shard has one: the usual case, found

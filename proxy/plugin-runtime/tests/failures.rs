@@ -426,3 +426,40 @@ fn plugins_are_held_to_the_proxy_wide_maxima() {
         }
     });
 }
+
+/// Requests that find their plugin's isolate interrupted share one replacement: the
+/// module is evaluated and `onLoad` run once, not once per waiting request.
+#[test]
+fn an_interrupted_isolate_is_replaced_once_for_all_waiting_requests() {
+    on_shard(async {
+        let (runtime, registry) = runtime_with(weir_plugin_runtime::RuntimeConfig::default());
+        let mut plugin = bundle(
+            "shop/once",
+            r#"export default {
+                // Awaiting in onLoad lets other requests arrive while the isolate is made.
+                async onLoad(ctx) { await ctx.services.cache.get("warm-up"); },
+                beforeRequest(ctx) {
+                    if (ctx.request.path === "/bad") { for (;;) {} }
+                    ctx.upstream.headers.set("x-ok", "1");
+                },
+            };"#,
+        );
+        plugin.timeout_ms = 200;
+        let loaded = load(&runtime, vec![plugin]).await;
+        let chain = chain(&loaded, &[("shop/once", json!({}))]);
+        expect_failed(runtime.before_request(&chain, request("/bad")).await.0);
+        let waiting: Vec<_> = (0..5)
+            .map(|_| runtime.before_request(&chain, request("/good")))
+            .collect();
+        for (outcome, _) in futures::future::join_all(waiting).await {
+            assert_eq!(expect_continue(outcome).headers.set["x-ok"], ["1"]);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let replaced = text
+            .lines()
+            .find(|line| line.starts_with("weir_plugin_isolates_replaced_total{"))
+            .unwrap_or_else(|| panic!("no replacement counted: {text}"));
+        assert!(replaced.ends_with(" 1"), "{replaced}");
+    });
+}

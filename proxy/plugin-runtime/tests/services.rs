@@ -304,3 +304,86 @@ fn the_redis_cache_is_shared_between_runtimes() {
         );
     });
 }
+
+/// One hook call may have a bounded number of fetches in flight; the rest reject at once.
+#[test]
+fn fetches_in_flight_per_hook_are_bounded() {
+    on_shard(async {
+        let server = http_server().await;
+        let runtime = loopback_runtime();
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/flood",
+                r#"export default { async beforeRequest(ctx) {
+                const fetches = [];
+                for (let i = 0; i < 10; i++) { fetches.push(ctx.services.http.fetch(ctx.config.url)); }
+                const settled = await Promise.allSettled(fetches);
+                const refused = settled.filter((s) => s.status === "rejected");
+                ctx.upstream.headers.set("x-answered", String(settled.length - refused.length));
+                ctx.upstream.headers.set("x-refused", refused.map((s) => s.reason.message).join("|"));
+            } };"#,
+            )],
+        )
+        .await;
+        let chain = chain(
+            &loaded,
+            &[(
+                "shop/flood",
+                json!({"url": format!("http://127.0.0.1:{}/slow", server.port())}),
+            )],
+        );
+        let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+        assert_eq!(patch.headers.set["x-answered"], ["8"]);
+        let refused = &patch.headers.set["x-refused"][0];
+        assert_eq!(
+            refused.matches("already has 8 fetches in flight").count(),
+            2,
+            "{refused}"
+        );
+    });
+}
+
+/// A fetch still waiting when its hook times out is cancelled: its connection closes then,
+/// not when the fetch's own (longer) time limit runs out.
+#[test]
+fn a_hook_that_times_out_cancels_its_fetches() {
+    on_shard(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (closed, closed_at) = tokio::sync::oneshot::channel::<()>();
+        tokio::task::spawn_local(async move {
+            use tokio::io::AsyncReadExt as _;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            // The request, then nothing until the client closes (a read of 0 bytes).
+            while stream.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+            let _ = closed.send(());
+        });
+        let runtime = loopback_runtime();
+        let mut hanging = bundle(
+            "shop/hang",
+            r#"export default { async beforeRequest(ctx) {
+                await ctx.services.http.fetch(ctx.config.url, { timeoutMs: 10000 });
+            } };"#,
+        );
+        hanging.timeout_ms = 200;
+        let loaded = load(&runtime, vec![hanging]).await;
+        let chain = chain(
+            &loaded,
+            &[(
+                "shop/hang",
+                json!({"url": format!("http://127.0.0.1:{port}/hang")}),
+            )],
+        );
+        let outcome = runtime.before_request(&chain, request("/")).await.0;
+        assert!(
+            matches!(&outcome, weir_plugin_runtime::BeforeRequest::Failed(f) if f.kind == weir_plugin_runtime::FailureKind::Timeout),
+            "{outcome:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(8), closed_at)
+            .await
+            .expect("the fetch's connection closed before the fetch's own 10 s limit")
+            .unwrap();
+    });
+}

@@ -151,6 +151,10 @@ impl<T> ById<T> {
     }
 
     /// Removes and returns every entry `matches` picks.
+    fn count_where(&self, matches: impl Fn(&T) -> bool) -> usize {
+        self.0.iter().filter(|(_, value)| matches(value)).count()
+    }
+
     fn take_where(&mut self, matches: impl Fn(&T) -> bool) -> Vec<T> {
         let mut taken = Vec::new();
         let mut index = 0;
@@ -173,7 +177,15 @@ impl<T> ById<T> {
 struct PendingHostCall {
     invocation: u64,
     resolve: Persistent<Function<'static>>,
+    /// Whether it is a `fetch`, counted against [`MAX_FETCHES_IN_FLIGHT`].
+    fetch: bool,
+    /// Its task, cancelled if the hook ends (times out) before it answers.
+    task: tokio::task::AbortHandle,
 }
+
+/// `fetch` calls one hook call may have in flight at once; more reject at once, so no
+/// plugin turns one request into a flood of outbound connections.
+pub(crate) const MAX_FETCHES_IN_FLIGHT: usize = 8;
 
 /// One plugin version in one QuickJS runtime.
 pub(crate) struct QuickJsIsolate {
@@ -415,21 +427,36 @@ impl QuickJsIsolate {
     ) {
         let id = self.next_id();
         let scope = self.scope_of(invocation).unwrap_or_default();
-        self.host_calls.borrow_mut().insert(
-            id,
-            PendingHostCall {
-                invocation,
-                resolve,
-            },
-        );
-        let work = self.host.call(op, args, scope);
+        let fetch = op == "http.fetch";
+        let fetches_in_flight = self
+            .host_calls
+            .borrow()
+            .count_where(|call| call.fetch && call.invocation == invocation);
+        let work = if fetch && fetches_in_flight >= MAX_FETCHES_IN_FLIGHT {
+            let refused = serde_json::json!({
+                "ok": false,
+                "error": format!("fetch: this hook already has {MAX_FETCHES_IN_FLIGHT} fetches in flight; await some first"),
+            });
+            Box::pin(std::future::ready(refused.to_string()))
+        } else {
+            self.host.call(op, args, scope)
+        };
         let weak = Rc::downgrade(self);
-        tokio::task::spawn_local(async move {
+        let task = tokio::task::spawn_local(async move {
             let answer = work.await;
             if let Some(isolate) = weak.upgrade() {
                 isolate.finish_host_call(id, answer);
             }
         });
+        self.host_calls.borrow_mut().insert(
+            id,
+            PendingHostCall {
+                invocation,
+                resolve,
+                fetch,
+                task: task.abort_handle(),
+            },
+        );
     }
 
     fn finish_host_call(&self, id: u64, answer: String) {
@@ -458,6 +485,10 @@ impl QuickJsIsolate {
             .borrow_mut()
             .take_where(|call| call.invocation == invocation);
         if !orphans.is_empty() {
+            // Their work (a fetch, a cache call) is of no use any more: cancel it.
+            for orphan in &orphans {
+                orphan.task.abort();
+            }
             self.context.with(|_ctx| drop(orphans));
         }
     }
