@@ -79,6 +79,12 @@ pub enum Reason {
     Invalid,
     /// Another, older Route claims the same host and match.
     Conflicted,
+    /// A host belongs to another namespace (its oldest Route claimed it first), which has
+    /// not delegated it to this Route's namespace.
+    HostNotOwned,
+    /// Every host (`hosts: []`) or a wildcard broader than one label below a registrable
+    /// domain, from a namespace the operator does not trust with them.
+    HostNotPermitted,
     /// `ResolvedRefs=True`.
     ResolvedRefs,
     /// A backend Service, or its port, does not exist.
@@ -124,6 +130,8 @@ impl Reason {
             Self::Accepted => "Accepted",
             Self::Invalid => "Invalid",
             Self::Conflicted => "Conflicted",
+            Self::HostNotOwned => "HostNotOwned",
+            Self::HostNotPermitted => "HostNotPermitted",
             Self::ResolvedRefs => "ResolvedRefs",
             Self::BackendNotFound => "BackendNotFound",
             Self::RefNotPermitted => "RefNotPermitted",

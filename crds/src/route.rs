@@ -95,6 +95,15 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub plugins: Vec<PluginAttachment>,
+
+    /// Namespaces whose Routes may also serve this Route's hosts (`*`: every namespace).
+    /// A host belongs to the namespace of the oldest Route that claims it (or of an
+    /// older wildcard covering it); Routes of other namespaces for that host are
+    /// `Accepted=False`, `HostNotOwned`, unless a Route of the owning namespace for that
+    /// host lists their namespace here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    pub allowed_namespaces: Vec<String>,
 }
 
 /// What the API server and the operator report about a Route.

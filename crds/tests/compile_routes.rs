@@ -464,6 +464,8 @@ kind: Route
 metadata: {name: older, namespace: a, creationTimestamp: '2026-01-01T00:00:00Z'}
 spec:
   hosts: [shop.example]
+  # Namespace a owns the host and shares it with b; their matches still conflict.
+  allowedNamespaces: [b]
   rules: [{matches: [{path: {value: /cart}}], directResponse: {status: 200}}]
 ";
     let c = compile_yaml(yaml);
@@ -652,4 +654,147 @@ fn a_gateway_class_compiles_and_reports_only_its_own_objects() {
     // No class (standalone): everything.
     let all = weir_crds::compile(&m.inputs());
     assert_eq!(all.snapshot.virtual_hosts.len(), 3);
+}
+
+const OWNERSHIP: &str = "---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: shop, namespace: shop, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  hosts: [shop.example, '*.apps.example']
+  rules: [{directResponse: {status: 200, body: shop}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: steal, namespace: mallory, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  hosts: [shop.example, admin.apps.example, mallory.example]
+  rules: [{matches: [{path: {value: /admin}}], directResponse: {status: 200, body: mallory}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: late-owner, namespace: late, creationTimestamp: '2026-03-01T00:00:00Z'}
+spec:
+  hosts: [mallory.example]
+  rules: [{directResponse: {status: 200, body: late}}]
+";
+
+/// A host belongs to the namespace of the oldest Route claiming it (or an older wildcard
+/// covering it): another namespace's Route for it is `HostNotOwned`, and its other hosts
+/// still serve.
+#[test]
+fn hosts_belong_to_the_namespace_that_claimed_them_first() {
+    let c = compile_yaml(OWNERSHIP);
+    assert_eq!(route_report(&c, "shop", "shop").diagnostics, vec![]);
+    let thief = route_report(&c, "mallory", "steal");
+    let messages: Vec<&str> = thief
+        .diagnostics
+        .iter()
+        .filter(|d| d.field == "spec.hosts" && d.reason == Reason::HostNotOwned)
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "host admin.apps.example belongs to namespace shop (its Route shop/shop claimed *.apps.example first); \
+             a Route there for this host can let namespace mallory in with allowedNamespaces",
+            "host shop.example belongs to namespace shop (its Route shop/shop claimed shop.example first); \
+             a Route there for this host can let namespace mallory in with allowedNamespaces",
+        ]
+    );
+    assert_eq!(
+        condition(thief, ConditionType::Accepted),
+        (false, Reason::HostNotOwned)
+    );
+    assert_eq!(
+        thief.in_snapshot,
+        InSnapshot::Partly,
+        "mallory.example serves"
+    );
+    let late = route_report(&c, "late", "late-owner");
+    diagnostic(late, "spec.hosts", Reason::HostNotOwned);
+    let hosts: Vec<(&str, Vec<&str>)> = c
+        .snapshot
+        .virtual_hosts
+        .iter()
+        .map(|h| {
+            (
+                h.host.as_str(),
+                h.entries.iter().map(|e| e.rule.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("*.apps.example", vec!["shop/shop/0"]),
+            ("mallory.example", vec!["mallory/steal/0"]),
+            ("shop.example", vec!["shop/shop/0"]),
+        ]
+    );
+}
+
+/// The owner lets other namespaces in with `allowedNamespaces` on its Route for the host.
+#[test]
+fn owners_delegate_hosts_with_allowed_namespaces() {
+    let yaml = OWNERSHIP.replace(
+        "  hosts: [shop.example, '*.apps.example']\n",
+        "  hosts: [shop.example, '*.apps.example']\n  allowedNamespaces: [mallory]\n",
+    );
+    let c = compile_yaml(&yaml);
+    assert_eq!(route_report(&c, "mallory", "steal").diagnostics, vec![]);
+    let shop = c
+        .snapshot
+        .virtual_hosts
+        .iter()
+        .find(|h| h.host == "shop.example")
+        .unwrap();
+    let rules: Vec<&str> = shop.entries.iter().map(|e| e.rule.as_str()).collect();
+    assert_eq!(rules, ["mallory/steal/0", "shop/shop/0"]);
+    let everyone = OWNERSHIP.replace(
+        "  hosts: [shop.example, '*.apps.example']\n",
+        "  hosts: [shop.example, '*.apps.example']\n  allowedNamespaces: ['*']\n",
+    );
+    let c = compile_yaml(&everyone);
+    assert_eq!(route_report(&c, "mallory", "steal").diagnostics, vec![]);
+}
+
+/// Every host and wildcards at a public suffix are claims for trusted namespaces only.
+#[test]
+fn broad_claims_need_a_trusted_namespace() {
+    let yaml = [
+        route("catch-all", "  rules: [{directResponse: {status: 404}}]"),
+        route("dot-com", "  hosts: ['*.com', '*.co.uk', '*.example.com']\n  rules: [{directResponse: {status: 200}}]"),
+    ]
+    .concat();
+    let trusting = |namespaces: &[&str]| weir_crds::Options {
+        trusted_namespaces: Some(namespaces.iter().map(|n| n.to_string()).collect()),
+        ..weir_crds::Options::default()
+    };
+    let c = compile_yaml_with(&yaml, trusting(&["weir-system"]));
+    let catch_all = route_report(&c, "shop", "catch-all");
+    let message = diagnostic(catch_all, "spec.hosts", Reason::HostNotPermitted);
+    assert!(
+        message.starts_with("every host (hosts: []): only namespaces the operator trusts"),
+        "{message}"
+    );
+    assert_eq!(catch_all.in_snapshot, InSnapshot::No);
+    let wildcards = route_report(&c, "shop", "dot-com");
+    assert_eq!(
+        wildcards.diagnostics.len(),
+        2,
+        "{:?}",
+        wildcards.diagnostics
+    );
+    let hosts: Vec<&str> = c
+        .snapshot
+        .virtual_hosts
+        .iter()
+        .map(|h| h.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["*.example.com"]);
+
+    let c = compile_yaml_with(&yaml, trusting(&["shop"]));
+    assert_eq!(route_report(&c, "shop", "catch-all").diagnostics, vec![]);
+    assert_eq!(route_report(&c, "shop", "dot-com").diagnostics, vec![]);
 }

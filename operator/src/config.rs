@@ -62,6 +62,12 @@ pub struct Cli {
     #[arg(long, env = "WEIR_ALLOW_URL_BACKENDS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_url_backends: bool,
 
+    /// Namespaces whose Routes may claim every host (`hosts: []`) or a wildcard at a
+    /// public suffix (`*.com`), comma-separated; `*` trusts every namespace. Default: the
+    /// operator's own namespace.
+    #[arg(long, env = "WEIR_TRUSTED_NAMESPACES", value_delimiter = ',')]
+    pub trusted_namespaces: Vec<String>,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_METRICS_ADDRESS", default_value = "0.0.0.0:9090")]
     pub metrics_address: SocketAddr,
@@ -329,8 +335,30 @@ impl Cli {
                     name: self.class.clone(),
                     default: self.default_class,
                 }),
+                trusted_namespaces: self.trusted(default_namespace),
             },
         })
+    }
+}
+
+impl Cli {
+    /// The namespaces trusted with broad host claims; `None` for all (`*`).
+    fn trusted(&self, default_namespace: &str) -> Option<std::collections::BTreeSet<String>> {
+        let listed: std::collections::BTreeSet<String> = self
+            .trusted_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if listed.contains("*") {
+            return None;
+        }
+        if listed.is_empty() {
+            return Some(std::collections::BTreeSet::from([
+                default_namespace.to_owned()
+            ]));
+        }
+        Some(listed)
     }
 }
 
@@ -391,8 +419,22 @@ mod tests {
                     name: "weir".into(),
                     default: true
                 }),
+                trusted_namespaces: Some(["weir".to_owned()].into()),
             },
-            "a cluster install serves the default class and no URL backends"
+            "a cluster install serves the default class, no URL backends, and trusts its own \
+             namespace only with broad hosts"
+        );
+        let trusting = |flag: &str| {
+            parse(&["--admin-token-file", token, "--trusted-namespaces", flag])
+                .to_config("weir")
+                .unwrap()
+                .compile
+                .trusted_namespaces
+        };
+        assert_eq!(trusting("*"), None);
+        assert_eq!(
+            trusting("edge, platform"),
+            Some(["edge".to_owned(), "platform".to_owned()].into())
         );
         let all = parse(&["--admin-token-file", token])
             .to_config("x")

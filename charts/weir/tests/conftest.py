@@ -110,6 +110,7 @@ VALUE_SETS: dict[str, dict] = {
         "fullnameOverride": "edge",
         "commonLabels": {"team": "platform"},
         "allowUrlBackends": True,
+        "trustedNamespaces": ["platform", "edge"],
         "image": {"tag": "1.2.3", "digest": "sha256:" + "ab" * 32, "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "registry"}],
         "rbac": {"create": True},

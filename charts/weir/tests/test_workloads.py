@@ -127,6 +127,7 @@ def test_operator_flags_follow_the_values():
     assert flag(objects, "operator", "--class") == "edge"
     assert flag(objects, "operator", "--default-class") == "false"
     assert flag(objects, "operator", "--allow-url-backends") == "true"
+    assert flag(objects, "operator", "--trusted-namespaces") == "platform,edge"
     assert flag(objects, "operator", "--namespaces") == "shop"
     assert flag(objects, "operator", "--log-format") == "text"
     assert flag(objects, "operator", "--lease-name") == "edge-operator"

@@ -8,6 +8,7 @@
 
 mod backends;
 pub(crate) use backends::endpoint_is_ready;
+mod ownership;
 mod plugins;
 mod precedence;
 pub mod report;
@@ -63,6 +64,10 @@ pub struct Options {
     /// The gateway class compiled for; `None` compiles every object whatever its
     /// `spec.className` (standalone mode).
     pub class: Option<GatewayClass>,
+    /// Namespaces whose Routes may claim every host (`hosts: []`) or a wildcard broader
+    /// than one label below a registrable domain (`*.com`, `*.co.uk`); `None` trusts
+    /// every namespace (standalone mode: one tenant).
+    pub trusted_namespaces: Option<BTreeSet<String>>,
 }
 
 impl Default for Options {
@@ -70,6 +75,7 @@ impl Default for Options {
         Self {
             allow_url_backends: true,
             class: None,
+            trusted_namespaces: None,
         }
     }
 }
@@ -322,7 +328,19 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         .filter(|(_, kept)| *kept)
         .map(|(r, _)| r)
         .collect();
+    let hosts_claimed: Vec<usize> = lowered.iter().map(|r| r.hosts.len()).collect();
+    ownership::enforce(
+        &mut lowered,
+        &mut lowered_reports,
+        ctx.options.trusted_namespaces.as_ref(),
+    );
     let virtual_hosts = precedence::virtual_hosts(&lowered, &mut lowered_reports);
+    for ((route, claimed), report) in lowered.iter().zip(hosts_claimed).zip(&mut lowered_reports) {
+        // Hosts it may not serve are left out: the rest of it is in.
+        if route.hosts.len() < claimed && report.in_snapshot == InSnapshot::Whole {
+            report.in_snapshot = InSnapshot::Partly;
+        }
+    }
     let certificates = precedence::certificates(&lowered, &mut lowered_reports);
     reports.extend(route_reports.into_iter().map(|(report, _)| report));
 

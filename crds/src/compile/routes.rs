@@ -53,6 +53,8 @@ pub(crate) struct LoweredRoute {
     pub backends: Vec<(String, Backend)>,
     /// TLS certificate for the hosts.
     pub certificate: Option<Certificate>,
+    /// Namespaces whose Routes may serve the hosts this Route's namespace owns.
+    pub allowed_namespaces: Vec<String>,
 }
 
 /// A match entry and where it came from in the Route.
@@ -98,6 +100,7 @@ pub(crate) fn lower(
         entries: Vec::new(),
         backends: Vec::new(),
         certificate,
+        allowed_namespaces: spec.allowed_namespaces.clone(),
     };
     for (rule_index, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{rule_index}]");

@@ -22,7 +22,15 @@ pub fn manifests(yaml: &str) -> Manifests {
 
 /// Compiles manifests with default options and no previous snapshot.
 pub fn compile_yaml(yaml: &str) -> Compilation {
-    weir_crds::compile(&manifests(yaml).inputs())
+    compile_yaml_with(yaml, weir_crds::Options::default())
+}
+
+/// Compiles manifests with `options` and no previous snapshot.
+pub fn compile_yaml_with(yaml: &str, options: weir_crds::Options) -> Compilation {
+    let manifests = manifests(yaml);
+    let mut inputs = manifests.inputs();
+    inputs.options = options;
+    weir_crds::compile(&inputs)
 }
 
 pub fn route_report<'c>(
