@@ -203,20 +203,54 @@ fn tls_secret(name: &str, hosts: &[&str]) -> String {
 fn tls_secrets_become_certificates_for_the_route_hosts() {
     let yaml = format!(
         "{}{}",
-        tls_secret("api-cert", &["api.example.com"]),
+        tls_secret("api-cert", &["api.example.com", "*.apps.example.com"]),
         route(
             "api",
-            "  hosts: [api.example.com, www.example.com]\n  tls: {secretName: api-cert}\n  rules: [{directResponse: {status: 200}}]"
+            "  hosts: [api.example.com, '*.apps.example.com', shop.apps.example.com]\n  tls: {secretName: api-cert}\n  rules: [{directResponse: {status: 200}}]"
         )
     );
     let c = compile_yaml(&yaml);
     assert_eq!(route_report(&c, "shop", "api").diagnostics, vec![]);
     let cert = &c.snapshot.certificates[0];
-    assert_eq!(cert.hosts, ["api.example.com", "www.example.com"]);
+    assert_eq!(
+        cert.hosts,
+        ["*.apps.example.com", "api.example.com", "shop.apps.example.com"]
+    );
     assert_eq!(cert.secret, "shop/api-cert");
     assert_eq!(cert.routes, ["shop/api"]);
     assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(format!("{cert:?}").contains("<redacted>"));
+}
+
+/// A certificate serves only the hosts its names cover: TLS clients would refuse it for
+/// the others, and a tenant must not get another host's traffic served with its key.
+#[test]
+fn certificates_serve_only_the_hosts_they_name() {
+    let yaml = format!(
+        "{}{}",
+        tls_secret("api-cert", &["api.example.com"]),
+        route(
+            "api",
+            "  hosts: [api.example.com, www.example.com, '*.example.com']\n  tls: {secretName: api-cert}\n  rules: [{directResponse: {status: 200}}]"
+        )
+    );
+    let c = compile_yaml(&yaml);
+    let report = route_report(&c, "shop", "api");
+    let messages: Vec<&str> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.reason == Reason::InvalidCertificate)
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "Secret shop/api-cert: the certificate does not name host *.example.com (TLS clients would refuse it): it is not served with it",
+            "Secret shop/api-cert: the certificate does not name host www.example.com (TLS clients would refuse it): it is not served with it",
+        ]
+    );
+    assert_eq!(c.snapshot.certificates[0].hosts, ["api.example.com"]);
+    assert_eq!(report.in_snapshot, InSnapshot::Whole, "every host still serves");
 }
 
 #[test]

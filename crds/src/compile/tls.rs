@@ -50,8 +50,8 @@ pub(crate) fn certificate(
         return None;
     };
     let certificates = CertificateDer::pem_slice_iter(&chain).collect::<Result<Vec<_>, _>>();
-    match certificates {
-        Ok(certs) if !certs.is_empty() => {}
+    let leaf = match certificates {
+        Ok(certs) if !certs.is_empty() => certs.into_iter().next(),
         Ok(_) => {
             invalid(report, format!("{CERT_KEY} holds no PEM certificate"));
             return None;
@@ -60,6 +60,34 @@ pub(crate) fn certificate(
             invalid(report, format!("{CERT_KEY} is not valid PEM: {e}"));
             return None;
         }
+    };
+    let leaf = leaf?;
+    let leaf = match webpki::EndEntityCert::try_from(&leaf) {
+        Ok(leaf) => leaf,
+        Err(e) => {
+            invalid(
+                report,
+                format!("{CERT_KEY}: the first certificate cannot be read: {e}"),
+            );
+            return None;
+        }
+    };
+    let covered: Vec<String> = hosts
+        .iter()
+        .filter(|host| {
+            let covers = covers(&leaf, host);
+            if !covers {
+                invalid(
+                    report,
+                    format!("the certificate does not name host {host} (TLS clients would refuse it): it is not served with it"),
+                );
+            }
+            covers
+        })
+        .cloned()
+        .collect();
+    if covered.is_empty() {
+        return None;
     }
     if let Err(e) = PrivateKeyDer::from_pem_slice(&key) {
         invalid(
@@ -73,12 +101,27 @@ pub(crate) fn certificate(
         return None;
     };
     Some(Certificate {
-        hosts: hosts.to_vec(),
+        hosts: covered,
         secret: format!("{namespace}/{secret_name}"),
         routes: Vec::new(),
         chain_pem,
         key_pem: PrivateKeyPem(key_pem),
     })
+}
+
+/// Whether the certificate is valid for `host` as TLS clients check it (its SANs): for a
+/// wildcard host, for any name under it; every host (`*`) takes any certificate, since
+/// a client asks by name.
+fn covers(leaf: &webpki::EndEntityCert<'_>, host: &str) -> bool {
+    if host == "*" {
+        return true;
+    }
+    let name = match host.strip_prefix("*.") {
+        Some(base) => format!("weir-wildcard-check.{base}"),
+        None => host.to_owned(),
+    };
+    rustls_pki_types::ServerName::try_from(name.as_str())
+        .is_ok_and(|name| leaf.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
 /// A Secret's value from `data`, or from `stringData` as written in a manifest file.
