@@ -214,7 +214,11 @@ fn tls_secrets_become_certificates_for_the_route_hosts() {
     let cert = &c.snapshot.certificates[0];
     assert_eq!(
         cert.hosts,
-        ["*.apps.example.com", "api.example.com", "shop.apps.example.com"]
+        [
+            "*.apps.example.com",
+            "api.example.com",
+            "shop.apps.example.com"
+        ]
     );
     assert_eq!(cert.secret, "shop/api-cert");
     assert_eq!(cert.routes, ["shop/api"]);
@@ -250,7 +254,11 @@ fn certificates_serve_only_the_hosts_they_name() {
         ]
     );
     assert_eq!(c.snapshot.certificates[0].hosts, ["api.example.com"]);
-    assert_eq!(report.in_snapshot, InSnapshot::Whole, "every host still serves");
+    assert_eq!(
+        report.in_snapshot,
+        InSnapshot::Whole,
+        "every host still serves"
+    );
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub enum ProxyError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The client stopped sending its request body for longer than the route's idle
+    /// timeout.
+    #[error("the request body stalled: {0}")]
+    RequestBodyTimeout(String),
     /// No snapshot has been applied yet.
     #[error("the proxy has no configuration yet")]
     NotReady,
@@ -86,6 +90,7 @@ impl ProxyError {
             Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -105,6 +110,7 @@ impl ProxyError {
             Self::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::RequestBodyTimeout(_) => "request_body_timeout",
             Self::NotReady => "not_ready",
             Self::NoHealthyUpstream { .. } => "no_healthy_upstream",
             Self::Overloaded { .. } => "upstream_overloaded",

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use weir_crds::snapshot::BackendProtocol;
 
-use super::prepare::Prepared;
+use super::prepare::{self, Prepared};
 use super::retry;
 use crate::access_log::AccessRecord;
 use crate::error::ProxyError;
@@ -136,13 +136,12 @@ pub(super) async fn attempt(
                 in_flight,
             }));
         }
-        Ok(Err(error)) if is_body_too_large(&error) => {
-            return Err(ProxyError::BodyTooLarge {
-                limit: gateway.config.limits.max_body_bytes,
-            });
-        }
-        Ok(Err(error)) if error.is_connect() => Failure::Connect,
-        Ok(Err(_)) => Failure::Reset,
+        Ok(Err(error)) => match client_body_failure(&error, gateway.config.limits.max_body_bytes) {
+            // The client's fault, not the upstream's: its answer, and no health penalty.
+            Some(refusal) => return Err(refusal),
+            None if error.is_connect() => Failure::Connect,
+            None => Failure::Reset,
+        },
         Err(_elapsed) => Failure::Timeout,
     };
     drop(in_flight);
@@ -175,14 +174,14 @@ fn record_health(
     }
 }
 
-/// Whether the request body was over the size limit (the proxy's `Limited` body failed).
-fn is_body_too_large(error: &UpstreamError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+/// How the client is answered when a try failed because the client's own request body
+/// failed while it streamed upstream (hyper reports the body's error as a "user" error,
+/// with that error as its source; see [`prepare::request_body_failure`]). `None` when the
+/// upstream failed.
+fn client_body_failure(error: &UpstreamError, max_body_bytes: u64) -> Option<ProxyError> {
+    let body_error = error
+        .hyper_error()
+        .filter(|e| e.is_user())
+        .and_then(std::error::Error::source)?;
+    Some(prepare::request_body_failure(body_error, max_body_bytes))
 }

@@ -167,10 +167,30 @@ async fn request_body(
         let collected = Limited::new(watched, limit)
             .collect()
             .await
-            .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?;
+            .map_err(|e| request_body_failure(&*e, max_bytes))?;
         return Ok(RequestBody::Kept(collected.to_bytes()));
     }
     Ok(RequestBody::Streaming(Some(
         Limited::new(watched, limit).boxed_unsync(),
     )))
+}
+
+/// How the client is answered when its request body failed, read ahead here or while it
+/// streamed upstream: over the size limit (413), silent for the idle timeout (408), or
+/// not valid HTTP framing, such as a bad chunk size (400).
+pub(super) fn request_body_failure(
+    error: &(dyn std::error::Error + 'static),
+    max_body_bytes: u64,
+) -> ProxyError {
+    let chain = || std::iter::successors(Some(error), |e| e.source());
+    if chain().any(|e| e.is::<http_body_util::LengthLimitError>()) {
+        return ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        };
+    }
+    if let Some(idle) = chain().find_map(|e| e.downcast_ref::<crate::body::IdleTimeoutError>()) {
+        return ProxyError::RequestBodyTimeout(idle.to_string());
+    }
+    let causes: Vec<String> = chain().map(ToString::to_string).collect();
+    ProxyError::BadRequest(format!("reading the request body: {}", causes.join(": ")))
 }

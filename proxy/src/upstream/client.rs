@@ -221,6 +221,15 @@ impl UpstreamError {
             Self::Client(e) => e.is_connect(),
         }
     }
+
+    /// The hyper error of the exchange, if it got that far.
+    pub fn hyper_error(&self) -> Option<&hyper::Error> {
+        match self {
+            Self::Http1(Http1Error::Http(e)) => Some(e),
+            Self::Http1(Http1Error::Connect { .. }) => None,
+            Self::Client(e) => std::error::Error::source(e)?.downcast_ref(),
+        }
+    }
 }
 
 /// An upstream's response body, from either kind of client.
