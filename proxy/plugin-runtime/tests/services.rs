@@ -2,10 +2,11 @@
 //! server, and the Redis-backed cache against a real `redis-server`.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use common::*;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use redis_server::Redis;
 use serde_json::json;
 use weir_plugin_runtime::{CacheConfig, FetchConfig, RuntimeConfig};
 
@@ -181,49 +183,6 @@ fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
             started.elapsed()
         );
     });
-}
-
-/// A `redis-server` on a free loopback port, stopped when dropped.
-struct Redis {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, port }
-    }
 }
 
 #[test]
