@@ -240,14 +240,8 @@ fn certificates_serve_only_the_hosts_they_name() {
     );
     let c = compile_yaml(&yaml);
     let report = route_report(&c, "shop", "api");
-    let messages: Vec<&str> = report
-        .diagnostics
-        .iter()
-        .filter(|d| d.reason == Reason::InvalidCertificate)
-        .map(|d| d.message.as_str())
-        .collect();
     assert_eq!(
-        messages,
+        messages(report, Reason::InvalidCertificate),
         [
             "Secret shop/api-cert: the certificate does not name host *.example.com (TLS clients would refuse it): it is not served with it",
             "Secret shop/api-cert: the certificate does not name host www.example.com (TLS clients would refuse it): it is not served with it",

@@ -24,7 +24,12 @@ async fn admin(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> Answer {
-    let mut request = Request::builder().method(method).uri(proxy.admin_url(path));
+    request_to(&proxy.admin_url(path), method, token, body).await
+}
+
+/// `method url`, with the bearer `token` if given.
+async fn request_to(url: &str, method: Method, token: Option<&str>, body: Vec<u8>) -> Answer {
+    let mut request = Request::builder().method(method).uri(url);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -320,15 +325,9 @@ async fn the_metrics_listener_serves_probes_and_metrics_only() {
     })
     .await;
     let metrics_address = proxy.addresses.metrics.expect("metrics listener bound");
-    let client = client();
-    let on_metrics = |method: Method, path: &str, token: Option<&str>| {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{metrics_address}{path}"));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        send(&client, request.body(Full::from(Vec::new())).unwrap())
+    let on_metrics = |method: Method, path: &str, token: Option<&'static str>| {
+        let url = format!("http://{metrics_address}{path}");
+        async move { request_to(&url, method, token, Vec::new()).await }
     };
 
     // Not ready before the first snapshot, ready after; health and metrics need no token.
@@ -539,12 +538,9 @@ async fn metrics_can_require_the_token() {
     .await;
     let metrics_address = proxy.addresses.metrics.unwrap();
     for base in [proxy.admin_url(""), format!("http://{metrics_address}")] {
-        let get = |path: &str, token: Option<&str>| {
-            let mut request = Request::get(format!("{base}{path}"));
-            if let Some(token) = token {
-                request = request.header("authorization", format!("Bearer {token}"));
-            }
-            send_owned(request.body(Full::default()).unwrap())
+        let get = |path: &str, token: Option<&'static str>| {
+            let url = format!("{base}{path}");
+            async move { request_to(&url, Method::GET, token, Vec::new()).await }
         };
         let refused = get("/metrics", None).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{base}");
@@ -561,8 +557,4 @@ async fn metrics_can_require_the_token() {
         assert_eq!(get("/healthz", None).await.status, StatusCode::OK, "{base}");
     }
     proxy.stop().await;
-}
-
-async fn send_owned(request: Request<Full<bytes::Bytes>>) -> Answer {
-    send(&client(), request).await
 }

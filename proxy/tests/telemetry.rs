@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use support::process::ProxyProcess;
 use support::*;
 use tokio::net::TcpListener;
 
@@ -57,56 +57,18 @@ async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
     (endpoint, spans)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn requests_and_upstream_tries_become_spans_of_the_client_trace() {
     let (endpoint, spans) = otlp_receiver().await;
     let upstream = Upstream::named("ok").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("route.yaml"),
-        route(
+    let proxy = ProxyProcess::start(
+        &route(
             "traced",
             &format!("  rules: [{{backends: [{{url: '{}'}}]}}]", upstream.url()),
         ),
-    )
-    .unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let mut proxy = Killed(
-        Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
-            .args([
-                "--config",
-                dir.path().to_str().unwrap(),
-                "--otlp-endpoint",
-                &endpoint,
-            ])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        &["--otlp-endpoint", &endpoint],
     );
+    let port = proxy.port;
     let url = format!("http://127.0.0.1:{port}/traced");
     let answer = tokio::time::timeout(PATIENCE, async {
         loop {
@@ -125,17 +87,8 @@ async fn requests_and_upstream_tries_become_spans_of_the_client_trace() {
     assert_eq!(answer.status(), StatusCode::OK);
 
     // SIGTERM: the proxy drains and flushes its spans before exiting.
-    let pid = proxy.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || proxy.0.wait())
+    let status = tokio::task::spawn_blocking(move || proxy.terminate())
         .await
-        .unwrap()
         .unwrap();
     assert!(status.success(), "{status}");
 

@@ -53,6 +53,16 @@ pub fn plugin_report<'c>(
         .unwrap_or_else(|| panic!("no report for Plugin {namespace}/{name}"))
 }
 
+/// The messages of every diagnostic of `report` with `reason`, in report order.
+pub fn messages(report: &ObjectReport, reason: Reason) -> Vec<&str> {
+    report
+        .diagnostics
+        .iter()
+        .filter(|d| d.reason == reason)
+        .map(|d| d.message.as_str())
+        .collect()
+}
+
 /// Asserts that `report` has a diagnostic on `field` with `reason`, and returns its message.
 pub fn diagnostic<'r>(report: &'r ObjectReport, field: &str, reason: Reason) -> &'r str {
     report
