@@ -4,12 +4,13 @@ mixed traffic for a long run (10 minutes by default): honest keep-alive load thr
 plugins (a header plugin on every request, a cache-using plugin on /cached), hostile
 clients at the same time (slowloris connections, smuggling-shaped and oversized
 requests, garbage bytes, HTTP/2 prefaces that stop), and a configuration reload every
-few seconds. Samples the proxy's RSS, open connections and CPU every few seconds.
+few seconds. Samples the proxy's RSS, open sockets (clients, upstreams, listeners) and CPU
+time every few seconds.
 
 Reports: honest requests and their errors (must be 0: a hostile client's own refusals
 are counted apart), hostile attempts and how the proxy answered them, reloads, and
-memory and connections over time. Writes bench/results/soak.json and the plot
-docs/soak.svg (RSS and open connections over time) used by docs/performance.md.
+memory and sockets over time. Writes bench/results/soak.json and the plot docs/soak.svg
+(RSS and open sockets over time) used by docs/performance.md.
 
 Usage: bench/soak/run.py [--minutes M] [--binary PATH] [--connections C]
 Needs nginx and wrk (Debian packages).
@@ -31,12 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "proxy"))
 import run as proxy_bench  # noqa: E402  (the proxy benchmark's helpers)
 
+# Every request names its host: wrk.format at load time knows none yet.
 WRK_SCRIPT = """
 local requests = {
-  wrk.format("GET", "/"),
-  wrk.format("GET", "/api/a?x=1"),
+  wrk.format("GET", "/", {["Host"] = "soak.local"}),
+  wrk.format("GET", "/api/a?x=1", {["Host"] = "soak.local"}),
   wrk.format("GET", "/", {["Host"] = "cached.soak"}),
-  wrk.format("POST", "/api/b", {["Content-Type"] = "application/json"}, '{"a":1}'),
+  wrk.format("POST", "/api/b", {["Host"] = "soak.local", ["Content-Type"] = "application/json"}, '{"a":1}'),
 }
 local i = 0
 request = function()
@@ -134,16 +136,22 @@ class Hostile(threading.Thread):
             s.close()
 
 
-def open_connections(pid):
-    return sum(1 for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-               if line.split()[3] == "01")
+def open_sockets(pid):
+    """Sockets the process holds: client connections, upstream connections, listeners."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += fd.readlink().name.startswith("socket:")
+        except OSError:
+            pass
+    return count
 
 
 def svg_plot(samples, path):
-    """RSS (MiB) and open connections over time, as a self-contained SVG."""
+    """RSS (MiB) and open sockets over time, as a self-contained SVG."""
     width, height, pad = 720, 300, 50
     t_max = max(s["t"] for s in samples) or 1
-    series = [("RSS MiB", "rss_mib", "#1f77b4"), ("open TCP connections", "connections", "#d62728")]
+    series = [("RSS MiB", "rss_mib", "#1f77b4"), ("open sockets", "sockets", "#d62728")]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
@@ -210,7 +218,7 @@ def main():
                 samples.append({
                     "t": round(now - started, 1),
                     "rss_mib": round(proxy_bench.rss_kib(weir.pid) / 1024, 1),
-                    "connections": open_connections(weir.pid),
+                    "sockets": open_sockets(weir.pid),
                     "cpu_seconds": round(user + system - sum(cpu_before), 1),
                 })
                 time.sleep(args.sample_every)
