@@ -169,6 +169,9 @@ pub struct ProxyConfig {
     pub scheme: &'static str,
     /// Bearer token.
     pub token: String,
+    /// The file it was read from, read again when a proxy refuses the token (a rotated
+    /// Secret); `None` keeps `token`.
+    pub token_file: Option<PathBuf>,
     /// PEM CA bundle for HTTPS, or the public roots when absent.
     pub ca_pem: Option<Vec<u8>>,
     /// Name checked in the proxies' certificates instead of their address.
@@ -209,27 +212,32 @@ pub struct Config {
     pub compile: weir_crds::Options,
 }
 
+/// The push token in `path` (white space around it trimmed), refused when it is shorter
+/// than the proxies accept.
+pub fn read_token(path: &std::path::Path) -> Result<String, ConfigError> {
+    let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        flag: "--admin-token-file",
+        path: path.display().to_string(),
+        source,
+    })?;
+    let token = token.trim().to_owned();
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(ConfigError::Invalid {
+            flag: "--admin-token-file",
+            message: format!(
+                "the token has {chars} characters; the proxies require at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+            ),
+        });
+    }
+    Ok(token)
+}
+
 impl Cli {
     /// The validated configuration, reading the token and CA files; `default_namespace`
     /// is the client's namespace, used where a namespace flag is unset.
     pub fn to_config(&self, default_namespace: &str) -> Result<Config, ConfigError> {
-        let token = std::fs::read_to_string(&self.admin_token_file).map_err(|source| {
-            ConfigError::Unreadable {
-                flag: "--admin-token-file",
-                path: self.admin_token_file.display().to_string(),
-                source,
-            }
-        })?;
-        let token = token.trim().to_owned();
-        let chars = token.chars().count();
-        if chars < MIN_TOKEN_CHARS {
-            return Err(ConfigError::Invalid {
-                flag: "--admin-token-file",
-                message: format!(
-                    "the token has {chars} characters; the proxies require at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
-                ),
-            });
-        }
+        let token = read_token(&self.admin_token_file)?;
         let ca_pem = match &self.ca_file {
             Some(path) => Some(
                 std::fs::read(path).map_err(|source| ConfigError::Unreadable {
@@ -316,6 +324,7 @@ impl Cli {
                     "https"
                 },
                 token,
+                token_file: Some(self.admin_token_file.clone()),
                 ca_pem,
                 server_name,
                 push_timeout: self.push_timeout,

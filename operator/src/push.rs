@@ -3,6 +3,8 @@
 //! [`Fleet`], what every proxy endpoint acknowledged.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,7 +21,7 @@ use weir_crds::admin::{
     AdminError, Applied, LoadFailure, ProxyAck, SNAPSHOT_PATH, ServedVersion, VERSION_PATH,
 };
 
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, read_token};
 
 /// Largest admin answer read; answers are small JSON documents.
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -71,7 +73,9 @@ impl PushError {
 pub struct Pusher {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     scheme: &'static str,
-    token: String,
+    /// The token sent, replaced when a proxy refuses it and its file holds another.
+    token: Arc<Mutex<String>>,
+    token_file: Option<PathBuf>,
     timeout: Duration,
     attempts: u32,
 }
@@ -115,7 +119,8 @@ impl Pusher {
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             scheme: config.scheme,
-            token: config.token.clone(),
+            token: Arc::new(Mutex::new(config.token.clone())),
+            token_file: config.token_file.clone(),
             timeout: config.push_timeout,
             attempts: config.push_attempts,
         })
@@ -131,7 +136,10 @@ impl Pusher {
         let request = Request::builder()
             .method(method)
             .uri(format!("{}://{endpoint}{path}", self.scheme))
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.current_token()),
+            )
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| PushError::Transport(e.to_string()))?;
@@ -154,7 +162,38 @@ impl Pusher {
             .map_err(|_| PushError::Timeout(self.timeout))?
     }
 
-    /// Retries `attempt` with exponential backoff while it fails in a retryable way.
+    fn current_token(&self) -> String {
+        self.token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reads the token file again after a proxy refused the token: whether it now holds
+    /// another usable token (the Secret was rotated), which replaces the old one.
+    fn token_rotated(&self) -> bool {
+        let Some(path) = &self.token_file else {
+            return false;
+        };
+        match read_token(path) {
+            Ok(token) => {
+                let mut current = self.token.lock().unwrap_or_else(|p| p.into_inner());
+                if *current == token {
+                    return false;
+                }
+                tracing::info!(path = %path.display(), "admin token file changed: using its new token");
+                *current = token;
+                true
+            }
+            Err(e) => {
+                tracing::warn!("a proxy refused the token, and its file cannot be read again: {e}");
+                false
+            }
+        }
+    }
+
+    /// Retries `attempt` with exponential backoff while it fails in a retryable way, and
+    /// once more at once when a proxy refused the token and the token file has a new one.
     async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, PushError>
     where
         F: FnMut() -> Fut,
@@ -164,6 +203,7 @@ impl Pusher {
         let mut tries = 1;
         loop {
             match attempt().await {
+                Err(PushError::Refused { status: 401, .. }) if self.token_rotated() => {}
                 Err(e) if e.retryable() && tries < self.attempts => {
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;

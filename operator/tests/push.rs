@@ -217,6 +217,17 @@ async fn a_wrong_token_is_refused_and_versions_are_read_from_real_proxies() {
     let served = pusher.version(&proxy.admin.to_string()).await.unwrap();
     assert_eq!(served.version, 0);
 
+    // The Secret was rotated and the proxy has the new token: the refused operator reads
+    // its token file again and carries on with the token it finds there.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "the-right-token-of-at-least-32-characters\n").unwrap();
+    config.token = "the-old-token-of-at-least-32-characters".into();
+    config.token_file = Some(token_file);
+    let pusher = Pusher::new(&config).unwrap();
+    let served = pusher.version(&proxy.admin.to_string()).await.unwrap();
+    assert_eq!(served.version, 0);
+
     // Nothing listens there: a transport error, after the configured attempts.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -382,6 +382,7 @@ pub fn proxy_config() -> ProxyConfig {
         port_name: Some("admin".into()),
         scheme: "http",
         token: "secret-token-of-at-least-32-characters".into(),
+        token_file: None,
         ca_pem: None,
         server_name: None,
         push_timeout: Duration::from_secs(10),
