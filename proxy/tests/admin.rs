@@ -558,3 +558,30 @@ async fn metrics_can_require_the_token() {
     }
     proxy.stop().await;
 }
+
+/// Slow clients on the admin and metrics listeners: a connection that sends nothing, or
+/// half a request head, is closed (after the admin listeners' 10 s read timeout).
+#[tokio::test]
+async fn admin_connections_that_send_no_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let proxy = TestProxy::start(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let listeners = [proxy.addresses.admin, proxy.addresses.metrics.unwrap()];
+    let openings: [&'static [u8]; 2] = [b"", b"GET /metrics HTTP/1.1\r\nhost: x\r\n"];
+    // All at once: each waits out the same timeout.
+    let slow_clients = listeners.into_iter().flat_map(|address| {
+        openings.into_iter().map(move |opening| async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(opening).await.unwrap();
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+            assert!(
+                closed.is_ok(),
+                "{address}: {:?} kept open",
+                String::from_utf8_lossy(opening)
+            );
+        })
+    });
+    futures::future::join_all(slow_clients).await;
+    proxy.stop().await;
+}
