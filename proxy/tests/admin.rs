@@ -10,10 +10,21 @@ use support::*;
 const TOKEN: &str = "s3cret-token-of-at-least-32-characters";
 
 async fn proxy_with_token() -> (TestProxy, tempfile::TempDir) {
+    proxy_with_token_and(|_| {}).await
+}
+
+/// A proxy whose token file holds `TOKEN`, with `tweak` applied to its configuration.
+async fn proxy_with_token_and(
+    tweak: impl FnOnce(&mut weir_proxy::config::ProxyConfig),
+) -> (TestProxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let proxy = TestProxy::start(|c| c.admin_token_file = Some(token_file)).await;
+    let proxy = TestProxy::start(|c| {
+        c.admin_token_file = Some(token_file);
+        tweak(c);
+    })
+    .await;
     (proxy, dir)
 }
 
@@ -316,14 +327,8 @@ async fn health_and_metrics_need_no_token() {
 
 #[tokio::test]
 async fn the_metrics_listener_serves_probes_and_metrics_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let proxy = TestProxy::start(|c| {
-        c.admin_token_file = Some(token_file);
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await;
+    let (proxy, _dir) =
+        proxy_with_token_and(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let metrics_address = proxy.addresses.metrics.expect("metrics listener bound");
     let on_metrics = |method: Method, path: &str, token: Option<&'static str>| {
         let url = format!("http://{metrics_address}{path}");
@@ -527,11 +532,7 @@ async fn the_token_file_is_read_again_when_it_changes() {
 /// never do.
 #[tokio::test]
 async fn metrics_can_require_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let proxy = TestProxy::start(|c| {
-        c.admin_token_file = Some(token_file);
+    let (proxy, _dir) = proxy_with_token_and(|c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         c.metrics_require_token = true;
     })
