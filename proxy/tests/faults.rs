@@ -1,7 +1,8 @@
 //! Fault injection: upstreams that reset mid-body, hang, answer garbage or close after
-//! the head; Redis going away and coming back under plugins that use the cache; and a
-//! `weir-proxy` process whose memory must come back to where it was after many faulty
-//! exchanges. Each: the expected statuses, and the proxy serving on.
+//! the head; Redis going away and coming back under plugins that use the cache; snapshot
+//! pushes every 50 ms under load; and a `weir-proxy` process whose memory must come back
+//! to where it was after many faulty exchanges. Each: the expected statuses, and the proxy
+//! serving on.
 
 #[path = "../plugin-runtime/tests/common/redis.rs"]
 mod redis_server;
@@ -238,4 +239,68 @@ async fn faulty_exchanges_leave_memory_where_it_was() {
         grown_kib < 8 * 1024,
         "grew by {grown_kib} KiB over 2,000 faulty exchanges"
     );
+}
+
+/// Snapshots pushed through the admin API every 50 ms while clients keep requesting: no
+/// request fails, every push is applied, and the last one is what serves.
+#[tokio::test]
+async fn snapshot_pushes_every_50_ms_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const TOKEN: &str = "a-push-token-of-at-least-32-characters";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let proxy = Arc::new(TestProxy::start(|c| c.admin_token_file = Some(token_file)).await);
+    let snapshot = |version: u64| {
+        let yaml = route(
+            "r",
+            &format!("  rules: [{{directResponse: {{status: 200, body: 'v{version}'}}}}]"),
+        );
+        serde_json::to_vec(&compile_yaml(&yaml, version)).unwrap()
+    };
+    let push = |version: u64| {
+        let request = Request::put(proxy.admin_url(weir_crds::admin::SNAPSHOT_PATH))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::from(snapshot(version)))
+            .unwrap();
+        async move { send(&client(), request).await.status }
+    };
+    assert_eq!(push(1).await, StatusCode::OK);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (proxy, stop, served) = (proxy.clone(), stop.clone(), served.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = get(&proxy.url("/"), "x").await;
+                    if answer.status != StatusCode::OK || !answer.text().starts_with('v') {
+                        failures.push(format!("{} {}", answer.status, answer.text()));
+                    }
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    for version in 2..=60 {
+        assert_eq!(push(version).await, StatusCode::OK, "push {version}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert!(served.load(Ordering::Relaxed) > 60, "load kept flowing");
+    assert_eq!(get(&proxy.url("/"), "x").await.text(), "v60");
 }
