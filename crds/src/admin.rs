@@ -22,6 +22,19 @@ pub const VERSION_PATH: &str = "/v1/snapshot/version";
 /// shorter ones at start.
 pub const MIN_TOKEN_CHARS: usize = 32;
 
+/// The push token in the text of a token file, white space around it trimmed; `Err`
+/// carries how many characters it has when that is fewer than [`MIN_TOKEN_CHARS`]. The
+/// one rule proxies and the operator both hold a token to.
+pub fn token_in(text: &str) -> Result<&str, usize> {
+    let token = text.trim();
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        Err(chars)
+    } else {
+        Ok(token)
+    }
+}
+
 /// One object a proxy could not load and left out.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LoadFailure {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use thiserror::Error;
-use weir_crds::admin::MIN_TOKEN_CHARS;
+use weir_crds::admin::{MIN_TOKEN_CHARS, token_in};
 
 /// weir's operator: watches Routes, Plugins and what they refer to, compiles them into a
 /// snapshot, pushes it to every proxy and writes status.
@@ -220,17 +220,14 @@ pub fn read_token(path: &std::path::Path) -> Result<String, ConfigError> {
         path: path.display().to_string(),
         source,
     })?;
-    let token = token.trim().to_owned();
-    let chars = token.chars().count();
-    if chars < MIN_TOKEN_CHARS {
-        return Err(ConfigError::Invalid {
+    token_in(&token)
+        .map(str::to_owned)
+        .map_err(|chars| ConfigError::Invalid {
             flag: "--admin-token-file",
             message: format!(
                 "the token has {chars} characters; the proxies require at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
             ),
-        });
-    }
-    Ok(token)
+        })
 }
 
 impl Cli {

@@ -12,7 +12,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use weir_crds::admin::{AdminError, MIN_TOKEN_CHARS, SNAPSHOT_PATH, ServedVersion, VERSION_PATH};
+use weir_crds::admin::{
+    AdminError, MIN_TOKEN_CHARS, SNAPSHOT_PATH, ServedVersion, VERSION_PATH, token_in,
+};
 use weir_crds::snapshot::Snapshot;
 
 use crate::body::{self, ProxyBody};
@@ -94,14 +96,10 @@ fn read_token(path: &Path) -> Result<TokenRead, TokenError> {
     };
     let stamp = FileStamp::of(path).map_err(failed)?;
     let text = std::fs::read_to_string(path).map_err(failed)?;
-    let token = text.trim();
-    let chars = token.chars().count();
-    if chars < MIN_TOKEN_CHARS {
-        return Err(TokenError::TooShort {
-            path: path.display().to_string(),
-            chars,
-        });
-    }
+    let token = token_in(&text).map_err(|chars| TokenError::TooShort {
+        path: path.display().to_string(),
+        chars,
+    })?;
     Ok(TokenRead {
         stamp,
         token: token.into(),
