@@ -211,6 +211,21 @@ pub fn default_upgrades() -> Vec<String> {
     vec!["websocket".to_owned()]
 }
 
+/// The protocol an `Upgrade` token names, as rules list it and the proxy compares it:
+/// without its version, trimmed, lower case (`WebSocket/13` is `websocket`).
+pub fn upgrade_protocol(token: &str) -> String {
+    token
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The protocol no upgrade may switch to, whatever a rule says: an `h2c` upgrade would
+/// let a client speak HTTP/2 to the backend past the proxy's routing and plugins.
+pub const NEVER_UPGRADED: &str = "h2c";
+
 /// A backend and its weight.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

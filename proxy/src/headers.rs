@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+use weir_crds::snapshot::{NEVER_UPGRADED, upgrade_protocol};
 
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -139,9 +140,9 @@ pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     }
     let protocols = list_tokens(headers, header::UPGRADE);
     !protocols.is_empty()
-        && protocols.iter().all(|protocol| {
-            let name = protocol.split('/').next().unwrap_or_default().trim();
-            name != "h2c" && allowed.iter().any(|allowed| allowed == name)
+        && protocols.iter().all(|token| {
+            let name = upgrade_protocol(token);
+            name != NEVER_UPGRADED && allowed.contains(&name)
         })
 }
 

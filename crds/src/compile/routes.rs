@@ -17,9 +17,9 @@ use crate::route::{
     RouteRule, ValueMatch, ValueMatchType,
 };
 use crate::snapshot::{
-    Action, Backend, Certificate, Cors, DEFAULT_TUNNEL_IDLE_MS, Forward, MatchEntry, Outliers,
-    PathPattern, PathRewrite, PluginCall, RedirectAction, Respond, Retries, Rule, TimeoutsMs,
-    ValueCondition, WeightedBackend, default_upgrades,
+    Action, Backend, Certificate, Cors, DEFAULT_TUNNEL_IDLE_MS, Forward, MatchEntry,
+    NEVER_UPGRADED, Outliers, PathPattern, PathRewrite, PluginCall, RedirectAction, Respond,
+    Retries, Rule, TimeoutsMs, ValueCondition, WeightedBackend, default_upgrades, upgrade_protocol,
 };
 use crate::{Route, plugin::PluginScope, route::RetryOn};
 
@@ -516,11 +516,7 @@ fn lower_forward(
 fn lower_upgrades(protocols: &[String], field: &str, report: &mut ObjectReport) -> Vec<String> {
     let mut lowered = Vec::new();
     for (i, protocol) in protocols.iter().enumerate() {
-        let name = protocol
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let name = upgrade_protocol(protocol);
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             report.invalid(
                 format!("{field}[{i}]"),
@@ -528,7 +524,7 @@ fn lower_upgrades(protocols: &[String], field: &str, report: &mut ObjectReport) 
                     "{protocol:?} is not a protocol name as `Upgrade` carries it (e.g. websocket)"
                 ),
             );
-        } else if name == "h2c" {
+        } else if name == NEVER_UPGRADED {
             report.invalid(
                 format!("{field}[{i}]"),
                 "h2c upgrades are never allowed: HTTP/2 clients are served directly (h2c with prior knowledge, or TLS with ALPN)",
