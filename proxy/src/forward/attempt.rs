@@ -94,7 +94,7 @@ pub(super) async fn attempt(
     *request.method_mut() = prepared.parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = match backend.protocol {
-        BackendProtocol::H2c if !prepared.upgrade => Version::HTTP_2,
+        BackendProtocol::H2c if !prepared.upgrade() => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
     // A try that no other can follow takes the headers; an earlier one copies them.
@@ -122,7 +122,7 @@ pub(super) async fn attempt(
     let remaining = timing.deadline.saturating_duration_since(Instant::now());
     let outcome = tokio::time::timeout(
         timing.per_try.min(remaining),
-        shard.send_upstream(&target.connector, request, prepared.upgrade),
+        shard.send_upstream(&target.connector, request, prepared.upgrade()),
     )
     .instrument(span.clone())
     .await;

@@ -31,10 +31,15 @@ pub(super) struct Prepared {
     pub(super) path: String,
     /// The body.
     pub(super) body: RequestBody,
-    /// Whether the client asks for a protocol upgrade the rule allows.
-    pub(super) upgrade: bool,
-    /// The client side of that upgrade.
+    /// The client side of a protocol upgrade it asks for and the rule allows.
     pub(super) client_upgrade: Option<ClientUpgrade>,
+}
+
+impl Prepared {
+    /// Whether the request asks for an upgrade the rule allows.
+    pub(super) fn upgrade(&self) -> bool {
+        self.client_upgrade.is_some()
+    }
 }
 
 /// The request body, kept for retries when small.
@@ -138,7 +143,6 @@ pub(super) async fn prepare(
         parts,
         path,
         body,
-        upgrade,
         client_upgrade,
     };
     Ok((prepared, steering.upstream))
