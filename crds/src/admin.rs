@@ -1,6 +1,6 @@
 //! The proxy admin API as the operator sees it (docs/admin-api.md): the JSON a proxy
-//! answers to a snapshot push, and the pure rule turning what every proxy acknowledged
-//! into an object's `Programmed` condition.
+//! answers to a snapshot push, the push token's rules and the admin endpoints a Service
+//! lists. What the acknowledgements mean for each object is [`crate::programmed`].
 
 use std::collections::BTreeSet;
 
@@ -8,8 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
 use crate::compile::endpoint_is_ready;
-use crate::compile::report::{InSnapshot, ObjectKind, ObjectRef, ObjectReport};
-use crate::condition::{ConditionType, DesiredCondition, Reason};
+use crate::compile::report::{ObjectKind, ObjectRef};
 
 /// Path of the snapshot push (`PUT`).
 pub const SNAPSHOT_PATH: &str = "/v1/snapshot";
@@ -61,8 +60,8 @@ impl LoadFailure {
 
     /// A failure on the Route whose snapshot id is `route` (`namespace/name`).
     pub fn route(route: &str, message: String) -> Self {
-        let (namespace, name) = route.split_once('/').unwrap_or(("", route));
-        Self::new(ObjectKind::Route, namespace, name, message)
+        let object = ObjectRef::namespaced(ObjectKind::Route, route);
+        Self::new(ObjectKind::Route, &object.namespace, &object.name, message)
     }
 
     /// Whether the failure is about `object`.
@@ -160,174 +159,9 @@ pub fn admin_endpoints(slices: &[&EndpointSlice], port_name: Option<&str>) -> Ve
     endpoints.into_iter().collect()
 }
 
-/// Longest list of proxies named in one message; the rest are counted.
-const MAX_PROXIES_NAMED: usize = 3;
-
-/// The `Programmed` condition of the object `report` is about, for snapshot `version`
-/// and what each proxy acknowledged.
-pub fn programmed(report: &ObjectReport, version: u64, proxies: &[ProxyAck]) -> DesiredCondition {
-    let kind = ConditionType::Programmed;
-    if report.in_snapshot == InSnapshot::No {
-        return DesiredCondition::failed(
-            kind,
-            Reason::NotProgrammed,
-            format!("left out of snapshot {version}: see the other conditions"),
-        );
-    }
-    if proxies.is_empty() {
-        return DesiredCondition::failed(
-            kind,
-            Reason::Pending,
-            format!("no ready proxy endpoint to apply snapshot {version}"),
-        );
-    }
-    let what = match (&report.in_snapshot, report.object.kind) {
-        (InSnapshot::LastGood { .. }, _) => "the last good version ",
-        (InSnapshot::Partly, ObjectKind::Route) => "the rules not in conflict ",
-        _ => "",
-    };
-    let total = proxies.len();
-    let mut failed = Vec::new();
-    let mut lagging = Vec::new();
-    for ack in proxies {
-        if ack.version == Some(version) {
-            if let Some(failure) = ack.failures.iter().find(|f| f.is_about(&report.object)) {
-                failed.push(format!("{}: {}", ack.proxy, failure.message));
-            }
-        } else {
-            let at = ack
-                .version
-                .map_or_else(|| "no snapshot".to_owned(), |v| format!("snapshot {v}"));
-            let why = ack
-                .error
-                .as_deref()
-                .map_or_else(String::new, |e| format!(": {e}"));
-            lagging.push(format!("{} at {at}{why}", ack.proxy));
-        }
-    }
-    let applied = total - lagging.len() - failed.len();
-    let mut message = format!("{what}applied on {applied}/{total} proxies (snapshot {version})");
-    if !failed.is_empty() {
-        message.push_str(&format!("; failed to load on {}", name_some(&failed, "; ")));
-    }
-    if !lagging.is_empty() {
-        message.push_str(&format!("; lagging: {}", name_some(&lagging, "; ")));
-    }
-    if !failed.is_empty() {
-        DesiredCondition::failed(kind, Reason::LoadFailed, message)
-    } else if !lagging.is_empty() {
-        DesiredCondition::failed(kind, Reason::Pending, message)
-    } else {
-        DesiredCondition::ok(kind, Reason::Programmed, message)
-    }
-}
-
-fn name_some(items: &[String], separator: &str) -> String {
-    let mut text = items
-        .iter()
-        .take(MAX_PROXIES_NAMED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(separator);
-    if items.len() > MAX_PROXIES_NAMED {
-        text.push_str(&format!(
-            "{separator}and {} more",
-            items.len() - MAX_PROXIES_NAMED
-        ));
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn report(kind: ObjectKind, in_snapshot: InSnapshot) -> ObjectReport {
-        let mut report = ObjectReport::new(kind, "shop", "api", Some(2));
-        report.in_snapshot = in_snapshot;
-        report
-    }
-
-    fn ack(proxy: &str, version: Option<u64>) -> ProxyAck {
-        ProxyAck {
-            proxy: proxy.into(),
-            version,
-            failures: Vec::new(),
-            error: None,
-        }
-    }
-
-    #[test]
-    fn applied_everywhere() {
-        let c = programmed(
-            &report(ObjectKind::Route, InSnapshot::Whole),
-            42,
-            &[ack("a", Some(42)), ack("b", Some(42)), ack("c", Some(42))],
-        );
-        assert!(c.status);
-        assert_eq!(c.reason, Reason::Programmed);
-        assert_eq!(c.message, "applied on 3/3 proxies (snapshot 42)");
-    }
-
-    #[test]
-    fn lagging_and_failing_proxies_are_named() {
-        let mut failing = ack("b", Some(42));
-        failing.failures.push(LoadFailure {
-            kind: "Plugin".into(),
-            namespace: "shop".into(),
-            name: "api".into(),
-            message: "onLoad threw".into(),
-        });
-        let mut down = ack("c", Some(41));
-        down.error = Some("connection refused".into());
-        let plugin = report(ObjectKind::Plugin, InSnapshot::Whole);
-        let c = programmed(
-            &plugin,
-            42,
-            &[ack("a", Some(42)), failing.clone(), down.clone()],
-        );
-        assert!(!c.status);
-        assert_eq!(c.reason, Reason::LoadFailed);
-        assert_eq!(
-            c.message,
-            "applied on 1/3 proxies (snapshot 42); failed to load on b: onLoad threw; lagging: c at snapshot 41: connection refused"
-        );
-        let c = programmed(&plugin, 42, &[ack("a", Some(42)), down]);
-        assert_eq!(c.reason, Reason::Pending);
-        assert_eq!(
-            c.message,
-            "applied on 1/2 proxies (snapshot 42); lagging: c at snapshot 41: connection refused"
-        );
-        // A failure on another object is not this one's.
-        let other = report(ObjectKind::Route, InSnapshot::Whole);
-        assert!(programmed(&other, 42, &[failing]).status);
-    }
-
-    #[test]
-    fn left_out_last_good_and_no_proxies() {
-        let c = programmed(
-            &report(ObjectKind::Route, InSnapshot::No),
-            7,
-            &[ack("a", Some(7))],
-        );
-        assert_eq!((c.status, c.reason), (false, Reason::NotProgrammed));
-        let last_good = InSnapshot::LastGood {
-            generation: Some(1),
-            code_hash: "sha256:x".into(),
-        };
-        let c = programmed(
-            &report(ObjectKind::Plugin, last_good),
-            7,
-            &[ack("a", Some(7))],
-        );
-        assert!(c.status);
-        assert_eq!(
-            c.message,
-            "the last good version applied on 1/1 proxies (snapshot 7)"
-        );
-        let c = programmed(&report(ObjectKind::Route, InSnapshot::Whole), 7, &[]);
-        assert_eq!((c.status, c.reason), (false, Reason::Pending));
-    }
 
     #[test]
     fn ready_endpoints_of_the_named_port() {

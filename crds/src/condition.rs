@@ -169,7 +169,7 @@ pub struct DesiredCondition {
     pub status: bool,
     /// Why.
     pub reason: Reason,
-    /// For humans, e.g. `applied on 3/3 proxies (snapshot 42)`.
+    /// For humans, e.g. `applied on 3/3 proxies`.
     pub message: String,
 }
 

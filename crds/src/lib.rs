@@ -10,6 +10,7 @@ pub mod crd;
 pub mod manifest;
 pub mod path;
 pub mod plugin;
+pub mod programmed;
 pub mod route;
 pub mod schema;
 pub mod snapshot;

@@ -73,14 +73,14 @@ pub async fn run(
         }))
     };
 
-    let status = StatusWriter::new(client.clone(), &identity, metrics.clone());
+    let status = StatusWriter::new(client.clone(), &identity, metrics.clone(), config.status);
     let reconciler = Reconciler::new(
         stores,
         config.compile.clone(),
         pusher,
         status,
         metrics.clone(),
-        config.proxies.port_name.clone(),
+        &config.proxies,
     );
     let reconciling = tokio::spawn(reconcile_loop(
         reconciler,

@@ -1,11 +1,12 @@
 //! Building snapshots: the compiler run on what the stores hold, with the previous
-//! snapshot (for last good plugin bundles) and version numbering above every version a
-//! proxy has seen.
+//! snapshot (for last good plugin bundles), version numbering above every version a
+//! proxy has seen, and since which snapshot each object is served as it is now.
 
 use std::time::{Duration, Instant};
 
 use weir_crds::Snapshot;
-use weir_crds::compile::report::ObjectReport;
+use weir_crds::compile::report::{ObjectRef, ObjectReport};
+use weir_crds::programmed::ServedSince;
 
 use crate::world::World;
 
@@ -29,6 +30,7 @@ pub struct Builder {
     options: weir_crds::Options,
     previous: Option<Snapshot>,
     floor: u64,
+    served: ServedSince,
 }
 
 impl Builder {
@@ -51,11 +53,22 @@ impl Builder {
         self.floor = self.floor.max(version);
         match &mut self.previous {
             Some(snapshot) if snapshot.version <= self.floor => {
+                let from = snapshot.version;
                 snapshot.version = self.floor + 1;
+                self.served.renumbered(from, snapshot.version);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Since which snapshot `object` is served as it is now (the current version for an
+    /// object the last build did not report).
+    pub fn served_since(&self, object: &ObjectRef) -> u64 {
+        self.served
+            .get(object)
+            .or_else(|| self.current().map(|s| s.version))
+            .unwrap_or_default()
     }
 
     /// Compiles `world`.
@@ -72,6 +85,7 @@ impl Builder {
             snapshot.version = self.floor + 1;
         }
         let version = snapshot.version;
+        self.served.record(&snapshot, &compilation.reports);
         self.previous = Some(snapshot);
         Build {
             version,
@@ -114,7 +128,10 @@ mod tests {
         assert_eq!(builder.build(&world).version, 43);
         assert!(builder.number_above(50));
         assert_eq!(builder.current().unwrap().version, 51);
+        let a = ObjectRef::namespaced(weir_crds::compile::report::ObjectKind::Route, "shop/a");
+        assert_eq!(builder.served_since(&a), 51);
         world.routes.push(route("b", "three"));
         assert_eq!(builder.build(&world).version, 52);
+        assert_eq!(builder.served_since(&a), 51);
     }
 }

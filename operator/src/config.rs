@@ -100,6 +100,15 @@ pub struct Cli {
     #[arg(long, env = "WEIR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
+    /// Status writes in flight at once.
+    #[arg(long, env = "WEIR_STATUS_CONCURRENCY", default_value_t = crate::status::StatusLimits::default().concurrency)]
+    pub status_concurrency: usize,
+
+    /// Status writes started per second, at most; the API server's `429` answers slow
+    /// them further (exponential backoff).
+    #[arg(long, env = "WEIR_STATUS_WRITES_PER_SECOND", default_value_t = crate::status::StatusLimits::default().per_second)]
+    pub status_writes_per_second: std::num::NonZeroU32,
+
     /// This replica's identity in the Lease (default: the host name and process id).
     #[arg(long, env = "WEIR_IDENTITY")]
     pub identity: Option<String>,
@@ -210,6 +219,8 @@ pub struct Config {
     pub debounce: Duration,
     /// Compiler switches: the gateway class served, URL backends.
     pub compile: weir_crds::Options,
+    /// How fast status is written.
+    pub status: crate::status::StatusLimits,
 }
 
 /// The push token in `path` (white space around it trimmed), refused when it is shorter
@@ -261,6 +272,12 @@ impl Cli {
             return Err(ConfigError::Invalid {
                 flag: "--push-timeout",
                 message: "must be more than zero".into(),
+            });
+        }
+        if self.status_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "--status-concurrency",
+                message: "must be at least 1".into(),
             });
         }
         if self.lease_duration < Duration::from_secs(2) {
@@ -342,6 +359,10 @@ impl Cli {
                     default: self.default_class,
                 }),
                 trusted_namespaces: self.trusted(default_namespace),
+            },
+            status: crate::status::StatusLimits {
+                concurrency: self.status_concurrency,
+                per_second: self.status_writes_per_second,
             },
         })
     }

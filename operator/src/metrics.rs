@@ -26,9 +26,9 @@ struct ErrorLabels {
     kind: String,
 }
 
-/// Labels of a push outcome.
+/// Labels of a push's or a status write's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PushLabels {
+struct OutcomeLabels {
     outcome: &'static str,
 }
 
@@ -39,10 +39,13 @@ pub struct Metrics {
     reconciles: Counter,
     errors: Family<ErrorLabels, Counter>,
     build_seconds: Histogram,
-    push_seconds: Family<PushLabels, Histogram>,
+    push_seconds: Family<OutcomeLabels, Histogram>,
     proxies: Gauge,
     proxies_in_sync: Gauge,
     snapshot_version: Gauge,
+    applied_version: Gauge,
+    status_writes: Family<OutcomeLabels, Counter>,
+    status_queue: Gauge,
     leader: Gauge,
     ready: Arc<AtomicBool>,
 }
@@ -75,7 +78,7 @@ impl Metrics {
             "Time compiling one snapshot",
             build_seconds.clone(),
         );
-        let push_seconds = Family::<PushLabels, Histogram>::new_with_constructor(|| {
+        let push_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
         registry.register(
@@ -97,6 +100,24 @@ impl Metrics {
             "Version of the current snapshot",
             snapshot_version.clone(),
         );
+        let applied_version = Gauge::default();
+        registry.register(
+            "snapshot_applied_version",
+            "Version of the last snapshot every proxy acknowledged",
+            applied_version.clone(),
+        );
+        let status_writes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Status patches sent, by outcome: written, gone (object deleted), failed",
+            status_writes.clone(),
+        );
+        let status_queue = Gauge::default();
+        registry.register(
+            "status_queue",
+            "Status writes queued or in flight",
+            status_queue.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -112,6 +133,9 @@ impl Metrics {
             proxies,
             proxies_in_sync,
             snapshot_version,
+            applied_version,
+            status_writes,
+            status_queue,
             leader,
             ready: Arc::new(AtomicBool::new(false)),
         }
@@ -140,7 +164,7 @@ impl Metrics {
     pub fn pushed(&self, took: Duration, ok: bool) {
         let outcome = if ok { "applied" } else { "failed" };
         self.push_seconds
-            .get_or_create(&PushLabels { outcome })
+            .get_or_create(&OutcomeLabels { outcome })
             .observe(took.as_secs_f64());
         if !ok {
             self.error("push");
@@ -151,6 +175,31 @@ impl Metrics {
     pub fn proxies(&self, total: usize, in_sync: usize) {
         self.proxies.set(total as i64);
         self.proxies_in_sync.set(in_sync as i64);
+    }
+
+    /// Records that every proxy acknowledged snapshot `version`.
+    pub fn applied(&self, version: u64) {
+        self.applied_version.set(version as i64);
+    }
+
+    /// Counts one status write.
+    pub fn status_write(&self, sent: crate::status::Sent) {
+        let outcome = match sent {
+            crate::status::Sent::Written => "written",
+            crate::status::Sent::Gone => "gone",
+            crate::status::Sent::Failed => {
+                self.error("status");
+                "failed"
+            }
+        };
+        self.status_writes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the gauge of status writes waiting.
+    pub fn status_queue(&self, outstanding: usize) {
+        self.status_queue.set(outstanding as i64);
     }
 
     /// Sets the leader gauge.

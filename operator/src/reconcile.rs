@@ -5,19 +5,21 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use weir_crds::admin::admin_endpoints;
 use weir_crds::compile::report::ObjectReport;
 
 use crate::build::Builder;
+use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::push::{Fleet, Pusher, highest_version, push_all};
 use crate::status::{StatusWriter, Written};
 use crate::watch::Change;
 use crate::world::{Stores, World};
 
-/// First pause before pushing again to proxies that lag or writing status that failed.
+/// First pause before pushing again to proxies that lag.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Longest pause between retries.
@@ -35,7 +37,7 @@ pub struct Outcome {
     pub pushed: Vec<String>,
     /// Proxy endpoints serving the current snapshot, of all.
     pub in_sync: (usize, usize),
-    /// Status writes.
+    /// Status decisions (the writes run in the background).
     pub status: Written,
 }
 
@@ -48,22 +50,23 @@ pub struct Reconciler {
     status: StatusWriter,
     metrics: Metrics,
     port_name: Option<String>,
+    admin_service: ObjectReference,
     world: World,
     reports: Vec<ObjectReport>,
     body: Option<(u64, Bytes)>,
-    status_failed: bool,
+    announced: Option<u64>,
 }
 
 impl Reconciler {
     /// A reconciler reading `stores`, compiling with `options`, pushing with `pusher` to
-    /// the admin port `port_name` of the proxy endpoints, writing status with `status`.
+    /// the admin endpoints of `proxies`, writing status with `status`.
     pub fn new(
         stores: Stores,
         options: weir_crds::Options,
         pusher: Pusher,
         status: StatusWriter,
         metrics: Metrics,
-        port_name: Option<String>,
+        proxies: &ProxyConfig,
     ) -> Self {
         Self {
             stores,
@@ -72,12 +75,24 @@ impl Reconciler {
             pusher,
             status,
             metrics,
-            port_name,
+            port_name: proxies.port_name.clone(),
+            admin_service: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                namespace: Some(proxies.namespace.clone()),
+                name: Some(proxies.service.clone()),
+                ..ObjectReference::default()
+            },
             world: World::default(),
             reports: Vec::new(),
             body: None,
-            status_failed: false,
+            announced: None,
         }
+    }
+
+    /// The status writer (to wait for its writes).
+    pub fn status(&self) -> &StatusWriter {
+        &self.status
     }
 
     /// What each proxy endpoint acknowledged.
@@ -102,6 +117,7 @@ impl Reconciler {
     /// may have written it meanwhile.
     pub async fn lead(&mut self) -> Outcome {
         self.status.forget();
+        self.announced = None;
         self.refresh_endpoints();
         let highest = highest_version(&self.pusher, &self.fleet.endpoints()).await;
         self.builder.number_above(highest);
@@ -136,13 +152,16 @@ impl Reconciler {
         self.sync().await
     }
 
-    /// Whether some proxy lags or a status write failed.
+    /// Leadership was lost: queued status writes are dropped.
+    pub fn follow(&mut self) {
+        self.status.forget();
+    }
+
+    /// Whether some proxy lags.
     pub fn needs_retry(&self) -> bool {
-        self.status_failed
-            || self
-                .builder
-                .current()
-                .is_some_and(|s| !self.fleet.lagging(s.version, &s.hash).is_empty())
+        self.builder
+            .current()
+            .is_some_and(|s| !self.fleet.lagging(s.version, &s.hash).is_empty())
     }
 
     fn body(&mut self) -> Bytes {
@@ -193,16 +212,29 @@ impl Reconciler {
         };
         let (version, hash) = (snapshot.version, snapshot.hash.clone());
         let in_sync = self.fleet.in_sync(version, &hash);
-        self.metrics.proxies(self.fleet.len(), in_sync);
-        let status = self
-            .status
-            .write(&self.world, &self.reports, version, &self.fleet.acks())
-            .await;
-        self.status_failed = status.failed > 0;
+        let total = self.fleet.len();
+        self.metrics.proxies(total, in_sync);
+        if in_sync == total && total > 0 && self.announced != Some(version) {
+            self.announced = Some(version);
+            self.metrics.applied(version);
+            tracing::info!(version, proxies = total, "snapshot applied on every proxy");
+            self.status.announce_applied(
+                self.admin_service.clone(),
+                version,
+                format!("snapshot {version} ({hash}) applied on {total}/{total} proxies"),
+            );
+        }
+        let builder = &self.builder;
+        let status = self.status.update(
+            &self.world,
+            &self.reports,
+            |object| builder.served_since(object),
+            &self.fleet.acks(),
+        );
         Outcome {
             version,
             pushed,
-            in_sync: (in_sync, self.fleet.len()),
+            in_sync: (in_sync, total),
             status,
         }
     }
@@ -237,8 +269,9 @@ pub async fn run(
             if now_leading && !leader {
                 leader = true;
                 reconciler.lead().await;
-            } else if !now_leading {
+            } else if !now_leading && leader {
                 leader = false;
+                reconciler.follow();
             }
         } else {
             tokio::select! {

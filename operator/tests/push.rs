@@ -145,7 +145,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     );
     h.proxies(&[a.admin, b.admin]);
 
-    let outcome = within(h.reconciler.lead()).await;
+    let outcome = h.lead().await;
     assert_eq!(outcome.version, 1);
     for proxy in [&a, &b] {
         let state = h.reconciler.fleet().get(&proxy.admin.to_string()).unwrap();
@@ -159,7 +159,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     let route_status = patched_status(&patches, "routes", "api");
     assert_eq!(
         condition(route_status, "Programmed")["message"],
-        "applied on 2/2 proxies (snapshot 1)"
+        "applied on 2/2 proxies"
     );
     h.echo_status(&patches);
 
@@ -169,7 +169,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
         &mut h.writers.routes[0],
         route(&route_json("api", 2, "api.example.com", "second")),
     );
-    let outcome = within(h.reconciler.reconcile()).await;
+    let outcome = h.reconcile().await;
     assert_eq!(outcome.version, 2);
     assert_eq!(outcome.in_sync, (1, 2));
     assert_eq!(a.get("api.example.com").1, "second");
@@ -179,7 +179,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     assert_eq!(programmed["reason"], "Pending");
     let message = programmed["message"].as_str().unwrap();
     assert!(
-        message.starts_with("applied on 1/2 proxies (snapshot 2); lagging:"),
+        message.starts_with("applied on 1/2 proxies; lagging behind snapshot 2:"),
         "{message}"
     );
     assert!(message.contains("at snapshot 1"), "{message}");
@@ -188,7 +188,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     // A new proxy appears in place of the stopped one: it gets the snapshot at once.
     let c = RealProxy::start("secret-token-of-at-least-32-characters");
     h.proxies(&[a.admin, c.admin]);
-    let outcome = within(h.reconciler.proxies_changed()).await;
+    let outcome = h.proxies_changed().await;
     assert_eq!(outcome.pushed, [c.admin.to_string()]);
     assert_eq!(outcome.in_sync, (2, 2));
     assert_eq!(c.get("api.example.com"), (200, "second".to_owned()));
@@ -196,7 +196,7 @@ async fn snapshots_reach_real_proxies_and_their_acks_reach_status() {
     let route_status = patched_status(&patches, "routes", "api");
     assert_eq!(
         condition(route_status, "Programmed")["message"],
-        "applied on 2/2 proxies (snapshot 2)"
+        "applied on 2/2 proxies"
     );
 }
 
@@ -339,7 +339,7 @@ async fn a_plugin_a_real_proxy_cannot_load_is_reported_on_its_status() {
     );
     h.proxies(&[proxy.admin]);
 
-    let outcome = within(h.reconciler.lead()).await;
+    let outcome = h.lead().await;
     assert_eq!(outcome.in_sync, (1, 1));
     // Partial config: the Route is served although the Plugin did not load.
     assert_eq!(

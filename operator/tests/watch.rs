@@ -27,6 +27,7 @@ fn config() -> Config {
         metrics_address: "127.0.0.1:0".parse().unwrap(),
         debounce: Duration::from_millis(100),
         compile: weir_crds::Options::default(),
+        status: weir_operator::status::StatusLimits::default(),
     }
 }
 

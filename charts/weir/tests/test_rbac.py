@@ -18,7 +18,8 @@ WATCH_RULES = [
 
 
 def release_rules(lease: str) -> list[dict]:
-    """In the release namespace: the Lease and the proxies' admin EndpointSlices."""
+    """In the release namespace: the Lease, the proxies' admin EndpointSlices, and the
+    Event announcing each snapshot applied on every proxy (on the admin Service)."""
     return [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
@@ -28,6 +29,7 @@ def release_rules(lease: str) -> list[dict]:
             "verbs": ["get", "update"],
         },
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
 
 

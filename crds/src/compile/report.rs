@@ -39,6 +39,18 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+impl ObjectRef {
+    /// The object of `kind` a snapshot names as `namespace/name`.
+    pub fn namespaced(kind: ObjectKind, namespaced: &str) -> Self {
+        let (namespace, name) = namespaced.split_once('/').unwrap_or(("", namespaced));
+        Self {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}/{}", self.kind, self.namespace, self.name)

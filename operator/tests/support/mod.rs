@@ -27,12 +27,19 @@ use weir_crds::{Plugin, Route};
 use weir_operator::config::ProxyConfig;
 use weir_operator::metrics::Metrics;
 use weir_operator::push::Pusher;
-use weir_operator::reconcile::Reconciler;
-use weir_operator::status::StatusWriter;
+use weir_operator::reconcile::{Outcome, Reconciler};
+use weir_operator::status::{StatusLimits, StatusWriter};
 use weir_operator::world::{Stores, Writers, stores_for};
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `future`, which must finish within [`PATIENCE`].
+pub async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .expect("finished in time")
+}
 
 /// One request the fake API server saw.
 #[derive(Clone, Debug)]
@@ -56,6 +63,14 @@ pub struct FakeApi {
     pub lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
     /// Watch events waiting per collection path, served to the next watch request.
     pub watch_events: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// How many of the next status patches are refused with `429 Too Many Requests`.
+    pub refuse_status: Arc<Mutex<u32>>,
+    /// How long each status patch takes.
+    pub status_delay: Arc<Mutex<Duration>>,
+    /// While true, status patches wait (they are answered once it turns false).
+    pub status_held: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Status patches being answered now, and the most at once.
+    pub status_in_flight: Arc<Mutex<(usize, usize)>>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
@@ -83,8 +98,11 @@ impl FakeApi {
         let server = fake.clone();
         tokio::spawn(async move {
             while let Some((request, respond)) = handle.next_request().await {
-                let response = server.answer(request).await;
-                respond.send_response(response);
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let response = server.answer(request).await;
+                    respond.send_response(response);
+                });
             }
         });
         (Client::new(service, "default"), fake)
@@ -111,12 +129,7 @@ impl FakeApi {
         if method == Method::PATCH
             && let Some(object_path) = path.strip_suffix("/status")
         {
-            let mut objects = self.objects.lock().unwrap();
-            let Some(object) = objects.get_mut(object_path) else {
-                return status(404, "NotFound", "no such object");
-            };
-            object["status"] = body["status"].clone();
-            return ok(200, object);
+            return self.patch_status(object_path, &body).await;
         }
         if method == Method::POST && path.ends_with("/events") {
             return ok(201, &body);
@@ -129,6 +142,35 @@ impl FakeApi {
             "NotFound",
             &format!("the fake API server has no {method} {path}"),
         )
+    }
+
+    async fn patch_status(&self, object_path: &str, body: &Value) -> Response<Body> {
+        {
+            let mut refuse = self.refuse_status.lock().unwrap();
+            if *refuse > 0 {
+                *refuse -= 1;
+                return status(
+                    429,
+                    "TooManyRequests",
+                    "too many requests, please try again later",
+                );
+            }
+        }
+        {
+            let mut in_flight = self.status_in_flight.lock().unwrap();
+            in_flight.0 += 1;
+            in_flight.1 = in_flight.1.max(in_flight.0);
+        }
+        let delay = *self.status_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let _ = self.status_held.subscribe().wait_for(|held| !held).await;
+        self.status_in_flight.lock().unwrap().0 -= 1;
+        let mut objects = self.objects.lock().unwrap();
+        let Some(object) = objects.get_mut(object_path) else {
+            return status(404, "NotFound", "no such object");
+        };
+        object["status"] = body["status"].clone();
+        ok(200, object)
     }
 
     async fn list_or_watch(&self, path: &str, query: &str) -> Response<Body> {
@@ -221,6 +263,32 @@ impl FakeApi {
             .lock()
             .unwrap()
             .insert(path.to_owned(), object.clone());
+    }
+
+    /// Waits for an Event with `reason` whose note contains `note` (Events may be
+    /// published in the background), without emptying the record.
+    pub async fn wait_for_event(&self, reason: &str, note: &str) -> Value {
+        within(async {
+            loop {
+                let found = self
+                    .seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|s| {
+                        s.method == Method::POST
+                            && s.path.ends_with("/events")
+                            && s.body["reason"] == reason
+                            && s.body["note"].as_str().is_some_and(|n| n.contains(note))
+                    })
+                    .map(|s| s.body.clone());
+                if let Some(event) = found {
+                    return event;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
     }
 
     /// The requests seen so far, emptying the record.
@@ -488,18 +556,23 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_limits(StatusLimits::default())
+    }
+
+    /// A harness whose status writer works within `limits`.
+    pub fn with_limits(limits: StatusLimits) -> Self {
         let (client, api) = FakeApi::start();
         let (stores, writers) = stores_for(1);
         let metrics = Metrics::new();
         let pusher = Pusher::new(&proxy_config()).unwrap();
-        let status = StatusWriter::new(client, "test-replica", metrics.clone());
+        let status = StatusWriter::new(client, "test-replica", metrics.clone(), limits);
         let reconciler = Reconciler::new(
             stores.clone(),
             weir_crds::Options::default(),
             pusher,
             status,
             metrics.clone(),
-            Some("admin".into()),
+            &proxy_config(),
         );
         Self {
             reconciler,
@@ -508,6 +581,27 @@ impl Harness {
             api,
             metrics,
         }
+    }
+
+    /// Takes over as leader, then waits for the status writes.
+    pub async fn lead(&mut self) -> Outcome {
+        let outcome = within(self.reconciler.lead()).await;
+        within(self.reconciler.status().idle()).await;
+        outcome
+    }
+
+    /// Reconciles, then waits for the status writes.
+    pub async fn reconcile(&mut self) -> Outcome {
+        let outcome = within(self.reconciler.reconcile()).await;
+        within(self.reconciler.status().idle()).await;
+        outcome
+    }
+
+    /// Pushes to new or lagging proxies, then waits for the status writes.
+    pub async fn proxies_changed(&mut self) -> Outcome {
+        let outcome = within(self.reconciler.proxies_changed()).await;
+        within(self.reconciler.status().idle()).await;
+        outcome
     }
 
     /// Puts Routes and Plugins in the stores and registers them with the fake API server.

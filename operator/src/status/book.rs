@@ -1,0 +1,310 @@
+//! The status book: the status each object should have, what this replica wrote, and the
+//! writes waiting. Writes are coalesced per object: a newer status replaces a queued one
+//! (only the latest is written), and one decided while a write of the same object is in
+//! flight waits for it, so writes of one object never overlap or arrive out of order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use weir_crds::compile::ObjectRef;
+use weir_crds::condition::{Conditions, DesiredCondition, merge_conditions, same_conditions};
+
+/// The status decided last for an object: queued, being written or written.
+struct Intent {
+    uid: Option<String>,
+    generation: Option<i64>,
+    conditions: Conditions,
+}
+
+/// One status write.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The object.
+    pub object: ObjectRef,
+    /// Its `metadata.uid` when decided.
+    uid: Option<String>,
+    /// The generation the status describes (`observedGeneration`).
+    pub generation: Option<i64>,
+    /// The whole condition list to apply.
+    pub conditions: Conditions,
+    /// Where Events about the object point.
+    pub reference: ObjectReference,
+    /// Failed conditions that warrant a Warning Event when they are new.
+    failures: Vec<DesiredCondition>,
+    /// The conditions the store showed when decided: what new failures are measured
+    /// against when this replica has written nothing for the object.
+    stored: Conditions,
+    /// The failures new since the status this replica last wrote (set when sent).
+    pub events: Vec<DesiredCondition>,
+}
+
+/// How a write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Applied.
+    Written,
+    /// The object is gone.
+    Gone,
+    /// Failed; to be tried again.
+    Failed,
+}
+
+/// What an object's status should be, what was written, and the writes waiting.
+#[derive(Default)]
+pub struct Book {
+    latest: HashMap<ObjectRef, Intent>,
+    written: HashMap<ObjectRef, (Option<String>, Conditions)>,
+    queued: HashMap<ObjectRef, Write>,
+    order: VecDeque<ObjectRef>,
+    in_flight: HashMap<ObjectRef, Write>,
+}
+
+/// What the store shows of an object now.
+pub struct Stored<'a> {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `status.conditions`.
+    pub conditions: &'a [Condition],
+    /// `status.observedGeneration`.
+    pub generation: Option<i64>,
+}
+
+impl Book {
+    /// Decides the status of `object` from `desired`: queues a write, replacing a queued
+    /// one, unless the status decided last (or, for an object this replica has not
+    /// written, the stored one) already says the same. Returns whether it queued.
+    pub fn decide(
+        &mut self,
+        object: &ObjectRef,
+        stored: Stored<'_>,
+        generation: Option<i64>,
+        desired: &[DesiredCondition],
+        reference: impl FnOnce() -> ObjectReference,
+        now: &Time,
+    ) -> bool {
+        let (base, base_generation) = match self.latest.get(object) {
+            Some(intent) if intent.uid == stored.uid => {
+                (intent.conditions.as_slice(), intent.generation)
+            }
+            _ => (stored.conditions, stored.generation),
+        };
+        let merged = merge_conditions(base, desired, generation, now);
+        if same_conditions(&merged, base) && base_generation == generation {
+            return false;
+        }
+        let failures: Vec<DesiredCondition> = desired
+            .iter()
+            .filter(|d| d.warrants_event())
+            .cloned()
+            .collect();
+        let write = Write {
+            object: object.clone(),
+            uid: stored.uid.clone(),
+            generation,
+            conditions: merged.clone(),
+            reference: reference(),
+            stored: if failures.is_empty() {
+                Conditions::new()
+            } else {
+                stored.conditions.to_vec()
+            },
+            failures,
+            events: Vec::new(),
+        };
+        self.latest.insert(
+            object.clone(),
+            Intent {
+                uid: stored.uid,
+                generation,
+                conditions: merged,
+            },
+        );
+        if self.queued.insert(object.clone(), write).is_none() {
+            self.order.push_back(object.clone());
+        }
+        true
+    }
+
+    /// Forgets every object not in `live` (deleted), with its queued write.
+    pub fn retain(&mut self, live: &HashSet<&ObjectRef>) {
+        self.latest.retain(|object, _| live.contains(object));
+        self.written.retain(|object, _| live.contains(object));
+        self.queued.retain(|object, _| live.contains(object));
+        self.order.retain(|object| live.contains(object));
+    }
+
+    /// Forgets everything decided and written (leadership changed hands: another replica
+    /// may have written since, or this one must stop writing). Writes in flight finish.
+    pub fn forget(&mut self) {
+        self.latest.clear();
+        self.written.clear();
+        self.queued.clear();
+        self.order.clear();
+    }
+
+    /// The next write to send: the oldest queued one whose object has no write in flight.
+    /// Its `events` are the failures new since what this replica last wrote.
+    pub fn next(&mut self) -> Option<Write> {
+        let position = self
+            .order
+            .iter()
+            .position(|object| !self.in_flight.contains_key(object))?;
+        let object = self.order.remove(position)?;
+        let mut write = self.queued.remove(&object)?;
+        let base = match self.written.get(&object) {
+            Some((uid, conditions)) if *uid == write.uid => conditions.as_slice(),
+            _ => write.stored.as_slice(),
+        };
+        write.events = write
+            .failures
+            .iter()
+            .filter(|d| !base.iter().any(|c| same_failure(c, d)))
+            .cloned()
+            .collect();
+        self.in_flight.insert(object, write.clone());
+        Some(write)
+    }
+
+    /// Records how the write of `object` ended. A failed write is queued again at the
+    /// back, unless a newer status was queued meanwhile.
+    pub fn done(&mut self, object: &ObjectRef, sent: Sent) {
+        let Some(write) = self.in_flight.remove(object) else {
+            return;
+        };
+        match sent {
+            Sent::Written => {
+                self.written
+                    .insert(object.clone(), (write.uid, write.conditions));
+            }
+            Sent::Gone => {
+                self.written.remove(object);
+            }
+            Sent::Failed => {
+                if self.latest.contains_key(object) && !self.queued.contains_key(object) {
+                    self.order.push_back(object.clone());
+                    self.queued.insert(object.clone(), write);
+                }
+            }
+        }
+    }
+
+    /// Writes queued or in flight.
+    pub fn outstanding(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
+    }
+}
+
+/// Whether `current` already says `desired` failed, for the same reason.
+fn same_failure(current: &Condition, desired: &DesiredCondition) -> bool {
+    current.type_ == desired.kind.as_str()
+        && current.status == "False"
+        && current.reason == desired.reason.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+    use weir_crds::compile::report::ObjectKind;
+    use weir_crds::condition::{ConditionType, Reason};
+
+    fn object(name: &str) -> ObjectRef {
+        ObjectRef::namespaced(ObjectKind::Route, &format!("shop/{name}"))
+    }
+
+    fn stored() -> Stored<'static> {
+        Stored {
+            uid: Some("uid".into()),
+            conditions: &[],
+            generation: None,
+        }
+    }
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    fn programmed(ok: bool, message: &str) -> Vec<DesiredCondition> {
+        vec![if ok {
+            DesiredCondition::ok(ConditionType::Programmed, Reason::Programmed, message)
+        } else {
+            DesiredCondition::failed(ConditionType::Programmed, Reason::LoadFailed, message)
+        }]
+    }
+
+    fn decide(book: &mut Book, name: &str, desired: &[DesiredCondition]) -> bool {
+        book.decide(
+            &object(name),
+            stored(),
+            Some(1),
+            desired,
+            ObjectReference::default,
+            &at(1),
+        )
+    }
+
+    #[test]
+    fn a_newer_status_replaces_the_queued_one() {
+        let mut book = Book::default();
+        assert!(decide(&mut book, "a", &programmed(false, "applied on 0/1")));
+        assert!(decide(&mut book, "b", &programmed(true, "applied on 1/1")));
+        assert!(decide(&mut book, "a", &programmed(true, "applied on 1/1")));
+        // Deciding the same again queues nothing.
+        assert!(!decide(&mut book, "a", &programmed(true, "applied on 1/1")));
+        assert_eq!(book.outstanding(), 2);
+        let first = book.next().unwrap();
+        assert_eq!(first.object, object("a"));
+        assert_eq!(first.conditions[0].message, "applied on 1/1");
+        assert_eq!(book.next().unwrap().object, object("b"));
+        assert!(book.next().is_none());
+    }
+
+    #[test]
+    fn writes_of_one_object_never_overlap_and_a_failure_is_retried() {
+        let mut book = Book::default();
+        decide(&mut book, "a", &programmed(false, "one"));
+        let first = book.next().unwrap();
+        decide(&mut book, "a", &programmed(false, "two"));
+        assert!(book.next().is_none(), "a is in flight");
+        book.done(&first.object, Sent::Failed);
+        // The newer status supersedes the failed one.
+        let second = book.next().unwrap();
+        assert_eq!(second.conditions[0].message, "two");
+        book.done(&second.object, Sent::Failed);
+        let retried = book.next().unwrap();
+        assert_eq!(retried.conditions[0].message, "two");
+        book.done(&retried.object, Sent::Written);
+        assert_eq!(book.outstanding(), 0);
+    }
+
+    #[test]
+    fn an_event_only_for_a_failure_not_written_before() {
+        let mut book = Book::default();
+        decide(&mut book, "a", &programmed(false, "one"));
+        let write = book.next().unwrap();
+        assert_eq!(write.events.len(), 1);
+        book.done(&write.object, Sent::Written);
+        // Same reason, new message: written, no new Event.
+        decide(&mut book, "a", &programmed(false, "two"));
+        let write = book.next().unwrap();
+        assert!(write.events.is_empty());
+        book.done(&write.object, Sent::Written);
+        // A burst fixed and broken again before anything was written: no Event either.
+        decide(&mut book, "a", &programmed(true, "fixed"));
+        decide(&mut book, "a", &programmed(false, "three"));
+        let write = book.next().unwrap();
+        assert!(write.events.is_empty());
+    }
+
+    #[test]
+    fn deleted_objects_are_forgotten() {
+        let mut book = Book::default();
+        decide(&mut book, "a", &programmed(true, "one"));
+        decide(&mut book, "b", &programmed(true, "one"));
+        let a = object("a");
+        book.retain(&HashSet::from([&a]));
+        assert_eq!(book.outstanding(), 1);
+        assert_eq!(book.next().unwrap().object, a);
+    }
+}

@@ -1,0 +1,292 @@
+//! Writing status: the conditions the compiler and the proxies' acks add up to, applied
+//! by server-side apply (field manager [`FIELD_MANAGER`]) on each Route and Plugin, only
+//! when they changed; and a Kubernetes Event when an object is rejected or fails to load.
+//!
+//! The reconciler only decides ([`StatusWriter::update`]); the writes run in a task of
+//! their own ([`sender`]) with bounded concurrency and rate, so they never hold up a build
+//! or a push. The [`book`] coalesces them per object.
+
+mod book;
+mod sender;
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::{Notify, watch};
+use weir_crds::admin::ProxyAck;
+use weir_crds::compile::ObjectRef;
+use weir_crds::compile::report::{ObjectKind, ObjectReport};
+use weir_crds::condition::{DesiredCondition, summary};
+use weir_crds::programmed::programmed;
+
+use crate::metrics::Metrics;
+use crate::world::World;
+pub use book::Sent;
+use book::{Book, Stored};
+
+/// Field manager of the operator's status writes.
+pub const FIELD_MANAGER: &str = "weir-operator";
+
+/// How fast status is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusLimits {
+    /// Writes in flight at once.
+    pub concurrency: usize,
+    /// Writes started per second, at most (bursts up to `concurrency`).
+    pub per_second: NonZeroU32,
+}
+
+impl Default for StatusLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            per_second: NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// What one round of status decisions did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Objects whose status changed: a write is queued.
+    pub queued: usize,
+    /// Objects whose status was already right.
+    pub unchanged: usize,
+}
+
+/// Every condition an object should have: the compiler's, `Programmed` (the object being
+/// served as it is now from snapshot `since` on), and their kstatus summary.
+pub fn desired_conditions(
+    report: &ObjectReport,
+    since: u64,
+    acks: &[ProxyAck],
+) -> Vec<DesiredCondition> {
+    let mut desired = report.conditions();
+    desired.push(programmed(report, since, acks));
+    desired.extend(summary(&desired));
+    desired
+}
+
+/// Now, to the second, as the API server stores condition times.
+fn now() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()))
+}
+
+/// What the status task and the reconciler share.
+struct Shared {
+    book: Mutex<Book>,
+    /// Wakes the task: writes were queued.
+    queued: Notify,
+    /// Writes queued or in flight.
+    outstanding: watch::Sender<usize>,
+}
+
+impl Shared {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, book: &Book) {
+        self.outstanding.send_replace(book.outstanding());
+    }
+}
+
+/// Decides status and hands the writes to its task, which stops when this is dropped.
+pub struct StatusWriter {
+    shared: Arc<Shared>,
+    recorder: Recorder,
+    metrics: Metrics,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An object of the world, with what its status write needs.
+struct Found<'a> {
+    uid: Option<String>,
+    conditions: &'a [Condition],
+    observed_generation: Option<i64>,
+    reference: Box<dyn Fn() -> ObjectReference + 'a>,
+}
+
+/// The Routes and Plugins of `world` by kind, namespace and name.
+fn index(world: &World) -> HashMap<(ObjectKind, &str, &str), Found<'_>> {
+    let mut index = HashMap::with_capacity(world.routes.len() + world.plugins.len());
+    for route in &world.routes {
+        let status = route.status.as_ref();
+        index.insert(
+            (
+                ObjectKind::Route,
+                route.metadata.namespace.as_deref().unwrap_or_default(),
+                route.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            Found {
+                uid: route.uid(),
+                conditions: status.map_or(&[], |s| s.conditions.as_slice()),
+                observed_generation: status.and_then(|s| s.observed_generation),
+                reference: Box::new(|| route.object_ref(&())),
+            },
+        );
+    }
+    for plugin in &world.plugins {
+        let status = plugin.status.as_ref();
+        index.insert(
+            (
+                ObjectKind::Plugin,
+                plugin.metadata.namespace.as_deref().unwrap_or_default(),
+                plugin.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            Found {
+                uid: plugin.uid(),
+                conditions: status.map_or(&[], |s| s.conditions.as_slice()),
+                observed_generation: status.and_then(|s| s.observed_generation),
+                reference: Box::new(|| plugin.object_ref(&())),
+            },
+        );
+    }
+    index
+}
+
+impl StatusWriter {
+    /// A writer using `client` within `limits`; Events name `instance` as the reporting
+    /// instance. Starts its task.
+    pub fn new(client: Client, instance: &str, metrics: Metrics, limits: StatusLimits) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(instance.into()),
+            },
+        );
+        let shared = Arc::new(Shared {
+            book: Mutex::new(Book::default()),
+            queued: Notify::new(),
+            outstanding: watch::Sender::new(0),
+        });
+        let task = tokio::spawn(sender::run(
+            shared.clone(),
+            client,
+            recorder.clone(),
+            metrics.clone(),
+            limits,
+        ));
+        Self {
+            shared,
+            recorder,
+            metrics,
+            task,
+        }
+    }
+
+    /// Forgets what was decided and written, dropping queued writes: leadership was
+    /// regained (another replica may have written since) or lost (this one must stop).
+    pub fn forget(&self) {
+        let mut book = self.shared.book();
+        book.forget();
+        self.shared.count(&book);
+    }
+
+    /// Decides the status of every reported object (served as it is now since the
+    /// snapshot `since` names) and queues the writes of those that changed.
+    pub fn update(
+        &self,
+        world: &World,
+        reports: &[ObjectReport],
+        since: impl Fn(&ObjectRef) -> u64,
+        acks: &[ProxyAck],
+    ) -> Written {
+        let mut written = Written::default();
+        let now = now();
+        let index = index(world);
+        let mut book = self.shared.book();
+        for report in reports {
+            let object = &report.object;
+            let key = (object.kind, object.namespace.as_str(), object.name.as_str());
+            let Some(found) = index.get(&key) else {
+                continue;
+            };
+            let desired = desired_conditions(report, since(object), acks);
+            let stored = Stored {
+                uid: found.uid.clone(),
+                conditions: found.conditions,
+                generation: found.observed_generation,
+            };
+            if book.decide(
+                object,
+                stored,
+                report.generation,
+                &desired,
+                &found.reference,
+                &now,
+            ) {
+                written.queued += 1;
+            } else {
+                written.unchanged += 1;
+            }
+        }
+        let live: HashSet<&ObjectRef> = reports.iter().map(|r| &r.object).collect();
+        book.retain(&live);
+        self.shared.count(&book);
+        drop(book);
+        if written.queued > 0 {
+            self.shared.queued.notify_one();
+        }
+        written
+    }
+
+    /// Writes queued or in flight.
+    pub fn outstanding(&self) -> usize {
+        *self.shared.outstanding.borrow()
+    }
+
+    /// Waits until every queued write was sent (tests, and measuring).
+    pub async fn idle(&self) {
+        let mut outstanding = self.shared.outstanding.subscribe();
+        let _ = outstanding.wait_for(|n| *n == 0).await;
+    }
+
+    /// Announces with a Normal Event on `regarding` (the proxy admin Service) that
+    /// snapshot `version` is served by every proxy: the one place the version of the
+    /// served snapshot is written to the API, once per snapshot instead of on every
+    /// object. Runs in the background.
+    pub fn announce_applied(&self, regarding: ObjectReference, version: u64, note: String) {
+        let recorder = self.recorder.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "SnapshotApplied".into(),
+                note: Some(truncate_note(&note)),
+                action: format!("Apply snapshot {version}"),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &regarding).await {
+                metrics.error("event");
+                tracing::warn!(error = %e, "publishing an event failed");
+            }
+        });
+    }
+}
+
+/// Event notes are limited to 1 KiB.
+fn truncate_note(note: &str) -> String {
+    const MAX: usize = 1000;
+    if note.len() <= MAX {
+        return note.to_owned();
+    }
+    let mut end = MAX - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
