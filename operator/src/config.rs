@@ -100,6 +100,13 @@ pub struct Cli {
     #[arg(long, env = "WEIR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
+    /// Label selector of the ConfigMaps watched for plugin sources (e.g.
+    /// `weir.dev/plugin-source=true`); unset watches every ConfigMap in the watched
+    /// namespaces. In a cluster with many or large ConfigMaps, a selector keeps the
+    /// operator's memory to the plugin sources.
+    #[arg(long, env = "WEIR_CONFIG_MAP_SELECTOR")]
+    pub config_map_selector: Option<String>,
+
     /// Status writes in flight at once.
     #[arg(long, env = "WEIR_STATUS_CONCURRENCY", default_value_t = crate::status::StatusLimits::default().concurrency)]
     pub status_concurrency: usize,
@@ -221,6 +228,8 @@ pub struct Config {
     pub compile: weir_crds::Options,
     /// How fast status is written.
     pub status: crate::status::StatusLimits,
+    /// Label selector of the ConfigMaps watched, if any.
+    pub config_map_selector: Option<String>,
 }
 
 /// The push token in `path` (white space around it trimmed), refused when it is shorter
@@ -364,6 +373,12 @@ impl Cli {
                 concurrency: self.status_concurrency,
                 per_second: self.status_writes_per_second,
             },
+            config_map_selector: self
+                .config_map_selector
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
         })
     }
 }

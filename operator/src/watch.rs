@@ -91,6 +91,20 @@ async fn reflect<K, S>(
     }
 }
 
+/// The annotation `kubectl apply` (client side) keeps a copy of the whole object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the stores never read and what can be as large as the object itself:
+/// `metadata.managedFields` (server-side apply's bookkeeping, one entry per field
+/// manager) and `kubectl apply`'s last-applied copy. The operator's memory then tracks
+/// the objects' content.
+fn trim<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    if let Some(annotations) = &mut object.meta_mut().annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -99,7 +113,7 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
-    watcher(api, config).default_backoff()
+    watcher(api, config).default_backoff().modify(trim)
 }
 
 /// Starts every watcher; they run until the returned tasks are aborted.
@@ -161,10 +175,11 @@ pub fn spawn(
     for (scope, writer) in scopes.iter().zip(config_maps) {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let plugin_stores = stores.plugins.clone();
-        let stream = watch(
-            api::<ConfigMap>(client, scope.as_deref()),
-            watcher::Config::default(),
-        );
+        let mut selected = watcher::Config::default();
+        if let Some(selector) = &config.config_map_selector {
+            selected = selected.labels(selector);
+        }
+        let stream = watch(api::<ConfigMap>(client, scope.as_deref()), selected);
         tasks.push(tokio::spawn(reflect(
             "ConfigMap",
             writer,

@@ -28,6 +28,7 @@ fn config() -> Config {
         debounce: Duration::from_millis(100),
         compile: weir_crds::Options::default(),
         status: weir_operator::status::StatusLimits::default(),
+        config_map_selector: None,
     }
 }
 
@@ -49,6 +50,12 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
     let (client, api) = FakeApi::start();
     let mut plugin = plugin_json("auth", 1, "auth-src");
     plugin["metadata"]["resourceVersion"] = json!("1");
+    plugin["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Apply",
+        "apiVersion": "weir.dev/v1alpha1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]);
+    plugin["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"the\": \"whole object\"}",
+        "team": "payments"
+    });
     api.lists.lock().unwrap().extend([
         ("/apis/weir.dev/v1alpha1/plugins".to_owned(), vec![plugin]),
         (
@@ -64,6 +71,11 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
         .expect("every store lists");
     assert_eq!(stores.world().plugins.len(), 1);
     assert_eq!(stores.world().config_maps.len(), 2);
+    // What the stores never read is not kept: managed fields, kubectl's last-applied copy.
+    let stored = &stores.world().plugins[0].metadata;
+    assert!(stored.managed_fields.as_ref().is_none_or(Vec::is_empty));
+    let annotations = stored.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
     // Drain the announcements of the initial lists.
     tokio::time::sleep(Duration::from_millis(300)).await;
     while rx.try_recv().is_ok() {}
@@ -126,6 +138,47 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
     assert!(
         secret_watch.contains("fieldSelector=type%3Dkubernetes.io%2Ftls"),
         "{secret_watch}"
+    );
+    // Without --config-map-selector, every ConfigMap in scope is listed.
+    let config_map_list = api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path == "/api/v1/configmaps")
+        .map(|s| s.query.clone())
+        .expect("ConfigMaps are listed");
+    assert!(
+        !config_map_list.contains("labelSelector"),
+        "{config_map_list}"
+    );
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_config_map_selector_narrows_the_config_map_watch() {
+    let (client, api) = FakeApi::start();
+    let (stores, writers) = stores_for(1);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut config = config();
+    config.config_map_selector = Some("weir.dev/plugin-source=true".into());
+    let tasks = spawn(&client, &config, &stores, writers, tx, Metrics::new());
+    tokio::time::timeout(PATIENCE, stores.wait_until_ready())
+        .await
+        .expect("every store lists");
+    let query = api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path == "/api/v1/configmaps")
+        .map(|s| s.query.clone())
+        .expect("ConfigMaps are listed");
+    assert!(
+        query.contains("labelSelector=weir.dev%2Fplugin-source%3Dtrue"),
+        "{query}"
     );
     for task in tasks {
         task.abort();

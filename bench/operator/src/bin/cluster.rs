@@ -1,0 +1,545 @@
+//! The operator against a real API server (`KUBECONFIG`): one `weir-proxy` in a network
+//! namespace of its own (the API server refuses loopback addresses in EndpointSlices),
+//! the release `weir-operator` on this host; P Plugins with their ConfigMaps and the
+//! backend Services are applied first, then N Routes at once. Reports the time from the
+//! last Route applied until every Route is `Programmed=True` for its generation, the
+//! status patches the operator sent per object, its peak RSS, and the patches one
+//! unrelated Route change costs.
+//!
+//! Run as root, after `cargo build --release -p weir-operator -p weir-proxy`:
+//! `cargo run --release -p weir-bench-operator --bin weir-bench-operator-cluster [ROUTES PLUGINS]`.
+//! Without `KUBECONFIG` or root it says which is missing and exits 0.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::runtime::watcher;
+use kube::{Api, Client, CustomResourceExt};
+use serde_json::{Value, json};
+use weir_bench_operator::generate;
+
+/// Field manager of what the benchmark applies.
+const MANAGER: &str = "weir-bench";
+
+/// Namespaces the Routes and Plugins are spread over.
+const NAMESPACES: usize = 10;
+
+/// Applies in flight at once.
+const APPLY_CONCURRENCY: usize = 32;
+
+/// The private network of the proxy's network namespace: the host side, the proxy side.
+const HOST_ADDRESS: &str = "10.213.251.1";
+const PROXY_ADDRESS: &str = "10.213.251.2";
+const SUBNET: &str = "10.213.251.0/24";
+
+/// Longest wait for anything.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+/// A network namespace with a veth pair to the host, deleted on drop.
+struct NetworkNamespace {
+    name: String,
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    ensure!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+impl NetworkNamespace {
+    fn create(name: &str) -> Result<Self> {
+        // A namespace left by an interrupted run goes first (its veth with it).
+        let _ = ip(&["netns", "del", name]);
+        let routes = ip(&["-4", "route", "show", "to", "match", PROXY_ADDRESS])?;
+        ensure!(
+            !routes.lines().any(|l| l.starts_with(SUBNET)),
+            "{SUBNET} is already routed on this host: {routes}"
+        );
+        let namespace = Self { name: name.into() };
+        let host_side = format!("{name}-h");
+        ip(&["netns", "add", name])?;
+        ip(&[
+            "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", name,
+        ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_ADDRESS}/24"),
+            "dev",
+            &host_side,
+        ])?;
+        ip(&["link", "set", &host_side, "up"])?;
+        let address = format!("{PROXY_ADDRESS}/24");
+        for args in [
+            ["addr", "add", &address, "dev", "eth0"],
+            ["link", "set", "eth0", "up", ""],
+            ["link", "set", "lo", "up", ""],
+        ] {
+            let mut full = vec!["-n", name];
+            full.extend(args.into_iter().filter(|a| !a.is_empty()));
+            ip(&full)?;
+        }
+        Ok(namespace)
+    }
+}
+
+impl Drop for NetworkNamespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A child process killed on drop.
+struct Process {
+    child: Child,
+    name: &'static str,
+}
+
+impl Process {
+    fn start(name: &'static str, command: &mut Command) -> Result<Self> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(format!("/tmp/weir-bench-{name}.log")).context("log file")?,
+            ))
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self { child, name })
+    }
+
+    /// Peak resident memory (`VmHWM`), MiB.
+    fn peak_rss_mib(&self) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .with_context(|| format!("{} is not running", self.name))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("VmHWM")?;
+        Ok(kib / 1024.0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sibling binary of this one (the same target directory and profile).
+fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("target directory")?.join(name);
+    ensure!(
+        path.exists(),
+        "{} is missing: cargo build --release -p weir-operator -p weir-proxy",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    let (group, version, plural) = match kind {
+        "Route" => ("weir.dev", "v1alpha1", "routes"),
+        "Plugin" => ("weir.dev", "v1alpha1", "plugins"),
+        "ConfigMap" => ("", "v1", "configmaps"),
+        "Service" => ("", "v1", "services"),
+        "EndpointSlice" => ("discovery.k8s.io", "v1", "endpointslices"),
+        other => unreachable!("no kind {other} is applied"),
+    };
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Applies `objects` (server-side apply), `APPLY_CONCURRENCY` at once.
+async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
+    futures::stream::iter(objects)
+        .map(|object| async move {
+            let kind = object["kind"].as_str().context("kind")?;
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .context("namespace")?;
+            let name = object["metadata"]["name"].as_str().context("name")?;
+            api(client, namespace, kind)
+                .patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(object),
+                )
+                .await
+                .with_context(|| format!("applying {kind} {namespace}/{name}"))?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+async fn install_crds(client: &Client) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [weir_crds::Route::crd(), weir_crds::Plugin::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+        let started = Instant::now();
+        loop {
+            let established = crds
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            ensure!(started.elapsed() < DEADLINE, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an object's status says `Programmed=True` for its current generation.
+fn programmed(object: &DynamicObject) -> bool {
+    let generation = object.metadata.generation;
+    object.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["type"] == "Programmed"
+                && c["status"] == "True"
+                && c["observedGeneration"].as_i64() == generation
+        })
+}
+
+/// Watches `kind` in `namespaces` until `expected` objects are Programmed for their
+/// generation; returns when that happened.
+async fn until_programmed(
+    client: &Client,
+    namespaces: &[String],
+    kind: &str,
+    expected: usize,
+) -> Result<Instant> {
+    let streams = namespaces
+        .iter()
+        .map(|ns| watcher(api(client, ns, kind), watcher::Config::default()).boxed());
+    let mut events = futures::stream::select_all(streams);
+    let mut states: HashMap<(String, String), bool> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let done = states.values().filter(|p| **p).count();
+        if done >= expected {
+            return Ok(Instant::now());
+        }
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .with_context(|| format!("{done}/{expected} {kind}s Programmed by the deadline"))?
+            .context("watch ended")?;
+        match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let key = (
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default(),
+                );
+                states.insert(key, programmed(&o));
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                states.remove(&(
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Err(e) => bail!("watching {kind}s: {e}"),
+        }
+    }
+}
+
+/// One counter of the operator's metrics.
+async fn metric(address: &str, name: &str) -> Result<f64> {
+    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let response = client
+        .get(format!("http://{address}/metrics").parse()?)
+        .await
+        .context("operator metrics")?;
+    let body = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// Status patches the operator has written.
+async fn status_writes(address: &str) -> Result<f64> {
+    metric(
+        address,
+        "weir_operator_status_writes_total{outcome=\"written\"}",
+    )
+    .await
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            ),
+        )
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+/// Deletes what the run created (namespaces never finish deleting without a
+/// controller manager, so their objects are deleted first).
+async fn clean_up(client: &Client, namespaces: &[String]) {
+    for ns in namespaces {
+        for kind in ["Route", "Plugin", "ConfigMap", "Service", "EndpointSlice"] {
+            let _ = api(client, ns, kind)
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await;
+        }
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(ns, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn until_ready(address: &str) -> Result<()> {
+    let started = Instant::now();
+    while metric(address, "weir_operator_leader").await.unwrap_or(0.0) < 1.0 {
+        ensure!(started.elapsed() < DEADLINE, "the operator never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+struct Run {
+    routes: usize,
+    plugins: usize,
+}
+
+async fn run(client: &Client, spec: &Run, dir: &Path) -> Result<()> {
+    let run_id = std::process::id();
+    let prefix = format!("weir-bench-{run_id}-");
+    let admin_namespace = format!("weir-bench-{run_id}-admin");
+    let mut namespaces: Vec<String> = (0..NAMESPACES).map(|i| format!("{prefix}{i}")).collect();
+    namespaces.push(admin_namespace.clone());
+    for ns in &namespaces {
+        create_namespace(client, ns).await?;
+    }
+    let result = measure(client, spec, dir, &prefix, &admin_namespace, &namespaces).await;
+    clean_up(client, &namespaces).await;
+    result
+}
+
+async fn measure(
+    client: &Client,
+    spec: &Run,
+    dir: &Path,
+    prefix: &str,
+    admin_namespace: &str,
+    namespaces: &[String],
+) -> Result<()> {
+    let route_namespaces = &namespaces[..NAMESPACES];
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "weir-bench-token-0123456789abcdef0123456789")?;
+    let netns = NetworkNamespace::create(&format!("weirbench{}", std::process::id() % 10_000))?;
+    let proxy = Process::start(
+        "proxy",
+        Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(binary("weir-proxy")?)
+            .args(["--listen", &format!("{PROXY_ADDRESS}:8080")])
+            .args(["--admin-listen", &format!("{PROXY_ADDRESS}:9901")])
+            .arg("--admin-allow-plaintext")
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .args(["--workers", "1"]),
+    )?;
+    apply_all(
+        client,
+        &[json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "weir-proxy-admin-bench", "namespace": admin_namespace,
+                         "labels": {"kubernetes.io/service-name": "weir-proxy-admin"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "admin", "port": 9901, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [PROXY_ADDRESS], "conditions": {"ready": true}}]
+        })],
+    )
+    .await?;
+
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let operator = Process::start(
+        "operator",
+        Command::new(binary("weir-operator")?)
+            .args(["--namespaces", &route_namespaces.join(",")])
+            .args(["--proxy-namespace", admin_namespace])
+            .args(["--proxy-admin-port-name", "admin"])
+            .arg("--proxy-insecure-http")
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .args(["--metrics-address", &metrics])
+            .args(["--lease-namespace", admin_namespace])
+            .args(["--log-format", "text"]),
+    )?;
+    until_ready(&metrics).await?;
+
+    let objects = generate(prefix, spec.routes, spec.plugins, NAMESPACES);
+    let setup: Vec<Value> = [
+        &objects.config_maps,
+        &objects.plugins,
+        &objects.services,
+        &objects.endpoint_slices,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    apply_all(client, &setup).await?;
+    until_programmed(client, route_namespaces, "Plugin", spec.plugins).await?;
+    let writes_before = status_writes(&metrics).await?;
+
+    println!(
+        "applying {} Routes ({} Plugins, {} Services programmed before)",
+        spec.routes,
+        spec.plugins,
+        objects.services.len()
+    );
+    let watching = {
+        let client = client.clone();
+        let namespaces = route_namespaces.to_vec();
+        let expected = spec.routes;
+        tokio::spawn(async move { until_programmed(&client, &namespaces, "Route", expected).await })
+    };
+    let started = Instant::now();
+    apply_all(client, &objects.routes).await?;
+    let applied = Instant::now();
+    let done = watching.await??;
+    let writes = status_writes(&metrics).await? - writes_before;
+    println!(
+        "applied in {:.1} s; every Route Programmed {:.1} s after the last apply ({:.1} s after the first)",
+        (applied - started).as_secs_f64(),
+        done.saturating_duration_since(applied).as_secs_f64(),
+        (done - started).as_secs_f64()
+    );
+    println!(
+        "status patches: {writes} for {} Routes ({:.2} per Route)",
+        spec.routes,
+        writes / spec.routes as f64
+    );
+    println!("operator peak RSS: {:.1} MiB", operator.peak_rss_mib()?);
+
+    // One unrelated change: one Route's spec.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = status_writes(&metrics).await?;
+    let mut changed = objects.routes[0].clone();
+    changed["spec"]["rules"][2]["directResponse"]["body"] = json!("changed");
+    let changed_at = Instant::now();
+    apply_all(client, &[changed.clone()]).await?;
+    let name = changed["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = changed["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let routes = api(client, namespace, "Route");
+    loop {
+        if programmed(&routes.get(name).await?) {
+            break;
+        }
+        ensure!(
+            changed_at.elapsed() < DEADLINE,
+            "the changed Route never Programmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let programmed_after = changed_at.elapsed();
+    // Room for any write the change might wrongly cause elsewhere.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "one Route changed: Programmed after {:.2} s, status patches sent: {}",
+        programmed_after.as_secs_f64(),
+        status_writes(&metrics).await? - before
+    );
+    println!(
+        "operator peak RSS after: {:.1} MiB; proxy peak RSS: {:.1} MiB",
+        operator.peak_rss_mib()?,
+        proxy.peak_rss_mib()?
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        println!(
+            "skipping the cluster benchmark: KUBECONFIG is not set (it needs a Kubernetes API server)"
+        );
+        return Ok(());
+    }
+    // /proc/self belongs to the process's effective user.
+    let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
+    if euid != 0 {
+        println!("skipping the cluster benchmark: it needs root for network namespaces");
+        return Ok(());
+    }
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().context("arguments are numbers: ROUTES PLUGINS"))
+        .collect::<Result<_>>()?;
+    let spec = Run {
+        routes: args.first().copied().unwrap_or(1000),
+        plugins: args.get(1).copied().unwrap_or(100),
+    };
+    let client = Client::try_default()
+        .await
+        .context("KUBECONFIG names a reachable API server")?;
+    install_crds(&client).await?;
+    let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run(&client, &spec, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
