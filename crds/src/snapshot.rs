@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -78,14 +79,30 @@ impl Snapshot {
             plugins: &self.plugins,
             certificates: &self.certificates,
         };
-        // Serializing plain data to a Vec cannot fail.
-        let bytes = serde_json::to_vec(&content).unwrap_or_default();
-        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        // Hashed as it is serialized, without holding the JSON (megabytes for thousands
+        // of Routes). Serializing plain data into a hasher cannot fail.
+        let mut hasher = HashWriter(Sha256::new());
+        let _ = serde_json::to_writer(&mut hasher, &content);
+        format!("sha256:{}", hex::encode(hasher.0.finalize()))
     }
 
     /// Whether `hash` is the hash of the content (a check against corruption in transit).
     pub fn hash_is_valid(&self) -> bool {
         self.hash == self.content_hash()
+    }
+}
+
+/// Feeds what is written into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -360,8 +377,9 @@ pub struct Cors {
 pub struct PluginCall {
     /// Id in [`Snapshot::plugins`].
     pub plugin: String,
-    /// The plugin's config merged with the Route's override, already validated.
-    pub config: serde_json::Value,
+    /// The plugin's config merged with the Route's override, already validated. Shared:
+    /// every rule of a Route, and every Route without an override, holds the same one.
+    pub config: Arc<serde_json::Value>,
 }
 
 /// An upstream: how to speak to it and where its endpoints are.
@@ -417,7 +435,7 @@ pub struct PluginBundle {
     /// `sha256:` of `code`: the plugin version isolates load.
     pub code_hash: String,
     /// The plugin's own config (Routes see it merged with their override).
-    pub config: serde_json::Value,
+    pub config: Arc<serde_json::Value>,
     /// The JSON Schema configs were checked against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_schema: Option<serde_json::Value>,

@@ -54,7 +54,7 @@ fn bundle(id: &str, source: &str) -> anyhow::Result<PluginBundle> {
         generation: None,
         code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
         code,
-        config: serde_json::json!({}),
+        config: serde_json::json!({}).into(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -181,7 +181,7 @@ fn main() -> anyhow::Result<()> {
         }
         let call = |id: &str| PluginCall {
             plugin: id.into(),
-            config: serde_json::json!({}),
+            config: serde_json::json!({}).into(),
         };
         let scenarios = [
             ("no plugin", loaded.set.chain(&[])),

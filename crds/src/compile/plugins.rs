@@ -1,6 +1,8 @@
 //! Plugins: source resolved (inline or ConfigMap), TypeScript transpiled, config checked
 //! against `configSchema`, and the result bundled for the proxies.
 
+use std::sync::Arc;
+
 use jsonschema::Validator;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -64,7 +66,7 @@ pub(crate) fn compile(
         generation: plugin.metadata.generation,
         code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
         code,
-        config,
+        config: Arc::new(config),
         config_schema: spec.config_schema.clone(),
         order: spec.order,
         scope: spec.scope,
@@ -143,16 +145,16 @@ pub(crate) fn route_config(
     overrides: Option<&Value>,
     field: &str,
     report: &mut ObjectReport,
-) -> Value {
-    let mut config = bundle.config.clone();
+) -> Arc<Value> {
     let Some(overrides) = overrides else {
-        return config;
+        return bundle.config.clone();
     };
+    let mut config = Value::clone(&bundle.config);
     json_patch::merge(&mut config, overrides);
     if let Some(validator) = schema {
         report_errors(validator, &config, field, report);
     }
-    config
+    Arc::new(config)
 }
 
 /// The compiled `configSchema` of a bundle, if it has one.

@@ -17,26 +17,45 @@ struct Intent {
     conditions: Conditions,
 }
 
+/// The `(type, reason)` of each `False` condition of a status: all that Events are
+/// decided on, kept instead of whole statuses for every object written.
+type Failed = Vec<(String, String)>;
+
+fn failed(conditions: &[Condition]) -> Failed {
+    conditions
+        .iter()
+        .filter(|c| c.status == "False")
+        .map(|c| (c.type_.clone(), c.reason.clone()))
+        .collect()
+}
+
+/// A write waiting: what is not in the object's [`Intent`].
+struct Queued {
+    /// Where Events about the object point.
+    reference: ObjectReference,
+    /// Failed conditions that warrant a Warning Event when they are new.
+    failures: Vec<DesiredCondition>,
+    /// What the store showed failed when decided: what new failures are measured
+    /// against when this replica has written nothing for the object.
+    stored: Failed,
+}
+
 /// One status write.
 #[derive(Clone, Debug)]
 pub struct Write {
     /// The object.
     pub object: ObjectRef,
-    /// Its `metadata.uid` when decided.
-    uid: Option<String>,
     /// The generation the status describes (`observedGeneration`).
     pub generation: Option<i64>,
     /// The whole condition list to apply.
     pub conditions: Conditions,
     /// Where Events about the object point.
     pub reference: ObjectReference,
-    /// Failed conditions that warrant a Warning Event when they are new.
-    failures: Vec<DesiredCondition>,
-    /// The conditions the store showed when decided: what new failures are measured
-    /// against when this replica has written nothing for the object.
-    stored: Conditions,
-    /// The failures new since the status this replica last wrote (set when sent).
+    /// The failures new since the status this replica last wrote.
     pub events: Vec<DesiredCondition>,
+    /// Kept to queue the write again if it fails.
+    failures: Vec<DesiredCondition>,
+    stored: Failed,
 }
 
 /// How a write ended.
@@ -54,10 +73,10 @@ pub enum Sent {
 #[derive(Default)]
 pub struct Book {
     latest: HashMap<ObjectRef, Intent>,
-    written: HashMap<ObjectRef, (Option<String>, Conditions)>,
-    queued: HashMap<ObjectRef, Write>,
+    written: HashMap<ObjectRef, (Option<String>, Failed)>,
+    queued: HashMap<ObjectRef, Queued>,
     order: VecDeque<ObjectRef>,
-    in_flight: HashMap<ObjectRef, Write>,
+    in_flight: HashMap<ObjectRef, (Option<String>, Failed)>,
 }
 
 /// What the store shows of an object now.
@@ -98,19 +117,14 @@ impl Book {
             .filter(|d| d.warrants_event())
             .cloned()
             .collect();
-        let write = Write {
-            object: object.clone(),
-            uid: stored.uid.clone(),
-            generation,
-            conditions: merged.clone(),
+        let queued = Queued {
             reference: reference(),
             stored: if failures.is_empty() {
-                Conditions::new()
+                Failed::new()
             } else {
-                stored.conditions.to_vec()
+                failed(stored.conditions)
             },
             failures,
-            events: Vec::new(),
         };
         self.latest.insert(
             object.clone(),
@@ -120,7 +134,7 @@ impl Book {
                 conditions: merged,
             },
         );
-        if self.queued.insert(object.clone(), write).is_none() {
+        if self.queued.insert(object.clone(), queued).is_none() {
             self.order.push_back(object.clone());
         }
         true
@@ -151,31 +165,43 @@ impl Book {
             .iter()
             .position(|object| !self.in_flight.contains_key(object))?;
         let object = self.order.remove(position)?;
-        let mut write = self.queued.remove(&object)?;
+        let queued = self.queued.remove(&object)?;
+        let intent = self.latest.get(&object)?;
         let base = match self.written.get(&object) {
-            Some((uid, conditions)) if *uid == write.uid => conditions.as_slice(),
-            _ => write.stored.as_slice(),
+            Some((uid, failed)) if *uid == intent.uid => failed.as_slice(),
+            _ => queued.stored.as_slice(),
         };
-        write.events = write
+        let events = queued
             .failures
             .iter()
-            .filter(|d| !base.iter().any(|c| same_failure(c, d)))
+            .filter(|d| !base.iter().any(|f| same_failure(f, d)))
             .cloned()
             .collect();
-        self.in_flight.insert(object, write.clone());
-        Some(write)
+        self.in_flight.insert(
+            object.clone(),
+            (intent.uid.clone(), failed(&intent.conditions)),
+        );
+        Some(Write {
+            object,
+            generation: intent.generation,
+            conditions: intent.conditions.clone(),
+            reference: queued.reference,
+            events,
+            failures: queued.failures,
+            stored: queued.stored,
+        })
     }
 
-    /// Records how the write of `object` ended. A failed write is queued again at the
-    /// back, unless a newer status was queued meanwhile.
-    pub fn done(&mut self, object: &ObjectRef, sent: Sent) {
-        let Some(write) = self.in_flight.remove(object) else {
+    /// Records how `write` ended. A failed write is queued again at the back, unless a
+    /// newer status was queued meanwhile.
+    pub fn done(&mut self, write: Write, sent: Sent) {
+        let object = &write.object;
+        let Some(in_flight) = self.in_flight.remove(object) else {
             return;
         };
         match sent {
             Sent::Written => {
-                self.written
-                    .insert(object.clone(), (write.uid, write.conditions));
+                self.written.insert(object.clone(), in_flight);
             }
             Sent::Gone => {
                 self.written.remove(object);
@@ -183,7 +209,14 @@ impl Book {
             Sent::Failed => {
                 if self.latest.contains_key(object) && !self.queued.contains_key(object) {
                     self.order.push_back(object.clone());
-                    self.queued.insert(object.clone(), write);
+                    self.queued.insert(
+                        object.clone(),
+                        Queued {
+                            reference: write.reference,
+                            failures: write.failures,
+                            stored: write.stored,
+                        },
+                    );
                 }
             }
         }
@@ -195,11 +228,9 @@ impl Book {
     }
 }
 
-/// Whether `current` already says `desired` failed, for the same reason.
-fn same_failure(current: &Condition, desired: &DesiredCondition) -> bool {
-    current.type_ == desired.kind.as_str()
-        && current.status == "False"
-        && current.reason == desired.reason.as_str()
+/// Whether `failed` (a `False` condition's type and reason) is what `desired` says.
+fn same_failure(failed: &(String, String), desired: &DesiredCondition) -> bool {
+    failed.0 == desired.kind.as_str() && failed.1 == desired.reason.as_str()
 }
 
 #[cfg(test)]
@@ -267,14 +298,14 @@ mod tests {
         let first = book.next().unwrap();
         decide(&mut book, "a", &programmed(false, "two"));
         assert!(book.next().is_none(), "a is in flight");
-        book.done(&first.object, Sent::Failed);
+        book.done(first, Sent::Failed);
         // The newer status supersedes the failed one.
         let second = book.next().unwrap();
         assert_eq!(second.conditions[0].message, "two");
-        book.done(&second.object, Sent::Failed);
+        book.done(second, Sent::Failed);
         let retried = book.next().unwrap();
         assert_eq!(retried.conditions[0].message, "two");
-        book.done(&retried.object, Sent::Written);
+        book.done(retried, Sent::Written);
         assert_eq!(book.outstanding(), 0);
     }
 
@@ -284,12 +315,12 @@ mod tests {
         decide(&mut book, "a", &programmed(false, "one"));
         let write = book.next().unwrap();
         assert_eq!(write.events.len(), 1);
-        book.done(&write.object, Sent::Written);
+        book.done(write, Sent::Written);
         // Same reason, new message: written, no new Event.
         decide(&mut book, "a", &programmed(false, "two"));
         let write = book.next().unwrap();
         assert!(write.events.is_empty());
-        book.done(&write.object, Sent::Written);
+        book.done(write, Sent::Written);
         // A burst fixed and broken again before anything was written: no Event either.
         decide(&mut book, "a", &programmed(true, "fixed"));
         decide(&mut book, "a", &programmed(false, "three"));

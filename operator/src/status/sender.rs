@@ -55,13 +55,13 @@ pub(super) async fn run(
                 sending.push(async move {
                     limiter.until_ready().await;
                     let sent = send(&client, &recorder, &write).await;
-                    (write.object, sent)
+                    (write, sent)
                 });
             }
         }
         metrics.status_queue(*shared.outstanding.borrow());
         tokio::select! {
-            Some((object, sent)) = sending.next(), if !sending.is_empty() => {
+            Some((write, sent)) = sending.next(), if !sending.is_empty() => {
                 match sent {
                     Sent::Written | Sent::Gone => backoff = FIRST_BACKOFF,
                     Sent::Failed => {
@@ -71,7 +71,7 @@ pub(super) async fn run(
                 }
                 metrics.status_write(sent);
                 let mut book = shared.book();
-                book.done(&object, sent);
+                book.done(write, sent);
                 shared.count(&book);
             }
             () = shared.queued.notified() => {}

@@ -306,7 +306,7 @@ async fn load_plugin(
             hex::encode(crate::services::crypto::sha256(code.as_bytes()))
         ),
         code,
-        config: json!({}),
+        config: json!({}).into(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -423,7 +423,7 @@ impl Harness {
             };
             plugin.set.chain(&[PluginCall {
                 plugin: plugin.id.clone(),
-                config,
+                config: config.into(),
             }])
         };
         let path = spec.path.unwrap_or_else(|| "/".into());

@@ -32,7 +32,7 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
             "sha256:{}",
             hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))
         ),
-        config: serde_json::json!({}),
+        config: serde_json::json!({}).into(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -103,7 +103,7 @@ pub fn chain(loaded: &Loaded, calls: &[(&str, serde_json::Value)]) -> Arc<Chain>
         .iter()
         .map(|(plugin, config)| PluginCall {
             plugin: (*plugin).into(),
-            config: config.clone(),
+            config: config.clone().into(),
         })
         .collect();
     loaded.set.chain(&calls)
