@@ -1,0 +1,236 @@
+//! Kubernetes objects the scenarios write and read: the CRDs, test namespaces, Services
+//! with the EndpointSlices a controller manager would otherwise write (the suite needs
+//! no kubelet and no controller manager), and any object as JSON by server-side apply.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+
+/// Field manager of everything the suite applies.
+pub const FIELD_MANAGER: &str = "weir-e2e";
+
+/// Prefix of every namespace the suite creates; the test process's pid ends the name.
+pub const NAMESPACE_PREFIX: &str = "weir-e2e-";
+
+/// A client for the API server of `KUBECONFIG`, or `None` (after saying why in one line)
+/// when the variable is unset. For tests that need only the API server.
+pub async fn client_or_skip(test: &str) -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        eprintln!(
+            "skipping e2e test {test}: KUBECONFIG is not set (the e2e suite needs a Kubernetes API server)"
+        );
+        return None;
+    }
+    Some(
+        Client::try_default()
+            .await
+            .expect("KUBECONFIG names a reachable API server"),
+    )
+}
+
+/// Applies weir's CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [weir_crds::Route::crd(), weir_crds::Plugin::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+        for _ in 0..100 {
+            let current = crds.get(&name).await.expect("CRD readable");
+            let established = current
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A fresh namespace for one test, deleted when dropped (also when the test panics).
+pub struct TestNamespace {
+    /// The namespace's name.
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates `weir-e2e-<suffix>-<pid>`: namespaces never finish deleting on an API
+    /// server without a controller manager, so every run needs names of its own.
+    pub async fn create(client: &Client, suffix: &str) -> Self {
+        let name = format!("{NAMESPACE_PREFIX}{suffix}-{}", std::process::id());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and runs inside the test's runtime, which is blocked here:
+        // delete from a thread with a runtime and a client of its own (the test's client
+        // needs the test's runtime to make progress).
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(client) = Client::try_default().await {
+                    delete_namespace(client, &name).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn delete_namespace(client: Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client);
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+}
+
+/// Deletes the namespaces of earlier runs whose test process no longer exists (still
+/// there because they were never deleted, or still terminating: deleting again is
+/// harmless).
+pub async fn delete_leftover_namespaces(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let Ok(list) = namespaces.list(&Default::default()).await else {
+        return;
+    };
+    for namespace in list {
+        let name = namespace.metadata.name.unwrap_or_default();
+        let terminating = namespace.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
+        let run = name
+            .strip_prefix(NAMESPACE_PREFIX)
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if !terminating && run.is_some_and(|pid| !crate::netns::alive(pid)) {
+            let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+        }
+    }
+}
+
+/// The API resource of a manifest's `apiVersion` and `kind`.
+fn resource_of(manifest: &Value) -> ApiResource {
+    let api_version = manifest["apiVersion"].as_str().expect("apiVersion");
+    let kind = manifest["kind"].as_str().expect("kind");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+/// The dynamic API of `kind` (`Route`, `Plugin`, `ConfigMap`, …) in `namespace`.
+pub fn api(client: &Client, namespace: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// The API of weir Routes in `namespace`.
+pub fn routes(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    api(client, namespace, "weir.dev/v1alpha1", "Route")
+}
+
+/// The API of weir Plugins in `namespace`.
+pub fn plugins(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    api(client, namespace, "weir.dev/v1alpha1", "Plugin")
+}
+
+/// Applies `manifest` (any namespaced kind, `metadata.name` set) in `namespace` by
+/// server-side apply, returning the object as stored.
+pub async fn apply(client: &Client, namespace: &str, manifest: Value) -> DynamicObject {
+    let resource = resource_of(&manifest);
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_owned();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let object: DynamicObject = serde_json::from_value(manifest).expect("a Kubernetes object");
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {} {namespace}/{name}: {e}", resource.kind))
+}
+
+/// A Service `name` with port 80 (`http`) and no cluster IP, for Routes to refer to.
+pub fn service(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    })
+}
+
+/// One endpoint of an EndpointSlice: an address and whether it is ready.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// The endpoint's address.
+    pub address: Ipv4Addr,
+    /// Its `ready` condition.
+    pub ready: bool,
+}
+
+/// The EndpointSlice `<service>-e2e` of Service `service`: `endpoints` on `port`, the
+/// port named `port_name` (the Service port's name).
+pub fn endpoint_slice(service: &str, port_name: &str, port: u16, endpoints: &[Endpoint]) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|e| json!({"addresses": [e.address.to_string()], "conditions": {"ready": e.ready}}))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-e2e"), "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints
+    })
+}
+
+/// The condition `type` of an object's `status.conditions`.
+pub fn condition<'a>(object: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
+    object.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Whether the condition `type` of `object` has `status` and `reason` and describes the
+/// object's current generation.
+pub fn has_condition(object: &DynamicObject, type_: &str, status: &str, reason: &str) -> bool {
+    condition(object, type_).is_some_and(|c| {
+        c["status"] == status
+            && c["reason"] == reason
+            && c["observedGeneration"].as_i64() == object.metadata.generation
+    })
+}
+
+/// The `message` of the condition `type`, or `""`.
+pub fn message<'a>(object: &'a DynamicObject, type_: &str) -> &'a str {
+    condition(object, type_)
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+}

@@ -1,0 +1,79 @@
+//! What the scenarios share: manifests and status checks.
+
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+use weir_e2e::objects::{condition, has_condition, message};
+
+/// A Route `name` for `host` with `rules`.
+pub fn route(name: &str, host: &str, rules: Value) -> Value {
+    json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "Route",
+        "metadata": {"name": name},
+        "spec": {"hosts": [host], "rules": rules}
+    })
+}
+
+/// Rules sending everything to port 80 of Service `service`.
+pub fn to_service(service: &str) -> Value {
+    json!([{"backends": [{"name": service, "port": 80}]}])
+}
+
+/// Whether `object`'s status describes its current generation: `status.observedGeneration`
+/// and every condition's `observedGeneration`.
+pub fn current(object: &DynamicObject) -> Result<(), String> {
+    let generation = object.metadata.generation;
+    let status = &object.data["status"];
+    if status["observedGeneration"].as_i64() != generation {
+        return Err(format!(
+            "status.observedGeneration {} is not generation {generation:?}",
+            status["observedGeneration"]
+        ));
+    }
+    let stale: Vec<&Value> = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["observedGeneration"].as_i64() != generation)
+        .collect();
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("conditions of an older generation: {stale:?}"))
+    }
+}
+
+/// Checks that condition `type_` is `status` with `reason` at the current generation.
+pub fn expect(
+    object: &DynamicObject,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Result<(), String> {
+    if has_condition(object, type_, status, reason) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{type_} is not {status}/{reason} at generation {:?}: {:?}",
+            object.metadata.generation,
+            condition(object, type_)
+        ))
+    }
+}
+
+/// Accepted, ResolvedRefs and Programmed true at the current generation, programmed on
+/// all `proxies`.
+pub fn programmed(proxies: usize) -> impl Fn(&DynamicObject) -> Result<(), String> {
+    move |object| {
+        current(object)?;
+        expect(object, "Accepted", "True", "Accepted")?;
+        expect(object, "ResolvedRefs", "True", "ResolvedRefs")?;
+        expect(object, "Programmed", "True", "Programmed")?;
+        let prefix = format!("applied on {proxies}/{proxies} proxies");
+        let said = message(object, "Programmed");
+        if said.starts_with(&prefix) {
+            Ok(())
+        } else {
+            Err(format!("Programmed says {said:?}, not {prefix:?}…"))
+        }
+    }
+}

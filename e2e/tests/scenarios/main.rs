@@ -1,0 +1,8 @@
+//! The scenarios of the end-to-end suite (issue 14): the real `weir-operator` and
+//! `weir-proxy` binaries against a real API server, proxies and backends in network
+//! namespaces. Each scenario asserts on traffic and on status (`observedGeneration`
+//! included). They run one at a time (see `weir_e2e::scenario`); without root or without
+//! `KUBECONFIG` each says which is missing and passes.
+
+mod common;
+mod s1_service_backend;
