@@ -129,6 +129,8 @@ impl Process {
         command
             .args(&self.spec.args)
             .env(RUN_ENV, std::process::id().to_string())
+            // Log lines end up in failure messages, which escapes would garble.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -77,3 +77,48 @@ pub fn programmed(proxies: usize) -> impl Fn(&DynamicObject) -> Result<(), Strin
         }
     }
 }
+
+/// A plugin module whose `afterResponse` sets response header `header` to `value`.
+pub fn header_plugin(header: &str, value: &str) -> String {
+    format!(
+        "export default {{\n  afterResponse(ctx) {{\n    ctx.response.headers.set(\"{header}\", \"{value}\");\n  }},\n}};\n"
+    )
+}
+
+/// ConfigMap `name` holding plugin sources by key.
+pub fn sources(name: &str, files: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = files
+        .iter()
+        .map(|(key, source)| ((*key).to_owned(), Value::from(*source)))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+}
+
+/// A Plugin `name` whose source is `key` of ConfigMap `config_map`.
+pub fn plugin(name: &str, config_map: &str, key: &str) -> Value {
+    json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "Plugin",
+        "metadata": {"name": name},
+        "spec": {"source": {"configMapRef": {"name": config_map, "key": key}}}
+    })
+}
+
+/// A Plugin that compiled, at its current generation, applied on all `proxies`
+/// (`version` is `""`, or `"the last good version "` when its new source failed).
+pub fn plugin_programmed(
+    proxies: usize,
+    version: &'static str,
+) -> impl Fn(&DynamicObject) -> Result<(), String> {
+    move |object| {
+        current(object)?;
+        expect(object, "Accepted", "True", "Accepted")?;
+        expect(object, "Programmed", "True", "Programmed")?;
+        let prefix = format!("{version}applied on {proxies}/{proxies} proxies");
+        let said = message(object, "Programmed");
+        if said.starts_with(&prefix) {
+            Ok(())
+        } else {
+            Err(format!("Programmed says {said:?}, not {prefix:?}…"))
+        }
+    }
+}

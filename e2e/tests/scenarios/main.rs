@@ -6,3 +6,5 @@
 
 mod common;
 mod s1_service_backend;
+mod s2_plugin_edit;
+mod s3_plugin_syntax_error;
