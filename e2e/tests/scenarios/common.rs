@@ -1,5 +1,7 @@
 //! What the scenarios share: manifests and status checks.
 
+use std::net::SocketAddr;
+
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 use weir_e2e::objects::{condition, has_condition, message};
@@ -120,5 +122,20 @@ pub fn plugin_programmed(
         } else {
             Err(format!("Programmed says {said:?}, not {prefix:?}…"))
         }
+    }
+}
+
+/// Whether one request for `host` to `proxy` gets `200` with body `body`.
+pub async fn answers(proxy: SocketAddr, host: &str, body: &str) -> Result<(), String> {
+    let response = weir_e2e::http::get(proxy, host, "/")
+        .await
+        .map_err(|e| format!("{host} via {proxy}: {e}"))?;
+    if response.status == 200 && response.body == body {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host} via {proxy}: {} {:?}, not 200 {body:?}",
+            response.status, response.body
+        ))
     }
 }

@@ -8,3 +8,6 @@ mod common;
 mod s1_service_backend;
 mod s2_plugin_edit;
 mod s3_plugin_syntax_error;
+mod s4_missing_service;
+mod s5_tls;
+mod s6_two_proxies;
