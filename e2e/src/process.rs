@@ -170,10 +170,11 @@ impl Process {
     }
 
     /// Stops it with SIGTERM (graceful: the operator releases its Lease, the proxy
-    /// drains) and waits for it to exit, killing it after `grace`.
-    pub fn stop(&mut self, grace: Duration) {
+    /// drains) and waits for it to exit, killing it after `grace`. Whether it exited
+    /// within `grace`.
+    pub fn stop(&mut self, grace: Duration) -> bool {
         let Some(mut child) = self.child.take() else {
-            return;
+            return false;
         };
         if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -181,12 +182,13 @@ impl Process {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        false
     }
 
     /// Kills it with SIGKILL (a crash: nothing is released) and reaps it.

@@ -11,3 +11,5 @@ mod s3_plugin_syntax_error;
 mod s4_missing_service;
 mod s5_tls;
 mod s6_two_proxies;
+mod s7_operator_restart;
+mod s8_conflicts;

@@ -44,7 +44,10 @@ async fn s6_a_stopped_proxy_lags_by_name_and_catches_up() {
     }
 
     // b stops (its endpoint stays listed: nothing tells the API server); a new version.
-    b.process.stop(Duration::from_secs(5));
+    assert!(
+        b.process.stop(Duration::from_secs(5)),
+        "proxy b did not exit within 5 s of SIGTERM"
+    );
     objects::apply(&client, &ns, route("both", HOST, answer("second"))).await;
     let lagging = b.admin.ip().to_string();
     let (both, _) = scenario
