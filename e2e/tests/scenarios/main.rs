@@ -13,3 +13,4 @@ mod s5_tls;
 mod s6_two_proxies;
 mod s7_operator_restart;
 mod s8_conflicts;
+mod s9_scale;
