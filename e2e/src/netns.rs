@@ -311,10 +311,21 @@ pub fn alive(pid: u32) -> bool {
 /// processes (tagged with [`crate::process::RUN_ENV`]), network namespaces and links.
 /// Runs of live processes are left alone.
 pub fn clean_leftovers() -> Result<(), NetError> {
-    crate::process::kill_orphans();
+    clean(|run| !alive(run))
+}
+
+/// Removes everything this run made: for an interrupted run, whose guards never drop.
+pub fn clean_this_run() -> Result<(), NetError> {
+    let own = std::process::id();
+    clean(|run| run == own)
+}
+
+/// Kills the processes and deletes the namespaces and links of the runs `of` selects.
+fn clean(of: impl Fn(u32) -> bool) -> Result<(), NetError> {
+    crate::process::kill_runs(&of);
     for line in ip(&["netns", "list"])?.lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
-        if owner_pid(name, NETNS_PREFIX).is_some_and(|pid| !alive(pid)) {
+        if owner_pid(name, NETNS_PREFIX).is_some_and(&of) {
             delete_netns(name);
         }
     }
@@ -322,7 +333,9 @@ pub fn clean_leftovers() -> Result<(), NetError> {
         let Some(name) = link["ifname"].as_str() else {
             continue;
         };
-        if owner_pid(name, LINK_PREFIX).is_some_and(|pid| !alive(pid)) {
+        // A veth shows as `name@ifN`.
+        let name = name.split('@').next().unwrap_or(name);
+        if owner_pid(name, LINK_PREFIX).is_some_and(&of) {
             let _ = ip(&["link", "del", name]);
         }
     }

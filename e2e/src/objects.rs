@@ -112,10 +112,10 @@ async fn delete_namespace(client: Client, name: &str) {
     let _ = namespaces.delete(name, &DeleteParams::default()).await;
 }
 
-/// Deletes the namespaces of earlier runs whose test process no longer exists (still
-/// there because they were never deleted, or still terminating: deleting again is
-/// harmless).
-pub async fn delete_leftover_namespaces(client: &Client) {
+/// Deletes the namespaces of the runs `of` selects (by the test process's pid that ends
+/// their names) that are not already being deleted: those of crashed runs, or this run's
+/// when it is interrupted.
+pub async fn delete_run_namespaces(client: &Client, of: impl Fn(u32) -> bool) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let Ok(list) = namespaces.list(&Default::default()).await else {
         return;
@@ -127,7 +127,7 @@ pub async fn delete_leftover_namespaces(client: &Client) {
             .strip_prefix(NAMESPACE_PREFIX)
             .and_then(|rest| rest.rsplit('-').next())
             .and_then(|pid| pid.parse::<u32>().ok());
-        if !terminating && run.is_some_and(|pid| !crate::netns::alive(pid)) {
+        if !terminating && run.is_some_and(&of) {
             let _ = namespaces.delete(&name, &DeleteParams::default()).await;
         }
     }

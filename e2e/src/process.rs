@@ -4,7 +4,8 @@
 //! to a file; each is killed when dropped, so a failing test leaves nothing running.
 //!
 //! Every child carries [`RUN_ENV`] set to the test process's pid: a later run kills the
-//! children of a run that died without dropping them ([`kill_orphans`]).
+//! children of a run that died without dropping them, and an interrupted run its own
+//! ([`kill_runs`]).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -220,18 +221,19 @@ pub fn kill(pid: i32) {
     }
 }
 
-/// Kills the children of earlier runs whose test process no longer exists: processes whose
-/// environment has [`RUN_ENV`] naming a dead pid.
-pub fn kill_orphans() {
+/// Kills the children of the runs `of` selects (by the test process's pid in their
+/// [`RUN_ENV`]), never the test process itself.
+pub fn kill_runs(of: impl Fn(u32) -> bool) {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
     let marker = format!("{RUN_ENV}=");
+    let own = std::process::id();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
@@ -243,9 +245,10 @@ pub fn kill_orphans() {
             .filter_map(|var| std::str::from_utf8(var).ok())
             .find_map(|var| var.strip_prefix(&marker))
             .and_then(|run| run.parse::<u32>().ok());
-        if let Some(run) = run
-            && run != std::process::id()
-            && !crate::netns::alive(run)
+        if pid != own
+            && let Some(run) = run
+            && of(run)
+            && let Ok(pid) = i32::try_from(pid)
         {
             kill(pid);
         }

@@ -34,7 +34,8 @@ const TOKEN: &str = "weir-e2e-token-0123456789abcdef0123456789abcdef";
 
 /// Scenarios run one at a time.
 static SUITE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-/// Leftovers of crashed runs are removed once per run.
+/// Leftovers of crashed runs are removed, and the interrupt handler installed, once per
+/// run.
 static CLEAN: Once = Once::new();
 
 /// A proxy running in a network namespace of its own.
@@ -112,11 +113,12 @@ impl Scenario {
         let client = Client::try_default()
             .await
             .expect("KUBECONFIG names a reachable API server");
-        let mut cleaned = false;
-        CLEAN.call_once(|| cleaned = true);
-        if cleaned {
+        let mut first = false;
+        CLEAN.call_once(|| first = true);
+        if first {
             crate::netns::clean_leftovers().expect("removing what a crashed run left");
-            objects::delete_leftover_namespaces(&client).await;
+            objects::delete_run_namespaces(&client, |run| !crate::netns::alive(run)).await;
+            clean_up_when_interrupted();
         }
         objects::install_crds(&client).await;
         let namespace = TestNamespace::create(&client, test).await;
@@ -394,9 +396,10 @@ impl Scenario {
         }
     }
 
-    /// Waits until `probe` (traffic, usually) says yes; on timeout, fails with what it saw
-    /// last and the operators' last log lines. Returns the time it took.
-    pub async fn wait_traffic<F, Fut>(&self, what: &str, timeout: Duration, probe: F) -> Duration
+    /// Waits until `probe` (traffic, a Lease, a list of Routes) says yes; on timeout,
+    /// fails with what it saw last and the operators' last log lines. Returns the time it
+    /// took.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, probe: F) -> Duration
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
@@ -439,6 +442,40 @@ impl Drop for Scenario {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// On SIGINT or SIGTERM (Ctrl-C, a CI timeout), which would end the test process without
+/// running its guards, removes this run's processes, network namespaces, links and
+/// Kubernetes namespaces, then exits.
+fn clean_up_when_interrupted() {
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(mut terminate) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("weir-e2e: interrupted; removing this run's processes, network namespaces and namespaces");
+            if let Err(e) = crate::netns::clean_this_run() {
+                eprintln!("weir-e2e: {e}");
+            }
+            if let Ok(client) = Client::try_default().await {
+                let own = std::process::id();
+                objects::delete_run_namespaces(&client, |run| run == own).await;
+            }
+            std::process::exit(130);
+        });
+    });
 }
 
 fn ip_of(address: SocketAddr) -> Ipv4Addr {

@@ -41,7 +41,7 @@ async fn s1_traffic_follows_the_endpoints_of_a_service_backend() {
         .await;
     assert_eq!(web.metadata.generation, Some(1));
     scenario
-        .wait_traffic("backend a serves", Duration::from_secs(10), || async {
+        .wait_until("backend a serves", Duration::from_secs(10), || async {
             served_by(&proxy, "a").await
         })
         .await;
@@ -51,7 +51,7 @@ async fn s1_traffic_follows_the_endpoints_of_a_service_backend() {
         .backend_endpoints(&ns, "web", &[ready(&a, true), ready(&b, true)])
         .await;
     let took = scenario
-        .wait_traffic("backend b receives requests", FOLLOW, || async {
+        .wait_until("backend b receives requests", FOLLOW, || async {
             for _ in 0..10 {
                 if served_by(&proxy, "b").await.is_ok() {
                     return Ok(());
@@ -67,7 +67,7 @@ async fn s1_traffic_follows_the_endpoints_of_a_service_backend() {
         .backend_endpoints(&ns, "web", &[ready(&a, false), ready(&b, true)])
         .await;
     let took = scenario
-        .wait_traffic("only backend b serves", FOLLOW, || async {
+        .wait_until("only backend b serves", FOLLOW, || async {
             for _ in 0..10 {
                 served_by(&proxy, "b").await?;
             }

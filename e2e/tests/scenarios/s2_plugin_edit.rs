@@ -69,7 +69,7 @@ async fn s2_a_plugin_edit_is_live_within_2s_without_failed_requests() {
         .await;
     assert_eq!(stamp.metadata.generation, Some(1));
     scenario
-        .wait_traffic(
+        .wait_until(
             "the plugin's v1 header",
             Duration::from_secs(10),
             || async { stamped(&proxy, "v1").await },
@@ -90,7 +90,7 @@ async fn s2_a_plugin_edit_is_live_within_2s_without_failed_requests() {
     )
     .await;
     scenario
-        .wait_traffic("the plugin's v2 header", Duration::from_secs(2), || async {
+        .wait_until("the plugin's v2 header", Duration::from_secs(2), || async {
             stamped(&proxy, "v2").await
         })
         .await;

@@ -91,7 +91,7 @@ async fn s3_a_syntax_error_keeps_the_previous_version_serving() {
         header_of(&proxy, "other.e2e.example", "x-e2e-other", "other").await
     };
     scenario
-        .wait_traffic("both plugins serve", Duration::from_secs(10), serving)
+        .wait_until("both plugins serve", Duration::from_secs(10), serving)
         .await;
 
     // The broken edit.

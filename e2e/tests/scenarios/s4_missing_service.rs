@@ -64,7 +64,7 @@ async fn s4_a_route_to_a_missing_service_waits_for_it() {
     );
     // The other Route serves; the late one has no endpoints to send to.
     scenario
-        .wait_traffic("web serves", Duration::from_secs(10), || async {
+        .wait_until("web serves", Duration::from_secs(10), || async {
             answers(proxy.traffic, "web.e2e.example", "backend a").await
         })
         .await;
@@ -91,7 +91,7 @@ async fn s4_a_route_to_a_missing_service_waits_for_it() {
         .wait_for(&routes, "late", timeout, programmed(1))
         .await;
     scenario
-        .wait_traffic("late serves", Duration::from_secs(10), || async {
+        .wait_until("late serves", Duration::from_secs(10), || async {
             answers(proxy.traffic, "late.e2e.example", "backend b").await
         })
         .await;

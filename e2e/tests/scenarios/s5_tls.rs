@@ -74,7 +74,7 @@ async fn s5_tls_by_sni_and_a_rotated_secret_without_restart() {
         async move { serves_certificate(tls, host, &roots, &expected).await }
     };
     scenario
-        .wait_traffic(
+        .wait_until(
             "HTTPS for secure with its certificate",
             Duration::from_secs(10),
             || served(SECURE, first.der.clone()),
@@ -89,7 +89,7 @@ async fn s5_tls_by_sni_and_a_rotated_secret_without_restart() {
     let rotated = ca.issue(&[SECURE]);
     objects::apply(&client, &ns, secret("secure-cert", &rotated)).await;
     let took = scenario
-        .wait_traffic("the rotated certificate", Duration::from_secs(10), || {
+        .wait_until("the rotated certificate", Duration::from_secs(10), || {
             served(SECURE, rotated.der.clone())
         })
         .await;

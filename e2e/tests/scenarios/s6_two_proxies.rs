@@ -35,7 +35,7 @@ async fn s6_a_stopped_proxy_lags_by_name_and_catches_up() {
         .await;
     for proxy in [&a, &b] {
         scenario
-            .wait_traffic(
+            .wait_until(
                 "both proxies serve the first version",
                 Duration::from_secs(10),
                 || answers(proxy.traffic, HOST, "first"),
@@ -74,7 +74,7 @@ async fn s6_a_stopped_proxy_lags_by_name_and_catches_up() {
         "the proxy that applied it is not named as lagging"
     );
     scenario
-        .wait_traffic(
+        .wait_until(
             "a serves the second version",
             Duration::from_secs(10),
             || answers(a.traffic, HOST, "second"),
@@ -89,7 +89,7 @@ async fn s6_a_stopped_proxy_lags_by_name_and_catches_up() {
     println!("s6: b caught up {took:?} after it was started again");
     for proxy in [&a, &b] {
         scenario
-            .wait_traffic(
+            .wait_until(
                 "both proxies serve the second version",
                 Duration::from_secs(10),
                 || answers(proxy.traffic, HOST, "second"),

@@ -63,7 +63,7 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
         .wait_for(&routes, "steady", timeout, programmed(1))
         .await;
     scenario
-        .wait_traffic("version 1 served", Duration::from_secs(10), || {
+        .wait_until("version 1 served", Duration::from_secs(10), || {
             version(&proxy, 1)
         })
         .await;
@@ -90,7 +90,7 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
         .await;
     println!("s7: after a restart, generation 2 was programmed within {took:?}");
     scenario
-        .wait_traffic("version 2 served", Duration::from_secs(10), || {
+        .wait_until("version 2 served", Duration::from_secs(10), || {
             version(&proxy, 2)
         })
         .await;
@@ -108,7 +108,7 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
     first.kill();
     let killed = Instant::now();
     let took = scenario
-        .wait_traffic("the standby takes the Lease", LEASE * 2, || {
+        .wait_until("the standby takes the Lease", LEASE * 2, || {
             let leases = leases.clone();
             async move {
                 match holder(&leases).await {
@@ -140,7 +140,7 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
         .await;
     println!("s7: after the failover, generation 3 was programmed within {took:?}");
     scenario
-        .wait_traffic("version 3 served", Duration::from_secs(10), || {
+        .wait_until("version 3 served", Duration::from_secs(10), || {
             version(&proxy, 3)
         })
         .await;

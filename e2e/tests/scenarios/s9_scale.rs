@@ -87,7 +87,7 @@ async fn create_and_wait(
         numbers.clone().map(|i| format!("r{i}")).collect();
     let check = programmed(1);
     scenario
-        .wait_traffic(
+        .wait_until(
             &format!("{} Routes Programmed", wanted.len()),
             timeout.saturating_sub(created),
             || {
