@@ -174,11 +174,6 @@ impl Load {
         Self { stop, sent, task }
     }
 
-    /// Requests sent so far.
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
     /// Stops, returning how many requests were sent and the failures.
     pub async fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);

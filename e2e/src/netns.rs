@@ -1,8 +1,9 @@
 //! Test hosts with addresses a real API server accepts in EndpointSlices: network
 //! namespaces (`ip netns`) joined by veth pairs to a bridge on the host, on a private /24
 //! of `10.213.0.0/16` that no address or route of the machine overlaps. The host side of
-//! the bridge is `.1`; the operator and the test reach the namespaces through it, and the
-//! namespaces reach each other through it. Nothing is routed beyond the bridge.
+//! the bridge is `.1`, plus any addresses the host serves on it (the backends'); the
+//! operator and the test reach the namespaces through it, and the namespaces reach the
+//! host's addresses. Nothing is routed beyond the bridge.
 //!
 //! Every name carries the test process's id (`weir-e2e-<pid>-…` for namespaces,
 //! `we2e-<pid>-…` for links), so [`clean_leftovers`] can tell the leftovers of a crashed
@@ -151,15 +152,8 @@ fn free_subnet() -> Result<Ipv4Net, NetError> {
 pub struct Host {
     /// The namespace's name (`ip netns exec <name> …`).
     pub netns: String,
-    /// Its addresses on the bridge, the first one its main address.
-    pub addresses: Vec<Ipv4Addr>,
-}
-
-impl Host {
-    /// The host's main address.
-    pub fn address(&self) -> Ipv4Addr {
-        self.addresses[0]
-    }
+    /// Its address on the bridge.
+    pub address: Ipv4Addr,
 }
 
 /// A bridge on the host with a /24 of its own, and the network namespaces attached to it.
@@ -199,7 +193,7 @@ impl Network {
         ip(&[
             "addr",
             "add",
-            &format!("{}/24", network.gateway()),
+            &format!("{}/24", network.address(1)),
             "dev",
             &bridge,
         ])?;
@@ -211,27 +205,22 @@ impl Network {
         format!("{}b", self.link_base)
     }
 
-    /// The bridge's own address (`.1`), the address the host is seen from.
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.address(1)
-    }
-
     /// The address `.last` of the network's /24.
     pub fn address(&self, last: u8) -> Ipv4Addr {
         let [a, b, c, _] = self.subnet.network().octets();
         Ipv4Addr::new(a, b, c, last)
     }
 
-    /// Creates the namespace `<base>-<role>` with the addresses `.last` of `lasts` on a
-    /// veth to the bridge (and loopback up).
-    pub fn add_host(&mut self, role: &str, lasts: &[u8]) -> Result<Host, NetError> {
+    /// Creates the namespace `<base>-<role>` with the address `.last` on a veth to the
+    /// bridge (and loopback up).
+    pub fn add_host(&mut self, role: &str, last: u8) -> Result<Host, NetError> {
         let netns = format!("{}-{role}", self.netns_base);
         let veth = format!("{}{}", self.link_base, base36(self.hosts.len() as u32));
         ip(&["netns", "add", &netns])?;
         // Recorded before it is complete, so a failure below still tears it down.
         let host = Host {
             netns: netns.clone(),
-            addresses: lasts.iter().map(|&last| self.address(last)).collect(),
+            address: self.address(last),
         };
         self.hosts.push(host.clone());
         ip(&[
@@ -243,25 +232,27 @@ impl Network {
             full.extend_from_slice(args);
             ip(&full)
         };
-        for address in &host.addresses {
-            inside(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
-        }
+        inside(&[
+            "addr",
+            "add",
+            &format!("{}/24", host.address),
+            "dev",
+            "eth0",
+        ])?;
         inside(&["link", "set", "eth0", "up"])?;
         inside(&["link", "set", "lo", "up"])?;
         Ok(host)
     }
 
-    /// Adds the address `.last` to `host` (a second backend on the same namespace).
-    pub fn add_address(&self, host: &Host, last: u8) -> Result<Ipv4Addr, NetError> {
+    /// Adds the address `.last` to the host side of the bridge (a backend's address).
+    pub fn add_local_address(&self, last: u8) -> Result<Ipv4Addr, NetError> {
         let address = self.address(last);
         ip(&[
-            "-n",
-            &host.netns,
             "addr",
             "add",
             &format!("{address}/24"),
             "dev",
-            "eth0",
+            &self.bridge(),
         ])?;
         Ok(address)
     }

@@ -49,15 +49,6 @@ impl Logs {
             .cloned()
             .collect()
     }
-
-    /// Whether a kept line contains `text`.
-    pub fn contains(&self, text: &str) -> bool {
-        let lines = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        lines.iter().any(|line| line.contains(text))
-    }
 }
 
 /// How to start a process; kept so it can be started again.

@@ -1,5 +1,5 @@
-//! One scenario's world: a test namespace, a network with the proxies and the backends in
-//! network namespaces, the admin token, and the operators it started (whose last log
+//! One scenario's world: a test namespace, a network with the proxies in network
+//! namespaces and the backends on the host side of its bridge, the admin token, and the operators it started (whose last log
 //! lines every failure message shows). Scenarios run one at a time (a process-wide lock):
 //! they start processes and measure how fast changes reach traffic, which concurrent
 //! scenarios on a small machine would distort.
@@ -12,7 +12,7 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 
-use crate::netns::{Host, Network};
+use crate::netns::Network;
 use crate::objects::{self, Endpoint, TestNamespace};
 use crate::process::{Logs, Process, Spec};
 use crate::wait;
@@ -90,8 +90,7 @@ pub struct Scenario {
     /// More namespaces ([`Scenario::add_namespace`]).
     extra_namespaces: Vec<TestNamespace>,
     /// The proxies' and backends' network.
-    pub network: Network,
-    backends_host: Host,
+    network: Network,
     proxies: usize,
     backends: u8,
     dir: PathBuf,
@@ -122,10 +121,7 @@ impl Scenario {
         }
         objects::install_crds(&client).await;
         let namespace = TestNamespace::create(&client, test).await;
-        let mut network = Network::create().expect("a network for the test hosts");
-        let backends_host = network
-            .add_host("backends", &[20])
-            .expect("the backends' network namespace");
+        let network = Network::create().expect("a network for the test hosts");
         let dir = std::env::temp_dir().join(format!("weir-e2e-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("the scenario's directory");
         let token_file = dir.join("token");
@@ -135,7 +131,6 @@ impl Scenario {
             namespace,
             extra_namespaces: Vec::new(),
             network,
-            backends_host,
             proxies: 0,
             backends: 0,
             dir,
@@ -164,9 +159,9 @@ impl Scenario {
         self.proxies += 1;
         let host = self
             .network
-            .add_host(&format!("proxy-{name}"), &[last])
+            .add_host(&format!("proxy-{name}"), last)
             .expect("the proxy's network namespace");
-        let ip = host.address();
+        let ip = host.address;
         let admin = SocketAddr::from((ip, ADMIN_PORT));
         let spec = Spec {
             name: format!("weir-proxy {name}"),
@@ -231,16 +226,18 @@ impl Scenario {
         .await;
     }
 
-    /// Starts a backend named `name` on an address of its own in the backends' network
-    /// namespace and waits until it answers.
+    /// Starts a backend named `name` on an address of its own on the host side of the
+    /// bridge (`.20` and up) and waits until it answers.
+    ///
+    /// Backends run on the host, not in a namespace of their own: traffic from a proxy to
+    /// a backend then enters the host (INPUT) instead of being bridged between two
+    /// namespaces, which a host with `br_netfilter` and a FORWARD policy of DROP (any
+    /// Docker host, so kind and k3d machines) would drop.
     pub async fn backend(&mut self, name: &str) -> Backend {
-        let address = if self.backends == 0 {
-            self.backends_host.address()
-        } else {
-            self.network
-                .add_address(&self.backends_host, 20 + self.backends)
-                .expect("another backend address")
-        };
+        let address = self
+            .network
+            .add_local_address(20 + self.backends)
+            .expect("a backend address");
         self.backends += 1;
         let spec = Spec {
             name: format!("backend {name}"),
@@ -249,7 +246,7 @@ impl Scenario {
                 SocketAddr::from((address, BACKEND_PORT)).to_string(),
                 name.to_owned(),
             ],
-            netns: Some(self.backends_host.netns.clone()),
+            netns: None,
             log_file: self.dir.join(format!("backend-{name}.log")),
         };
         let backend = Backend {

@@ -124,7 +124,7 @@ async fn s2_a_plugin_edit_is_live_within_2s_without_failed_requests() {
 
 /// Whether a request to `HOST` is served by the backend with the plugin's header at
 /// `version`.
-pub async fn stamped(proxy: &weir_e2e::scenario::Proxy, version: &str) -> Result<(), String> {
+async fn stamped(proxy: &weir_e2e::scenario::Proxy, version: &str) -> Result<(), String> {
     let response = get(proxy.traffic, HOST, "/")
         .await
         .map_err(|e| e.to_string())?;
