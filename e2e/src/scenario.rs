@@ -32,6 +32,9 @@ const LOG_LINES: usize = 40;
 /// The push token shared by the operators and the proxies.
 const TOKEN: &str = "weir-e2e-token-0123456789abcdef0123456789abcdef";
 
+/// Set (to anything), the logs of every process are kept after a scenario that passed too;
+/// a failed scenario always keeps them.
+pub const KEEP_LOGS_ENV: &str = "WEIR_E2E_KEEP_LOGS";
 /// Scenarios run one at a time.
 static SUITE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Leftovers of crashed runs are removed, and the interrupt handler installed, once per
@@ -430,7 +433,7 @@ impl Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os(KEEP_LOGS_ENV).is_some() {
             eprintln!(
                 "the logs of every process are kept in {}",
                 self.dir.display()
