@@ -360,7 +360,7 @@ impl Scenario {
         check: impl Fn(&DynamicObject) -> Result<(), String>,
     ) -> (DynamicObject, Duration) {
         let last = std::cell::RefCell::new(None);
-        let result = wait::until(name, timeout, || {
+        let result = wait::until(name, timeout, wait::POLL, || {
             let api = api.clone();
             let found = async move { api.get_opt(name).await };
             let (check, last) = (&check, &last);
@@ -404,7 +404,25 @@ impl Scenario {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        match wait::until(what, timeout, probe).await {
+        self.wait_until_every(what, timeout, wait::POLL, probe)
+            .await
+    }
+
+    /// [`Scenario::wait_until`] with `poll` between two probes: for probes that cost the
+    /// API server (and this process) enough to slow down what they measure, such as
+    /// listing a thousand Routes.
+    pub async fn wait_until_every<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        poll: Duration,
+        probe: F,
+    ) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        match wait::until(what, timeout, poll, probe).await {
             Ok(((), took)) => took,
             Err(timeout) => self.fail(&timeout.to_string()),
         }
@@ -414,6 +432,7 @@ impl Scenario {
         let result = wait::until(
             &format!("{} listening on {address}", process.name()),
             Duration::from_secs(30),
+            wait::POLL,
             || async move {
                 tokio::net::TcpStream::connect(address)
                     .await

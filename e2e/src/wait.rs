@@ -4,8 +4,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Time between two probes.
-const POLL: Duration = Duration::from_millis(50);
+/// Time between two probes, unless told otherwise: short, since scenarios time how fast
+/// changes show.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// A wait that ran out of time.
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +20,12 @@ pub struct Timeout {
     pub last: String,
 }
 
-/// Calls `probe` until it returns `Ok` or `timeout` has passed; `Err` carries what the
-/// probe saw. Returns the value and the time it took.
+/// Calls `probe` every `poll` until it returns `Ok` or `timeout` has passed; `Err`
+/// carries what the probe saw. Returns the value and the time it took.
 pub async fn until<T, F, Fut>(
     what: &str,
     timeout: Duration,
+    poll: Duration,
     mut probe: F,
 ) -> Result<(T, Duration), Timeout>
 where
@@ -43,6 +45,6 @@ where
                 last,
             });
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }

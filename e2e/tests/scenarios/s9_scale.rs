@@ -86,10 +86,13 @@ async fn create_and_wait(
     let wanted: std::collections::BTreeSet<String> =
         numbers.clone().map(|i| format!("r{i}")).collect();
     let check = programmed(1);
+    // Listing a thousand Routes costs tens of milliseconds of this process's and the API
+    // server's CPU, which the operator shares: look four times a second.
     scenario
-        .wait_until(
+        .wait_until_every(
             &format!("{} Routes Programmed", wanted.len()),
             timeout.saturating_sub(created),
+            Duration::from_millis(250),
             || {
                 let (routes, wanted, check) = (routes.clone(), &wanted, &check);
                 async move {
