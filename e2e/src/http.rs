@@ -132,52 +132,65 @@ where
     })
 }
 
-/// Requests sent in a loop until stopped, counting the ones that failed: no response,
-/// or a response `ok` refuses.
+/// Requests sent in a loop by a few concurrent clients until stopped, counting the ones
+/// that failed: no response, or a response `ok` refuses.
 pub struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Vec<String>>,
+    clients: Vec<tokio::task::JoinHandle<Vec<String>>>,
 }
 
 impl Load {
-    /// Starts sending `GET http://<host><path>` to `proxy` one after another.
+    /// Clients sending requests at once, each one after another.
+    const CLIENTS: usize = 4;
+
+    /// Starts sending `GET http://<host><path>` to `proxy`.
     pub fn start(
         proxy: SocketAddr,
         host: &str,
         path: &str,
-        ok: impl Fn(&Response) -> bool + Send + 'static,
+        ok: impl Fn(&Response) -> bool + Send + Sync + 'static,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let (host, path) = (host.to_owned(), path.to_owned());
-        let task = tokio::spawn({
-            let (stop, sent) = (stop.clone(), sent.clone());
-            async move {
-                let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    match get(proxy, &host, &path).await {
-                        Ok(response) if ok(&response) => {}
-                        Ok(response) => failures.push(format!(
-                            "{} {}: {}",
-                            response.status,
-                            response.body.trim(),
-                            headers_line(&response.headers)
-                        )),
-                        Err(e) => failures.push(e.to_string()),
+        let ok = Arc::new(ok);
+        let clients = (0..Self::CLIENTS)
+            .map(|_| {
+                let (stop, sent, ok) = (stop.clone(), sent.clone(), ok.clone());
+                let (host, path) = (host.to_owned(), path.to_owned());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match get(proxy, &host, &path).await {
+                            Ok(response) if ok(&response) => {}
+                            Ok(response) => failures.push(format!(
+                                "{} {}: {}",
+                                response.status,
+                                response.body.trim(),
+                                headers_line(&response.headers)
+                            )),
+                            Err(e) => failures.push(e.to_string()),
+                        }
                     }
-                }
-                failures
-            }
-        });
-        Self { stop, sent, task }
+                    failures
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            clients,
+        }
     }
 
     /// Stops, returning how many requests were sent and the failures.
     pub async fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        let failures = self.task.await.expect("the load task does not panic");
+        let mut failures = Vec::new();
+        for client in self.clients {
+            failures.extend(client.await.expect("a load client does not panic"));
+        }
         (self.sent.load(Ordering::Relaxed), failures)
     }
 }
