@@ -33,16 +33,28 @@ pub fn skip_reason() -> Option<String> {
     (!missing.is_empty()).then(|| missing.join(" and "))
 }
 
-/// Path of a workspace binary (`weir-operator`, `weir-proxy`) in the target directory this
-/// test runs from; `cargo build --workspace --bins` (as `scripts/test` does) builds them.
+/// Environment variable naming a directory to take `weir-operator` and `weir-proxy` from
+/// instead of this build's target directory (release builds, installed binaries).
+pub const BIN_DIR_ENV: &str = "WEIR_E2E_BIN_DIR";
+
+/// Path of a binary the suite starts: in [`BIN_DIR_ENV`] when set (for `weir-operator`
+/// and `weir-proxy`), else in the target directory this test runs from, where
+/// `cargo build --bins -p weir-operator -p weir-proxy` puts them and `cargo test` puts the
+/// crate's own `weir-e2e-backend`.
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let dir = match std::env::var_os(BIN_DIR_ENV) {
+        Some(dir) if name != "weir-e2e-backend" => std::path::PathBuf::from(dir),
+        _ => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test>-<hash> -> target/<profile>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("target directory")
+                .to_owned()
+        }
+    };
+    let path = dir.join(file);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --bins -p weir-operator -p weir-proxy` first",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
@@ -17,6 +17,20 @@ pub const FIELD_MANAGER: &str = "weir-e2e";
 
 /// Prefix of every namespace the suite creates; the test process's pid ends the name.
 pub const NAMESPACE_PREFIX: &str = "weir-e2e-";
+
+/// Label on every object the suite applies: the test process's pid.
+pub const RUN_LABEL: &str = "weir-e2e/run";
+
+/// The kinds of objects the suite and the operator create in test namespaces.
+const KINDS: [(&str, &str); 7] = [
+    ("weir.dev/v1alpha1", "Route"),
+    ("weir.dev/v1alpha1", "Plugin"),
+    ("v1", "Service"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("coordination.k8s.io/v1", "Lease"),
+];
 
 /// A client for the API server of `KUBECONFIG`, or `None` (after saying why in one line)
 /// when the variable is unset. For tests that need only the API server.
@@ -107,15 +121,63 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Deletes what the suite made in namespace `name`, then the namespace. An API server
+/// without a controller manager never empties a deleted namespace: thousands of Routes
+/// left in namespaces that stay `Terminating` forever would slow down every later list of
+/// Routes (the operator's, `kubectl get routes -A`). With a controller manager this only
+/// does its work earlier.
 async fn delete_namespace(client: Client, name: &str) {
+    for (api_version, kind) in KINDS {
+        let _ = api(&client, name, api_version, kind)
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+    }
     let namespaces: Api<Namespace> = Api::all(client);
     let _ = namespaces.delete(name, &DeleteParams::default()).await;
 }
 
-/// Deletes the namespaces of the runs `of` selects (by the test process's pid that ends
-/// their names) that are not already being deleted: those of crashed runs, or this run's
-/// when it is interrupted.
-pub async fn delete_run_namespaces(client: &Client, of: impl Fn(u32) -> bool) {
+/// The pid that ends a suite namespace's name.
+fn run_of_namespace(name: &str) -> Option<u32> {
+    name.strip_prefix(NAMESPACE_PREFIX)?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Deletes the objects and namespaces of the runs `of` selects (by the test process's
+/// pid): those of crashed runs, or this run's when it is interrupted. Objects are found
+/// by [`RUN_LABEL`], one list per kind, so namespaces already emptied cost nothing.
+pub async fn delete_runs(client: &Client, of: impl Fn(u32) -> bool) {
+    let selector = ListParams::default().labels(RUN_LABEL);
+    for (api_version, kind) in KINDS {
+        let resource = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
+        let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let Ok(found) = all.list_metadata(&selector).await else {
+            continue;
+        };
+        let mut runs = std::collections::BTreeSet::new();
+        for object in found {
+            let run = object
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(RUN_LABEL));
+            if let (Some(namespace), Some(run)) = (object.metadata.namespace, run)
+                && run.parse::<u32>().is_ok_and(&of)
+            {
+                runs.insert((namespace, run.clone()));
+            }
+        }
+        for (namespace, run) in runs {
+            let _ = api(client, &namespace, api_version, kind)
+                .delete_collection(
+                    &DeleteParams::default(),
+                    &ListParams::default().labels(&format!("{RUN_LABEL}={run}")),
+                )
+                .await;
+        }
+    }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let Ok(list) = namespaces.list(&Default::default()).await else {
         return;
@@ -123,11 +185,7 @@ pub async fn delete_run_namespaces(client: &Client, of: impl Fn(u32) -> bool) {
     for namespace in list {
         let name = namespace.metadata.name.unwrap_or_default();
         let terminating = namespace.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
-        let run = name
-            .strip_prefix(NAMESPACE_PREFIX)
-            .and_then(|rest| rest.rsplit('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if !terminating && run.is_some_and(&of) {
+        if !terminating && run_of_namespace(&name).is_some_and(&of) {
             let _ = namespaces.delete(&name, &DeleteParams::default()).await;
         }
     }
@@ -158,9 +216,10 @@ pub fn plugins(client: &Client, namespace: &str) -> Api<DynamicObject> {
 }
 
 /// Applies `manifest` (any namespaced kind, `metadata.name` set) in `namespace` by
-/// server-side apply, returning the object as stored.
-pub async fn apply(client: &Client, namespace: &str, manifest: Value) -> DynamicObject {
+/// server-side apply, labelled with [`RUN_LABEL`], returning the object as stored.
+pub async fn apply(client: &Client, namespace: &str, mut manifest: Value) -> DynamicObject {
     let resource = resource_of(&manifest);
+    manifest["metadata"]["labels"][RUN_LABEL] = Value::from(std::process::id().to_string());
     let name = manifest["metadata"]["name"]
         .as_str()
         .expect("metadata.name")

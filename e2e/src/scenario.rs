@@ -119,7 +119,7 @@ impl Scenario {
         CLEAN.call_once(|| first = true);
         if first {
             crate::netns::clean_leftovers().expect("removing what a crashed run left");
-            objects::delete_run_namespaces(&client, |run| !crate::netns::alive(run)).await;
+            objects::delete_runs(&client, |run| !crate::netns::alive(run)).await;
             clean_up_when_interrupted();
         }
         objects::install_crds(&client).await;
@@ -490,7 +490,7 @@ fn clean_up_when_interrupted() {
             }
             if let Ok(client) = Client::try_default().await {
                 let own = std::process::id();
-                objects::delete_run_namespaces(&client, |run| run == own).await;
+                objects::delete_runs(&client, |run| run == own).await;
             }
             std::process::exit(130);
         });
