@@ -148,7 +148,9 @@ fn run_of_namespace(name: &str) -> Option<u32> {
 /// Deletes the objects and namespaces of the runs `of` selects (by the test process's
 /// pid): those of crashed runs, or this run's when it is interrupted. Objects are found
 /// by [`RUN_LABEL`], one list per kind, so namespaces already emptied cost nothing.
-pub async fn delete_runs(client: &Client, of: impl Fn(u32) -> bool) {
+/// Returns how many objects it found.
+pub async fn delete_runs(client: &Client, of: impl Fn(u32) -> bool) -> usize {
+    let mut found_objects = 0;
     let selector = ListParams::default().labels(RUN_LABEL);
     for (api_version, kind) in KINDS {
         let resource = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
@@ -166,6 +168,7 @@ pub async fn delete_runs(client: &Client, of: impl Fn(u32) -> bool) {
             if let (Some(namespace), Some(run)) = (object.metadata.namespace, run)
                 && run.parse::<u32>().is_ok_and(&of)
             {
+                found_objects += 1;
                 runs.insert((namespace, run.clone()));
             }
         }
@@ -179,16 +182,17 @@ pub async fn delete_runs(client: &Client, of: impl Fn(u32) -> bool) {
         }
     }
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let Ok(list) = namespaces.list(&Default::default()).await else {
-        return;
-    };
-    for namespace in list {
-        let name = namespace.metadata.name.unwrap_or_default();
-        let terminating = namespace.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
-        if !terminating && run_of_namespace(&name).is_some_and(&of) {
-            let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+    if let Ok(list) = namespaces.list(&Default::default()).await {
+        for namespace in list {
+            let name = namespace.metadata.name.unwrap_or_default();
+            let terminating =
+                namespace.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
+            if !terminating && run_of_namespace(&name).is_some_and(&of) {
+                let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+            }
         }
     }
+    found_objects
 }
 
 /// The API resource of a manifest's `apiVersion` and `kind`.
@@ -292,4 +296,17 @@ pub fn message<'a>(object: &'a DynamicObject, type_: &str) -> &'a str {
     condition(object, type_)
         .and_then(|c| c["message"].as_str())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_carry_their_run() {
+        assert_eq!(run_of_namespace("weir-e2e-s8-delegated-4242"), Some(4242));
+        assert_eq!(run_of_namespace("weir-e2e-s1-4242"), Some(4242));
+        assert_eq!(run_of_namespace("weir-e2e-rbac"), None);
+        assert_eq!(run_of_namespace("kube-system"), None);
+    }
 }
