@@ -188,7 +188,8 @@ pub async fn delete_runs(client: &Client, of: impl Fn(u32) -> bool) -> usize {
             let terminating =
                 namespace.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
             if !terminating && run_of_namespace(&name).is_some_and(&of) {
-                let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+                // What the operator made there too (its Lease), which has no label.
+                delete_namespace(client.clone(), &name).await;
             }
         }
     }
