@@ -1,8 +1,8 @@
 //! One scenario's world: a test namespace, a network with the proxies in network
-//! namespaces and the backends on the host side of its bridge, the admin token, and the operators it started (whose last log
-//! lines every failure message shows). Scenarios run one at a time (a process-wide lock):
-//! they start processes and measure how fast changes reach traffic, which concurrent
-//! scenarios on a small machine would distort.
+//! namespaces and the backends on the host side of its bridge, the admin token, and the
+//! operators it started (whose last log lines every failure message shows). Scenarios run
+//! one at a time (a process-wide lock): they start processes and measure how fast changes
+//! reach traffic, which concurrent scenarios on a small machine would distort.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
