@@ -1,8 +1,9 @@
 //! The end-to-end harness: the real `weir-operator` and `weir-proxy` binaries, run as
 //! processes against a real Kubernetes API server (`KUBECONFIG`). A real API server
-//! refuses loopback addresses in EndpointSlices, so the proxies and the backends live in
-//! network namespaces the suite creates on a private /24 of its own ([`netns`]); the
-//! operator and the test itself run on the host and reach them over a bridge.
+//! refuses loopback addresses in EndpointSlices, so the proxies and the backends get
+//! addresses on a private /24 of the suite's own ([`netns`]): each proxy in a network
+//! namespace on a bridge, the backends on the host's side of that bridge, where the
+//! operator and the test itself run too.
 //!
 //! Nothing here needs a kubelet or a controller manager: the suite writes the
 //! EndpointSlices itself. Without root or without `KUBECONFIG` every test says in one line
