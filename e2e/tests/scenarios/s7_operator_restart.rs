@@ -1,6 +1,7 @@
 //! Scenario 7: the operator restarted, then two replicas with the leader killed: traffic
-//! never stops, the standby takes over when the Lease expires, and status converges
-//! (changes made after each step are programmed and served).
+//! never stops, the standby takes over when the Lease expires (not before, and at its
+//! first look after), and status converges (changes made after each step are programmed
+//! and served).
 
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,8 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     first.kill();
     let killed = Instant::now();
+    // The dead leader's last renewal: the Lease expires LEASE after it.
+    let renewed = renew_time(&leases).await;
     let took = scenario
         .wait_until("the standby takes the Lease", LEASE * 2, || {
             let leases = leases.clone();
@@ -118,14 +121,26 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
             }
         })
         .await;
+    // The standby stamps the Lease with the time it took it.
+    let taken = renew_time(&leases).await;
+    let after_expiry = taken - (renewed + LEASE.as_millis() as i64);
     println!(
-        "s7: the standby took the Lease {took:?} after the leader was killed (Lease {LEASE:?})"
+        "s7: the standby took the Lease {took:?} after the leader was killed, {after_expiry} ms after it expired (Lease {LEASE:?})"
     );
-    // The Lease expires at most LEASE after the kill (it was renewed before), and the
-    // standby looks every third of it.
+    // Not before the Lease expired (two leaders), and at its first look after that: a
+    // standby looks every third of the Lease duration.
+    assert!(
+        after_expiry > 0,
+        "the standby took the Lease {} ms before it expired",
+        -after_expiry
+    );
+    assert!(
+        after_expiry <= (LEASE / 3 + Duration::from_millis(500)).as_millis() as i64,
+        "the standby took the Lease {after_expiry} ms after it expired, later than its next look"
+    );
     assert!(
         killed.elapsed() <= LEASE + LEASE / 3 + Duration::from_millis(500),
-        "the standby took over {:?} after the kill, later than the Lease's expiry and one poll",
+        "the standby took over {:?} after the kill",
         killed.elapsed()
     );
     objects::apply(&client, &ns, steady(3)).await;
@@ -167,6 +182,19 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .flatten()
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
+}
+
+/// The Lease's `renewTime`, in milliseconds since the epoch.
+async fn renew_time(leases: &Api<Lease>) -> i64 {
+    leases
+        .get("weir-operator")
+        .await
+        .expect("the Lease")
+        .spec
+        .and_then(|s| s.renew_time)
+        .expect("a renewed Lease")
+        .0
+        .as_millisecond()
 }
 
 /// Whether `/version` answers `version`.
