@@ -60,18 +60,29 @@ pub async fn install_crds(client: &Client) {
         )
         .await
         .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-        for _ in 0..100 {
-            let current = crds.get(&name).await.expect("CRD readable");
-            let established = current
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let established = crate::wait::until(
+            &format!("CRD {name} established"),
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || async {
+                let current = crds.get(&name).await.map_err(|e| e.to_string())?;
+                let conditions = current
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default();
+                if conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("conditions {conditions:?}"))
+                }
+            },
+        )
+        .await;
+        if let Err(timeout) = established {
+            panic!("{timeout}");
         }
     }
 }
