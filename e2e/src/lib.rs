@@ -1,120 +1,65 @@
-//! Helpers for the end-to-end suite. It needs only a Kubernetes API server (no kubelet):
-//! operators and proxies run as local processes. Without `KUBECONFIG` every test says so
-//! and passes without touching anything, so `cargo test --workspace` works anywhere.
+//! The end-to-end harness: the real `weir-operator` and `weir-proxy` binaries, run as
+//! processes against a real Kubernetes API server (`KUBECONFIG`). A real API server
+//! refuses loopback addresses in EndpointSlices, so the proxies and the backends get
+//! addresses on a private /24 of the suite's own ([`netns`]): each proxy in a network
+//! namespace on a bridge, the backends on the host's side of that bridge, where the
+//! operator and the test itself run too.
+//!
+//! Nothing here needs a kubelet or a controller manager: the suite writes the
+//! EndpointSlices itself. Without root or without `KUBECONFIG` every test says in one line
+//! what is missing and passes without touching anything ([`skip_reason`]), so
+//! `cargo test --workspace` works anywhere.
 
-use std::time::Duration;
+pub mod http;
+pub mod netns;
+pub mod objects;
+pub mod process;
+pub mod scenario;
+pub mod tls;
+pub mod wait;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+pub use objects::{FIELD_MANAGER, TestNamespace, client_or_skip, install_crds};
+pub use scenario::Scenario;
 
-/// Field manager of everything the suite applies.
-pub const FIELD_MANAGER: &str = "weir-e2e";
-
-/// A client for the API server of `KUBECONFIG`, or `None` (after saying why) when the
-/// variable is unset.
-pub async fn client_or_skip(test: &str) -> Option<Client> {
+/// Why the suite cannot run here (no `KUBECONFIG`, not root, or both), or `None` when it
+/// can.
+pub fn skip_reason() -> Option<String> {
+    let mut missing = Vec::new();
     if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!(
-            "skipping e2e test {test}: KUBECONFIG is not set (the e2e suite needs a Kubernetes API server)"
-        );
-        return None;
+        missing.push("KUBECONFIG is not set (the suite needs a Kubernetes API server)");
     }
-    Some(
-        Client::try_default()
-            .await
-            .expect("KUBECONFIG names a reachable API server"),
-    )
+    if !rustix::process::geteuid().is_root() {
+        missing.push("not root (the suite creates network namespaces)");
+    }
+    (!missing.is_empty()).then(|| missing.join(" and "))
 }
 
-/// Applies weir's CRDs and waits until the API server serves them.
-pub async fn install_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [weir_crds::Route::crd(), weir_crds::Plugin::crd()] {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-        for _ in 0..100 {
-            let current = crds.get(&name).await.expect("CRD readable");
-            let established = current
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
+/// Environment variable naming a directory to take `weir-operator` and `weir-proxy` from
+/// instead of this build's target directory (release builds, installed binaries).
+pub const BIN_DIR_ENV: &str = "WEIR_E2E_BIN_DIR";
 
-/// A fresh namespace for one test; the test deletes it with [`TestNamespace::delete`]
-/// (deletion is async, so it cannot happen on drop).
-pub struct TestNamespace {
-    client: Client,
-    /// The namespace's name.
-    pub name: String,
-}
-
-impl TestNamespace {
-    /// Creates `weir-e2e-<suffix>-<pid>`.
-    pub async fn create(client: &Client, suffix: &str) -> Self {
-        let name = format!("weir-e2e-{suffix}-{}", std::process::id());
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let namespace: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
-                .expect("namespace");
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("namespace created");
-        Self {
-            client: client.clone(),
-            name,
-        }
-    }
-
-    /// Deletes the namespace.
-    pub async fn delete(self) {
-        let namespaces: Api<Namespace> = Api::all(self.client);
-        let _ = namespaces
-            .delete(&self.name, &DeleteParams::default())
-            .await;
-    }
-}
-
-/// Path of a workspace binary (`weir-operator`, `weir-proxy`) in the target directory this
-/// test runs from; `cargo build --workspace --bins` (as `scripts/test` does) builds them.
+/// Path of a binary the suite starts: in [`BIN_DIR_ENV`] when set (for `weir-operator`
+/// and `weir-proxy`), else in the target directory this test runs from, where
+/// `cargo build --bins -p weir-operator -p weir-proxy` puts them and `cargo test` puts the
+/// crate's own `weir-e2e-backend`.
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let dir = match std::env::var_os(BIN_DIR_ENV) {
+        Some(dir) if name != "weir-e2e-backend" => std::path::PathBuf::from(dir),
+        _ => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test>-<hash> -> target/<profile>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("target directory")
+                .to_owned()
+        }
+    };
+    let path = dir.join(file);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
+        "{} is missing: run `cargo build --bins -p weir-operator -p weir-proxy` first",
         path.display()
     );
     path
-}
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

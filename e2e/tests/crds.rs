@@ -67,5 +67,4 @@ async fn crds_are_accepted_and_refuse_invalid_objects() {
             status.message
         );
     }
-    namespace.delete().await;
 }
