@@ -74,13 +74,20 @@ impl Builder {
     /// Compiles `world`.
     pub fn build(&mut self, world: &World) -> Build {
         let started = Instant::now();
-        let compilation = weir_crds::compile(&world.inputs(self.previous.as_ref(), &self.options));
+        // The compiler reads of the previous snapshot only its version, hash and plugin
+        // bundles (the last good ones); the rest, most of it, goes before compiling, so
+        // two whole snapshots are never held at once (tens of MiB each at 10,000 Routes).
+        let previous = self.previous.take().map(|mut previous| {
+            previous.virtual_hosts = Vec::new();
+            previous.rules.clear();
+            previous.backends.clear();
+            previous.certificates = Vec::new();
+            previous
+        });
+        let compilation = weir_crds::compile(&world.inputs(previous.as_ref(), &self.options));
         let duration = started.elapsed();
         let mut snapshot = compilation.snapshot;
-        let changed = self
-            .previous
-            .as_ref()
-            .is_none_or(|p| p.hash != snapshot.hash);
+        let changed = previous.as_ref().is_none_or(|p| p.hash != snapshot.hash);
         if changed && snapshot.version <= self.floor {
             snapshot.version = self.floor + 1;
         }

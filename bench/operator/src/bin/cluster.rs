@@ -1,5 +1,6 @@
 //! The operator against a real API server (`KUBECONFIG`): one `weir-proxy` in a network
-//! namespace of its own (the API server refuses loopback addresses in EndpointSlices),
+//! namespace of its own, made by the e2e suite's harness (the API server refuses
+//! loopback addresses in EndpointSlices),
 //! the release `weir-operator` on this host; P Plugins with their ConfigMaps and the
 //! backend Services are applied first, then N Routes at once. Reports the time from the
 //! last Route applied until every Route is `Programmed=True` for its generation, the
@@ -12,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -25,9 +25,11 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::runtime::watcher;
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use weir_bench_operator::generate;
+use weir_e2e::netns::Network;
+use weir_e2e::process::{Process, Spec};
 
 /// Field manager of what the benchmark applies.
 const MANAGER: &str = "weir-bench";
@@ -38,113 +40,34 @@ const NAMESPACES: usize = 10;
 /// Applies in flight at once.
 const APPLY_CONCURRENCY: usize = 32;
 
-/// The private network of the proxy's network namespace: the host side, the proxy side.
-const HOST_ADDRESS: &str = "10.213.251.1";
-const PROXY_ADDRESS: &str = "10.213.251.2";
-const SUBNET: &str = "10.213.251.0/24";
-
 /// Longest wait for anything.
 const DEADLINE: Duration = Duration::from_secs(600);
 
-/// A network namespace with a veth pair to the host, deleted on drop.
-struct NetworkNamespace {
-    name: String,
+/// Peak resident memory (`VmHWM`) of `process`, MiB.
+fn peak_rss_mib(process: &Process) -> Result<f64> {
+    let pid = process
+        .pid()
+        .with_context(|| format!("{} is not running", process.name()))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("{} exited", process.name()))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM")?;
+    Ok(kib / 1024.0)
 }
 
-fn ip(args: &[&str]) -> Result<String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    ensure!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-impl NetworkNamespace {
-    fn create(name: &str) -> Result<Self> {
-        // A namespace left by an interrupted run goes first (its veth with it).
-        let _ = ip(&["netns", "del", name]);
-        let routes = ip(&["-4", "route", "show", "to", "match", PROXY_ADDRESS])?;
-        ensure!(
-            !routes.lines().any(|l| l.starts_with(SUBNET)),
-            "{SUBNET} is already routed on this host: {routes}"
-        );
-        let namespace = Self { name: name.into() };
-        let host_side = format!("{name}-h");
-        ip(&["netns", "add", name])?;
-        ip(&[
-            "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", name,
-        ])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{HOST_ADDRESS}/24"),
-            "dev",
-            &host_side,
-        ])?;
-        ip(&["link", "set", &host_side, "up"])?;
-        let address = format!("{PROXY_ADDRESS}/24");
-        for args in [
-            ["addr", "add", &address, "dev", "eth0"],
-            ["link", "set", "eth0", "up", ""],
-            ["link", "set", "lo", "up", ""],
-        ] {
-            let mut full = vec!["-n", name];
-            full.extend(args.into_iter().filter(|a| !a.is_empty()));
-            ip(&full)?;
-        }
-        Ok(namespace)
-    }
-}
-
-impl Drop for NetworkNamespace {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.name]);
-    }
-}
-
-/// A child process killed on drop.
-struct Process {
-    child: Child,
-    name: &'static str,
-}
-
-impl Process {
-    fn start(name: &'static str, command: &mut Command) -> Result<Self> {
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(format!("/tmp/weir-bench-{name}.log")).context("log file")?,
-            ))
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self { child, name })
-    }
-
-    /// Peak resident memory (`VmHWM`), MiB.
-    fn peak_rss_mib(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .with_context(|| format!("{} is not running", self.name))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("VmHWM")?;
-        Ok(kib / 1024.0)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A process of the run: a sibling binary of this one, logging to `dir/name.log`.
+fn start(dir: &Path, name: &str, netns: Option<&str>, args: Vec<String>) -> Result<Process> {
+    Ok(Process::start(Spec {
+        name: name.into(),
+        program: binary(name)?,
+        args,
+        netns: netns.map(str::to_owned),
+        log_file: dir.join(format!("{name}.log")),
+    }))
 }
 
 /// A sibling binary of this one (the same target directory and profile).
@@ -195,38 +118,6 @@ async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
         .buffer_unordered(APPLY_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    Ok(())
-}
-
-async fn install_crds(client: &Client) -> Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [weir_crds::Route::crd(), weir_crds::Plugin::crd()] {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("applying CRD {name}"))?;
-        let started = Instant::now();
-        loop {
-            let established = crds
-                .get(&name)
-                .await?
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            ensure!(started.elapsed() < DEADLINE, "CRD {name} not established");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
     Ok(())
 }
 
@@ -386,18 +277,28 @@ async fn measure(
     let route_namespaces = &namespaces[..NAMESPACES];
     let token_file = dir.join("token");
     std::fs::write(&token_file, "weir-bench-token-0123456789abcdef0123456789")?;
-    let netns = NetworkNamespace::create(&format!("weirbench{}", std::process::id() % 10_000))?;
-    let proxy = Process::start(
-        "proxy",
-        Command::new("ip")
-            .args(["netns", "exec", &netns.name])
-            .arg(binary("weir-proxy")?)
-            .args(["--listen", &format!("{PROXY_ADDRESS}:8080")])
-            .args(["--admin-listen", &format!("{PROXY_ADDRESS}:9901")])
-            .arg("--admin-allow-plaintext")
-            .arg("--admin-token-file")
-            .arg(&token_file)
-            .args(["--workers", "1"]),
+    // The e2e suite's test hosts: a bridge on a free /24 and the proxy's namespace on it.
+    let mut network = Network::create()?;
+    let host = network.add_host("proxy", 2)?;
+    let proxy_address = host.address.to_string();
+    let token = token_file.display().to_string();
+    let proxy = start(
+        dir,
+        "weir-proxy",
+        Some(&host.netns),
+        [
+            "--listen",
+            &format!("{proxy_address}:8080"),
+            "--admin-listen",
+            &format!("{proxy_address}:9901"),
+            "--admin-allow-plaintext",
+            "--admin-token-file",
+            &token,
+            "--workers",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     )?;
     apply_all(
         client,
@@ -407,24 +308,35 @@ async fn measure(
                          "labels": {"kubernetes.io/service-name": "weir-proxy-admin"}},
             "addressType": "IPv4",
             "ports": [{"name": "admin", "port": 9901, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [PROXY_ADDRESS], "conditions": {"ready": true}}]
+            "endpoints": [{"addresses": [proxy_address], "conditions": {"ready": true}}]
         })],
     )
     .await?;
 
     let metrics = format!("127.0.0.1:{}", free_port()?);
-    let operator = Process::start(
-        "operator",
-        Command::new(binary("weir-operator")?)
-            .args(["--namespaces", &route_namespaces.join(",")])
-            .args(["--proxy-namespace", admin_namespace])
-            .args(["--proxy-admin-port-name", "admin"])
-            .arg("--proxy-insecure-http")
-            .arg("--admin-token-file")
-            .arg(&token_file)
-            .args(["--metrics-address", &metrics])
-            .args(["--lease-namespace", admin_namespace])
-            .args(["--log-format", "text"]),
+    let operator = start(
+        dir,
+        "weir-operator",
+        None,
+        [
+            "--namespaces",
+            &route_namespaces.join(","),
+            "--proxy-namespace",
+            admin_namespace,
+            "--proxy-admin-port-name",
+            "admin",
+            "--proxy-insecure-http",
+            "--admin-token-file",
+            &token,
+            "--metrics-address",
+            &metrics,
+            "--lease-namespace",
+            admin_namespace,
+            "--log-format",
+            "text",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     )?;
     until_ready(&metrics).await?;
 
@@ -471,7 +383,7 @@ async fn measure(
         spec.routes,
         writes / spec.routes as f64
     );
-    println!("operator peak RSS: {:.1} MiB", operator.peak_rss_mib()?);
+    println!("operator peak RSS: {:.1} MiB", peak_rss_mib(&operator)?);
 
     // One unrelated change: one Route's spec.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -505,24 +417,16 @@ async fn measure(
     );
     println!(
         "operator peak RSS after: {:.1} MiB; proxy peak RSS: {:.1} MiB",
-        operator.peak_rss_mib()?,
-        proxy.peak_rss_mib()?
+        peak_rss_mib(&operator)?,
+        peak_rss_mib(&proxy)?
     );
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!(
-            "skipping the cluster benchmark: KUBECONFIG is not set (it needs a Kubernetes API server)"
-        );
-        return Ok(());
-    }
-    // /proc/self belongs to the process's effective user.
-    let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
-    if euid != 0 {
-        println!("skipping the cluster benchmark: it needs root for network namespaces");
+    if let Some(missing) = weir_e2e::skip_reason() {
+        println!("skipping the cluster benchmark: {missing}");
         return Ok(());
     }
     let args: Vec<usize> = std::env::args()
@@ -536,7 +440,7 @@ async fn main() -> Result<()> {
     let client = Client::try_default()
         .await
         .context("KUBECONFIG names a reachable API server")?;
-    install_crds(&client).await?;
+    weir_e2e::install_crds(&client).await;
     let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = run(&client, &spec, &dir).await;
