@@ -34,7 +34,7 @@ fn inline_typescript_is_bundled_with_defaults() {
     );
     assert!(!bundle.code.contains(": any"));
     assert!(bundle.code_hash.starts_with("sha256:"));
-    assert_eq!(*bundle.config, json!({"header": "x-user"}));
+    assert_eq!(bundle.config, json!({"header": "x-user"}));
     assert_eq!((bundle.timeout_ms, bundle.memory_limit_mib), (100, 16));
     assert_eq!(
         (bundle.scope, bundle.failure_policy),
@@ -216,7 +216,12 @@ fn plugin_chain_is_globals_by_order_then_attached_in_list_order() {
     let chain: Vec<(&str, serde_json::Value)> = c.snapshot.rules["shop/api/0"]
         .plugins
         .iter()
-        .map(|p| (p.plugin.as_str(), serde_json::Value::clone(&p.config)))
+        .map(|p| {
+            (
+                p.plugin.as_str(),
+                serde_json::from_str(p.config.get()).unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         chain,
@@ -254,8 +259,11 @@ fn route_config_overrides_are_checked_against_the_plugin_schema() {
     assert!(message.contains("5000"), "{message}");
     assert_eq!(greedy.in_snapshot, InSnapshot::No);
     assert_eq!(
-        c.snapshot.rules["shop/fine/0"].plugins[0].config,
-        json!({"rps": 50}).into()
+        serde_json::from_str::<serde_json::Value>(
+            c.snapshot.rules["shop/fine/0"].plugins[0].config.get()
+        )
+        .unwrap(),
+        json!({"rps": 50})
     );
 }
 

@@ -54,7 +54,7 @@ fn bundle(id: &str, source: &str) -> anyhow::Result<PluginBundle> {
         generation: None,
         code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
         code,
-        config: serde_json::json!({}).into(),
+        config: serde_json::json!({}),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -179,10 +179,7 @@ fn main() -> anyhow::Result<()> {
         if !loaded.failures.is_empty() {
             bail!("{:?}", loaded.failures);
         }
-        let call = |id: &str| PluginCall {
-            plugin: id.into(),
-            config: serde_json::json!({}).into(),
-        };
+        let call = |id: &str| PluginCall::new(id, &serde_json::json!({}));
         let scenarios = [
             ("no plugin", loaded.set.chain(&[])),
             (

@@ -1,8 +1,6 @@
 //! Plugins: source resolved (inline or ConfigMap), TypeScript transpiled, config checked
 //! against `configSchema`, and the result bundled for the proxies.
 
-use std::sync::Arc;
-
 use jsonschema::Validator;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -66,7 +64,7 @@ pub(crate) fn compile(
         generation: plugin.metadata.generation,
         code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
         code,
-        config: Arc::new(config),
+        config,
         config_schema: spec.config_schema.clone(),
         order: spec.order,
         scope: spec.scope,
@@ -145,16 +143,16 @@ pub(crate) fn route_config(
     overrides: Option<&Value>,
     field: &str,
     report: &mut ObjectReport,
-) -> Arc<Value> {
+) -> Value {
+    let mut config = bundle.config.clone();
     let Some(overrides) = overrides else {
-        return bundle.config.clone();
+        return config;
     };
-    let mut config = Value::clone(&bundle.config);
     json_patch::merge(&mut config, overrides);
     if let Some(validator) = schema {
         report_errors(validator, &config, field, report);
     }
-    Arc::new(config)
+    config
 }
 
 /// The compiled `configSchema` of a bundle, if it has one.

@@ -193,10 +193,7 @@ fn plugin_calls(
             None => (String::new(), None),
         };
         let config = route_config(bundle, schema.as_ref(), overrides, &field, report);
-        calls.push(PluginCall {
-            plugin: format!("{namespace}/{name}"),
-            config,
-        });
+        calls.push(PluginCall::new(format!("{namespace}/{name}"), &config));
     }
     let mut complete = true;
     for (i, attachment) in attachments.iter().enumerate() {
@@ -239,10 +236,10 @@ fn plugin_calls(
                     &format!("{field}.config"),
                     report,
                 );
-                calls.push(PluginCall {
-                    plugin: format!("{namespace}/{}", attachment.name),
-                    config,
-                });
+                calls.push(PluginCall::new(
+                    format!("{namespace}/{}", attachment.name),
+                    &config,
+                ));
             }
         }
     }

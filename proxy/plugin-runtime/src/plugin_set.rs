@@ -116,7 +116,7 @@ impl PluginSet {
                 plugin: Arc::from(call.plugin.as_str()),
                 entry: self.plugins.get(&call.plugin).cloned(),
                 config_id: next_id(),
-                config_json: Arc::from(call.config.to_string()),
+                config_json: Arc::from(call.config.get()),
                 durations: [Hook::BeforeRequest, Hook::AfterResponse]
                     .map(|hook| self.metrics.hook_duration(&call.plugin, hook.as_str())),
             })

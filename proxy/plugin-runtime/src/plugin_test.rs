@@ -306,7 +306,7 @@ async fn load_plugin(
             hex::encode(crate::services::crypto::sha256(code.as_bytes()))
         ),
         code,
-        config: json!({}).into(),
+        config: json!({}),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -421,10 +421,9 @@ impl Harness {
             } else {
                 config
             };
-            plugin.set.chain(&[PluginCall {
-                plugin: plugin.id.clone(),
-                config: config.into(),
-            }])
+            plugin
+                .set
+                .chain(&[PluginCall::new(plugin.id.clone(), &config)])
         };
         let path = spec.path.unwrap_or_else(|| "/".into());
         let query = spec.query.unwrap_or_default();

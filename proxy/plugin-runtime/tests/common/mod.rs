@@ -32,7 +32,7 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
             "sha256:{}",
             hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))
         ),
-        config: serde_json::json!({}).into(),
+        config: serde_json::json!({}),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -101,10 +101,7 @@ pub async fn load(shard: &Shard, bundles: Vec<PluginBundle>) -> Loaded {
 pub fn chain(loaded: &Loaded, calls: &[(&str, serde_json::Value)]) -> Arc<Chain> {
     let calls: Vec<PluginCall> = calls
         .iter()
-        .map(|(plugin, config)| PluginCall {
-            plugin: (*plugin).into(),
-            config: config.clone().into(),
-        })
+        .map(|(plugin, config)| PluginCall::new(*plugin, config))
         .collect();
     loaded.set.chain(&calls)
 }
