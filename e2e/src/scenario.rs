@@ -268,6 +268,26 @@ impl Scenario {
         self.backend_endpoints(namespace, name, endpoints).await;
     }
 
+    /// What most scenarios start with: backend `a`, proxy `a` published as the admin
+    /// Service's endpoint, and Service `web` in the scenario's namespace with the backend
+    /// as its one ready endpoint.
+    pub async fn proxy_in_front_of_web(&mut self) -> (Backend, Proxy) {
+        let backend = self.backend("a").await;
+        let proxy = self.proxy("a").await;
+        self.publish_proxies(&[&proxy]).await;
+        let ns = self.ns().to_owned();
+        self.backend_service(
+            &ns,
+            "web",
+            &[Endpoint {
+                address: backend.address,
+                ready: true,
+            }],
+        )
+        .await;
+        (backend, proxy)
+    }
+
     /// Replaces the endpoints of Service `name`.
     pub async fn backend_endpoints(&self, namespace: &str, name: &str, endpoints: &[Endpoint]) {
         objects::apply(

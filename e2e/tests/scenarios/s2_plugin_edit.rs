@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use weir_e2e::Scenario;
 use weir_e2e::http::{Load, get};
-use weir_e2e::objects::{self, Endpoint};
+use weir_e2e::objects;
 use weir_e2e::scenario::OperatorOptions;
 
 use crate::common::{expect, header_plugin, plugin, plugin_programmed, programmed, sources};
@@ -20,19 +20,7 @@ async fn s2_a_plugin_edit_is_live_within_2s_without_failed_requests() {
         return;
     };
     let ns = scenario.ns().to_owned();
-    let backend = scenario.backend("a").await;
-    let proxy = scenario.proxy("a").await;
-    scenario.publish_proxies(&[&proxy]).await;
-    scenario
-        .backend_service(
-            &ns,
-            "web",
-            &[Endpoint {
-                address: backend.address,
-                ready: true,
-            }],
-        )
-        .await;
+    let (_backend, proxy) = scenario.proxy_in_front_of_web().await;
     let client = scenario.client.clone();
     let v1 = header_plugin(HEADER, "v1");
     objects::apply(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use weir_e2e::Scenario;
 use weir_e2e::http::get;
-use weir_e2e::objects::{self, Endpoint, message};
+use weir_e2e::objects::{self, message};
 use weir_e2e::scenario::{OperatorOptions, Proxy};
 
 use crate::common::{
@@ -25,19 +25,7 @@ async fn s3_a_syntax_error_keeps_the_previous_version_serving() {
         return;
     };
     let ns = scenario.ns().to_owned();
-    let backend = scenario.backend("a").await;
-    let proxy = scenario.proxy("a").await;
-    scenario.publish_proxies(&[&proxy]).await;
-    scenario
-        .backend_service(
-            &ns,
-            "web",
-            &[Endpoint {
-                address: backend.address,
-                ready: true,
-            }],
-        )
-        .await;
+    let (_backend, proxy) = scenario.proxy_in_front_of_web().await;
     let client = scenario.client.clone();
     let stamp_v1 = header_plugin("x-e2e-plugin", "v1");
     let other = header_plugin("x-e2e-other", "other");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use weir_e2e::Scenario;
 use weir_e2e::http::get_tls;
-use weir_e2e::objects::{self, Endpoint};
+use weir_e2e::objects;
 use weir_e2e::scenario::OperatorOptions;
 use weir_e2e::tls::{Authority, secret};
 
@@ -23,19 +23,7 @@ async fn s5_tls_by_sni_and_a_rotated_secret_without_restart() {
         return;
     };
     let ns = scenario.ns().to_owned();
-    let backend = scenario.backend("a").await;
-    let mut proxy = scenario.proxy("a").await;
-    scenario.publish_proxies(&[&proxy]).await;
-    scenario
-        .backend_service(
-            &ns,
-            "web",
-            &[Endpoint {
-                address: backend.address,
-                ready: true,
-            }],
-        )
-        .await;
+    let (_backend, mut proxy) = scenario.proxy_in_front_of_web().await;
     let client = scenario.client.clone();
     let ca = Authority::new("weir e2e CA");
     let first = ca.issue(&[SECURE]);

@@ -10,7 +10,7 @@ use kube::api::Api;
 use serde_json::json;
 use weir_e2e::Scenario;
 use weir_e2e::http::Load;
-use weir_e2e::objects::{self, Endpoint};
+use weir_e2e::objects;
 use weir_e2e::scenario::{OperatorOptions, Proxy};
 
 use crate::common::{programmed, route};
@@ -38,19 +38,7 @@ async fn s7_operator_restart_and_leader_failover_keep_traffic_flowing() {
         return;
     };
     let ns = scenario.ns().to_owned();
-    let backend = scenario.backend("a").await;
-    let proxy = scenario.proxy("a").await;
-    scenario.publish_proxies(&[&proxy]).await;
-    scenario
-        .backend_service(
-            &ns,
-            "web",
-            &[Endpoint {
-                address: backend.address,
-                ready: true,
-            }],
-        )
-        .await;
+    let (_backend, proxy) = scenario.proxy_in_front_of_web().await;
     let client = scenario.client.clone();
     objects::apply(&client, &ns, steady(1)).await;
     let options = |identity: &str| OperatorOptions {
