@@ -127,27 +127,13 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
     assert_eq!(stores.proxy_slices().len(), 1);
 
     // TLS Secrets are watched with a field selector.
-    let secret_watch = api
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|s| s.path == "/api/v1/secrets")
-        .map(|s| s.query.clone())
-        .expect("Secrets are listed");
+    let secret_watch = api.first_query("/api/v1/secrets");
     assert!(
         secret_watch.contains("fieldSelector=type%3Dkubernetes.io%2Ftls"),
         "{secret_watch}"
     );
     // Without --config-map-selector, every ConfigMap in scope is listed.
-    let config_map_list = api
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|s| s.path == "/api/v1/configmaps")
-        .map(|s| s.query.clone())
-        .expect("ConfigMaps are listed");
+    let config_map_list = api.first_query("/api/v1/configmaps");
     assert!(
         !config_map_list.contains("labelSelector"),
         "{config_map_list}"
@@ -168,14 +154,7 @@ async fn a_config_map_selector_narrows_the_config_map_watch() {
     tokio::time::timeout(PATIENCE, stores.wait_until_ready())
         .await
         .expect("every store lists");
-    let query = api
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|s| s.path == "/api/v1/configmaps")
-        .map(|s| s.query.clone())
-        .expect("ConfigMaps are listed");
+    let query = api.first_query("/api/v1/configmaps");
     assert!(
         query.contains("labelSelector=weir.dev%2Fplugin-source%3Dtrue"),
         "{query}"

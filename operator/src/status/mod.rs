@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use tokio::sync::{Notify, watch};
 use weir_crds::admin::ProxyAck;
 use weir_crds::compile::ObjectRef;
@@ -119,42 +119,51 @@ struct Found<'a> {
     reference: Box<dyn Fn() -> ObjectReference + 'a>,
 }
 
+/// Key of an object in the [`index`].
+type Key<'a> = (ObjectKind, &'a str, &'a str);
+
+/// `object` under its key, with its `conditions` and `observed_generation`.
+fn entry<'a, K: Resource<DynamicType = ()>>(
+    kind: ObjectKind,
+    object: &'a K,
+    status: Option<(&'a [Condition], Option<i64>)>,
+) -> (Key<'a>, Found<'a>) {
+    let meta = object.meta();
+    let (conditions, observed_generation) = status.unwrap_or((&[], None));
+    (
+        (
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        ),
+        Found {
+            uid: meta.uid.clone(),
+            conditions,
+            observed_generation,
+            reference: Box::new(|| object.object_ref(&())),
+        },
+    )
+}
+
 /// The Routes and Plugins of `world` by kind, namespace and name.
-fn index(world: &World) -> HashMap<(ObjectKind, &str, &str), Found<'_>> {
-    let mut index = HashMap::with_capacity(world.routes.len() + world.plugins.len());
-    for route in &world.routes {
+fn index(world: &World) -> HashMap<Key<'_>, Found<'_>> {
+    let routes = world.routes.iter().map(|route| {
         let status = route.status.as_ref();
-        index.insert(
-            (
-                ObjectKind::Route,
-                route.metadata.namespace.as_deref().unwrap_or_default(),
-                route.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            Found {
-                uid: route.uid(),
-                conditions: status.map_or(&[], |s| s.conditions.as_slice()),
-                observed_generation: status.and_then(|s| s.observed_generation),
-                reference: Box::new(|| route.object_ref(&())),
-            },
-        );
-    }
-    for plugin in &world.plugins {
+        entry(
+            ObjectKind::Route,
+            &**route,
+            status.map(|s| (s.conditions.as_slice(), s.observed_generation)),
+        )
+    });
+    let plugins = world.plugins.iter().map(|plugin| {
         let status = plugin.status.as_ref();
-        index.insert(
-            (
-                ObjectKind::Plugin,
-                plugin.metadata.namespace.as_deref().unwrap_or_default(),
-                plugin.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            Found {
-                uid: plugin.uid(),
-                conditions: status.map_or(&[], |s| s.conditions.as_slice()),
-                observed_generation: status.and_then(|s| s.observed_generation),
-                reference: Box::new(|| plugin.object_ref(&())),
-            },
-        );
-    }
-    index
+        entry(
+            ObjectKind::Plugin,
+            &**plugin,
+            status.map(|s| (s.conditions.as_slice(), s.observed_generation)),
+        )
+    });
+    routes.chain(plugins).collect()
 }
 
 impl StatusWriter {

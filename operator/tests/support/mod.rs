@@ -291,6 +291,17 @@ impl FakeApi {
         .await
     }
 
+    /// The query string of the first request seen on `path`.
+    pub fn first_query(&self, path: &str) -> String {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.path == path)
+            .map(|s| s.query.clone())
+            .unwrap_or_else(|| panic!("no request on {path}"))
+    }
+
     /// The requests seen so far, emptying the record.
     pub fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut *self.seen.lock().unwrap())
