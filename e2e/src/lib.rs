@@ -21,6 +21,24 @@ pub mod wait;
 pub use objects::{FIELD_MANAGER, TestNamespace, client_or_skip, install_crds};
 pub use scenario::Scenario;
 
+/// Runs the future `task` makes on a new thread with a current-thread runtime of its
+/// own: for what must run where the test's runtime cannot (a `Drop`, which cannot await
+/// and blocks that runtime; a signal watcher outliving a test).
+pub(crate) fn on_own_runtime<F, Fut>(task: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(task());
+        }
+    })
+}
+
 /// Why the suite cannot run here (no `KUBECONFIG`, not root, or both), or `None` when it
 /// can.
 pub fn skip_reason() -> Option<String> {

@@ -115,18 +115,10 @@ impl Drop for TestNamespace {
         // delete from a thread with a runtime and a client of its own (the test's client
         // needs the test's runtime to make progress).
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(client) = Client::try_default().await {
-                    delete_namespace(client, &name).await;
-                }
-            });
+        let _ = crate::on_own_runtime(move || async move {
+            if let Ok(client) = Client::try_default().await {
+                delete_namespace(client, &name).await;
+            }
         })
         .join();
     }
@@ -137,7 +129,7 @@ impl Drop for TestNamespace {
 /// left in namespaces that stay `Terminating` forever would slow down every later list of
 /// Routes (the operator's, `kubectl get routes -A`). With a controller manager this only
 /// does its work earlier.
-async fn delete_namespace(client: Client, name: &str) {
+pub async fn delete_namespace(client: Client, name: &str) {
     for (api_version, kind) in KINDS {
         let _ = api(&client, name, api_version, kind)
             .delete_collection(&DeleteParams::default(), &ListParams::default())

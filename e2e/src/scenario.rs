@@ -487,39 +487,33 @@ impl Drop for Scenario {
 /// running its guards, removes this run's processes, network namespaces, links and
 /// Kubernetes namespaces, then exits.
 fn clean_up_when_interrupted() {
-    std::thread::spawn(|| {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    crate::on_own_runtime(|| async {
+        let Ok(mut terminate) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
             return;
         };
-        runtime.block_on(async {
-            let Ok(mut terminate) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            eprintln!("weir-e2e: interrupted; removing this run's processes, network namespaces and namespaces");
-            if let Err(e) = crate::netns::clean_this_run() {
-                eprintln!("weir-e2e: {e}");
-            }
-            if let Ok(client) = Client::try_default().await {
-                // The tests go on running meanwhile and may still create objects: delete
-                // until a pass finds none.
-                let own = std::process::id();
-                for _ in 0..5 {
-                    if objects::delete_runs(&client, |run| run == own).await == 0 {
-                        break;
-                    }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!(
+            "weir-e2e: interrupted; removing this run's processes, network namespaces and namespaces"
+        );
+        if let Err(e) = crate::netns::clean_this_run() {
+            eprintln!("weir-e2e: {e}");
+        }
+        if let Ok(client) = Client::try_default().await {
+            // The tests go on running meanwhile and may still create objects: delete
+            // until a pass finds none.
+            let own = std::process::id();
+            for _ in 0..5 {
+                if objects::delete_runs(&client, |run| run == own).await == 0 {
+                    break;
                 }
             }
-            std::process::exit(130);
-        });
+        }
+        std::process::exit(130);
     });
 }
 

@@ -21,14 +21,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use weir_bench_operator::generate;
 use weir_e2e::netns::Network;
+use weir_e2e::objects;
 use weir_e2e::process::{Process, Spec};
 
 /// Field manager of what the benchmark applies.
@@ -82,30 +81,17 @@ fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
-    let (group, version, plural) = match kind {
-        "Route" => ("weir.dev", "v1alpha1", "routes"),
-        "Plugin" => ("weir.dev", "v1alpha1", "plugins"),
-        "ConfigMap" => ("", "v1", "configmaps"),
-        "Service" => ("", "v1", "services"),
-        "EndpointSlice" => ("discovery.k8s.io", "v1", "endpointslices"),
-        other => unreachable!("no kind {other} is applied"),
-    };
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::namespaced_with(client.clone(), namespace, &resource)
-}
-
 /// Applies `objects` (server-side apply), `APPLY_CONCURRENCY` at once.
 async fn apply_all(client: &Client, objects: &[Value]) -> Result<()> {
     futures::stream::iter(objects)
         .map(|object| async move {
+            let api_version = object["apiVersion"].as_str().context("apiVersion")?;
             let kind = object["kind"].as_str().context("kind")?;
             let namespace = object["metadata"]["namespace"]
                 .as_str()
                 .context("namespace")?;
             let name = object["metadata"]["name"].as_str().context("name")?;
-            api(client, namespace, kind)
+            objects::api(client, namespace, api_version, kind)
                 .patch(
                     name,
                     &PatchParams::apply(MANAGER).force(),
@@ -143,9 +129,10 @@ async fn until_programmed(
     kind: &str,
     expected: usize,
 ) -> Result<Instant> {
-    let streams = namespaces
-        .iter()
-        .map(|ns| watcher(api(client, ns, kind), watcher::Config::default()).boxed());
+    let streams = namespaces.iter().map(|ns| {
+        let api = objects::api(client, ns, "weir.dev/v1alpha1", kind);
+        watcher(api, watcher::Config::default()).boxed()
+    });
     let mut events = futures::stream::select_all(streams);
     let mut states: HashMap<(String, String), bool> = HashMap::new();
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -217,18 +204,11 @@ async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes what the run created (namespaces never finish deleting without a
-/// controller manager, so their objects are deleted first).
+/// Deletes what the run created, with the e2e suite's own clean-up (objects first: an
+/// API server without a controller manager never empties a deleted namespace).
 async fn clean_up(client: &Client, namespaces: &[String]) {
     for ns in namespaces {
-        for kind in ["Route", "Plugin", "ConfigMap", "Service", "EndpointSlice"] {
-            let _ = api(client, ns, kind)
-                .delete_collection(&DeleteParams::default(), &ListParams::default())
-                .await;
-        }
-        let _ = Api::<Namespace>::all(client.clone())
-            .delete(ns, &DeleteParams::default())
-            .await;
+        objects::delete_namespace(client.clone(), ns).await;
     }
 }
 
@@ -396,7 +376,7 @@ async fn measure(
     let namespace = changed["metadata"]["namespace"]
         .as_str()
         .unwrap_or_default();
-    let routes = api(client, namespace, "Route");
+    let routes = objects::routes(client, namespace);
     loop {
         if programmed(&routes.get(name).await?) {
             break;
