@@ -82,7 +82,7 @@ pub struct Book {
 /// What the store shows of an object now.
 pub struct Stored<'a> {
     /// `metadata.uid`.
-    pub uid: Option<String>,
+    pub uid: Option<&'a str>,
     /// `status.conditions`.
     pub conditions: &'a [Condition],
     /// `status.observedGeneration`.
@@ -103,7 +103,7 @@ impl Book {
         now: &Time,
     ) -> bool {
         let (base, base_generation) = match self.latest.get(object) {
-            Some(intent) if intent.uid == stored.uid => {
+            Some(intent) if intent.uid.as_deref() == stored.uid => {
                 (intent.conditions.as_slice(), intent.generation)
             }
             _ => (stored.conditions, stored.generation),
@@ -129,7 +129,7 @@ impl Book {
         self.latest.insert(
             object.clone(),
             Intent {
-                uid: stored.uid,
+                uid: stored.uid.map(str::to_owned),
                 generation,
                 conditions: merged,
             },
@@ -246,7 +246,7 @@ mod tests {
 
     fn stored() -> Stored<'static> {
         Stored {
-            uid: Some("uid".into()),
+            uid: Some("uid"),
             conditions: &[],
             generation: None,
         }

@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
@@ -24,6 +24,7 @@ use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
 use weir_crds::condition::{DesiredCondition, summary};
 use weir_crds::programmed::programmed;
+use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
 use crate::world::World;
@@ -111,59 +112,70 @@ impl Drop for StatusWriter {
     }
 }
 
-/// An object of the world, with what its status write needs.
-struct Found<'a> {
-    uid: Option<String>,
-    conditions: &'a [Condition],
-    observed_generation: Option<i64>,
-    reference: Box<dyn Fn() -> ObjectReference + 'a>,
+/// A Route or Plugin of the world.
+#[derive(Clone, Copy)]
+enum Object<'a> {
+    Route(&'a Route),
+    Plugin(&'a Plugin),
+}
+
+impl<'a> Object<'a> {
+    /// Where Events about it point.
+    fn reference(self) -> ObjectReference {
+        match self {
+            Self::Route(route) => route.object_ref(&()),
+            Self::Plugin(plugin) => plugin.object_ref(&()),
+        }
+    }
+
+    /// Its kind, for the [`index`].
+    fn kind(self) -> ObjectKind {
+        match self {
+            Self::Route(_) => ObjectKind::Route,
+            Self::Plugin(_) => ObjectKind::Plugin,
+        }
+    }
+
+    /// Its metadata.
+    fn meta(self) -> &'a ObjectMeta {
+        match self {
+            Self::Route(route) => &route.metadata,
+            Self::Plugin(plugin) => &plugin.metadata,
+        }
+    }
+
+    /// Its stored `status.conditions` and `status.observedGeneration`.
+    fn status(self) -> (&'a [Condition], Option<i64>) {
+        let status = match self {
+            Self::Route(route) => route
+                .status
+                .as_ref()
+                .map(|s| (s.conditions.as_slice(), s.observed_generation)),
+            Self::Plugin(plugin) => plugin
+                .status
+                .as_ref()
+                .map(|s| (s.conditions.as_slice(), s.observed_generation)),
+        };
+        status.unwrap_or((&[], None))
+    }
 }
 
 /// Key of an object in the [`index`].
 type Key<'a> = (ObjectKind, &'a str, &'a str);
 
-/// `object` under its key, with its `conditions` and `observed_generation`.
-fn entry<'a, K: Resource<DynamicType = ()>>(
-    kind: ObjectKind,
-    object: &'a K,
-    status: Option<(&'a [Condition], Option<i64>)>,
-) -> (Key<'a>, Found<'a>) {
-    let meta = object.meta();
-    let (conditions, observed_generation) = status.unwrap_or((&[], None));
-    (
-        (
-            kind,
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
-        ),
-        Found {
-            uid: meta.uid.clone(),
-            conditions,
-            observed_generation,
-            reference: Box::new(|| object.object_ref(&())),
-        },
-    )
-}
-
 /// The Routes and Plugins of `world` by kind, namespace and name.
-fn index(world: &World) -> HashMap<Key<'_>, Found<'_>> {
-    let routes = world.routes.iter().map(|route| {
-        let status = route.status.as_ref();
-        entry(
-            ObjectKind::Route,
-            &**route,
-            status.map(|s| (s.conditions.as_slice(), s.observed_generation)),
-        )
-    });
-    let plugins = world.plugins.iter().map(|plugin| {
-        let status = plugin.status.as_ref();
-        entry(
-            ObjectKind::Plugin,
-            &**plugin,
-            status.map(|s| (s.conditions.as_slice(), s.observed_generation)),
-        )
-    });
-    routes.chain(plugins).collect()
+fn index(world: &World) -> HashMap<Key<'_>, Object<'_>> {
+    let routes = world.routes.iter().map(|route| Object::Route(route));
+    let plugins = world.plugins.iter().map(|plugin| Object::Plugin(plugin));
+    routes
+        .chain(plugins)
+        .map(|object| {
+            let meta = object.meta();
+            let namespace = meta.namespace.as_deref().unwrap_or_default();
+            let name = meta.name.as_deref().unwrap_or_default();
+            ((object.kind(), namespace, name), object)
+        })
+        .collect()
 }
 
 impl StatusWriter {
@@ -221,21 +233,22 @@ impl StatusWriter {
         for report in reports {
             let object = &report.object;
             let key = (object.kind, object.namespace.as_str(), object.name.as_str());
-            let Some(found) = index.get(&key) else {
+            let Some(&found) = index.get(&key) else {
                 continue;
             };
             let desired = desired_conditions(report, since(object), acks);
+            let (conditions, generation) = found.status();
             let stored = Stored {
-                uid: found.uid.clone(),
-                conditions: found.conditions,
-                generation: found.observed_generation,
+                uid: found.meta().uid.as_deref(),
+                conditions,
+                generation,
             };
             if book.decide(
                 object,
                 stored,
                 report.generation,
                 &desired,
-                &found.reference,
+                || found.reference(),
                 &now,
             ) {
                 written.queued += 1;
