@@ -17,8 +17,10 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use thiserror::Error;
+use weir_crds::Snapshot;
 use weir_crds::admin::{
-    AdminError, Applied, LoadFailure, ProxyAck, SNAPSHOT_PATH, ServedVersion, VERSION_PATH,
+    AdminError, Applied, LoadFailure, ProxyAck, SNAPSHOT_ENCODING, SNAPSHOT_PATH, ServedVersion,
+    VERSION_PATH, encode_snapshot,
 };
 
 use crate::config::{ProxyConfig, read_token};
@@ -28,6 +30,28 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// First pause between attempts; it doubles after each.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// A snapshot as it is pushed: JSON, gzip-compressed (`Content-Encoding: gzip`). A tenth
+/// of the JSON's size, so it is kept between pushes and shared by all of them.
+#[derive(Clone, Debug)]
+pub struct PushBody(Bytes);
+
+impl PushBody {
+    /// The push body of `snapshot`.
+    pub fn new(snapshot: &Snapshot) -> Self {
+        Self(Bytes::from(encode_snapshot(snapshot)))
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty (never, for a body made by [`PushBody::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Why the push client could not be made.
 #[derive(Debug, Error)]
@@ -131,7 +155,7 @@ impl Pusher {
         method: Method,
         endpoint: &str,
         path: &str,
-        body: Bytes,
+        snapshot: Option<&PushBody>,
     ) -> Result<(StatusCode, Bytes), PushError> {
         let request = Request::builder()
             .method(method)
@@ -139,10 +163,15 @@ impl Pusher {
             .header(
                 header::AUTHORIZATION,
                 format!("Bearer {}", self.current_token()),
-            )
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| PushError::Transport(e.to_string()))?;
+            );
+        let request = match snapshot {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_ENCODING, SNAPSHOT_ENCODING)
+                .body(Full::new(body.0.clone())),
+            None => request.body(Full::new(Bytes::new())),
+        }
+        .map_err(|e| PushError::Transport(e.to_string()))?;
         let exchange = async {
             let response = self
                 .client
@@ -214,11 +243,11 @@ impl Pusher {
         }
     }
 
-    /// Pushes a serialized snapshot to one proxy.
-    pub async fn push(&self, endpoint: &str, snapshot: &Bytes) -> Result<Applied, PushError> {
+    /// Pushes a snapshot to one proxy.
+    pub async fn push(&self, endpoint: &str, snapshot: &PushBody) -> Result<Applied, PushError> {
         self.with_retries(|| async {
             let (status, body) = self
-                .request(Method::PUT, endpoint, SNAPSHOT_PATH, snapshot.clone())
+                .request(Method::PUT, endpoint, SNAPSHOT_PATH, Some(snapshot))
                 .await?;
             answer(status, &body)
         })
@@ -229,7 +258,7 @@ impl Pusher {
     pub async fn version(&self, endpoint: &str) -> Result<ServedVersion, PushError> {
         self.with_retries(|| async {
             let (status, body) = self
-                .request(Method::GET, endpoint, VERSION_PATH, Bytes::new())
+                .request(Method::GET, endpoint, VERSION_PATH, None)
                 .await?;
             answer(status, &body)
         })
@@ -393,7 +422,7 @@ impl Round {
 pub async fn push_all(
     pusher: &Pusher,
     endpoints: &[String],
-    snapshot: &Bytes,
+    snapshot: &PushBody,
     mut observe: impl FnMut(Duration, bool),
 ) -> Round {
     let pushes = endpoints.iter().map(|endpoint| async move {

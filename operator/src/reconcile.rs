@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -14,10 +13,10 @@ use weir_crds::compile::report::ObjectReport;
 use crate::build::Builder;
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
-use crate::push::{Fleet, Pusher, highest_version, push_all};
+use crate::push::{Fleet, PushBody, Pusher, highest_version, push_all};
 use crate::status::{StatusWriter, Written};
 use crate::watch::Change;
-use crate::world::{Stores, World};
+use crate::world::Stores;
 
 /// First pause before pushing again to proxies that lag.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -51,9 +50,9 @@ pub struct Reconciler {
     metrics: Metrics,
     port_name: Option<String>,
     admin_service: ObjectReference,
-    world: World,
     reports: Vec<ObjectReport>,
     announced: Option<u64>,
+    body: Option<(u64, String, PushBody)>,
 }
 
 impl Reconciler {
@@ -82,9 +81,9 @@ impl Reconciler {
                 name: Some(proxies.service.clone()),
                 ..ObjectReference::default()
             },
-            world: World::default(),
             reports: Vec::new(),
             announced: None,
+            body: None,
         }
     }
 
@@ -125,17 +124,22 @@ impl Reconciler {
     /// Objects changed: builds, pushes and writes status.
     pub async fn reconcile(&mut self) -> Outcome {
         self.refresh_endpoints();
-        self.world = self.stores.world();
-        let build = self.builder.build(&self.world);
+        // The last build's reports go first, and the objects are read only for the build:
+        // held past it, they would keep the versions the stores replace meanwhile (every
+        // status write replaces its object), each object twice at 10,000 Routes.
+        self.reports = Vec::new();
+        let world = self.stores.world();
+        let build = self.builder.build(&world);
         let version = build.version;
         tracing::info!(
             version,
             changed = build.changed,
             took_ms = build.duration.as_millis() as u64,
-            routes = self.world.routes.len(),
-            plugins = self.world.plugins.len(),
+            routes = world.routes.len(),
+            plugins = world.plugins.len(),
             "snapshot built"
         );
+        drop(world);
         self.metrics.reconciled(build.duration, version);
         self.reports = build.reports;
         self.sync().await
@@ -162,15 +166,19 @@ impl Reconciler {
             .is_some_and(|s| !self.fleet.lagging(s.version, &s.hash).is_empty())
     }
 
-    /// The push body of the current snapshot. Made for each round of pushes and not kept
-    /// between them: it is as large as the snapshot (21 MiB for 10,000 Routes), and most
-    /// rounds push once.
-    fn body(&self) -> Bytes {
-        let Some(snapshot) = self.builder.current() else {
-            return Bytes::new();
-        };
-        // A Snapshot is plain data: serializing it cannot fail.
-        Bytes::from(serde_json::to_vec(snapshot).unwrap_or_default())
+    /// The push body of the current snapshot (none before the first build), made once per
+    /// version and hash and kept for the pushes after.
+    fn body(&mut self) -> Option<PushBody> {
+        let snapshot = self.builder.current()?;
+        let (version, hash) = (snapshot.version, &snapshot.hash);
+        match &self.body {
+            Some((v, h, body)) if *v == version && h == hash => Some(body.clone()),
+            _ => {
+                let body = PushBody::new(snapshot);
+                self.body = Some((version, hash.clone(), body.clone()));
+                Some(body)
+            }
+        }
     }
 
     /// Pushes the current snapshot to every proxy that lags, then writes status.
@@ -184,7 +192,9 @@ impl Reconciler {
             if lagging.is_empty() {
                 break;
             }
-            let body = self.body();
+            let Some(body) = self.body() else {
+                break;
+            };
             let metrics = self.metrics.clone();
             let round = push_all(&self.pusher, &lagging, &body, |took, ok| {
                 metrics.pushed(took, ok)
@@ -220,7 +230,7 @@ impl Reconciler {
         }
         let builder = &self.builder;
         let status = self.status.update(
-            &self.world,
+            &self.stores.world(),
             &self.reports,
             |object| builder.served_since(object),
             &self.fleet.acks(),

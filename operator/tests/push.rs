@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-use weir_operator::push::Pusher;
+use weir_operator::push::{PushBody, Pusher};
 
 fn weir_proxy_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -207,7 +207,10 @@ async fn a_wrong_token_is_refused_and_versions_are_read_from_real_proxies() {
     config.token = "the-wrong-token-of-at-least-32-characters".into();
     let pusher = Pusher::new(&config).unwrap();
     let error = pusher
-        .push(&proxy.admin.to_string(), &bytes::Bytes::from_static(b"{}"))
+        .push(
+            &proxy.admin.to_string(),
+            &PushBody::new(&weir_crds::Snapshot::empty()),
+        )
         .await
         .unwrap_err();
     assert!(error.to_string().starts_with("refused with 401"), "{error}");
@@ -247,10 +250,10 @@ async fn pushes_over_https_check_the_proxy_certificate_against_the_ca_file() {
         "secret-token-of-at-least-32-characters",
         Some((&cert, &key)),
     );
-    let snapshot = bytes::Bytes::from(serde_json::to_vec(&weir_crds::Snapshot::empty()).unwrap());
+    let snapshot = PushBody::new(&weir_crds::Snapshot::empty());
     let mut snapshot_v1: weir_crds::Snapshot = weir_crds::Snapshot::empty();
     snapshot_v1.version = 1;
-    let snapshot_v1 = bytes::Bytes::from(serde_json::to_vec(&snapshot_v1).unwrap());
+    let snapshot_v1 = PushBody::new(&snapshot_v1);
 
     // Trusting the proxy's certificate: the push is applied.
     let mut config = proxy_config();
@@ -291,7 +294,7 @@ async fn pushes_over_https_can_check_one_server_name_instead_of_the_address() {
     );
     let mut snapshot = weir_crds::Snapshot::empty();
     snapshot.version = 1;
-    let snapshot = bytes::Bytes::from(serde_json::to_vec(&snapshot).unwrap());
+    let snapshot = PushBody::new(&snapshot);
     let mut config = proxy_config();
     config.scheme = "https";
     config.ca_pem = Some(cert.into_bytes());

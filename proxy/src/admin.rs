@@ -13,16 +13,16 @@ use hyper::body::Incoming;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use weir_crds::admin::{
-    AdminError, MIN_TOKEN_CHARS, SNAPSHOT_PATH, ServedVersion, VERSION_PATH, token_in,
+    AdminError, MIN_TOKEN_CHARS, SNAPSHOT_ENCODING, SNAPSHOT_PATH, ServedVersion,
+    SnapshotBodyError, VERSION_PATH, decode_snapshot, token_in,
 };
-use weir_crds::snapshot::Snapshot;
 
 use crate::body::{self, ProxyBody};
 use crate::error::json_response;
 use crate::gateway::{ApplyError, Gateway};
 use crate::metrics;
 
-/// Largest snapshot accepted.
+/// Largest snapshot accepted, as JSON (decompressed, when it came gzip-compressed).
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The bearer token snapshot pushes (and, with `--metrics-require-token`, metrics
@@ -241,6 +241,10 @@ pub async fn handle(
 }
 
 async fn put_snapshot(gateway: &Gateway, request: Request<Incoming>) -> Response<ProxyBody> {
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
     let bytes = match Limited::new(request.into_body(), MAX_SNAPSHOT_BYTES)
         .collect()
         .await
@@ -254,15 +258,22 @@ async fn put_snapshot(gateway: &Gateway, request: Request<Incoming>) -> Response
             );
         }
     };
-    let snapshot: Snapshot = match serde_json::from_slice(&bytes) {
+    let snapshot = match decode_snapshot(&bytes, encoding.as_deref(), MAX_SNAPSHOT_BYTES) {
         Ok(snapshot) => snapshot,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_snapshot",
-                &format!("not a snapshot: {e}"),
+        Err(e @ SnapshotBodyError::UnsupportedEncoding(_)) => {
+            // RFC 7694: the codings a request body may come in.
+            let mut response = error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                &e.to_string(),
             );
+            response.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                header::HeaderValue::from_static(SNAPSHOT_ENCODING),
+            );
+            return response;
         }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_snapshot", &e.to_string()),
     };
     match gateway.apply(&snapshot).await {
         Ok(applied) => json_response(StatusCode::OK, &applied),

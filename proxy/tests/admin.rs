@@ -218,6 +218,57 @@ async fn malformed_snapshots_are_refused_with_a_reason() {
     proxy.stop().await;
 }
 
+/// `PUT /v1/snapshot` with `body` sent as `Content-Encoding: encoding`.
+async fn push_encoded(proxy: &TestProxy, encoding: &str, body: Vec<u8>) -> Answer {
+    let request = Request::put(proxy.admin_url("/v1/snapshot"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-encoding", encoding)
+        .body(Full::from(body))
+        .unwrap();
+    send(&client(), request).await
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn snapshots_may_come_gzip_compressed() {
+    let (proxy, _dir) = proxy_with_token().await;
+    let answer = push_encoded(&proxy, "gzip", gzip(&snapshot_bytes(1, "zipped"))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json()["version"], 1);
+    assert_eq!(get(&proxy.url("/"), "x").await.text(), "zipped");
+
+    // A coding the proxy does not speak: 415, naming the one it does (RFC 7694).
+    let answer = push_encoded(&proxy, "br", snapshot_bytes(2, "brotli")).await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer.json()["error"], "unsupported_encoding");
+    assert_eq!(answer.headers["accept-encoding"], "gzip");
+
+    // Not gzip at all, and a small body that decompresses past the 64 MiB limit.
+    let answer = push_encoded(&proxy, "gzip", snapshot_bytes(2, "plain")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer.text().contains("not valid gzip"),
+        "{}",
+        answer.text()
+    );
+    let bomb = gzip(&vec![b' '; weir_proxy::admin::MAX_SNAPSHOT_BYTES + 1]);
+    assert!(bomb.len() < 1024 * 1024);
+    let answer = push_encoded(&proxy, "gzip", bomb).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "invalid_snapshot");
+    assert!(answer.text().contains("larger than"), "{}", answer.text());
+
+    // Nothing of that replaced what is served.
+    assert_eq!(get(&proxy.url("/"), "x").await.text(), "zipped");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn objects_the_proxy_cannot_load_are_named_in_the_answer() {
     let (proxy, _dir) = proxy_with_token().await;

@@ -400,6 +400,10 @@ impl FakeProxy {
             .unwrap_or_default();
         self.tokens.lock().unwrap().push(token);
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let encoding = request
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let reply = |status: StatusCode, body: Value| {
             let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -417,9 +421,11 @@ impl FakeProxy {
                 json!({"version": version, "hash": "sha256:x"}),
             );
         }
-        let snapshot: Value = serde_json::from_slice(&body).unwrap();
-        let version = snapshot["version"].as_u64().unwrap();
-        let hash = snapshot["hash"].as_str().unwrap().to_owned();
+        // Pushes come gzip-compressed, as a real proxy decodes them.
+        assert_eq!(encoding.as_deref(), Some("gzip"), "push body encoding");
+        let snapshot = weir_crds::admin::decode_snapshot(&body, encoding.as_deref(), 64 << 20)
+            .expect("a push body holds a snapshot");
+        let (version, hash) = (snapshot.version, snapshot.hash);
         match behaviour {
             Behaviour::Fail => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
