@@ -91,29 +91,42 @@ async fn reflect<K, S>(
     }
 }
 
-/// The annotation `kubectl apply` (client side) keeps a copy of the whole object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Whether a store keeps its objects' labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Labels {
+    /// Kept: the compiler reads them (an EndpointSlice's [`SERVICE_NAME_LABEL`]).
+    Keep,
+    /// Dropped: nothing reads them.
+    Drop,
+}
 
 /// Drops what the stores never read and what can be as large as the object itself:
 /// `metadata.managedFields` (server-side apply's bookkeeping, one entry per field
-/// manager) and `kubectl apply`'s last-applied copy. The operator's memory then tracks
-/// the objects' content.
-fn trim<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
-    if let Some(annotations) = &mut object.meta_mut().annotations {
-        annotations.remove(LAST_APPLIED);
+/// manager), the annotations (`kubectl apply`'s last-applied copy of the whole object
+/// among them) and, unless `labels` keeps them, the labels (Helm and GitOps tools put
+/// several on every object, and each small map costs half a kilobyte). The operator's
+/// memory then tracks what it compiles.
+fn trim<K: Resource>(object: &mut K, labels: Labels) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+    if labels == Labels::Drop {
+        meta.labels = None;
     }
 }
 
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    labels: Labels,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
-    watcher(api, config).default_backoff().modify(trim)
+    watcher(api, config)
+        .default_backoff()
+        .modify(move |object| trim(object, labels))
 }
 
 /// Starts every watcher; they run until the returned tasks are aborted.
@@ -147,6 +160,7 @@ pub fn spawn(
         let stream = watch(
             api::<Route>(client, scope.as_deref()),
             watcher::Config::default(),
+            Labels::Drop,
         );
         tasks.push(tokio::spawn(reflect(
             "Route",
@@ -162,6 +176,7 @@ pub fn spawn(
         let stream = watch(
             api::<Plugin>(client, scope.as_deref()),
             watcher::Config::default(),
+            Labels::Drop,
         );
         tasks.push(tokio::spawn(reflect(
             "Plugin",
@@ -179,7 +194,11 @@ pub fn spawn(
         if let Some(selector) = &config.config_map_selector {
             selected = selected.labels(selector);
         }
-        let stream = watch(api::<ConfigMap>(client, scope.as_deref()), selected);
+        let stream = watch(
+            api::<ConfigMap>(client, scope.as_deref()),
+            selected,
+            Labels::Drop,
+        );
         tasks.push(tokio::spawn(reflect(
             "ConfigMap",
             writer,
@@ -198,6 +217,7 @@ pub fn spawn(
         let stream = watch(
             api::<Service>(client, scope.as_deref()),
             watcher::Config::default(),
+            Labels::Drop,
         );
         tasks.push(tokio::spawn(reflect(
             "Service",
@@ -213,6 +233,7 @@ pub fn spawn(
         let stream = watch(
             api::<EndpointSlice>(client, scope.as_deref()),
             watcher::Config::default(),
+            Labels::Keep,
         );
         tasks.push(tokio::spawn(reflect(
             "EndpointSlice",
@@ -230,6 +251,7 @@ pub fn spawn(
         let stream = watch(
             api::<Secret>(client, scope.as_deref()),
             watcher::Config::default().fields("type=kubernetes.io/tls"),
+            Labels::Drop,
         );
         tasks.push(tokio::spawn(reflect(
             "Secret",
@@ -253,6 +275,7 @@ pub fn spawn(
             Api::<EndpointSlice>::namespaced(client.clone(), &config.proxies.namespace),
             watcher::Config::default()
                 .labels(&format!("{SERVICE_NAME_LABEL}={}", config.proxies.service)),
+            Labels::Keep,
         );
         tasks.push(tokio::spawn(reflect(
             "ProxyEndpointSlice",
@@ -264,4 +287,47 @@ pub fn spawn(
         )));
     }
     tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> serde_json::Value {
+        serde_json::json!({
+            "name": "a", "namespace": "shop", "uid": "u1", "generation": 2,
+            "labels": {"app.kubernetes.io/managed-by": "Helm", "kubernetes.io/service-name": "web"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\":1}", "meta.helm.sh/release-name": "shop"},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+        })
+    }
+
+    #[test]
+    fn stores_keep_what_the_operator_reads() {
+        let mut route: Route = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Route", "metadata": metadata(),
+            "spec": {"rules": [{"directResponse": {"status": 200}}]}
+        }))
+        .unwrap();
+        let before = route.clone();
+        trim(&mut route, Labels::Drop);
+        assert_eq!(route.metadata.labels, None);
+        assert_eq!(route.metadata.annotations, None);
+        assert_eq!(route.metadata.managed_fields, None);
+        assert_eq!(route.metadata.uid, before.metadata.uid);
+        assert_eq!(route.metadata.generation, Some(2));
+        assert_eq!(route.spec, before.spec);
+
+        let mut slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "addressType": "IPv4", "endpoints": [], "metadata": metadata()
+        }))
+        .unwrap();
+        trim(&mut slice, Labels::Keep);
+        assert_eq!(
+            slice.labels().get(SERVICE_NAME_LABEL).map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(slice.metadata.annotations, None);
+        assert_eq!(slice.metadata.managed_fields, None);
+    }
 }

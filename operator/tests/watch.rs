@@ -56,6 +56,7 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
         "kubectl.kubernetes.io/last-applied-configuration": "{\"the\": \"whole object\"}",
         "team": "payments"
     });
+    plugin["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "Helm"});
     api.lists.lock().unwrap().extend([
         ("/apis/weir.dev/v1alpha1/plugins".to_owned(), vec![plugin]),
         (
@@ -71,11 +72,14 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
         .expect("every store lists");
     assert_eq!(stores.world().plugins.len(), 1);
     assert_eq!(stores.world().config_maps.len(), 2);
-    // What the stores never read is not kept: managed fields, kubectl's last-applied copy.
+    // What the stores never read is not kept: managed fields, annotations (kubectl's
+    // last-applied copy among them), labels; what the compiler reads is.
     let stored = &stores.world().plugins[0].metadata;
     assert!(stored.managed_fields.as_ref().is_none_or(Vec::is_empty));
-    let annotations = stored.annotations.clone().unwrap_or_default();
-    assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+    assert_eq!(stored.annotations, None);
+    assert_eq!(stored.labels, None);
+    assert_eq!(stored.generation, Some(1));
+    assert_eq!(stored.name.as_deref(), Some("auth"));
     // Drain the announcements of the initial lists.
     tokio::time::sleep(Duration::from_millis(300)).await;
     while rx.try_recv().is_ok() {}

@@ -78,7 +78,7 @@ pub struct LoadedRule {
     /// What to do.
     pub action: LoadedAction,
     /// CORS policy.
-    pub cors: Option<Cors>,
+    pub cors: Option<Arc<Cors>>,
     /// Plugins to run, in order, resolved against the plugin versions of this snapshot:
     /// requests in flight keep the versions they started with.
     pub plugins: Arc<Chain>,
@@ -255,13 +255,13 @@ fn load_action(
             LoadedAction::Forward(LoadedForward {
                 targets,
                 total_weight,
-                policy: forward.clone(),
+                policy: (**forward).clone(),
                 budget: live
                     .budgets
                     .get_or_insert(rule_id.to_owned(), RetryBudget::default),
             })
         }
-        Action::Redirect(redirect) => LoadedAction::Redirect(redirect.clone()),
+        Action::Redirect(redirect) => LoadedAction::Redirect((**redirect).clone()),
         Action::Respond(respond) => LoadedAction::Respond(fixed_response(respond)?),
     })
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use regex::RegexBuilder;
 
@@ -85,8 +86,9 @@ pub(crate) fn lower(
         hosts.push("*".to_owned());
     }
 
-    let plugins = plugin_calls(route, namespace, ctx, report);
-    let cors = spec.cors.as_ref().map(|c| lower_cors(c, report));
+    let plugins: Option<Arc<[PluginCall]>> =
+        plugin_calls(route, namespace, ctx, report).map(Arc::from);
+    let cors = spec.cors.as_ref().map(|c| Arc::new(lower_cors(c, report)));
     let certificate = spec
         .tls
         .as_ref()
@@ -373,7 +375,7 @@ fn lower_action(
     match (&rule.backends, &rule.redirect, &rule.direct_response) {
         (Some(refs), None, None) => {
             lower_forward(rule, refs, matches, namespace, field, ctx, report, backends)
-                .map(Action::Forward)
+                .map(|forward| Action::Forward(Box::new(forward)))
         }
         (None, Some(_), None) | (None, None, Some(_)) if forward_only => {
             report.invalid(
@@ -384,13 +386,13 @@ fn lower_action(
         }
         (None, Some(redirect), None) => {
             lower_redirect(redirect, matches, &format!("{field}.redirect"), report)
-                .map(Action::Redirect)
+                .map(|redirect| Action::Redirect(Box::new(redirect)))
         }
-        (None, None, Some(direct)) => Some(Action::Respond(lower_direct(
+        (None, None, Some(direct)) => Some(Action::Respond(Box::new(lower_direct(
             direct,
             &format!("{field}.directResponse"),
             report,
-        ))),
+        )))),
         _ => {
             report.invalid(
                 field,

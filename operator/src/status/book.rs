@@ -102,6 +102,7 @@ impl Book {
         reference: impl FnOnce() -> ObjectReference,
         now: &Time,
     ) -> bool {
+        self.forget_observed(object, &stored);
         let (base, base_generation) = match self.latest.get(object) {
             Some(intent) if intent.uid.as_deref() == stored.uid => {
                 (intent.conditions.as_slice(), intent.generation)
@@ -138,6 +139,21 @@ impl Book {
             self.order.push_back(object.clone());
         }
         true
+    }
+
+    /// Forgets the status decided for `object` once the store shows it written and no
+    /// write of it waits: the store is the base from then on, and the book holds
+    /// conditions only for objects whose writes are not yet seen (at 10,000 Routes the
+    /// conditions of every object would be megabytes held twice).
+    fn forget_observed(&mut self, object: &ObjectRef, stored: &Stored<'_>) {
+        let observed = self.latest.get(object).is_some_and(|intent| {
+            intent.uid.as_deref() == stored.uid
+                && intent.generation == stored.generation
+                && same_conditions(&intent.conditions, stored.conditions)
+        });
+        if observed && !self.queued.contains_key(object) && !self.in_flight.contains_key(object) {
+            self.latest.remove(object);
+        }
     }
 
     /// Forgets every object not in `live` (deleted), with its queued write.
@@ -326,6 +342,41 @@ mod tests {
         decide(&mut book, "a", &programmed(false, "three"));
         let write = book.next().unwrap();
         assert!(write.events.is_empty());
+    }
+
+    #[test]
+    fn once_the_store_shows_a_written_status_it_is_the_base() {
+        let mut book = Book::default();
+        decide(&mut book, "a", &programmed(true, "applied on 1/1"));
+        let write = book.next().unwrap();
+        let written = write.conditions.clone();
+        book.done(write, Sent::Written);
+        let shows = |conditions| Stored {
+            uid: Some("uid"),
+            conditions,
+            generation: Some(1),
+        };
+        let same = |book: &mut Book, stored| {
+            let desired = programmed(true, "applied on 1/1");
+            book.decide(
+                &object("a"),
+                stored,
+                Some(1),
+                &desired,
+                ObjectReference::default,
+                &at(2),
+            )
+        };
+        // Before the store shows the write, the book's decision is the base: nothing to do.
+        assert!(!same(&mut book, stored()));
+        // The store shows it: still nothing to do.
+        assert!(!same(&mut book, shows(&written)));
+        // Someone else changed the status since: the store is the base now, and the
+        // operator's conditions are written again.
+        let mut changed = written.clone();
+        changed[0].message = "edited by hand".into();
+        assert!(same(&mut book, shows(&changed)));
+        assert_eq!(book.next().unwrap().conditions, written);
     }
 
     #[test]
