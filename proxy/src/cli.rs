@@ -187,6 +187,11 @@ pub struct Cli {
     #[arg(long, env = "WEIR_PLUGIN_REDIS_URL")]
     pub plugin_redis_url: Option<String>,
 
+    /// Prefix of every Redis key the plugin cache writes, so several weir installations
+    /// (or environments) can share one Redis without seeing each other's entries.
+    #[arg(long, env = "WEIR_PLUGIN_REDIS_KEY_PREFIX", default_value = "weir:")]
+    pub plugin_redis_key_prefix: String,
+
     /// A network (CIDR) `ctx.services.http.fetch` may reach although it is loopback,
     /// private, link-local or metadata; repeatable.
     #[arg(
@@ -326,6 +331,7 @@ impl Cli {
             body_limit_bytes: self.plugin_body_limit,
             cache: CacheConfig {
                 redis_url: self.plugin_redis_url.clone(),
+                key_prefix: self.plugin_redis_key_prefix.clone(),
                 ..CacheConfig::default()
             },
             fetch: FetchConfig {
@@ -395,6 +401,8 @@ mod tests {
             "https://a.example/,https://b.example/",
             "--plugin-redis-url",
             "redis://127.0.0.1:6379/0",
+            "--plugin-redis-key-prefix",
+            "staging:",
         ])
         .unwrap();
         let config = cli.to_config().unwrap();
@@ -403,6 +411,7 @@ mod tests {
         assert_eq!(config.plugins.forward_allow_list.len(), 2);
         assert_eq!(config.plugins.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
         assert!(config.plugins.cache.redis_url.is_some());
+        assert_eq!(config.plugins.cache.key_prefix, "staging:");
         assert_eq!(
             (
                 config.plugins.max_timeout_ms,

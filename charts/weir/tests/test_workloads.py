@@ -291,7 +291,10 @@ def test_redis_url_is_kept_in_a_secret():
     assert base64.b64decode(secret["data"]["url"]).decode() == "redis://:hunter2@redis.cache.svc:6379/0"
     env = container(objects, "proxy")["env"]
     assert {"name": "WEIR_PLUGIN_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "weir-redis", "key": "url"}}} in env
+    assert {"name": "WEIR_PLUGIN_REDIS_KEY_PREFIX", "value": "weir:"} in env
     assert "hunter2" not in str(workload(objects, "proxy"))
+    staging = render({"redis": {"url": "redis://redis.cache.svc:6379/0", "keyPrefix": "staging:"}})
+    assert {"name": "WEIR_PLUGIN_REDIS_KEY_PREFIX", "value": "staging:"} in container(staging, "proxy")["env"]
 
 
 def test_redis_from_an_existing_secret():
@@ -303,6 +306,7 @@ def test_redis_from_an_existing_secret():
         "valueFrom": {"secretKeyRef": {"name": "redis-credentials", "key": "connection"}},
     } in env
     assert "WEIR_PLUGIN_REDIS_URL" not in str(render())
+    assert "WEIR_PLUGIN_REDIS_KEY_PREFIX" not in str(render())
 
 
 def test_scheduling_and_metadata_pass_through():

@@ -227,25 +227,55 @@ fn the_redis_cache_is_shared_between_runtimes() {
             assert_eq!(value["removed"], false);
         }
 
-        // Keys are namespaced by plugin and expire.
+        // Keys carry the installation's prefix (`weir:` by default) and the plugin's id,
+        // and expire.
         let mut direct = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
         let ttl: i64 = redis::cmd("TTL")
-            .arg("shop/limit:window")
+            .arg("weir:shop/limit:window")
             .query_async(&mut direct)
             .await
             .unwrap();
         assert!((1..=60).contains(&ttl), "{ttl}");
+        let unprefixed: i64 = redis::cmd("EXISTS")
+            .arg("shop/limit:window")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert_eq!(unprefixed, 0);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let first: Option<String> = redis::cmd("GET")
-            .arg("shop/limit:first")
+            .arg("weir:shop/limit:first")
             .query_async(&mut direct)
             .await
             .unwrap();
         assert_eq!(first, None, "expired");
+
+        // Another installation sharing the Redis under its own prefix counts apart.
+        let other = runtime_with(RuntimeConfig {
+            cache: CacheConfig {
+                redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
+                key_prefix: "staging:".into(),
+                ..CacheConfig::default()
+            },
+            ..RuntimeConfig::default()
+        })
+        .0;
+        let loaded = load(&other, vec![counter.clone()]).await;
+        let staged_chain = chain(&loaded, &[("shop/limit", json!({}))]);
+        let patch = expect_continue(other.before_request(&staged_chain, request("/")).await.0);
+        let value: serde_json::Value =
+            serde_json::from_str(&patch.headers.set["x-cache"][0]).unwrap();
+        assert_eq!(value["hits"], 1, "{value}");
+        let staged: Option<String> = redis::cmd("GET")
+            .arg("staging:shop/limit:window")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert_eq!(staged.as_deref(), Some("1"));
 
         // A Redis outage rejects the hook's promise instead of hanging or crashing.
         redis.child.kill().await.unwrap();

@@ -1,7 +1,8 @@
 //! `ctx.services.cache`: a key-value store with per-entry TTL and atomic counters, shared by
 //! every isolate of the process, in memory or in Redis (so proxy replicas share it).
 //! Values are JSON text; keys are prefixed with the plugin's id, so plugins cannot read
-//! each other's entries.
+//! each other's entries, and in Redis also with `cache.keyPrefix`, so several weir
+//! installations can share one Redis.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +63,8 @@ pub(crate) struct RedisCache {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
     timeout: Duration,
+    /// Put before every key (`cache.keyPrefix`).
+    key_prefix: String,
 }
 
 /// INCRBY that sets the expiry only when the counter has none, so a fixed window keeps the
@@ -82,6 +85,7 @@ impl Cache {
                 client: redis::Client::open(url.as_str())?,
                 connection: OnceCell::new(),
                 timeout: Duration::from_millis(config.timeout_ms),
+                key_prefix: config.key_prefix.clone(),
             }),
             None => Cache::Memory(
                 moka::sync::Cache::builder()
@@ -96,7 +100,7 @@ impl Cache {
     pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         match self {
             Cache::Memory(cache) => Ok(cache.get(key).map(|entry| entry.value)),
-            Cache::Redis(redis) => redis.run(redis::cmd("GET").arg(key)).await,
+            Cache::Redis(redis) => redis.run(redis::cmd("GET").arg(redis.key(key))).await,
         }
     }
 
@@ -119,7 +123,7 @@ impl Cache {
             }
             Cache::Redis(redis) => {
                 let mut command = redis::cmd("SET");
-                command.arg(key).arg(value);
+                command.arg(redis.key(key)).arg(value);
                 if let Some(ttl) = ttl {
                     command.arg("PX").arg(ttl.as_millis().max(1) as u64);
                 }
@@ -132,7 +136,10 @@ impl Cache {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         match self {
             Cache::Memory(cache) => Ok(cache.remove(key).is_some()),
-            Cache::Redis(redis) => Ok(redis.run::<i64>(redis::cmd("DEL").arg(key)).await? > 0),
+            Cache::Redis(redis) => Ok(redis
+                .run::<i64>(redis::cmd("DEL").arg(redis.key(key)))
+                .await?
+                > 0),
         }
     }
 
@@ -173,7 +180,12 @@ impl Cache {
             Cache::Redis(redis) => {
                 let ttl_ms = ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64);
                 let mut command = redis::cmd("EVAL");
-                command.arg(INCR_SCRIPT).arg(1).arg(key).arg(by).arg(ttl_ms);
+                command
+                    .arg(INCR_SCRIPT)
+                    .arg(1)
+                    .arg(redis.key(key))
+                    .arg(by)
+                    .arg(ttl_ms);
                 redis.run(&command).await
             }
         }
@@ -181,6 +193,11 @@ impl Cache {
 }
 
 impl RedisCache {
+    /// The Redis key of `key`.
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
         let attempt = async {
             let connection = self
