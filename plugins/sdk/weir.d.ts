@@ -6,6 +6,32 @@
 //
 // docs/plugins.md describes the phases, limits and failure handling.
 
+// Standard globals of the isolate (docs/plugins.md, "Standard globals"), for a project
+// whose `lib` has no DOM: the isolate has these and nothing else of the web platform.
+
+/** Base64 of a string of bytes (characters U+0000 to U+00FF); throws InvalidCharacterError otherwise. */
+declare function btoa(data: string): string;
+/** The bytes of base64 text, as a string of U+0000 to U+00FF; white space is ignored. */
+declare function atob(data: string): string;
+/** A deep copy (objects, arrays, Date, RegExp, Map, Set, ArrayBuffer and views, errors); throws DataCloneError for functions and symbols. */
+declare function structuredClone<T>(value: T): T;
+
+/** UTF-8 encoding. */
+declare class TextEncoder {
+  readonly encoding: "utf-8";
+  encode(input?: string): Uint8Array;
+  encodeInto(source: string, destination: Uint8Array): { read: number; written: number };
+}
+
+/** UTF-8 decoding (the only encoding), with U+FFFD for invalid bytes unless `fatal`. */
+declare class TextDecoder {
+  constructor(label?: string, options?: { fatal?: boolean; ignoreBOM?: boolean });
+  readonly encoding: "utf-8";
+  readonly fatal: boolean;
+  readonly ignoreBOM: boolean;
+  decode(input?: ArrayBuffer | ArrayBufferView, options?: { stream?: boolean }): string;
+}
+
 declare module "weir" {
   /** JSON values: configs, state, user, cache entries. */
   export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };

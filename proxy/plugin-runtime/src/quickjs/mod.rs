@@ -42,6 +42,10 @@ impl Prelude {
     }
 }
 
+/// Standard globals (`atob`, `TextEncoder`, `structuredClone`, …), defined before the
+/// plugin module is evaluated.
+const GLOBALS: &str = include_str!("globals.js");
+
 /// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
 const MAX_STACK_BYTES: usize = 512 * 1024;
 
@@ -256,6 +260,7 @@ impl QuickJsIsolate {
         let weak = Rc::downgrade(self);
         let evaluated = self.context.with(|ctx| -> Result<(), String> {
             let explain = |e: rquickjs::Error| describe(&ctx, e);
+            ctx.eval::<(), _>(GLOBALS).map_err(explain)?;
             let (module, promise) = Module::declare(ctx.clone(), "plugin", code)
                 .and_then(|declared| declared.eval())
                 .map_err(explain)?;

@@ -1,0 +1,267 @@
+// Standard globals plugin authors expect from browsers and Node, none of which reach
+// outside the isolate: atob/btoa, TextEncoder/TextDecoder (UTF-8) and structuredClone.
+// Evaluated once per isolate before the plugin module, so its top-level code may use them.
+(function (global) {
+  "use strict";
+  const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const VALUES = {};
+  for (let i = 0; i < ALPHABET.length; i++) VALUES[ALPHABET[i]] = i;
+
+  function invalidCharacter(message) {
+    const error = new Error(message);
+    error.name = "InvalidCharacterError";
+    return error;
+  }
+
+  // Base64 of a string whose characters are all bytes (U+0000 to U+00FF).
+  function btoa(data) {
+    const text = String(data);
+    let out = "";
+    for (let i = 0; i < text.length; i += 3) {
+      const a = text.charCodeAt(i);
+      const b = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
+      const c = i + 2 < text.length ? text.charCodeAt(i + 2) : 0;
+      if (a > 0xff || b > 0xff || c > 0xff) {
+        throw invalidCharacter("btoa: the string has characters outside of Latin-1");
+      }
+      const bits = (a << 16) | (b << 8) | c;
+      out += ALPHABET[bits >> 18] + ALPHABET[(bits >> 12) & 63];
+      out += i + 1 < text.length ? ALPHABET[(bits >> 6) & 63] : "=";
+      out += i + 2 < text.length ? ALPHABET[bits & 63] : "=";
+    }
+    return out;
+  }
+
+  // The bytes of base64 `data` as a string of U+0000 to U+00FF (forgiving-base64 decode).
+  function atob(data) {
+    let text = String(data).replace(/[\t\n\f\r ]/g, "");
+    if (text.length % 4 === 0) text = text.replace(/==?$/, "");
+    if (text.length % 4 === 1 || /[^A-Za-z0-9+/]/.test(text)) {
+      throw invalidCharacter("atob: not valid base64");
+    }
+    let out = "";
+    let bits = 0;
+    let count = 0;
+    for (const char of text) {
+      bits = (bits << 6) | VALUES[char];
+      count += 6;
+      if (count >= 8) {
+        count -= 8;
+        out += String.fromCharCode((bits >> count) & 0xff);
+      }
+    }
+    return out;
+  }
+
+  // A string as UTF-8 into `dest` from `start`; lone surrogates become U+FFFD.
+  function utf8(text, dest) {
+    let read = 0;
+    let written = 0;
+    for (let i = 0; i < text.length; i++) {
+      let code = text.charCodeAt(i);
+      let units = 1;
+      if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+        const next = text.charCodeAt(i + 1);
+        if (next >= 0xdc00 && next <= 0xdfff) {
+          code = 0x10000 + ((code - 0xd800) << 10) + (next - 0xdc00);
+          units = 2;
+        }
+      }
+      if (code >= 0xd800 && code <= 0xdfff) code = 0xfffd;
+      const size = code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+      if (written + size > dest.length) break;
+      if (size === 1) {
+        dest[written++] = code;
+      } else {
+        const lead = size === 2 ? 0xc0 : size === 3 ? 0xe0 : 0xf0;
+        dest[written++] = lead | (code >> (6 * (size - 1)));
+        for (let shift = 6 * (size - 2); shift >= 0; shift -= 6) {
+          dest[written++] = 0x80 | ((code >> shift) & 63);
+        }
+      }
+      read += units;
+      i += units - 1;
+    }
+    return { read, written };
+  }
+
+  class TextEncoder {
+    get encoding() {
+      return "utf-8";
+    }
+
+    encode(input = "") {
+      const text = String(input);
+      const bytes = new Uint8Array(text.length * 3);
+      return bytes.slice(0, utf8(text, bytes).written);
+    }
+
+    encodeInto(source, destination) {
+      if (!(destination instanceof Uint8Array)) {
+        throw new TypeError("encodeInto: the destination must be a Uint8Array");
+      }
+      return utf8(String(source), destination);
+    }
+  }
+
+  const UTF8_LABELS = ["utf-8", "utf8", "unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "x-unicode20utf8"];
+
+  function bytesOf(input) {
+    if (input === undefined) return new Uint8Array(0);
+    if (input instanceof ArrayBuffer) return new Uint8Array(input);
+    if (ArrayBuffer.isView(input)) {
+      return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+    }
+    throw new TypeError("decode: expected an ArrayBuffer or a view of one");
+  }
+
+  class TextDecoder {
+    #fatal;
+    #ignoreBOM;
+    #pending = [];
+    #started = false;
+
+    constructor(label = "utf-8", options = {}) {
+      if (!UTF8_LABELS.includes(String(label).trim().toLowerCase())) {
+        throw new RangeError(`TextDecoder: only UTF-8 is supported, not ${JSON.stringify(String(label))}`);
+      }
+      this.#fatal = Boolean(options && options.fatal);
+      this.#ignoreBOM = Boolean(options && options.ignoreBOM);
+    }
+
+    get encoding() {
+      return "utf-8";
+    }
+
+    get fatal() {
+      return this.#fatal;
+    }
+
+    get ignoreBOM() {
+      return this.#ignoreBOM;
+    }
+
+    decode(input, options = {}) {
+      const stream = Boolean(options && options.stream);
+      const bytes = [...this.#pending, ...bytesOf(input)];
+      this.#pending = [];
+      let out = "";
+      let i = 0;
+      const bad = () => {
+        if (this.#fatal) {
+          this.#pending = [];
+          this.#started = false;
+          throw new TypeError("decode: the data is not valid UTF-8");
+        }
+        out += "\ufffd";
+      };
+      while (i < bytes.length) {
+        const lead = bytes[i];
+        const size = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+        if (size === 0) {
+          bad();
+          i++;
+          continue;
+        }
+        if (size === 1) {
+          out += String.fromCharCode(lead);
+          i++;
+          continue;
+        }
+        // The range of the second byte depends on the first (no overlongs, no surrogates,
+        // nothing above U+10FFFF); later ones are 0x80 to 0xBF.
+        const low = lead === 0xe0 ? 0xa0 : lead === 0xf0 ? 0x90 : 0x80;
+        const high = lead === 0xed ? 0x9f : lead === 0xf4 ? 0x8f : 0xbf;
+        let code = lead & (size === 2 ? 0x1f : size === 3 ? 0x0f : 0x07);
+        let n = 1;
+        for (; n < size && i + n < bytes.length; n++) {
+          const byte = bytes[i + n];
+          if (byte < (n === 1 ? low : 0x80) || byte > (n === 1 ? high : 0xbf)) break;
+          code = (code << 6) | (byte & 0x3f);
+        }
+        if (n === size) {
+          out += String.fromCodePoint(code);
+          i += size;
+        } else if (i + n === bytes.length && stream) {
+          this.#pending = bytes.slice(i);
+          break;
+        } else {
+          bad();
+          i += n;
+        }
+      }
+      if (!this.#started && out.length > 0) {
+        this.#started = true;
+        if (!this.#ignoreBOM && out.charCodeAt(0) === 0xfeff) out = out.slice(1);
+      }
+      if (!stream) {
+        this.#started = false;
+      }
+      return out;
+    }
+  }
+
+  function dataCloneError(what) {
+    const error = new Error(`structuredClone: ${what} cannot be cloned`);
+    error.name = "DataCloneError";
+    return error;
+  }
+
+  // A deep copy by the structured clone algorithm, for the types an isolate has: plain
+  // objects, arrays, Date, RegExp, Map, Set, ArrayBuffer and its views, errors, with
+  // shared and circular references kept.
+  function structuredClone(value) {
+    const seen = new Map();
+    function clone(v) {
+      if (v === null || (typeof v !== "object" && typeof v !== "function" && typeof v !== "symbol")) {
+        return v;
+      }
+      if (typeof v === "function") throw dataCloneError("a function");
+      if (typeof v === "symbol") throw dataCloneError("a symbol");
+      if (seen.has(v)) return seen.get(v);
+      let copy;
+      if (Array.isArray(v)) {
+        copy = new Array(v.length);
+        seen.set(v, copy);
+        for (const key of Object.keys(v)) copy[key] = clone(v[key]);
+        return copy;
+      }
+      if (v instanceof Date) copy = new Date(v.getTime());
+      else if (v instanceof RegExp) copy = new RegExp(v.source, v.flags);
+      else if (v instanceof ArrayBuffer) copy = v.slice(0);
+      else if (ArrayBuffer.isView(v)) {
+        const buffer = clone(v.buffer);
+        copy = v instanceof DataView
+          ? new DataView(buffer, v.byteOffset, v.byteLength)
+          : new v.constructor(buffer, v.byteOffset, v.length);
+      } else if (v instanceof Map) {
+        copy = new Map();
+        seen.set(v, copy);
+        for (const [k, item] of v) copy.set(clone(k), clone(item));
+        return copy;
+      } else if (v instanceof Set) {
+        copy = new Set();
+        seen.set(v, copy);
+        for (const item of v) copy.add(clone(item));
+        return copy;
+      } else if (v instanceof Error) {
+        copy = new Error(v.message);
+        copy.name = v.name;
+      } else if (v instanceof Promise || v instanceof WeakMap || v instanceof WeakSet) {
+        throw dataCloneError(Object.prototype.toString.call(v));
+      } else {
+        copy = {};
+        seen.set(v, copy);
+        for (const key of Object.keys(v)) copy[key] = clone(v[key]);
+        return copy;
+      }
+      seen.set(v, copy);
+      return copy;
+    }
+    return clone(value);
+  }
+
+  for (const [name, value] of Object.entries({ atob, btoa, TextEncoder, TextDecoder, structuredClone })) {
+    Object.defineProperty(global, name, { value, writable: true, configurable: true, enumerable: false });
+  }
+})(globalThis);
