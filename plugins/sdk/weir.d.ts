@@ -174,6 +174,22 @@ declare module "weir" {
   export interface Cache {
     get<T = Json>(key: string): Promise<T | null>;
     set(key: string, value: Json, options?: { ttlSeconds?: number }): Promise<void>;
+    /**
+     * Stores the value only when the key has no entry (set-if-absent), atomically, across
+     * proxies too with Redis: whether it stored. A nonce seen twice, a lock, a first hit.
+     */
+    add(key: string, value: Json, options?: { ttlSeconds?: number }): Promise<boolean>;
+    /**
+     * Replaces the entry only when it holds `expected` (compared as `JSON.stringify` text;
+     * `undefined`: only when there is no entry), atomically: whether it replaced. The new
+     * entry expires after `ttlSeconds`.
+     */
+    compareAndSet(
+      key: string,
+      expected: Json | undefined,
+      value: Json,
+      options?: { ttlSeconds?: number },
+    ): Promise<boolean>;
     /** Whether the key existed. */
     delete(key: string): Promise<boolean>;
     /**

@@ -185,6 +185,69 @@ fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
     });
 }
 
+/// Hooks of two runtimes (two proxy replicas) sharing one Redis run at once: a nonce is
+/// fresh for exactly one of them, and compare-and-set increments lose no update.
+#[test]
+fn redis_cache_writes_are_atomic_across_runtimes() {
+    on_shard(async {
+        let redis = Redis::start().await;
+        let config = RuntimeConfig {
+            cache: CacheConfig {
+                redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
+                ..CacheConfig::default()
+            },
+            ..RuntimeConfig::default()
+        };
+        let replicas = [runtime_with(config.clone()).0, runtime_with(config).0];
+        let plugin = bundle(
+            "shop/atomic",
+            r#"export default { async beforeRequest(ctx) {
+            const cache = ctx.services.cache;
+            const fresh = await cache.add("nonce", ctx.request.requestId, { ttlSeconds: 60 });
+            let tries = 0;
+            for (;;) {
+                tries++;
+                const current = await cache.get("count");
+                const next = { n: (current?.n ?? 0) + 1 };
+                if (await cache.compareAndSet("count", current ?? undefined, next)) break;
+            }
+            ctx.upstream.headers.set("x-fresh", String(fresh));
+        } };"#,
+        );
+        let mut chains = Vec::new();
+        for replica in &replicas {
+            let loaded = load(replica, vec![plugin.clone()]).await;
+            chains.push(chain(&loaded, &[("shop/atomic", json!({}))]));
+        }
+        let hooks = (0..12).map(|i| {
+            let mut info = request("/");
+            info.request_id = format!("req-{i}");
+            replicas[i % 2].before_request(&chains[i % 2], info)
+        });
+        let outcomes = futures::future::join_all(hooks).await;
+        let fresh: Vec<String> = outcomes
+            .into_iter()
+            .map(|(outcome, _)| expect_continue(outcome).headers.set["x-fresh"][0].clone())
+            .collect();
+        assert_eq!(
+            fresh.iter().filter(|f| *f == "true").count(),
+            1,
+            "{fresh:?}"
+        );
+
+        let loaded = load(&replicas[0], vec![bundle(
+            "shop/atomic",
+            r#"export default { async beforeRequest(ctx) {
+                ctx.upstream.headers.set("x-count", JSON.stringify(await ctx.services.cache.get("count")));
+            } };"#,
+        )])
+        .await;
+        let read = chain(&loaded, &[("shop/atomic", json!({}))]);
+        let patch = expect_continue(replicas[0].before_request(&read, request("/")).await.0);
+        assert_eq!(patch.headers.set["x-count"], [r#"{"n":12}"#]);
+    });
+}
+
 #[test]
 fn the_redis_cache_is_shared_between_runtimes() {
     on_shard(async {

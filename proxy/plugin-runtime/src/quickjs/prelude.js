@@ -90,6 +90,15 @@
         get: (key) => call(inv, "cache.get", [String(key)]),
         set: (key, value, options) =>
           call(inv, "cache.set", [String(key), stringify(value), options?.ttlSeconds ?? null]),
+        add: (key, value, options) =>
+          call(inv, "cache.add", [String(key), stringify(value), options?.ttlSeconds ?? null]),
+        compareAndSet: (key, expected, value, options) =>
+          call(inv, "cache.compareAndSet", [
+            String(key),
+            expected === undefined ? null : stringify(expected),
+            stringify(value),
+            options?.ttlSeconds ?? null,
+          ]),
         delete: (key) => call(inv, "cache.delete", [String(key)]),
         incr: (key, options) =>
           call(inv, "cache.incr", [String(key), options?.by ?? 1, options?.ttlSeconds ?? null]),

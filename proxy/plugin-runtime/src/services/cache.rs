@@ -67,6 +67,22 @@ pub(crate) struct RedisCache {
     key_prefix: String,
 }
 
+/// Compare-and-set: replaces the value when it is `ARGV[2]` (`ARGV[1]` = `1`) or when
+/// there is none (`ARGV[1]` = `0`), with the expiry `ARGV[4]` ms (0: none).
+const COMPARE_AND_SET_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+local absent = ARGV[1] == '0'
+if (absent and current) or (not absent and current ~= ARGV[2]) then
+  return 0
+end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+return 1";
+
 /// INCRBY that sets the expiry only when the counter has none, so a fixed window keeps the
 /// expiry of its first hit.
 const INCR_SCRIPT: &str = r"
@@ -128,6 +144,60 @@ impl Cache {
                     command.arg("PX").arg(ttl.as_millis().max(1) as u64);
                 }
                 redis.run::<()>(&command).await
+            }
+        }
+    }
+
+    /// Stores JSON text under `key` only when there is no entry (set-if-absent, atomic
+    /// across isolates and, with Redis, across proxies); whether it stored.
+    pub(crate) async fn add(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Option<Duration>,
+    ) -> Result<bool, CacheError> {
+        self.compare_and_set(key, None, value, ttl).await
+    }
+
+    /// Replaces the entry under `key` with `value` only when it holds `expected` (JSON text;
+    /// `None`: when there is no entry), atomically; whether it replaced. The new entry
+    /// expires after `ttl`.
+    pub(crate) async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: String,
+        ttl: Option<Duration>,
+    ) -> Result<bool, CacheError> {
+        match self {
+            Cache::Memory(cache) => {
+                let mut replaced = false;
+                cache.entry(key.to_owned()).and_compute_with(|existing| {
+                    let current = existing.as_ref().map(|entry| entry.value().value.as_str());
+                    if current != expected {
+                        return Op::Nop;
+                    }
+                    replaced = true;
+                    Op::Put(Entry {
+                        value,
+                        ttl,
+                        keep_ttl: false,
+                    })
+                });
+                Ok(replaced)
+            }
+            Cache::Redis(redis) => {
+                let ttl_ms = ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64);
+                let mut command = redis::cmd("EVAL");
+                command
+                    .arg(COMPARE_AND_SET_SCRIPT)
+                    .arg(1)
+                    .arg(redis.key(key))
+                    .arg(if expected.is_some() { "1" } else { "0" })
+                    .arg(expected.unwrap_or_default())
+                    .arg(value)
+                    .arg(ttl_ms);
+                Ok(redis.run::<i64>(&command).await? == 1)
             }
         }
     }
@@ -245,6 +315,40 @@ mod tests {
             Err(CacheError::NotACounter(_))
         ));
         assert_eq!(cache.get("c").await.unwrap().as_deref(), Some("6"));
+    }
+
+    #[tokio::test]
+    async fn set_if_absent_and_compare_and_set_are_conditional() {
+        let cache = memory();
+        assert!(cache.add("nonce", "1".into(), None).await.unwrap());
+        assert!(!cache.add("nonce", "2".into(), None).await.unwrap());
+        assert_eq!(cache.get("nonce").await.unwrap().as_deref(), Some("1"));
+        assert!(
+            !cache
+                .compare_and_set("nonce", Some("7"), "8".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            cache
+                .compare_and_set("nonce", Some("1"), "2".into(), None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(cache.get("nonce").await.unwrap().as_deref(), Some("2"));
+        assert!(
+            !cache
+                .compare_and_set("other", Some("1"), "2".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            cache
+                .compare_and_set("other", None, "3".into(), None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(cache.get("other").await.unwrap().as_deref(), Some("3"));
     }
 
     #[test]

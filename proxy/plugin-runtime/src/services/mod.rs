@@ -109,6 +109,22 @@ async fn run(
                 .map_err(|e| e.to_string())?;
             Ok(Value::Null)
         }
+        "cache.add" => Ok(Value::Bool(
+            cache
+                .add(&key(0), text(1), ttl(2)?)
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        "cache.compareAndSet" => {
+            // `null`: the entry must be absent; otherwise the JSON text it must hold.
+            let expected = args.get(1).and_then(Value::as_str);
+            Ok(Value::Bool(
+                cache
+                    .compare_and_set(&key(0), expected, text(2), ttl(3)?)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ))
+        }
         "cache.delete" => Ok(Value::Bool(
             cache.delete(&key(0)).await.map_err(|e| e.to_string())?,
         )),
