@@ -1,5 +1,5 @@
 //! The standard globals plugins get (atob/btoa, TextEncoder/TextDecoder,
-//! structuredClone), through the real isolate: available to the module's top-level code
+//! structuredClone, URL, URLSearchParams), through the real isolate: available to the module's top-level code
 //! and to hooks, with the errors the web platform defines.
 
 mod common;
@@ -147,6 +147,111 @@ fn structured_clone_copies_deeply_and_refuses_functions() {
             "function": "DataCloneError",
             "symbol": "DataCloneError",
             "primitive": "text",
+        })
+    );
+}
+
+#[test]
+fn urls_parse_resolve_and_update_as_the_url_standard_says() {
+    let (hook, load) = evaluate(
+        r#"{
+            parts: () => {
+                const u = new URL("HTTPS://user:pw@Example.COM:443/a/../b%20c/?q=1#top");
+                return [u.href, u.origin, u.protocol, u.username, u.password, u.host, u.hostname,
+                    u.port, u.pathname, u.search, u.hash];
+            },
+            relative: () => new URL("../x?y#z", "http://h.example/a/b/c").href,
+            invalid: () => new URL("not a url"),
+            invalidBase: () => new URL("/x", "nope"),
+            canParse: () => [URL.canParse("http://a"), URL.canParse("x"), URL.parse("x")],
+            setters: () => {
+                const u = new URL("http://a.example/p");
+                u.pathname = "/new path";
+                u.port = "8080";
+                u.port = "letters";
+                u.hash = "frag";
+                u.search = "?k=v";
+                u.hostname = "b.example";
+                return [u.href, u.searchParams.get("k"), String(u), JSON.stringify({ u })];
+            },
+            linkedParams: () => {
+                const u = new URL("http://a.example/?x=1&y=2");
+                u.searchParams.append("z", "a b&c");
+                u.searchParams.delete("x");
+                const after = u.href;
+                u.searchParams.delete("y");
+                u.searchParams.delete("z");
+                return [after, u.href, u.search];
+            },
+            hrefResets: () => {
+                const u = new URL("http://a.example/?x=1");
+                u.href = "http://b.example/?n=2";
+                return [u.searchParams.get("x"), u.searchParams.get("n"), u.host];
+            },
+            badHref: () => { new URL("http://a").href = "::"; },
+        }"#,
+    );
+    assert_eq!(hook, load);
+    assert_eq!(
+        hook,
+        json!({
+            "parts": ["https://user:pw@example.com/b%20c/?q=1#top", "https://example.com", "https:",
+                "user", "pw", "example.com", "example.com", "", "/b%20c/", "?q=1", "#top"],
+            "relative": "http://h.example/a/x?y#z",
+            "invalid": "TypeError",
+            "invalidBase": "TypeError",
+            "canParse": [true, false, null],
+            "setters": ["http://b.example:8080/new%20path?k=v#frag", "v",
+                "http://b.example:8080/new%20path?k=v#frag",
+                r#"{"u":"http://b.example:8080/new%20path?k=v#frag"}"#],
+            "linkedParams": ["http://a.example/?y=2&z=a+b%26c", "http://a.example/", ""],
+            "hrefResets": [null, "2", "b.example"],
+            "badHref": "TypeError",
+        })
+    );
+}
+
+#[test]
+fn search_params_follow_the_form_encoding() {
+    let (hook, load) = evaluate(
+        r#"{
+            parsed: () => {
+                const p = new URLSearchParams("?a=1&b=x+y&a=2&c=%E2%82%AC&d&=e&f=%zz");
+                return [...p];
+            },
+            lookups: () => {
+                const p = new URLSearchParams([["a", "1"], ["b", "2"], ["a", "3"]]);
+                return [p.get("a"), p.getAll("a"), p.get("none"), p.has("b"), p.has("b", "9"), p.size];
+            },
+            record: () => new URLSearchParams({ x: 1, y: "two" }).toString(),
+            copy: () => new URLSearchParams(new URLSearchParams("k=v")).toString(),
+            edits: () => {
+                const p = new URLSearchParams("b=1&a=2&b=3&c=4");
+                p.set("b", "9");
+                p.delete("c", "5");
+                const kept = p.toString();
+                p.delete("c");
+                p.append("a", "0");
+                p.sort();
+                return [kept, p.toString(), [...p.keys()], [...p.values()]];
+            },
+            encoding: () => new URLSearchParams([["q", "a b/\u20ac*~"]]).toString(),
+            badPair: () => new URLSearchParams([["only"]]),
+            each: () => { const seen = []; new URLSearchParams("a=1&b=2").forEach((v, k) => seen.push(k + v)); return seen; },
+        }"#,
+    );
+    assert_eq!(hook, load);
+    assert_eq!(
+        hook,
+        json!({
+            "parsed": [["a", "1"], ["b", "x y"], ["a", "2"], ["c", "\u{20ac}"], ["d", ""], ["", "e"], ["f", "%zz"]],
+            "lookups": ["1", ["1", "3"], null, true, false, 3],
+            "record": "x=1&y=two",
+            "copy": "k=v",
+            "edits": ["b=9&a=2&c=4", "a=2&a=0&b=9", ["a", "a", "b"], ["2", "0", "9"]],
+            "encoding": "q=a+b%2F%E2%82%AC*%7E",
+            "badPair": "TypeError",
+            "each": ["a1", "b2"],
         })
     );
 }

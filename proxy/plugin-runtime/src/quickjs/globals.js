@@ -1,7 +1,10 @@
 // Standard globals plugin authors expect from browsers and Node, none of which reach
-// outside the isolate: atob/btoa, TextEncoder/TextDecoder (UTF-8) and structuredClone.
-// Evaluated once per isolate before the plugin module, so its top-level code may use them.
-(function (global) {
+// outside the isolate: atob/btoa, TextEncoder/TextDecoder (UTF-8), structuredClone, URL
+// and URLSearchParams. Called once per isolate, before the plugin module is evaluated (so
+// its top-level code may use them), with the global object and the URL Standard's parser
+// (Rust's `url` crate: `parseUrl(input, base, setter, value)`, each argument given, null
+// when absent, gives the components as JSON, or null for no URL).
+(function (global, parseUrl) {
   "use strict";
   const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const VALUES = {};
@@ -261,7 +264,293 @@
     return clone(value);
   }
 
-  for (const [name, value] of Object.entries({ atob, btoa, TextEncoder, TextDecoder, structuredClone })) {
+  // application/x-www-form-urlencoded, as the URL Standard defines it.
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  const KEEP = /[*\-._0-9A-Za-z]/;
+
+  function formEncode(text) {
+    let out = "";
+    for (const byte of encoder.encode(text)) {
+      const char = String.fromCharCode(byte);
+      if (byte === 0x20) out += "+";
+      else if (KEEP.test(char)) out += char;
+      else out += "%" + (byte < 16 ? "0" : "") + byte.toString(16).toUpperCase();
+    }
+    return out;
+  }
+
+  function formDecode(text) {
+    const bytes = encoder.encode(text.replace(/\+/g, " "));
+    const out = [];
+    for (let i = 0; i < bytes.length; i++) {
+      const hex = String.fromCharCode(bytes[i + 1] ?? 0, bytes[i + 2] ?? 0);
+      if (bytes[i] === 0x25 && /^[0-9A-Fa-f]{2}$/.test(hex)) {
+        out.push(parseInt(hex, 16));
+        i += 2;
+      } else {
+        out.push(bytes[i]);
+      }
+    }
+    return decoder.decode(new Uint8Array(out));
+  }
+
+  function parseForm(query) {
+    const list = [];
+    for (const part of query.split("&")) {
+      if (part === "") continue;
+      const at = part.indexOf("=");
+      const name = at < 0 ? part : part.slice(0, at);
+      const value = at < 0 ? "" : part.slice(at + 1);
+      list.push([formDecode(name), formDecode(value)]);
+    }
+    return list;
+  }
+
+  // Lets a URL and its searchParams keep each other up to date.
+  const LINK = Symbol("url");
+  const RESET = Symbol("reset");
+
+  class URLSearchParams {
+    #list = [];
+    [LINK] = null;
+
+    constructor(init = "") {
+      if (init instanceof URLSearchParams) {
+        this.#list = [...init];
+      } else if (init !== null && typeof init === "object") {
+        if (typeof init[Symbol.iterator] === "function") {
+          for (const pair of init) {
+            const entry = [...pair];
+            if (entry.length !== 2) throw new TypeError("URLSearchParams: each pair needs a name and a value");
+            this.#list.push([String(entry[0]), String(entry[1])]);
+          }
+        } else {
+          for (const name of Object.keys(init)) this.#list.push([name, String(init[name])]);
+        }
+      } else {
+        const text = String(init);
+        this.#list = parseForm(text.startsWith("?") ? text.slice(1) : text);
+      }
+    }
+
+    [RESET](query) {
+      this.#list = parseForm(query);
+    }
+
+    #changed() {
+      if (this[LINK]) this[LINK](this.toString());
+    }
+
+    get size() {
+      return this.#list.length;
+    }
+
+    append(name, value) {
+      this.#list.push([String(name), String(value)]);
+      this.#changed();
+    }
+
+    delete(name, value) {
+      name = String(name);
+      this.#list = this.#list.filter(([n, v]) => n !== name || (value !== undefined && v !== String(value)));
+      this.#changed();
+    }
+
+    get(name) {
+      const found = this.#list.find(([n]) => n === String(name));
+      return found ? found[1] : null;
+    }
+
+    getAll(name) {
+      return this.#list.filter(([n]) => n === String(name)).map(([, v]) => v);
+    }
+
+    has(name, value) {
+      return this.#list.some(([n, v]) => n === String(name) && (value === undefined || v === String(value)));
+    }
+
+    set(name, value) {
+      name = String(name);
+      const first = this.#list.findIndex(([n]) => n === name);
+      if (first < 0) {
+        this.#list.push([name, String(value)]);
+      } else {
+        this.#list[first] = [name, String(value)];
+        this.#list = this.#list.filter(([n], i) => n !== name || i === first);
+      }
+      this.#changed();
+    }
+
+    sort() {
+      // Stable, by UTF-16 code units.
+      this.#list = this.#list
+        .map((entry, i) => [entry, i])
+        .sort(([a, i], [b, j]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : i - j))
+        .map(([entry]) => entry);
+      this.#changed();
+    }
+
+    forEach(callback, thisArg) {
+      for (const [name, value] of this) callback.call(thisArg, value, name, this);
+    }
+
+    *entries() {
+      for (const [name, value] of this.#list) yield [name, value];
+    }
+
+    *keys() {
+      for (const [name] of this.#list) yield name;
+    }
+
+    *values() {
+      for (const [, value] of this.#list) yield value;
+    }
+
+    [Symbol.iterator]() {
+      return this.entries();
+    }
+
+    toString() {
+      return this.#list.map(([n, v]) => `${formEncode(n)}=${formEncode(v)}`).join("&");
+    }
+  }
+
+  function parsed(json) {
+    return json === null || json === undefined ? null : JSON.parse(json);
+  }
+
+  class URL {
+    #parts;
+    #params;
+
+    constructor(input, base) {
+      const parts = parsed(parseUrl(String(input), base === undefined ? null : String(base), null, null));
+      if (parts === null) throw new TypeError(`Invalid URL: ${JSON.stringify(String(input))}`);
+      this.#parts = parts;
+      this.#params = new URLSearchParams(parts.search);
+      // An empty list leaves no "?" behind (the search setter's rule).
+      this.#params[LINK] = (query) => this.#update("search", query);
+    }
+
+    static canParse(input, base) {
+      return parseUrl(String(input), base === undefined ? null : String(base), null, null) != null;
+    }
+
+    static parse(input, base) {
+      try {
+        return new URL(input, base);
+      } catch {
+        return null;
+      }
+    }
+
+    #update(setter, value) {
+      this.#parts = parsed(parseUrl(this.#parts.href, null, setter, String(value)));
+    }
+
+    get href() {
+      return this.#parts.href;
+    }
+
+    set href(value) {
+      const parts = parsed(parseUrl(String(value), null, null, null));
+      if (parts === null) throw new TypeError(`Invalid URL: ${JSON.stringify(String(value))}`);
+      this.#parts = parts;
+      this.#params[RESET](parts.search.slice(1));
+    }
+
+    get origin() {
+      return this.#parts.origin;
+    }
+
+    get searchParams() {
+      return this.#params;
+    }
+
+    get search() {
+      return this.#parts.search;
+    }
+
+    set search(value) {
+      this.#update("search", value);
+      this.#params[RESET](this.#parts.search.slice(1));
+    }
+
+    get protocol() {
+      return this.#parts.protocol;
+    }
+
+    set protocol(value) {
+      this.#update("protocol", value);
+    }
+
+    get username() {
+      return this.#parts.username;
+    }
+
+    set username(value) {
+      this.#update("username", value);
+    }
+
+    get password() {
+      return this.#parts.password;
+    }
+
+    set password(value) {
+      this.#update("password", value);
+    }
+
+    get host() {
+      return this.#parts.host;
+    }
+
+    set host(value) {
+      this.#update("host", value);
+    }
+
+    get hostname() {
+      return this.#parts.hostname;
+    }
+
+    set hostname(value) {
+      this.#update("hostname", value);
+    }
+
+    get port() {
+      return this.#parts.port;
+    }
+
+    set port(value) {
+      this.#update("port", value);
+    }
+
+    get pathname() {
+      return this.#parts.pathname;
+    }
+
+    set pathname(value) {
+      this.#update("pathname", value);
+    }
+
+    get hash() {
+      return this.#parts.hash;
+    }
+
+    set hash(value) {
+      this.#update("hash", value);
+    }
+
+    toString() {
+      return this.href;
+    }
+
+    toJSON() {
+      return this.href;
+    }
+  }
+
+  for (const [name, value] of Object.entries({ atob, btoa, TextEncoder, TextDecoder, structuredClone, URL, URLSearchParams })) {
     Object.defineProperty(global, name, { value, writable: true, configurable: true, enumerable: false });
   }
-})(globalThis);
+})

@@ -9,6 +9,7 @@
 //! bounds each uninterrupted run of JavaScript, so no hook holds its shard for long.
 
 mod bindings;
+mod url;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -42,8 +43,9 @@ impl Prelude {
     }
 }
 
-/// Standard globals (`atob`, `TextEncoder`, `structuredClone`, …), defined before the
-/// plugin module is evaluated.
+/// Standard globals (`atob`, `TextEncoder`, `structuredClone`, `URL`, …): a function of
+/// the global object and the URL parser ([`url::parser`]), called before the plugin
+/// module is evaluated.
 const GLOBALS: &str = include_str!("globals.js");
 
 /// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
@@ -260,7 +262,10 @@ impl QuickJsIsolate {
         let weak = Rc::downgrade(self);
         let evaluated = self.context.with(|ctx| -> Result<(), String> {
             let explain = |e: rquickjs::Error| describe(&ctx, e);
-            ctx.eval::<(), _>(GLOBALS).map_err(explain)?;
+            let install: Function = ctx.eval(GLOBALS).map_err(explain)?;
+            install
+                .call::<_, ()>((ctx.globals(), url::parser(&ctx).map_err(explain)?))
+                .map_err(explain)?;
             let (module, promise) = Module::declare(ctx.clone(), "plugin", code)
                 .and_then(|declared| declared.eval())
                 .map_err(explain)?;
