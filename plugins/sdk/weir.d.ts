@@ -51,6 +51,16 @@ declare class URLSearchParams implements Iterable<[string, string]> {
   toString(): string;
 }
 
+/** Lines of the proxy's log, tagged with the plugin (no request id: `ctx.log` has it). */
+declare const console: {
+  log(...args: unknown[]): void;
+  info(...args: unknown[]): void;
+  debug(...args: unknown[]): void;
+  trace(...args: unknown[]): void;
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+};
+
 /** A URL parsed by the URL Standard (as browsers parse it); throws TypeError for no URL. */
 declare class URL {
   constructor(input: string, base?: string);

@@ -1,4 +1,5 @@
-//! `ctx.log` goes to `tracing`, tagged with the plugin and the request id. Its own test
+//! `ctx.log` goes to `tracing`, tagged with the plugin and the request id, and `console.*`
+//! tagged with the plugin. Its own test
 //! binary, since it installs the process's global subscriber.
 
 mod common;
@@ -52,5 +53,34 @@ fn plugin_logs_are_structured_and_tagged() {
         assert_eq!(line["fields"]["plugin"], "shop/logger");
         assert_eq!(line["fields"]["request_id"], "req-1");
         assert_eq!(line["fields"]["fields"], r#"{"ms":1200}"#);
+
+        // console.* logs as the plugin, from the module's top level and from hooks.
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/console",
+                r#"console.info("loading", { version: 2 });
+                export default { beforeRequest(ctx) { console.error("failed:", 42, [1, "a"], new TypeError("bad")); } };"#,
+            )],
+        )
+        .await;
+        let console_chain = common::chain(&loaded, &[("shop/console", json!({}))]);
+        expect_continue(runtime.before_request(&console_chain, request("/")).await.0);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &serde_json::Value| line["fields"]["source"] == "console")
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["fields"]["plugin"], "shop/console");
+        assert_eq!(lines[0]["fields"]["message"], r#"loading {"version":2}"#);
+        assert_eq!(lines[1]["level"], "ERROR");
+        let message = lines[1]["fields"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(r#"failed: 42 [1,"a"] TypeError: bad"#),
+            "{message}"
+        );
     });
 }

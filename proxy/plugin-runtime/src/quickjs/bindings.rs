@@ -2,6 +2,7 @@
 //! Rust (hook reports, request and response data, logs, asynchronous services, crypto).
 
 use std::rc::Weak;
+use std::sync::Arc;
 
 use rquickjs::{Ctx, Exception, Function, Object, Persistent, Promise, TypedArray, Value};
 
@@ -18,6 +19,21 @@ const SET: u8 = 0;
 const APPEND: u8 = 1;
 
 type Js<'js, T> = rquickjs::Result<T>;
+
+/// `console.*`'s way out (`globals.js`): `log(level, message)` as a log line of `plugin`.
+/// Not tied to a request: a console call may run in any hook's continuation, so the
+/// request id is left out rather than guessed (`ctx.log` has it).
+pub(super) fn console_log<'js>(ctx: &Ctx<'js>, plugin: Arc<str>) -> Js<'js, Function<'js>> {
+    Function::new(ctx.clone(), move |level: String, message: String| {
+        let plugin = plugin.as_ref();
+        match level.as_str() {
+            "debug" => tracing::debug!(plugin, source = "console", "{message}"),
+            "warn" => tracing::warn!(plugin, source = "console", "{message}"),
+            "error" => tracing::error!(plugin, source = "console", "{message}"),
+            _ => tracing::info!(plugin, source = "console", "{message}"),
+        }
+    })
+}
 
 pub(super) fn host_object<'js>(
     ctx: &Ctx<'js>,

@@ -1,10 +1,11 @@
 // Standard globals plugin authors expect from browsers and Node, none of which reach
 // outside the isolate: atob/btoa, TextEncoder/TextDecoder (UTF-8), structuredClone, URL
-// and URLSearchParams. Called once per isolate, before the plugin module is evaluated (so
-// its top-level code may use them), with the global object and the URL Standard's parser
-// (Rust's `url` crate: `parseUrl(input, base, setter, value)`, each argument given, null
-// when absent, gives the components as JSON, or null for no URL).
-(function (global, parseUrl) {
+// URLSearchParams and console. Called once per isolate, before the plugin module is
+// evaluated (so its top-level code may use them), with the global object, the URL
+// Standard's parser (Rust's `url` crate: `parseUrl(input, base, setter, value)`, each
+// argument given, null when absent, gives the components as JSON, or null for no URL)
+// and the console's way to the proxy's log (`log(level, message)`).
+(function (global, parseUrl, log) {
   "use strict";
   const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const VALUES = {};
@@ -550,7 +551,32 @@
     }
   }
 
-  for (const [name, value] of Object.entries({ atob, btoa, TextEncoder, TextDecoder, structuredClone, URL, URLSearchParams })) {
+  // One argument as console.log shows it: strings as they are, errors with their stack,
+  // the rest as JSON when it has some.
+  function show(value) {
+    if (typeof value === "string") return value;
+    if (value instanceof Error) return value.stack ? `${value.name}: ${value.message}\n${value.stack}` : `${value.name}: ${value.message}`;
+    if (typeof value === "object" && value !== null) {
+      try {
+        return JSON.stringify(value) ?? String(value);
+      } catch {
+        return String(value);
+      }
+    }
+    return String(value);
+  }
+
+  const write = (level) => (...args) => log(level, args.map(show).join(" "));
+  const console = Object.freeze({
+    log: write("info"),
+    info: write("info"),
+    debug: write("debug"),
+    trace: write("debug"),
+    warn: write("warn"),
+    error: write("error"),
+  });
+
+  for (const [name, value] of Object.entries({ atob, btoa, TextEncoder, TextDecoder, structuredClone, URL, URLSearchParams, console })) {
     Object.defineProperty(global, name, { value, writable: true, configurable: true, enumerable: false });
   }
 })

@@ -43,9 +43,9 @@ impl Prelude {
     }
 }
 
-/// Standard globals (`atob`, `TextEncoder`, `structuredClone`, `URL`, …): a function of
-/// the global object and the URL parser ([`url::parser`]), called before the plugin
-/// module is evaluated.
+/// Standard globals (`atob`, `TextEncoder`, `structuredClone`, `URL`, `console`, …): a
+/// function of the global object, the URL parser ([`url::parser`]) and the console's log
+/// ([`bindings::console_log`]), called before the plugin module is evaluated.
 const GLOBALS: &str = include_str!("globals.js");
 
 /// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
@@ -263,8 +263,10 @@ impl QuickJsIsolate {
         let evaluated = self.context.with(|ctx| -> Result<(), String> {
             let explain = |e: rquickjs::Error| describe(&ctx, e);
             let install: Function = ctx.eval(GLOBALS).map_err(explain)?;
+            let parse_url = url::parser(&ctx).map_err(explain)?;
+            let console_log = bindings::console_log(&ctx, self.plugin.clone()).map_err(explain)?;
             install
-                .call::<_, ()>((ctx.globals(), url::parser(&ctx).map_err(explain)?))
+                .call::<_, ()>((ctx.globals(), parse_url, console_log))
                 .map_err(explain)?;
             let (module, promise) = Module::declare(ctx.clone(), "plugin", code)
                 .and_then(|declared| declared.eval())
