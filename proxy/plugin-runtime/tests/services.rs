@@ -185,28 +185,33 @@ fn one_isolate_thread_serves_other_requests_while_a_hook_awaits_io() {
     });
 }
 
+/// The runtime config of a proxy replica whose plugin cache is the Redis on `port`, its
+/// keys under `key_prefix`.
+fn redis_cache(port: u16, key_prefix: &str) -> RuntimeConfig {
+    RuntimeConfig {
+        cache: CacheConfig {
+            redis_url: Some(format!("redis://127.0.0.1:{port}/")),
+            key_prefix: key_prefix.into(),
+            ..CacheConfig::default()
+        },
+        ..RuntimeConfig::default()
+    }
+}
+
 /// Hooks of two runtimes (two proxy replicas) sharing one Redis run at once: a nonce is
 /// fresh for exactly one of them, and compare-and-set increments lose no update.
 #[test]
 fn redis_cache_writes_are_atomic_across_runtimes() {
     on_shard(async {
         let redis = Redis::start().await;
-        let config = RuntimeConfig {
-            cache: CacheConfig {
-                redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
-                ..CacheConfig::default()
-            },
-            ..RuntimeConfig::default()
-        };
+        let config = redis_cache(redis.port, "weir:");
         let replicas = [runtime_with(config.clone()).0, runtime_with(config).0];
         let plugin = bundle(
             "shop/atomic",
             r#"export default { async beforeRequest(ctx) {
             const cache = ctx.services.cache;
             const fresh = await cache.add("nonce", ctx.request.requestId, { ttlSeconds: 60 });
-            let tries = 0;
             for (;;) {
-                tries++;
                 const current = await cache.get("count");
                 const next = { n: (current?.n ?? 0) + 1 };
                 if (await cache.compareAndSet("count", current ?? undefined, next)) break;
@@ -252,13 +257,7 @@ fn redis_cache_writes_are_atomic_across_runtimes() {
 fn the_redis_cache_is_shared_between_runtimes() {
     on_shard(async {
         let mut redis = Redis::start().await;
-        let config = RuntimeConfig {
-            cache: CacheConfig {
-                redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
-                ..CacheConfig::default()
-            },
-            ..RuntimeConfig::default()
-        };
+        let config = redis_cache(redis.port, "weir:");
         // Two runtimes stand for two proxy replicas.
         let replicas = [runtime_with(config.clone()).0, runtime_with(config).0];
         let counter = bundle(
@@ -318,15 +317,7 @@ fn the_redis_cache_is_shared_between_runtimes() {
         assert_eq!(first, None, "expired");
 
         // Another installation sharing the Redis under its own prefix counts apart.
-        let other = runtime_with(RuntimeConfig {
-            cache: CacheConfig {
-                redis_url: Some(format!("redis://127.0.0.1:{}/", redis.port)),
-                key_prefix: "staging:".into(),
-                ..CacheConfig::default()
-            },
-            ..RuntimeConfig::default()
-        })
-        .0;
+        let other = runtime_with(redis_cache(redis.port, "staging:")).0;
         let loaded = load(&other, vec![counter.clone()]).await;
         let staged_chain = chain(&loaded, &[("shop/limit", json!({}))]);
         let patch = expect_continue(other.before_request(&staged_chain, request("/")).await.0);

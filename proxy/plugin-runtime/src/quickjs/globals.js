@@ -478,68 +478,19 @@
       this.#params[RESET](this.#parts.search.slice(1));
     }
 
-    get protocol() {
-      return this.#parts.protocol;
-    }
-
-    set protocol(value) {
-      this.#update("protocol", value);
-    }
-
-    get username() {
-      return this.#parts.username;
-    }
-
-    set username(value) {
-      this.#update("username", value);
-    }
-
-    get password() {
-      return this.#parts.password;
-    }
-
-    set password(value) {
-      this.#update("password", value);
-    }
-
-    get host() {
-      return this.#parts.host;
-    }
-
-    set host(value) {
-      this.#update("host", value);
-    }
-
-    get hostname() {
-      return this.#parts.hostname;
-    }
-
-    set hostname(value) {
-      this.#update("hostname", value);
-    }
-
-    get port() {
-      return this.#parts.port;
-    }
-
-    set port(value) {
-      this.#update("port", value);
-    }
-
-    get pathname() {
-      return this.#parts.pathname;
-    }
-
-    set pathname(value) {
-      this.#update("pathname", value);
-    }
-
-    get hash() {
-      return this.#parts.hash;
-    }
-
-    set hash(value) {
-      this.#update("hash", value);
+    // The components read from the parse and written through its setters, alike.
+    static {
+      for (const name of ["protocol", "username", "password", "host", "hostname", "port", "pathname", "hash"]) {
+        Object.defineProperty(URL.prototype, name, {
+          get() {
+            return this.#parts[name];
+          },
+          set(value) {
+            this.#update(name, value);
+          },
+          configurable: true,
+        });
+      }
     }
 
     toString() {
