@@ -41,16 +41,6 @@ impl PushBody {
     pub fn new(snapshot: &Snapshot) -> Self {
         Self(Bytes::from(encode_snapshot(snapshot)))
     }
-
-    /// Its size in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it is empty (never, for a body made by [`PushBody::new`]).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Why the push client could not be made.

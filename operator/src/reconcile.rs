@@ -230,7 +230,8 @@ impl Reconciler {
         }
         let builder = &self.builder;
         let status = self.status.update(
-            &self.stores.world(),
+            &self.stores.routes(),
+            &self.stores.plugins(),
             &self.reports,
             |object| builder.served_since(object),
             &self.fleet.acks(),

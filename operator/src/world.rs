@@ -114,13 +114,23 @@ impl Stores {
     /// What the stores hold now.
     pub fn world(&self) -> World {
         World {
-            routes: all(&self.routes),
-            plugins: all(&self.plugins),
+            routes: self.routes(),
+            plugins: self.plugins(),
             config_maps: all(&self.config_maps),
             services: all(&self.services),
             endpoint_slices: all(&self.endpoint_slices),
             secrets: all(&self.secrets),
         }
+    }
+
+    /// The Routes now.
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        all(&self.routes)
+    }
+
+    /// The Plugins now.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        all(&self.plugins)
     }
 
     /// The proxy admin Service's EndpointSlices now.

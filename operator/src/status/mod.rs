@@ -27,7 +27,6 @@ use weir_crds::programmed::programmed;
 use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
-use crate::world::World;
 pub use book::Sent;
 use book::{Book, Stored};
 
@@ -163,10 +162,10 @@ impl<'a> Object<'a> {
 /// Key of an object in the [`index`].
 type Key<'a> = (ObjectKind, &'a str, &'a str);
 
-/// The Routes and Plugins of `world` by kind, namespace and name.
-fn index(world: &World) -> HashMap<Key<'_>, Object<'_>> {
-    let routes = world.routes.iter().map(|route| Object::Route(route));
-    let plugins = world.plugins.iter().map(|plugin| Object::Plugin(plugin));
+/// `routes` and `plugins` by kind, namespace and name.
+fn index<'a>(routes: &'a [Arc<Route>], plugins: &'a [Arc<Plugin>]) -> HashMap<Key<'a>, Object<'a>> {
+    let routes = routes.iter().map(|route| Object::Route(route));
+    let plugins = plugins.iter().map(|plugin| Object::Plugin(plugin));
     routes
         .chain(plugins)
         .map(|object| {
@@ -218,17 +217,19 @@ impl StatusWriter {
     }
 
     /// Decides the status of every reported object (served as it is now since the
-    /// snapshot `since` names) and queues the writes of those that changed.
+    /// snapshot `since` names), as stored now among `routes` and `plugins`, and queues
+    /// the writes of those that changed.
     pub fn update(
         &self,
-        world: &World,
+        routes: &[Arc<Route>],
+        plugins: &[Arc<Plugin>],
         reports: &[ObjectReport],
         since: impl Fn(&ObjectRef) -> u64,
         acks: &[ProxyAck],
     ) -> Written {
         let mut written = Written::default();
         let now = now();
-        let index = index(world);
+        let index = index(routes, plugins);
         let mut book = self.shared.book();
         for report in reports {
             let object = &report.object;

@@ -57,7 +57,7 @@
     return out;
   }
 
-  // A string as UTF-8 into `dest` from `start`; lone surrogates become U+FFFD.
+  // A string as UTF-8 into `dest`, as much as fits; lone surrogates become U+FFFD.
   function utf8(text, dest) {
     let read = 0;
     let written = 0;
@@ -421,12 +421,17 @@
     return json === null || json === undefined ? null : JSON.parse(json);
   }
 
+  // The components of `input` resolved against `base` (undefined: none), or null.
+  function parse(input, base) {
+    return parsed(parseUrl(String(input), base === undefined ? null : String(base), null, null));
+  }
+
   class URL {
     #parts;
     #params;
 
     constructor(input, base) {
-      const parts = parsed(parseUrl(String(input), base === undefined ? null : String(base), null, null));
+      const parts = parse(input, base);
       if (parts === null) throw new TypeError(`Invalid URL: ${JSON.stringify(String(input))}`);
       this.#parts = parts;
       this.#params = new URLSearchParams(parts.search);
@@ -435,7 +440,7 @@
     }
 
     static canParse(input, base) {
-      return parseUrl(String(input), base === undefined ? null : String(base), null, null) != null;
+      return parse(input, base) !== null;
     }
 
     static parse(input, base) {
@@ -455,7 +460,7 @@
     }
 
     set href(value) {
-      const parts = parsed(parseUrl(String(value), null, null, null));
+      const parts = parse(value);
       if (parts === null) throw new TypeError(`Invalid URL: ${JSON.stringify(String(value))}`);
       this.#parts = parts;
       this.#params[RESET](parts.search.slice(1));
