@@ -109,8 +109,10 @@ pub enum Reason {
     SyntaxError,
     /// The module has no `export default`.
     MissingDefaultExport,
-    /// The module imports other modules, which plugins cannot.
+    /// The module imports a package or a path: plugins import only their own files.
     ImportNotSupported,
+    /// The module imports a file (`./name`) the plugin does not have.
+    ModuleNotFound,
     /// `Programmed=True`.
     Programmed,
     /// The snapshot holding the object is not yet applied by every proxy.
@@ -145,6 +147,7 @@ impl Reason {
             Self::SyntaxError => "SyntaxError",
             Self::MissingDefaultExport => "MissingDefaultExport",
             Self::ImportNotSupported => "ImportNotSupported",
+            Self::ModuleNotFound => "ModuleNotFound",
             Self::Programmed => "Programmed",
             Self::Pending => "Pending",
             Self::LoadFailed => "LoadFailed",

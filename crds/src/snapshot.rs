@@ -455,9 +455,13 @@ pub struct PluginBundle {
     /// `metadata.generation` of the Plugin this bundle was compiled from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
-    /// The ES module, as JavaScript.
+    /// The entry ES module, as JavaScript.
     pub code: String,
-    /// `sha256:` of `code`: the plugin version isolates load.
+    /// The modules the entry imports (`./name`), directly or not, as JavaScript by file
+    /// name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modules: BTreeMap<String, String>,
+    /// `sha256:` of `code` and `modules`: the plugin version isolates load.
     pub code_hash: String,
     /// The plugin's own config (Routes see it merged with their override).
     pub config: serde_json::Value,

@@ -88,6 +88,54 @@ fn configmap_sources_resolve_and_missing_ones_are_named() {
 }
 
 #[test]
+fn configmap_plugins_import_their_other_keys() {
+    let config_map = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: src, namespace: shop}\ndata:\n  \
+        auth.ts: |\n    import { verify } from \"./jwt\";\n    export default { beforeRequest(ctx: any) { verify(ctx); } };\n  \
+        jwt.ts: |\n    export function verify(ctx: any): void { ctx.state.ok = true; }\n  \
+        broken.ts: |\n    import { gone } from \"./gone\";\n    export default { beforeRequest() { gone(); } };\n";
+    let yaml = [
+        config_map.to_owned(),
+        plugin("auth", "  source: {configMapRef: {name: src, key: auth.ts}}"),
+        plugin("broken", "  source: {configMapRef: {name: src, key: broken.ts}}"),
+        plugin(
+            "inline",
+            &inline_plugin("import { verify } from \"./jwt\";\nexport default { beforeRequest() { verify(); } };"),
+        ),
+    ]
+    .concat();
+    let c = compile_yaml(&yaml);
+    assert_eq!(plugin_report(&c, "shop", "auth").diagnostics, vec![]);
+    let bundle = &c.snapshot.plugins["shop/auth"];
+    assert!(bundle.code.contains("from \"./jwt\""), "{}", bundle.code);
+    assert_eq!(bundle.modules.keys().collect::<Vec<_>>(), ["jwt.ts"]);
+    assert!(bundle.modules["jwt.ts"].contains("ctx.state.ok = true"));
+    assert!(
+        !bundle.modules["jwt.ts"].contains(": any"),
+        "types stripped"
+    );
+
+    let message = diagnostic(
+        plugin_report(&c, "shop", "broken"),
+        "spec.source.configMapRef",
+        Reason::ModuleNotFound,
+    );
+    assert!(
+        message.starts_with("1:1: import of \"./gone\": the plugin has no file gone"),
+        "{message}"
+    );
+    assert!(!c.snapshot.plugins.contains_key("shop/broken"));
+    let message = diagnostic(
+        plugin_report(&c, "shop", "inline"),
+        "spec.source.code",
+        Reason::ModuleNotFound,
+    );
+    assert!(
+        message.contains("inline code has no other files"),
+        "{message}"
+    );
+}
+
+#[test]
 fn typescript_errors_carry_their_position() {
     let yaml = [
         plugin(

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
 use weir_crds::plugin::{FailurePolicy, PluginScope};
 use weir_crds::snapshot::{PluginBundle, PluginCall};
 use weir_plugin_runtime::{
@@ -45,15 +44,16 @@ const BOTH_HOOKS: &str = r#"export default {
 };"#;
 
 fn bundle(id: &str, source: &str) -> anyhow::Result<PluginBundle> {
-    let code = weir_crds::compile::typescript::transpile(source)
+    let linked = weir_crds::compile::modules::link("plugin.ts", source, |_| None)
         .map_err(|e| anyhow::anyhow!("{id}: {e:?}"))?;
     let (namespace, name) = id.split_once('/').context("id is namespace/name")?;
     Ok(PluginBundle {
         namespace: namespace.into(),
         name: name.into(),
         generation: None,
-        code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
-        code,
+        code_hash: linked.code_hash(),
+        code: linked.code,
+        modules: linked.modules,
         config: serde_json::json!({}),
         config_schema: None,
         order: 0,

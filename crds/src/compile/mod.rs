@@ -8,6 +8,7 @@
 
 mod backends;
 pub(crate) use backends::endpoint_is_ready;
+pub mod modules;
 mod ownership;
 mod plugins;
 mod precedence;

@@ -1,14 +1,15 @@
 //! Plugins: source resolved (inline or ConfigMap), TypeScript transpiled, config checked
 //! against `configSchema`, and the result bundled for the proxies.
 
+use std::collections::BTreeMap;
+
 use jsonschema::Validator;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::Index;
+use super::modules::link;
 use super::report::ObjectReport;
 use super::schema_check::{check_plugin_spec, config_validator, report_errors};
-use super::typescript::transpile;
 use crate::Plugin;
 use crate::condition::{ConditionType, Reason};
 use crate::snapshot::PluginBundle;
@@ -44,15 +45,27 @@ pub(crate) fn compile(
         return None;
     }
     let source = source?;
-    let code = match transpile(source) {
-        Ok(code) => code,
+    let read = |file: &str| source.files?.get(file).cloned();
+    let linked = match link(source.entry, source.text, read) {
+        Ok(linked) => linked,
         Err(errors) => {
             for error in errors {
+                // Positions in the entry need no file name; inline code has no other files.
+                let mut message = if error.file == source.entry {
+                    error.error.to_string()
+                } else {
+                    error.to_string()
+                };
+                if source.files.is_none() && error.error.reason == Reason::ModuleNotFound {
+                    message.push_str(
+                        " (inline code has no other files: put the plugin's files in a ConfigMap)",
+                    );
+                }
                 report.push(
                     source_field(plugin),
                     ConditionType::Compiled,
-                    error.reason,
-                    error.to_string(),
+                    error.error.reason,
+                    message,
                 );
             }
             return None;
@@ -62,8 +75,9 @@ pub(crate) fn compile(
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         generation: plugin.metadata.generation,
-        code_hash: format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes()))),
-        code,
+        code_hash: linked.code_hash(),
+        code: linked.code,
+        modules: linked.modules,
         config,
         config_schema: spec.config_schema.clone(),
         order: spec.order,
@@ -82,15 +96,29 @@ fn source_field(plugin: &Plugin) -> &'static str {
     }
 }
 
+/// A plugin's source: its entry module and, from a ConfigMap, the files it may import.
+struct Source<'i> {
+    /// The entry module's file name (its ConfigMap key).
+    entry: &'i str,
+    /// The entry module's text.
+    text: &'i str,
+    /// Every file of the ConfigMap by key; `None` for inline code.
+    files: Option<&'i BTreeMap<String, String>>,
+}
+
 fn source_text<'i>(
     plugin: &'i Plugin,
     namespace: &str,
     index: &Index<'i>,
     report: &mut ObjectReport,
-) -> Option<&'i str> {
+) -> Option<Source<'i>> {
     let source = &plugin.spec.source;
     match (&source.code, &source.config_map_ref) {
-        (Some(code), None) => Some(code),
+        (Some(code), None) => Some(Source {
+            entry: "spec.source.code",
+            text: code,
+            files: None,
+        }),
         (None, Some(reference)) => {
             let Some(config_map) = index.config_maps.get(&(namespace, reference.name.as_str()))
             else {
@@ -126,7 +154,11 @@ fn source_text<'i>(
                     ),
                 );
             }
-            text.map(String::as_str)
+            Some(Source {
+                entry: &reference.key,
+                text: text?,
+                files: data,
+            })
         }
         _ => {
             report.invalid("spec.source", "set exactly one of code and configMapRef");

@@ -6,6 +6,7 @@
 //! it are futures on that shard's local executor, so while one hook awaits a host
 //! service, the shard serves other requests.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,10 @@ use crate::services::ResponseView;
 pub(crate) struct PluginCode {
     /// `namespace/name`.
     pub(crate) plugin: Arc<str>,
-    /// The ES module, as JavaScript.
+    /// The entry ES module, as JavaScript.
     pub(crate) code: String,
+    /// The modules it imports, as JavaScript by file name.
+    pub(crate) modules: Arc<BTreeMap<String, String>>,
     /// Memory limit of each isolate, in bytes.
     pub(crate) memory_limit: usize,
     /// Time budget of `onLoad`.

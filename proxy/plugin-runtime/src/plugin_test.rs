@@ -1,11 +1,12 @@
 //! `weir-proxy plugin test DIR`: runs a directory's `*.test.ts` suites against the plugins
 //! they test, with the real engine and runtime.
 //!
-//! Plugin modules cannot import, so a suite names its plugin instead: `plugin: "jwt.ts"`
-//! in its default export (a file beside it), or by default the suite's own name without
-//! `.test` (`jwt.test.ts` tests `jwt.ts`). Each test gets a `t` whose `beforeRequest` and
-//! `afterResponse` run the plugin's hooks through a [`PluginRuntime`] and return what the
-//! proxy would be told, plus assertions (`plugins/sdk/weir.d.ts`, `TestSuite`).
+//! A suite names its plugin: `plugin: "jwt.ts"` in its default export (a file beside it),
+//! or by default the suite's own name without `.test` (`jwt.test.ts` tests `jwt.ts`).
+//! Both may import other files of the directory (`./name`). Each test gets a `t` whose
+//! `beforeRequest` and `afterResponse` run the plugin's hooks through a [`PluginRuntime`]
+//! and return what the proxy would be told, plus assertions (`plugins/sdk/weir.d.ts`,
+//! `TestSuite`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use futures::future::LocalBoxFuture;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use weir_crds::compile::modules::Linked;
 use weir_crds::plugin::{DEFAULT_MEMORY_LIMIT_MIB, DEFAULT_TIMEOUT_MS, FailurePolicy, PluginScope};
 use weir_crds::snapshot::{PluginBundle, PluginCall};
 
@@ -256,13 +258,19 @@ async fn run_suite(file: &Path) -> SuiteReport {
     report
 }
 
-fn transpiled(path: &Path) -> Result<String, String> {
+/// A file of the directory with the files it imports (`./name`, beside it), transpiled.
+fn linked(path: &Path) -> Result<Linked, String> {
     let source =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    weir_crds::compile::typescript::transpile(&source).map_err(|errors| {
+    let entry = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let read = |name: &str| std::fs::read_to_string(path.with_file_name(name)).ok();
+    weir_crds::compile::modules::link(&entry, &source, read).map_err(|errors| {
         let errors: Vec<String> = errors
             .iter()
-            .map(|e| format!("{}:{e}", path.display()))
+            .map(|e| format!("{}:{}", path.with_file_name(&e.file).display(), e.error))
             .collect();
         errors.join("; ")
     })
@@ -272,9 +280,11 @@ fn load_suite(
     file: &Path,
     harness: Rc<Harness>,
 ) -> Result<(Rc<QuickJsIsolate>, SuiteDescription), String> {
+    let suite = linked(file)?;
     let code = PluginCode {
         plugin: Arc::from(format!("test:{}", file.display())),
-        code: transpiled(file)?,
+        code: suite.code,
+        modules: Arc::new(suite.modules),
         memory_limit: SUITE_MEMORY_BYTES,
         load_timeout: TEST_TIMEOUT,
         config_json: Arc::from("{}"),
@@ -291,7 +301,7 @@ async fn load_plugin(
     path: &Path,
     runtime: &PluginRuntime,
 ) -> Result<(Arc<PluginSet>, String), String> {
-    let code = transpiled(path)?;
+    let linked = linked(path)?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -301,11 +311,9 @@ async fn load_plugin(
         namespace: "test".into(),
         name,
         generation: None,
-        code_hash: format!(
-            "sha256:{}",
-            hex::encode(crate::services::crypto::sha256(code.as_bytes()))
-        ),
-        code,
+        code_hash: linked.code_hash(),
+        code: linked.code,
+        modules: linked.modules,
         config: json!({}),
         config_schema: None,
         order: 0,

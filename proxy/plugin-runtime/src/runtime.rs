@@ -106,6 +106,7 @@ impl PluginRuntime {
                     let code = PluginCode {
                         plugin: Arc::from(id.as_str()),
                         code: bundle.code.clone(),
+                        modules: Arc::new(bundle.modules.clone()),
                         memory_limit,
                         load_timeout: self.limits.load_timeout(timeout),
                         config_json: Arc::from(bundle.config.to_string()),

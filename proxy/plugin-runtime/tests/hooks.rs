@@ -29,6 +29,75 @@ fn a_trivial_hook_sets_an_upstream_header() {
 }
 
 #[test]
+fn a_plugin_of_several_files_imports_them_once_each() {
+    on_shard(async {
+        let runtime = runtime();
+        let files = [
+            // Imported by the entry and by `format`: one instance, one counter.
+            (
+                "counter.ts",
+                "let n = 0;\nexport const next = (): number => ++n;",
+            ),
+            (
+                "format.ts",
+                "import { next } from \"./counter\";\nexport const tag = (p: string) => `${p}-${next()}`;",
+            ),
+        ];
+        let loaded = load(
+            &runtime,
+            vec![bundle_with_files(
+                "shop/split",
+                r#"import { next } from "./counter.ts";
+                import { tag } from "./format";
+                export default {
+                    beforeRequest(ctx) {
+                        ctx.upstream.headers.set("x-tag", tag("a") + "," + next());
+                    },
+                };"#,
+                &files,
+            )],
+        )
+        .await;
+        assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+        let chain = chain(&loaded, &[("shop/split", json!({}))]);
+        let (outcome, _) = runtime.before_request(&chain, request("/")).await;
+        assert_eq!(expect_continue(outcome).headers.set["x-tag"], ["a-1,2"]);
+        let (outcome, _) = runtime.before_request(&chain, request("/")).await;
+        assert_eq!(expect_continue(outcome).headers.set["x-tag"], ["a-3,4"]);
+    });
+}
+
+#[test]
+fn a_dynamic_import_of_something_else_fails_the_hook() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/dynamic",
+                r#"export default {
+                    async beforeRequest(ctx) {
+                        try { await import("node:fs"); ctx.upstream.headers.set("x-loaded", "yes"); }
+                        catch (e) { ctx.upstream.headers.set("x-error", String(e)); }
+                    },
+                };"#,
+            )],
+        )
+        .await;
+        assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+        let chain = chain(&loaded, &[("shop/dynamic", json!({}))]);
+        let (outcome, _) = runtime.before_request(&chain, request("/")).await;
+        let patch = expect_continue(outcome);
+        assert!(!patch.headers.set.contains_key("x-loaded"));
+        assert!(
+            patch.headers.set["x-error"][0].contains("a plugin imports only its own files"),
+            "{:?}",
+            patch.headers.set
+        );
+    });
+}
+
+#[test]
 fn hooks_run_in_chain_order_and_share_state_and_user() {
     on_shard(async {
         let runtime = runtime();

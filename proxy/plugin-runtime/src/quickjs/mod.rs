@@ -9,6 +9,7 @@
 //! bounds each uninterrupted run of JavaScript, so no hook holds its shard for long.
 
 mod bindings;
+mod modules;
 mod url;
 
 use std::cell::{Cell, RefCell};
@@ -220,6 +221,8 @@ impl QuickJsIsolate {
         let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
         runtime.set_memory_limit(code.memory_limit);
         runtime.set_max_stack_size(MAX_STACK_BYTES);
+        let modules = modules::PluginModules(code.modules.clone());
+        runtime.set_loader(modules::PluginModules(code.modules.clone()), modules);
         let budget = Rc::new(Budget::default());
         let watched = budget.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || {

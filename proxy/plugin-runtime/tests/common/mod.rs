@@ -15,9 +15,25 @@ use weir_plugin_runtime::{
 
 /// A bundle from TypeScript source, transpiled as the compiler does.
 pub fn bundle(id: &str, source: &str) -> PluginBundle {
-    let code = weir_crds::compile::typescript::transpile(source)
+    bundle_with_files(id, source, &[])
+}
+
+/// A bundle from an entry module that imports other files (name, TypeScript source),
+/// linked as the compiler links a ConfigMap's keys.
+pub fn bundle_with_files(id: &str, source: &str, files: &[(&str, &str)]) -> PluginBundle {
+    let read = |name: &str| {
+        files
+            .iter()
+            .find(|(file, _)| *file == name)
+            .map(|(_, text)| (*text).to_owned())
+    };
+    let linked = weir_crds::compile::modules::link("plugin.ts", source, read)
         .unwrap_or_else(|e| panic!("{id} does not transpile: {e:?}"));
-    raw_bundle(id, &code)
+    PluginBundle {
+        code_hash: linked.code_hash(),
+        modules: linked.modules,
+        ..raw_bundle(id, &linked.code)
+    }
 }
 
 /// A bundle whose code is used as given (to test code the compiler would refuse).
@@ -28,6 +44,7 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
         name: name.into(),
         generation: Some(1),
         code: code.into(),
+        modules: Default::default(),
         code_hash: format!(
             "sha256:{}",
             hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))
