@@ -302,11 +302,79 @@ declare module "weir" {
     body: { error: "plugin_failed"; message: string; plugin: string };
   }
 
-  /** `t`: drives the plugin under test through the real runtime, and asserts. */
+  /**
+   * The time the plugin's `Date` (and the suite's) tells, and its cache expires entries by.
+   * It stands still at the suite's start time unless a test sets or advances it; each test
+   * starts there again.
+   */
+  export interface TestClock {
+    /** Milliseconds since the epoch. */
+    now(): number;
+    /** Moves the clock to a time (milliseconds, a Date, or ISO 8601 text); returns it. */
+    set(time: number | Date | string): number;
+    /** Moves the clock forward (or back, negative) by `ms`; returns the new time. */
+    advance(ms: number): number;
+  }
+
+  /** What a stubbed fetch answers. */
+  export interface StubResponse {
+    /** Default 200. */
+    status?: number;
+    headers?: Record<string, string>;
+    /** Text as it is; any other value as JSON (with `content-type: application/json`). */
+    body?: string | Json;
+    /** Fail the fetch with this message instead (a refused connection, a timeout). */
+    error?: string;
+  }
+
+  /** A fetch the plugin made. */
+  export interface FetchCall {
+    url: string;
+    method: string;
+    headers: Record<string, string>;
+    body: string | null;
+    timeoutMs: number | null;
+  }
+
+  /**
+   * `ctx.services.http.fetch` in tests: answered by stubs, never by the network. A fetch no
+   * stub answers fails (`no stub answers GET https://...`).
+   */
+  export interface TestFetch {
+    /** Answers fetches of exactly `url` (of `method`, or any); a later stub of it wins. */
+    stub(url: string, response: StubResponse, options?: { method?: string }): void;
+    /** The fetches the plugin made in this test, in order. */
+    calls(): FetchCall[];
+  }
+
+  /** The plugin's cache (its own key space, in memory), to preload or inspect. */
+  export interface TestCache {
+    get<T = Json>(key: string): Promise<T | null>;
+    set(key: string, value: Json, options?: { ttlSeconds?: number }): Promise<void>;
+    delete(key: string): Promise<boolean>;
+  }
+
+  /** A line the plugin logged (`ctx.log` or `console`). */
+  export interface LogLine {
+    level: "trace" | "debug" | "info" | "warn" | "error";
+    message: string;
+    fields: Record<string, Json>;
+    source: "ctx.log" | "console";
+  }
+
+  /**
+   * `t`: drives the plugin under test through the real runtime, and asserts. Each test
+   * starts afresh: the clock at the suite's start, the cache empty, no stubs, no lines.
+   */
   export interface TestContext {
     beforeRequest(request?: TestRequest, options?: { config?: Json }): Promise<BeforeResult>;
     /** Runs `afterResponse` for the request `before` came from (once per request). */
     afterResponse(before: BeforeResult, response?: TestResponse): Promise<AfterResult>;
+    readonly clock: TestClock;
+    readonly fetch: TestFetch;
+    readonly cache: TestCache;
+    /** The lines the plugin logged since the test began (or the last call), taken. */
+    logs(): LogLine[];
     /** Deep equality of JSON-like values. */
     equal(actual: unknown, expected: unknown, message?: string): void;
     notEqual(actual: unknown, expected: unknown, message?: string): void;

@@ -125,12 +125,23 @@ impl CallScope {
 pub(crate) trait HostOps {
     /// The work of `op`, run as a task of the shard whose hook awaits it.
     fn call(&self, op: String, args: String, scope: CallScope) -> LocalBoxFuture<'static, String>;
+
+    /// An `op` answered at once, without I/O (the plugin test harness's clock, stubs and
+    /// captured logs); the answer is JSON `{"ok": …}` like [`HostOps::call`]'s.
+    fn call_now(&self, op: &str, _args: &str) -> String {
+        serde_json::json!({"ok": false, "error": format!("{op:?} cannot be called synchronously")})
+            .to_string()
+    }
 }
 
 /// The services every shard shares (the proxy's), as one shard's host.
 impl<T: HostOps + ?Sized> HostOps for Arc<T> {
     fn call(&self, op: String, args: String, scope: CallScope) -> LocalBoxFuture<'static, String> {
         (**self).call(op, args, scope)
+    }
+
+    fn call_now(&self, op: &str, args: &str) -> String {
+        (**self).call_now(op, args)
     }
 }
 

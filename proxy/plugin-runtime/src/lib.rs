@@ -7,6 +7,7 @@
 //! `failurePolicy` says, and never takes the proxy down. `docs/plugins.md` describes the
 //! phases, the patch format and how the proxy embeds this crate.
 
+mod clock;
 mod config;
 mod engine;
 mod forward_allow;

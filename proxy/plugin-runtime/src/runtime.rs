@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Mutex;
 use weir_crds::snapshot::PluginBundle;
 
+use crate::clock::Clock;
 use crate::config::RuntimeConfig;
 use crate::engine::{HostOps, PluginCode};
 use crate::forward_allow::ForwardAllowList;
@@ -57,13 +58,24 @@ impl PluginRuntime {
     /// Sets up the host services; the metrics go into `registry`. No isolate exists until
     /// a shard attaches ([`PluginRuntime::attach`]).
     pub fn start(config: &RuntimeConfig, registry: &mut Registry) -> Result<Self, StartError> {
-        let cache = Cache::new(&config.cache)?;
+        let cache = Cache::new(&config.cache, Clock::System)?;
         let fetcher = Fetcher::new(&config.fetch).map_err(StartError::Fetch)?;
-        let host: Arc<dyn HostOps + Send + Sync> =
-            Arc::new(Services::new(cache, fetcher, config.body_limit_bytes));
+        let services = Services::new(cache, Arc::new(fetcher), config.body_limit_bytes);
+        Self::with_services(config, registry, services, Clock::System)
+    }
+
+    /// [`PluginRuntime::start`] with the given host services and clock (plugin tests stub
+    /// them).
+    pub(crate) fn with_services(
+        config: &RuntimeConfig,
+        registry: &mut Registry,
+        services: Services,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
+        let host: Arc<dyn HostOps + Send + Sync> = Arc::new(services);
         let metrics = Arc::new(Metrics::register(registry));
         let shared = Arc::new(Shared {
-            engine: Arc::new(QuickJs),
+            engine: Arc::new(QuickJs { clock }),
             host,
             metrics: metrics.clone(),
             forward_allow_list: ForwardAllowList::new(&config.forward_allow_list)

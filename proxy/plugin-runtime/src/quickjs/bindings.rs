@@ -236,6 +236,16 @@ pub(super) fn host_object<'js>(
         )?,
     )?;
 
+    let weak = isolate.clone();
+    host.set(
+        "callNow",
+        Function::new(ctx.clone(), move |op: String, args: String| {
+            weak.upgrade()
+                .map(|isolate| isolate.host.call_now(&op, &args))
+                .unwrap_or_default()
+        })?,
+    )?;
+
     let weak = isolate;
     host.set(
         "call",

@@ -20,6 +20,7 @@ use std::time::Instant;
 use futures::future::LocalBoxFuture;
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
 
+use crate::clock::Clock;
 use crate::engine::{
     Call, CallScope, Engine, EngineFailure, HookInput, HookReport, HookResult, HostOps, Isolate,
     PluginCode, Thrown,
@@ -52,9 +53,16 @@ const GLOBALS: &str = include_str!("globals.js");
 /// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
 const MAX_STACK_BYTES: usize = 512 * 1024;
 
+/// Replaces `Date` with one reading a manual clock (plugin tests): a function of the
+/// global object and the clock's `now` (milliseconds since the epoch).
+const MANUAL_CLOCK: &str = include_str!("clock.js");
+
 /// The QuickJS engine.
 #[derive(Debug, Default)]
-pub(crate) struct QuickJs;
+pub(crate) struct QuickJs {
+    /// The time `Date` tells.
+    pub(crate) clock: Clock,
+}
 
 impl Engine for QuickJs {
     fn instantiate(
@@ -62,7 +70,7 @@ impl Engine for QuickJs {
         code: &PluginCode,
         host: Rc<dyn HostOps>,
     ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>> {
-        let created = QuickJsIsolate::new(code, host, Prelude::Plugin);
+        let created = QuickJsIsolate::new(code, host, Prelude::Plugin, &self.clock);
         let config_json = code.config_json.clone();
         let timeout = code.load_timeout;
         let plugin = code.plugin.clone();
@@ -217,6 +225,7 @@ impl QuickJsIsolate {
         code: &PluginCode,
         host: Rc<dyn HostOps>,
         prelude: Prelude,
+        clock: &Clock,
     ) -> Result<Rc<Self>, String> {
         let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
         runtime.set_memory_limit(code.memory_limit);
@@ -250,7 +259,7 @@ impl QuickJsIsolate {
             context,
             runtime,
         });
-        isolate.evaluate(&code.code, code.load_timeout, prelude)?;
+        isolate.evaluate(&code.code, code.load_timeout, prelude, clock)?;
         Ok(isolate)
     }
 
@@ -260,6 +269,7 @@ impl QuickJsIsolate {
         code: &str,
         timeout: std::time::Duration,
         prelude: Prelude,
+        clock: &Clock,
     ) -> Result<(), String> {
         self.budget.deadline.set(Some(Instant::now() + timeout));
         let weak = Rc::downgrade(self);
@@ -271,6 +281,15 @@ impl QuickJsIsolate {
             install
                 .call::<_, ()>((ctx.globals(), parse_url, console_log))
                 .map_err(explain)?;
+            if let Clock::Manual(_) = clock {
+                let install: Function = ctx.eval(MANUAL_CLOCK).map_err(explain)?;
+                let clock = clock.clone();
+                let now =
+                    Function::new(ctx.clone(), move || clock.now_ms() as f64).map_err(explain)?;
+                install
+                    .call::<_, ()>((ctx.globals(), now))
+                    .map_err(explain)?;
+            }
             let (module, promise) = Module::declare(ctx.clone(), "plugin", code)
                 .and_then(|declared| declared.eval())
                 .map_err(explain)?;

@@ -6,6 +6,7 @@
   const parse = JSON.parse;
   const stringify = JSON.stringify;
   const hostCall = host.call;
+  const hostCallNow = host.callNow;
   const hostSettle = host.settle;
 
   if (suite === null || typeof suite !== "object" || typeof suite.tests !== "object") {
@@ -47,12 +48,46 @@
     return answer.value;
   }
 
+  function callNow(op, args) {
+    const answer = parse(hostCallNow(op, stringify(args)));
+    if (!answer.ok) throw new Error(answer.error);
+    return answer.value;
+  }
+
+  // A time for the clock: milliseconds, a Date, or text Date.parse reads.
+  function millis(time) {
+    const ms = typeof time === "string" ? Date.parse(time) : Number(time);
+    if (!Number.isFinite(ms)) throw new TypeError(`not a time: ${show(time)}`);
+    return ms;
+  }
+
+  const clock = Object.freeze({
+    now: () => callNow("test.clock.now", []),
+    set: (time) => callNow("test.clock.set", [millis(time)]),
+    advance: (ms) => callNow("test.clock.advance", [millis(ms)]),
+  });
+
+  const fetchStubs = Object.freeze({
+    stub: (url, response, options) =>
+      callNow("test.fetch.stub", [String(url), response ?? {}, options?.method ?? null]),
+    calls: () => callNow("test.fetch.calls", []),
+  });
+
   function makeT(inv) {
     return Object.freeze({
       beforeRequest: (request, options) =>
         call(inv, "test.beforeRequest", [request ?? {}, options?.config ?? null]),
       afterResponse: (before, response) =>
         call(inv, "test.afterResponse", [before?.carry ?? null, response ?? {}]),
+      clock,
+      fetch: fetchStubs,
+      cache: Object.freeze({
+        get: (key) => call(inv, "test.cache.get", [String(key)]),
+        set: (key, value, options) =>
+          call(inv, "test.cache.set", [String(key), value, options?.ttlSeconds ?? null]),
+        delete: (key) => call(inv, "test.cache.delete", [String(key)]),
+      }),
+      logs: () => callNow("test.logs", []),
       equal(actual, expected, message) {
         if (!same(actual, expected)) fail(message, `expected ${show(expected)}, got ${show(actual)}`);
       },

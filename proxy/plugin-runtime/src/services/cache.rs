@@ -12,6 +12,7 @@ use moka::ops::compute::Op;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
+use crate::clock::Clock;
 use crate::config::CacheConfig;
 
 /// A cache operation that failed; the plugin's promise rejects with this message.
@@ -27,17 +28,71 @@ pub(crate) enum CacheError {
 
 /// The cache, in memory or in Redis.
 pub(crate) enum Cache {
-    Memory(moka::sync::Cache<String, Entry>),
+    Memory(MemoryCache),
     Redis(RedisCache),
+}
+
+/// The in-process cache. Entries expire by the system's time (moka evicts them); under a
+/// manual clock (plugin tests) they carry a deadline of that clock instead.
+pub(crate) struct MemoryCache {
+    entries: moka::sync::Cache<String, Entry>,
+    clock: Clock,
 }
 
 /// An in-memory entry: JSON text and how its expiry is set.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     value: String,
+    /// Expiry by the system's time (moka's); `None` under a manual clock.
     ttl: Option<Duration>,
     /// Counters keep the expiry they were created with.
     keep_ttl: bool,
+    /// Under a manual clock: when the entry expires, in its milliseconds.
+    deadline_ms: Option<i64>,
+}
+
+impl MemoryCache {
+    /// An entry holding `value` that expires after `ttl`.
+    fn entry(&self, value: String, ttl: Option<Duration>) -> Entry {
+        match &self.clock {
+            Clock::System => Entry {
+                value,
+                ttl,
+                keep_ttl: false,
+                deadline_ms: None,
+            },
+            Clock::Manual(_) => Entry {
+                value,
+                ttl: None,
+                keep_ttl: false,
+                deadline_ms: ttl.map(|ttl| {
+                    self.clock
+                        .now_ms()
+                        .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+                }),
+            },
+        }
+    }
+
+    /// Whether an entry moka still holds has not expired by the clock.
+    fn live(&self, entry: &Entry) -> bool {
+        entry
+            .deadline_ms
+            .is_none_or(|deadline| self.clock.now_ms() < deadline)
+    }
+
+    /// The live value under `key`.
+    fn get(&self, key: &str) -> Option<String> {
+        self.entries
+            .get(key)
+            .filter(|entry| self.live(entry))
+            .map(|entry| entry.value)
+    }
+
+    /// Forgets every entry (between plugin tests).
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
 }
 
 struct PerEntryTtl;
@@ -94,8 +149,9 @@ end
 return value";
 
 impl Cache {
-    /// The cache the config asks for; a malformed Redis URL is an error at start.
-    pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Self>, redis::RedisError> {
+    /// The cache the config asks for, its in-memory expiries by `clock`; a malformed Redis
+    /// URL is an error at start.
+    pub(crate) fn new(config: &CacheConfig, clock: Clock) -> Result<Arc<Self>, redis::RedisError> {
         Ok(Arc::new(match &config.redis_url {
             Some(url) => Cache::Redis(RedisCache {
                 client: redis::Client::open(url.as_str())?,
@@ -103,19 +159,20 @@ impl Cache {
                 timeout: Duration::from_millis(config.timeout_ms),
                 key_prefix: config.key_prefix.clone(),
             }),
-            None => Cache::Memory(
-                moka::sync::Cache::builder()
+            None => Cache::Memory(MemoryCache {
+                entries: moka::sync::Cache::builder()
                     .max_capacity(config.max_entries)
                     .expire_after(PerEntryTtl)
                     .build(),
-            ),
+                clock,
+            }),
         }))
     }
 
     /// The JSON text stored under `key`, if any.
     pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         match self {
-            Cache::Memory(cache) => Ok(cache.get(key).map(|entry| entry.value)),
+            Cache::Memory(cache) => Ok(cache.get(key)),
             Cache::Redis(redis) => redis.run(redis::cmd("GET").arg(redis.key(key))).await,
         }
     }
@@ -129,12 +186,9 @@ impl Cache {
     ) -> Result<(), CacheError> {
         match self {
             Cache::Memory(cache) => {
-                let entry = Entry {
-                    value,
-                    ttl,
-                    keep_ttl: false,
-                };
-                cache.insert(key.to_owned(), entry);
+                cache
+                    .entries
+                    .insert(key.to_owned(), cache.entry(value, ttl));
                 Ok(())
             }
             Cache::Redis(redis) => {
@@ -172,18 +226,21 @@ impl Cache {
         match self {
             Cache::Memory(cache) => {
                 let mut replaced = false;
-                cache.entry(key.to_owned()).and_compute_with(|existing| {
-                    let current = existing.as_ref().map(|entry| entry.value().value.as_str());
-                    if current != expected {
-                        return Op::Nop;
-                    }
-                    replaced = true;
-                    Op::Put(Entry {
-                        value,
-                        ttl,
-                        keep_ttl: false,
-                    })
-                });
+                cache
+                    .entries
+                    .entry(key.to_owned())
+                    .and_compute_with(|existing| {
+                        let current = existing
+                            .as_ref()
+                            .map(|entry| entry.value())
+                            .filter(|entry| cache.live(entry))
+                            .map(|entry| entry.value.as_str());
+                        if current != expected {
+                            return Op::Nop;
+                        }
+                        replaced = true;
+                        Op::Put(cache.entry(value, ttl))
+                    });
                 Ok(replaced)
             }
             Cache::Redis(redis) => {
@@ -205,7 +262,10 @@ impl Cache {
     /// Removes `key`; whether it was there.
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         match self {
-            Cache::Memory(cache) => Ok(cache.remove(key).is_some()),
+            Cache::Memory(cache) => Ok(cache
+                .entries
+                .remove(key)
+                .is_some_and(|entry| cache.live(&entry))),
             Cache::Redis(redis) => Ok(redis
                 .run::<i64>(redis::cmd("DEL").arg(redis.key(key)))
                 .await?
@@ -224,27 +284,35 @@ impl Cache {
         match self {
             Cache::Memory(cache) => {
                 let mut outcome = Ok(0);
-                cache.entry(key.to_owned()).and_compute_with(|existing| {
-                    let (current, keep_ttl) = match existing {
-                        None => (Ok(0), false),
-                        Some(entry) => (entry.value().value.parse::<i64>().map_err(|_| ()), true),
-                    };
-                    match current {
-                        Ok(current) => {
-                            let sum = current.saturating_add(by);
-                            outcome = Ok(sum);
-                            Op::Put(Entry {
-                                value: sum.to_string(),
-                                ttl,
-                                keep_ttl,
-                            })
+                cache
+                    .entries
+                    .entry(key.to_owned())
+                    .and_compute_with(|existing| {
+                        let existing = existing
+                            .as_ref()
+                            .map(|entry| entry.value())
+                            .filter(|entry| cache.live(entry));
+                        let current = existing.map_or(Ok(0), |entry| entry.value.parse::<i64>());
+                        match current {
+                            Ok(current) => {
+                                let sum = current.saturating_add(by);
+                                outcome = Ok(sum);
+                                Op::Put(match existing {
+                                    // A counter keeps the expiry of its first increment.
+                                    Some(entry) => Entry {
+                                        value: sum.to_string(),
+                                        keep_ttl: true,
+                                        ..entry.clone()
+                                    },
+                                    None => cache.entry(sum.to_string(), ttl),
+                                })
+                            }
+                            Err(_) => {
+                                outcome = Err(CacheError::NotACounter(key.to_owned()));
+                                Op::Nop
+                            }
                         }
-                        Err(()) => {
-                            outcome = Err(CacheError::NotACounter(key.to_owned()));
-                            Op::Nop
-                        }
-                    }
-                });
+                    });
                 outcome
             }
             Cache::Redis(redis) => {
@@ -291,7 +359,7 @@ mod tests {
     use super::*;
 
     fn memory() -> Arc<Cache> {
-        Cache::new(&CacheConfig::default()).unwrap()
+        Cache::new(&CacheConfig::default(), Clock::System).unwrap()
     }
 
     #[tokio::test]
@@ -358,6 +426,7 @@ mod tests {
             value: "2".into(),
             ttl: Some(Duration::from_secs(60)),
             keep_ttl: true,
+            deadline_ms: None,
         };
         let remaining = Some(Duration::from_secs(5));
         assert_eq!(
@@ -371,6 +440,42 @@ mod tests {
         assert_eq!(
             expiry.expire_after_update(&"c".into(), &value, Instant::now(), remaining),
             Some(Duration::from_secs(60))
+        );
+    }
+
+    #[tokio::test]
+    async fn under_a_manual_clock_entries_expire_by_that_clock() {
+        let clock = Clock::manual();
+        let start = clock.now_ms();
+        let cache = Cache::new(&CacheConfig::default(), clock.clone()).unwrap();
+        let ttl = Some(Duration::from_secs(10));
+        cache.set("k", "1".into(), ttl).await.unwrap();
+        assert_eq!(cache.incr("c", 1, ttl).await.unwrap(), 1);
+        clock.set_ms(start + 9_999);
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(cache.incr("c", 1, ttl).await.unwrap(), 2, "same window");
+        assert!(!cache.add("k", "2".into(), ttl).await.unwrap());
+        clock.set_ms(start + 10_000);
+        assert_eq!(cache.get("k").await.unwrap(), None);
+        assert_eq!(
+            cache.incr("c", 1, ttl).await.unwrap(),
+            1,
+            "the window of the first increment ended: a new counter"
+        );
+        assert!(
+            cache.add("k", "2".into(), ttl).await.unwrap(),
+            "expired counts as absent"
+        );
+        clock.set_ms(start + 19_999);
+        assert_eq!(
+            cache.incr("c", 1, ttl).await.unwrap(),
+            2,
+            "still the new window"
+        );
+        clock.set_ms(start + 20_000);
+        assert!(
+            !cache.delete("k").await.unwrap(),
+            "an expired entry was not there"
         );
     }
 }

@@ -25,6 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use futures::future::LocalBoxFuture;
+
 use crate::config::FetchConfig;
 
 /// Networks no plugin reaches unless allow-listed.
@@ -159,24 +161,32 @@ impl tower_service::Service<Name> for GuardedResolver {
     }
 }
 
+/// Where `ctx.services.http.fetch` goes: the network ([`Fetcher`]), or in plugin tests
+/// the answers a test stubbed.
+pub(crate) trait HttpClient: Send + Sync {
+    /// Runs one fetch.
+    fn fetch(&self, request: FetchRequest)
+    -> LocalBoxFuture<'_, Result<FetchResponse, FetchError>>;
+}
+
 /// A fetch as the plugin asked for it.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Serialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FetchRequest {
-    url: String,
-    method: String,
+    pub(crate) url: String,
+    pub(crate) method: String,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
-    body: Option<String>,
-    timeout_ms: Option<u64>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Option<String>,
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// What the plugin gets back.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub(crate) struct FetchResponse {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 /// The HTTP client behind `fetch`.
@@ -184,6 +194,15 @@ pub(crate) struct Fetcher {
     client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
     policy: Arc<AddressPolicy>,
     config: FetchConfig,
+}
+
+impl HttpClient for Fetcher {
+    fn fetch(
+        &self,
+        request: FetchRequest,
+    ) -> LocalBoxFuture<'_, Result<FetchResponse, FetchError>> {
+        Box::pin(self.fetch_within_limit(request))
+    }
 }
 
 impl Fetcher {
@@ -211,7 +230,7 @@ impl Fetcher {
     }
 
     /// Runs one fetch within its time limit.
-    pub(crate) async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
+    async fn fetch_within_limit(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
         let timeout_ms = request
             .timeout_ms
             .unwrap_or(self.config.default_timeout_ms)

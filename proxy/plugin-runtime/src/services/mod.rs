@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::engine::{CallScope, HostOps};
 use crate::request::BodySource;
 use cache::Cache;
-use fetch::{FetchRequest, Fetcher};
+use fetch::{FetchRequest, HttpClient};
 
 /// The response `afterResponse` sees, as changed by the plugins before it.
 #[derive(Debug, Clone)]
@@ -37,15 +37,16 @@ pub(crate) enum ResponseBody {
 /// The services of one runtime.
 pub(crate) struct Services {
     cache: Arc<Cache>,
-    fetcher: Arc<Fetcher>,
+    http: Arc<dyn HttpClient>,
     body_limit: usize,
 }
 
 impl Services {
-    pub(crate) fn new(cache: Arc<Cache>, fetcher: Fetcher, body_limit: usize) -> Self {
+    /// Services over `cache`, fetching with `http`, reading bodies up to `body_limit`.
+    pub(crate) fn new(cache: Arc<Cache>, http: Arc<dyn HttpClient>, body_limit: usize) -> Self {
         Self {
             cache,
-            fetcher: Arc::new(fetcher),
+            http,
             body_limit,
         }
     }
@@ -54,10 +55,10 @@ impl Services {
 impl HostOps for Services {
     fn call(&self, op: String, args: String, scope: CallScope) -> LocalBoxFuture<'static, String> {
         let cache = self.cache.clone();
-        let fetcher = self.fetcher.clone();
+        let http = self.http.clone();
         let body_limit = self.body_limit;
         Box::pin(async move {
-            let answer = run(&op, &args, &scope, &cache, &fetcher, body_limit).await;
+            let answer = run(&op, &args, &scope, &cache, http.as_ref(), body_limit).await;
             match answer {
                 Ok(value) => json!({"ok": true, "value": value}),
                 Err(error) => json!({"ok": false, "error": error}),
@@ -67,12 +68,17 @@ impl HostOps for Services {
     }
 }
 
+/// The cache key of a plugin's `key`: each plugin has its own key space.
+pub(crate) fn plugin_key(plugin: &str, key: &str) -> String {
+    format!("{plugin}:{key}")
+}
+
 async fn run(
     op: &str,
     args: &str,
     scope: &CallScope,
     cache: &Cache,
-    fetcher: &Fetcher,
+    http: &dyn HttpClient,
     body_limit: usize,
 ) -> Result<Value, String> {
     let args: Vec<Value> =
@@ -93,8 +99,7 @@ async fn run(
                 .ok_or_else(|| format!("{op}: ttlSeconds must be a positive number")),
         }
     };
-    // Each plugin has its own key space.
-    let key = |i: usize| format!("{}:{}", scope.plugin, text(i));
+    let key = |i: usize| plugin_key(&scope.plugin, &text(i));
     match op {
         "cache.get" => {
             let stored = cache.get(&key(0)).await.map_err(|e| e.to_string())?;
@@ -144,7 +149,7 @@ async fn run(
             let request: FetchRequest =
                 serde_json::from_value(args.into_iter().next().unwrap_or_default())
                     .map_err(|e| format!("fetch: {e}"))?;
-            let response = fetcher
+            let response = http
                 .fetch(request)
                 .await
                 .map_err(|e| format!("fetch: {e}"))?;

@@ -8,29 +8,34 @@
 //! and return what the proxy would be told, plus assertions (`plugins/sdk/weir.d.ts`,
 //! `TestSuite`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+mod harness;
+mod logs;
+mod stubs;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::future::LocalBoxFuture;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use weir_crds::compile::modules::Linked;
 use weir_crds::plugin::{DEFAULT_MEMORY_LIMIT_MIB, DEFAULT_TIMEOUT_MS, FailurePolicy, PluginScope};
-use weir_crds::snapshot::{PluginBundle, PluginCall};
+use weir_crds::snapshot::PluginBundle;
 
-use crate::engine::{CallScope, HostOps, PluginCode};
-use crate::outcome::{AfterResponse, BeforeRequest, Carry};
-use crate::plugin_set::{Chain, PluginSet};
+use crate::clock::Clock;
+use crate::engine::{CallScope, PluginCode};
+use crate::plugin_set::PluginSet;
 use crate::quickjs::{Prelude, QuickJsIsolate};
-use crate::request::{BufferedBody, RequestInfo, ResponseInfo, joined_headers};
-use crate::{PluginRuntime, RuntimeConfig, ShardPlugins, StartError};
+use crate::services::Services;
+use crate::services::cache::Cache;
+use crate::{PluginRuntime, RuntimeConfig, StartError};
+use harness::{Harness, PluginUnderTest, SuiteServices};
+use logs::LogCapture;
+use stubs::FetchStubs;
 
 /// Time one test may take, awaits included, unless the suite sets `timeoutMs`.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,19 +201,13 @@ async fn run_suite(file: &Path) -> SuiteReport {
         error: None,
         tests: Vec::new(),
     };
-    let runtime = match PluginRuntime::start(&RuntimeConfig::default(), &mut Registry::default()) {
-        Ok(runtime) => runtime,
+    let (runtime, harness) = match start_harness() {
+        Ok(started) => started,
         Err(error) => {
             report.error = Some(error.to_string());
             return report;
         }
     };
-    let harness = Rc::new(Harness {
-        shard: runtime.attach(),
-        plugin: RefCell::new(None),
-        carries: RefCell::new(HashMap::new()),
-        next_carry: Cell::new(1),
-    });
     let (isolate, description) = match load_suite(file, harness.clone()) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -222,8 +221,16 @@ async fn run_suite(file: &Path) -> SuiteReport {
         .unwrap_or_default();
     let plugin_file =
         file.with_file_name(description.plugin.unwrap_or_else(|| format!("{stem}.ts")));
-    match load_plugin(&plugin_file, &runtime).await {
-        Ok((set, id)) => {
+    let name = plugin_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = format!("test/{name}");
+    // The plugin's log lines go to `t.logs()` while the suite runs.
+    let logs = harness.logs.get_or_init(|| LogCapture::new(&id));
+    let _capturing = tracing::subscriber::set_default(logs.subscriber());
+    match load_plugin(&plugin_file, &name, &description.config, &runtime).await {
+        Ok(set) => {
             *harness.plugin.borrow_mut() = Some(PluginUnderTest {
                 set,
                 id,
@@ -239,6 +246,7 @@ async fn run_suite(file: &Path) -> SuiteReport {
         .timeout_ms
         .map_or(TEST_TIMEOUT, Duration::from_millis);
     for name in description.tests {
+        harness.reset();
         let started = Instant::now();
         let outcome = isolate
             .clone()
@@ -289,7 +297,14 @@ fn load_suite(
         load_timeout: TEST_TIMEOUT,
         config_json: Arc::from("{}"),
     };
-    let isolate = QuickJsIsolate::new(&code, Rc::new(SuiteServices(harness)), Prelude::TestSuite)?;
+    // The suite's `Date` reads the plugin's clock too.
+    let clock = harness.clock.clone();
+    let isolate = QuickJsIsolate::new(
+        &code,
+        Rc::new(SuiteServices(harness)),
+        Prelude::TestSuite,
+        &clock,
+    )?;
     let description = isolate
         .describe()
         .and_then(|json| serde_json::from_str(&json).ok())
@@ -297,24 +312,37 @@ fn load_suite(
     Ok((isolate, description))
 }
 
+/// A runtime whose plugins see a manual clock, an in-memory cache and stubbed fetches,
+/// with its shard (the calling thread) in a [`Harness`].
+fn start_harness() -> Result<(PluginRuntime, Rc<Harness>), StartError> {
+    let config = RuntimeConfig::default();
+    let clock = Clock::manual();
+    let cache = Cache::new(&config.cache, clock.clone())?;
+    let stubs = Arc::new(FetchStubs::default());
+    let services = Services::new(cache.clone(), stubs.clone(), config.body_limit_bytes);
+    let runtime =
+        PluginRuntime::with_services(&config, &mut Registry::default(), services, clock.clone())?;
+    let harness = Rc::new(Harness::new(runtime.attach(), clock, cache, stubs));
+    Ok((runtime, harness))
+}
+
+/// Loads the plugin of `path` as `test/<name>`, its `onLoad` given the suite's config.
 async fn load_plugin(
     path: &Path,
+    name: &str,
+    config: &Value,
     runtime: &PluginRuntime,
-) -> Result<(Arc<PluginSet>, String), String> {
+) -> Result<Arc<PluginSet>, String> {
     let linked = linked(path)?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let id = format!("test/{name}");
     let bundle = PluginBundle {
         namespace: "test".into(),
-        name,
+        name: name.to_owned(),
         generation: None,
         code_hash: linked.code_hash(),
         code: linked.code,
         modules: linked.modules,
-        config: json!({}),
+        config: config.clone(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
@@ -330,194 +358,5 @@ async fn load_plugin(
             failure.message
         ));
     }
-    Ok((loaded.set, id))
-}
-
-struct PluginUnderTest {
-    set: Arc<PluginSet>,
-    id: String,
-    config: Value,
-}
-
-/// The suite's host services: `t.beforeRequest` and `t.afterResponse`, run on the
-/// suite's shard.
-struct Harness {
-    shard: ShardPlugins,
-    plugin: RefCell<Option<PluginUnderTest>>,
-    carries: RefCell<HashMap<u64, (Arc<Chain>, Carry)>>,
-    next_carry: Cell<u64>,
-}
-
-/// [`Harness`] as the suite isolate's host services.
-struct SuiteServices(Rc<Harness>);
-
-impl HostOps for SuiteServices {
-    fn call(&self, op: String, args: String, _scope: CallScope) -> LocalBoxFuture<'static, String> {
-        let harness = self.0.clone();
-        Box::pin(async move {
-            match harness.run(&op, &args).await {
-                Ok(value) => json!({"ok": true, "value": value}),
-                Err(error) => json!({"ok": false, "error": error}),
-            }
-            .to_string()
-        })
-    }
-}
-
-/// A request as a test describes it.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct RequestSpec {
-    method: Option<String>,
-    path: Option<String>,
-    query: Option<String>,
-    headers: BTreeMap<String, String>,
-    body: Option<Value>,
-    path_params: BTreeMap<String, String>,
-    client_ip: Option<String>,
-    route: Option<String>,
-    request_id: Option<String>,
-    backends: Vec<String>,
-}
-
-/// A response as a test describes it.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ResponseSpec {
-    status: Option<u16>,
-    headers: BTreeMap<String, String>,
-    body: Option<Value>,
-}
-
-fn body_bytes(body: Option<Value>) -> Option<Arc<dyn crate::request::BodySource>> {
-    let bytes = match body? {
-        Value::String(text) => Bytes::from(text),
-        other => Bytes::from(other.to_string()),
-    };
-    Some(Arc::new(BufferedBody(bytes)))
-}
-
-impl Harness {
-    async fn run(&self, op: &str, args: &str) -> Result<Value, String> {
-        let mut args: Vec<Value> = serde_json::from_str(args).map_err(|e| e.to_string())?;
-        args.resize(2, Value::Null);
-        match op {
-            "test.beforeRequest" => {
-                let spec: RequestSpec = serde_json::from_value(args[0].take())
-                    .map_err(|e| format!("t.beforeRequest: {e}"))?;
-                let config = args[1].take();
-                self.before_request(spec, config).await
-            }
-            "test.afterResponse" => {
-                let carry = args[0]
-                    .as_u64()
-                    .ok_or("t.afterResponse needs the result of t.beforeRequest")?;
-                let spec: ResponseSpec = serde_json::from_value(args[1].take())
-                    .map_err(|e| format!("t.afterResponse: {e}"))?;
-                self.after_response(carry, spec).await
-            }
-            other => Err(format!("unknown harness call {other:?}")),
-        }
-    }
-
-    async fn before_request(&self, spec: RequestSpec, config: Value) -> Result<Value, String> {
-        let chain = {
-            let plugin = self.plugin.borrow();
-            let plugin = plugin.as_ref().ok_or("the plugin is not loaded")?;
-            let config = if config.is_null() {
-                plugin.config.clone()
-            } else {
-                config
-            };
-            plugin
-                .set
-                .chain(&[PluginCall::new(plugin.id.clone(), &config)])
-        };
-        let path = spec.path.unwrap_or_else(|| "/".into());
-        let query = spec.query.unwrap_or_default();
-        let request = RequestInfo {
-            method: spec.method.unwrap_or_else(|| "GET".into()).to_uppercase(),
-            url: format!(
-                "http://test.local{path}{}{query}",
-                if query.is_empty() { "" } else { "?" }
-            ),
-            path,
-            query,
-            headers: spec
-                .headers
-                .into_iter()
-                .map(|(n, v)| (n.to_lowercase(), v))
-                .collect(),
-            route: spec.route.unwrap_or_else(|| "test/route".into()),
-            path_params: spec.path_params,
-            client_ip: spec.client_ip.and_then(|ip| ip.parse().ok()),
-            request_id: spec.request_id.unwrap_or_else(|| "test-request".into()),
-            backends: spec.backends,
-            body: body_bytes(spec.body),
-        };
-        let (outcome, carry) = self.shard.before_request(&chain, request).await;
-        let id = self.next_carry.get();
-        self.next_carry.set(id + 1);
-        self.carries.borrow_mut().insert(id, (chain, carry));
-        Ok(match outcome {
-            BeforeRequest::Continue(patch) => {
-                json!({"outcome": "continue", "carry": id, "patch": patch})
-            }
-            BeforeRequest::Respond(response) => json!({
-                "outcome": "respond",
-                "carry": id,
-                "response": {
-                    "status": response.status,
-                    "headers": joined_headers(&response.headers),
-                    "body": String::from_utf8_lossy(&response.body),
-                    "rejected": response.rejected,
-                },
-            }),
-            BeforeRequest::Failed(failure) => failed(&failure, id),
-        })
-    }
-
-    async fn after_response(&self, carry: u64, spec: ResponseSpec) -> Result<Value, String> {
-        let (chain, carry) = self
-            .carries
-            .borrow_mut()
-            .remove(&carry)
-            .ok_or("t.afterResponse was already called for this request")?;
-        let response = ResponseInfo {
-            status: spec.status.unwrap_or(200),
-            headers: spec
-                .headers
-                .into_iter()
-                .map(|(n, v)| (n.to_lowercase(), v))
-                .collect(),
-            body: body_bytes(spec.body),
-        };
-        Ok(
-            match self.shard.after_response(&chain, carry, response).await {
-                AfterResponse::Continue(patch) => json!({
-                    "outcome": "continue",
-                    "patch": {
-                        "status": patch.status,
-                        "headers": patch.headers,
-                        "body": patch.body.map(|b| String::from_utf8_lossy(&b).into_owned()),
-                    },
-                }),
-                AfterResponse::Failed(failure) => failed(&failure, 0),
-            },
-        )
-    }
-}
-
-fn failed(failure: &crate::PluginFailure, carry: u64) -> Value {
-    json!({
-        "outcome": "failed",
-        "carry": carry,
-        "failure": {
-            "kind": failure.kind,
-            "hook": failure.hook,
-            "detail": failure.detail,
-            "status": crate::PluginFailure::STATUS,
-            "body": serde_json::from_str::<Value>(&failure.response_body()).unwrap_or_default(),
-        },
-    })
+    Ok(loaded.set)
 }
