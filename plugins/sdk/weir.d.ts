@@ -200,15 +200,17 @@ declare module "weir" {
   export interface Crypto {
     sha256(data: BytesLike): Uint8Array;
     sha256(data: BytesLike, encoding: Encoding): string;
-    hmac(algorithm: "SHA-256" | "SHA-512", key: BytesLike, data: BytesLike): Uint8Array;
-    hmac(algorithm: "SHA-256" | "SHA-512", key: BytesLike, data: BytesLike, encoding: Encoding): string;
+    hmac(algorithm: HmacAlgorithm, key: BytesLike, data: BytesLike): Uint8Array;
+    hmac(algorithm: HmacAlgorithm, key: BytesLike, data: BytesLike, encoding: Encoding): string;
     /** Equality in time that depends only on the lengths. */
     timingSafeEqual(a: BytesLike, b: BytesLike): boolean;
     /**
-     * Whether `signature` signs `data`. `key` is a PEM `PUBLIC KEY` or a JWK. ES256 takes the
-     * 64-byte `r‖s` form of JWS; RS256 needs keys of 2048 bits or more. Bad keys throw a TypeError.
+     * Whether `signature` signs `data`. `key` is a PEM `PUBLIC KEY` or a JWK of the
+     * algorithm's kind (an RSA key for RS/PS, a P-256 key for ES256, P-384 for ES384, Ed25519
+     * for EdDSA); any other key throws a TypeError rather than verifying some other way.
+     * ES256/ES384 take the fixed-size `r‖s` form of JWS; RSA keys need 2048 bits or more.
      */
-    verify(algorithm: "RS256" | "ES256" | "EdDSA", key: string | JsonWebKey, data: BytesLike, signature: BytesLike): boolean;
+    verify(algorithm: SignatureAlgorithm, key: string | JsonWebKey, data: BytesLike, signature: BytesLike): boolean;
     randomBytes(length: number): Uint8Array;
     randomBytes(length: number, encoding: Encoding): string;
     randomUUID(): string;
@@ -216,10 +218,20 @@ declare module "weir" {
     decode(text: string, encoding: Encoding): Uint8Array;
   }
 
+  /** HMAC hashes. */
+  export type HmacAlgorithm = "SHA-256" | "SHA-384" | "SHA-512";
+
+  /** Signature algorithms by their JWS names (RFC 7518, RFC 8037). */
+  export type SignatureAlgorithm =
+    | "RS256" | "RS384" | "RS512"
+    | "PS256" | "PS384" | "PS512"
+    | "ES256" | "ES384"
+    | "EdDSA";
+
   /** A public key as a JWK (RFC 7517). */
   export interface JsonWebKey {
     kty: "RSA" | "EC" | "OKP";
-    crv?: "P-256" | "Ed25519";
+    crv?: "P-256" | "P-384" | "Ed25519";
     n?: string;
     e?: string;
     x?: string;

@@ -19,6 +19,8 @@ pub(crate) const MAX_RANDOM_BYTES: usize = 65_536;
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// A crypto call the plugin got wrong; becomes a JavaScript `TypeError`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,12 +91,18 @@ pub(crate) fn sha256(data: &[u8]) -> Vec<u8> {
     digest::digest(&digest::SHA256, data).as_ref().to_vec()
 }
 
-/// HMAC of `data` with `key`; `algorithm` is `SHA-256` or `SHA-512`.
+/// HMAC of `data` with `key`; `algorithm` is `SHA-256`, `SHA-384` or `SHA-512`.
 pub(crate) fn hmac(algorithm: &str, key: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let algorithm = match algorithm {
         "SHA-256" => hmac::HMAC_SHA256,
+        "SHA-384" => hmac::HMAC_SHA384,
         "SHA-512" => hmac::HMAC_SHA512,
-        other => return Err(CryptoError::Algorithm(other.into(), "SHA-256 or SHA-512")),
+        other => {
+            return Err(CryptoError::Algorithm(
+                other.into(),
+                "SHA-256, SHA-384 or SHA-512",
+            ));
+        }
     };
     let key = hmac::Key::new(algorithm, key);
     Ok(hmac::sign(&key, data).as_ref().to_vec())
@@ -135,12 +143,78 @@ pub(crate) fn random_uuid() -> Result<String, CryptoError> {
     ))
 }
 
-/// A signature algorithm as JWS names it.
+/// A signature algorithm as JWS names it (RFC 7518, RFC 8037).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SignatureAlgorithm {
     Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
     Es256,
+    Es384,
     EdDsa,
+}
+
+/// The kind of public key an algorithm verifies with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    /// An EC key on the curve of this OID and JWK `crv`.
+    Ec(ObjectIdentifier, &'static str),
+    Ed25519,
+}
+
+impl SignatureAlgorithm {
+    const NAMES: &'static str = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA";
+
+    fn parse(name: &str) -> Result<Self, CryptoError> {
+        Ok(match name {
+            "RS256" => Self::Rs256,
+            "RS384" => Self::Rs384,
+            "RS512" => Self::Rs512,
+            "PS256" => Self::Ps256,
+            "PS384" => Self::Ps384,
+            "PS512" => Self::Ps512,
+            "ES256" => Self::Es256,
+            "ES384" => Self::Es384,
+            "EdDSA" => Self::EdDsa,
+            other => return Err(CryptoError::Algorithm(other.into(), Self::NAMES)),
+        })
+    }
+
+    /// The RSA parameters of RSA algorithms (keys of 2048 to 8192 bits).
+    fn rsa(self) -> Option<&'static signature::RsaParameters> {
+        Some(match self {
+            Self::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Self::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            Self::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+            Self::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
+            Self::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
+            Self::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
+            Self::Es256 | Self::Es384 | Self::EdDsa => return None,
+        })
+    }
+
+    fn key_kind(self) -> KeyKind {
+        match self {
+            Self::Es256 => KeyKind::Ec(P256, "P-256"),
+            Self::Es384 => KeyKind::Ec(P384, "P-384"),
+            Self::EdDsa => KeyKind::Ed25519,
+            _ => KeyKind::Rsa,
+        }
+    }
+
+    /// The algorithm for a key's raw bytes (SubjectPublicKeyInfo's, or a JWK's point).
+    fn verifier(self) -> &'static dyn signature::VerificationAlgorithm {
+        match self {
+            Self::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Self::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
+            Self::EdDsa => &signature::ED25519,
+            rsa => rsa.rsa().unwrap_or(&signature::RSA_PKCS1_2048_8192_SHA256),
+        }
+    }
 }
 
 /// A public key as a JWK (RFC 7517), the form JWKS endpoints publish.
@@ -156,26 +230,19 @@ struct Jwk {
 
 /// Whether `signature` is a valid signature of `data` by `key`.
 ///
-/// `algorithm` is `RS256` (RSASSA-PKCS1-v1_5 with SHA-256, keys of 2048 bits or more),
-/// `ES256` (ECDSA P-256 with SHA-256, the 64-byte `r‖s` signature of JWS) or `EdDSA`
-/// (Ed25519). `key` is a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) or a JWK as JSON.
+/// `algorithm` is a JWS name: `RS256`/`RS384`/`RS512` (RSASSA-PKCS1-v1_5), `PS256`/`PS384`/
+/// `PS512` (RSASSA-PSS), both with keys of 2048 bits or more; `ES256`/`ES384` (ECDSA on
+/// P-256/P-384, the fixed-size `r‖s` signature of JWS); `EdDSA` (Ed25519). `key` is a PEM
+/// `PUBLIC KEY` (SubjectPublicKeyInfo) or a JWK as JSON, and must be of the algorithm's
+/// kind: an RSA key given for ES256, or a P-256 key for ES384, is an error, never a
+/// signature checked some other way.
 pub(crate) fn verify(
     algorithm: &str,
     key: &str,
     data: &[u8],
     signature: &[u8],
 ) -> Result<bool, CryptoError> {
-    let algorithm = match algorithm {
-        "RS256" => SignatureAlgorithm::Rs256,
-        "ES256" => SignatureAlgorithm::Es256,
-        "EdDSA" => SignatureAlgorithm::EdDsa,
-        other => {
-            return Err(CryptoError::Algorithm(
-                other.into(),
-                "RS256, ES256 or EdDSA",
-            ));
-        }
-    };
+    let algorithm = SignatureAlgorithm::parse(algorithm)?;
     let key = key.trim();
     if key.starts_with("-----BEGIN") {
         verify_spki(algorithm, key, data, signature)
@@ -194,24 +261,26 @@ fn verify_spki(
         .map_err(|e| CryptoError::Key(format!("not a PEM PUBLIC KEY: {e}")))?;
     let info = SubjectPublicKeyInfoRef::from_der(der.as_ref())
         .map_err(|e| CryptoError::Key(format!("not a SubjectPublicKeyInfo: {e}")))?;
-    let expected = match algorithm {
-        SignatureAlgorithm::Rs256 => RSA_ENCRYPTION,
-        SignatureAlgorithm::Es256 => EC_PUBLIC_KEY,
-        SignatureAlgorithm::EdDsa => ED25519,
+    let fits = match algorithm.key_kind() {
+        KeyKind::Rsa => info.algorithm.oid == RSA_ENCRYPTION,
+        KeyKind::Ed25519 => info.algorithm.oid == ED25519,
+        KeyKind::Ec(curve, _) => {
+            info.algorithm.oid == EC_PUBLIC_KEY
+                && info.algorithm.parameters_oid().ok() == Some(curve)
+        }
     };
-    if info.algorithm.oid != expected {
+    if !fits {
         return Err(CryptoError::Key(format!(
-            "a {} key cannot verify {algorithm:?} signatures",
-            info.algorithm.oid
+            "a {} key{} cannot verify {algorithm:?} signatures",
+            info.algorithm.oid,
+            info.algorithm
+                .parameters_oid()
+                .map(|curve| format!(" on curve {curve}"))
+                .unwrap_or_default()
         )));
     }
     let key = info.subject_public_key.raw_bytes();
-    let verifier: &dyn signature::VerificationAlgorithm = match algorithm {
-        SignatureAlgorithm::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        SignatureAlgorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
-        SignatureAlgorithm::EdDsa => &signature::ED25519,
-    };
-    Ok(UnparsedPublicKey::new(verifier, key)
+    Ok(UnparsedPublicKey::new(algorithm.verifier(), key)
         .verify(data, signature)
         .is_ok())
 }
@@ -232,42 +301,42 @@ fn verify_jwk(
             .map_err(|e| CryptoError::Key(format!("JWK member {name:?}: {e}")))
     };
     let curve = jwk.crv.as_deref().unwrap_or("");
-    match (algorithm, jwk.kty.as_str()) {
-        (SignatureAlgorithm::Rs256, "RSA") => {
+    let verified = match (algorithm.key_kind(), jwk.kty.as_str()) {
+        (KeyKind::Rsa, "RSA") => {
             let key = RsaPublicKeyComponents {
                 n: part(&jwk.n, "n")?,
                 e: part(&jwk.e, "e")?,
             };
-            Ok(key
-                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, data, signature)
-                .is_ok())
+            algorithm
+                .rsa()
+                .is_some_and(|parameters| key.verify(parameters, data, signature).is_ok())
         }
-        (SignatureAlgorithm::Es256, "EC") if curve == "P-256" => {
+        (KeyKind::Ec(_, crv), "EC") if curve == crv => {
             let mut point = vec![0x04];
             point.extend(part(&jwk.x, "x")?);
             point.extend(part(&jwk.y, "y")?);
-            Ok(
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(data, signature)
-                    .is_ok(),
-            )
+            UnparsedPublicKey::new(algorithm.verifier(), point)
+                .verify(data, signature)
+                .is_ok()
         }
-        (SignatureAlgorithm::EdDsa, "OKP") if curve == "Ed25519" => Ok(UnparsedPublicKey::new(
-            &signature::ED25519,
-            part(&jwk.x, "x")?,
-        )
-        .verify(data, signature)
-        .is_ok()),
-        (algorithm, kty) => Err(CryptoError::Key(format!(
-            "a JWK of kty {kty:?} (crv {curve:?}) cannot verify {algorithm:?} signatures"
-        ))),
-    }
+        (KeyKind::Ed25519, "OKP") if curve == "Ed25519" => {
+            UnparsedPublicKey::new(algorithm.verifier(), part(&jwk.x, "x")?)
+                .verify(data, signature)
+                .is_ok()
+        }
+        (_, kty) => {
+            return Err(CryptoError::Key(format!(
+                "a JWK of kty {kty:?} (crv {curve:?}) cannot verify {algorithm:?} signatures"
+            )));
+        }
+    };
+    Ok(verified)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 
     // Made with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`; the
     // signature is `openssl dgst -sha256 -sign` of RSA_MESSAGE.
@@ -275,6 +344,13 @@ mod tests {
     const RSA_SIGNATURE_B64: &str = include_str!("testdata/rsa-signature.b64");
     const RSA_JWK: &str = include_str!("testdata/rsa-public.jwk.json");
     const RSA_MESSAGE: &[u8] = b"weir signs this";
+    // Test keys made with `openssl genpkey` (RSA 2048, EC P-384 and P-256): private keys
+    // as PKCS#8 DER, public keys as PEM.
+    const RSA_TEST_PRIVATE: &[u8] = include_bytes!("testdata/rsa-test-private.pk8.der");
+    const RSA_TEST_PUBLIC_PEM: &str = include_str!("testdata/rsa-test-public.pem");
+    const P384_TEST_PRIVATE: &[u8] = include_bytes!("testdata/p384-test-private.pk8.der");
+    const P384_TEST_PUBLIC_PEM: &str = include_str!("testdata/p384-test-public.pem");
+    const P256_TEST_PUBLIC_PEM: &str = include_str!("testdata/p256-test-public.pem");
 
     #[test]
     fn sha256_and_hmac_match_known_vectors() {
@@ -287,6 +363,12 @@ mod tests {
         assert_eq!(
             hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let mac = hmac("SHA-384", b"Jefe", b"what do ya want for nothing?").unwrap();
+        assert_eq!(
+            hex::encode(mac),
+            "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e\
+             8e2240ca5e69e2c78b3239ecfab21649"
         );
         let mac = hmac("SHA-512", b"Jefe", b"what do ya want for nothing?").unwrap();
         assert!(hex::encode(mac).starts_with("164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd6"));
@@ -374,5 +456,85 @@ mod tests {
             verify("EdDSA", "{}", b"", b""),
             Err(CryptoError::Key(_))
         ));
+    }
+
+    #[test]
+    fn every_rsa_algorithm_verifies_its_own_signatures_only() {
+        let rng = SystemRandom::new();
+        let pair = RsaKeyPair::from_pkcs8(RSA_TEST_PRIVATE).unwrap();
+        let public: RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
+        let jwk = serde_json::json!({
+            "kty": "RSA",
+            "n": encode(&public.n, Encoding::Base64Url),
+            "e": encode(&public.e, Encoding::Base64Url),
+        })
+        .to_string();
+        let algorithms: [(&str, &'static dyn signature::RsaEncoding); 6] = [
+            ("RS256", &signature::RSA_PKCS1_SHA256),
+            ("RS384", &signature::RSA_PKCS1_SHA384),
+            ("RS512", &signature::RSA_PKCS1_SHA512),
+            ("PS256", &signature::RSA_PSS_SHA256),
+            ("PS384", &signature::RSA_PSS_SHA384),
+            ("PS512", &signature::RSA_PSS_SHA512),
+        ];
+        for (name, padding) in algorithms {
+            let mut signature = vec![0; pair.public().modulus_len()];
+            pair.sign(padding, &rng, b"payload", &mut signature)
+                .unwrap();
+            for key in [RSA_TEST_PUBLIC_PEM, jwk.as_str()] {
+                assert!(verify(name, key, b"payload", &signature).unwrap(), "{name}");
+                assert!(
+                    !verify(name, key, b"payloaD", &signature).unwrap(),
+                    "{name}"
+                );
+                for (other, _) in algorithms.iter().filter(|(other, _)| *other != name) {
+                    assert!(
+                        !verify(other, key, b"payload", &signature).unwrap(),
+                        "a {name} signature is not a {other} one"
+                    );
+                }
+            }
+        }
+        assert!(matches!(
+            verify("RS384", P384_TEST_PUBLIC_PEM, b"", b""),
+            Err(CryptoError::Key(_))
+        ));
+    }
+
+    #[test]
+    fn es384_verifies_and_curves_must_match_the_algorithm() {
+        let rng = SystemRandom::new();
+        let alg = &signature::ECDSA_P384_SHA384_FIXED_SIGNING;
+        let pair = EcdsaKeyPair::from_pkcs8(alg, P384_TEST_PRIVATE, &rng).unwrap();
+        let signature = pair.sign(&rng, b"payload").unwrap();
+        let point = pair.public_key().as_ref();
+        let jwk = |crv: &str| {
+            serde_json::json!({
+                "kty": "EC", "crv": crv,
+                "x": encode(&point[1..49], Encoding::Base64Url),
+                "y": encode(&point[49..], Encoding::Base64Url),
+            })
+            .to_string()
+        };
+        for key in [P384_TEST_PUBLIC_PEM.to_owned(), jwk("P-384")] {
+            assert!(verify("ES384", &key, b"payload", signature.as_ref()).unwrap());
+            assert!(!verify("ES384", &key, b"other", signature.as_ref()).unwrap());
+            assert!(
+                matches!(
+                    verify("ES256", &key, b"payload", signature.as_ref()),
+                    Err(CryptoError::Key(_))
+                ),
+                "a P-384 key is not an ES256 key"
+            );
+        }
+        for key in [P256_TEST_PUBLIC_PEM.to_owned(), jwk("P-256")] {
+            assert!(
+                matches!(
+                    verify("ES384", &key, b"payload", signature.as_ref()),
+                    Err(CryptoError::Key(_))
+                ),
+                "a P-256 key is not an ES384 key"
+            );
+        }
     }
 }
