@@ -8,8 +8,10 @@ const CI = "ci-key-abcdefghij";
 const OPS = "ops-key-zyxwvutsrq";
 const UNKNOWN = "unknown-key-000000";
 
-const KEYS = [
-  { hash: "7bafaa96aa2351e6b7fbc258246b08ee66ade6196c76850108303b1dd6d6eb62", id: "alice", scopes: ["orders:read"] },
+const ALICE_HASH = "7bafaa96aa2351e6b7fbc258246b08ee66ade6196c76850108303b1dd6d6eb62";
+
+const KEYS: Json[] = [
+  { hash: ALICE_HASH, id: "alice", scopes: ["orders:read"] },
   { hash: "4f0e7b84fa936f1518b304e9b9b3fc2169109c5d0d56a11acc13f8592d6bf326", id: "ci", scopes: ["orders:read", "orders:write"] },
   // Upper-case hex is the same hash; no scopes at all.
   { hash: "4D6DD6FBC71A556973136B26265ADC72DA0D4A7EE2F0ECF7753C5879677757F9", id: "ops" },
@@ -60,7 +62,7 @@ export default {
     async "an unknown key is refused with 401"(t) {
       await unauthorized(t, { headers: { "x-api-key": UNKNOWN } }, /the API key is not valid/);
       // A key's hash is not a key.
-      await unauthorized(t, { headers: { "x-api-key": KEYS[0].hash } }, /not valid/);
+      await unauthorized(t, { headers: { "x-api-key": ALICE_HASH } }, /not valid/);
       // Nor is a key that differs only in case.
       await unauthorized(t, { headers: { "x-api-key": ALICE.toUpperCase() } }, /not valid/);
     },
