@@ -3,12 +3,14 @@
 never drifts from the tested code), is accepted by `weir-proxy check`, and has a strict,
 described configSchema that refuses a config it does not describe, in the Plugin and in a
 Route's override; docs/plugins.md has a section for it. request-log's line is checked in
-the log of a real proxy, since suites cannot see log lines.
+the log of a real proxy, since suites cannot see log lines, and api-key's edits of the
+upstream request in a real proxy, since suites do not see the Route's rewrite.
 
 The binary is $WEIR_PROXY, or target/debug/weir-proxy (under $CARGO_TARGET_DIR when set)."""
 
 import copy
 import http.client
+import http.server
 import ipaddress
 import json
 import os
@@ -116,6 +118,18 @@ def test_the_config_schema_is_strict_and_described(name):
 
 
 @pytest.mark.parametrize("name", LIBRARY)
+def test_the_guide_documents_every_config_field(name):
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    library = guide.split("\n## Plugin library\n", 1)[1].split("\n## ", 1)[0]
+    sections = re.split(r"^### ", library, flags=re.MULTILINE)
+    section = next((t for t in sections if t.startswith(f"`{name}`\n")), None)
+    assert section is not None, f"docs/plugins.md has no section ### `{name}` under ## Plugin library"
+    schema = manifest(name)["Plugin"]["spec"]["configSchema"]
+    for field in schema["properties"]:
+        assert re.search(rf"`{re.escape(field)}[`.\[]", section), f"{name}: `{field}` is not documented"
+
+
+@pytest.mark.parametrize("name", LIBRARY)
 def test_the_manifest_is_accepted(name, tmp_path):
     shutil.copy(PLUGINS / name / "plugin.yaml", tmp_path / "plugin.yaml")
     result = check(tmp_path)
@@ -210,7 +224,7 @@ def test_the_ip_filter_pattern_accepts_exactly_the_cidrs_python_does():
         assert not pattern.match(text), text
 
 
-# ---- request-log in a real proxy ----
+# ---- in a real proxy ----
 
 
 def free_ports(count: int) -> list:
@@ -263,15 +277,20 @@ class Proxy:
             time.sleep(0.1)
         pytest.fail("weir-proxy did not become ready:\n" + "".join(self.lines[-40:]))
 
-    def get(self, path: str, headers: dict) -> tuple:
+    def call(self, path: str, headers: dict, host: str = "log.example.test") -> tuple:
+        """Status, headers (lower-case names) and body of a GET."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            connection.request("GET", path, headers={"host": "log.example.test", **headers})
+            connection.request("GET", path, headers={"host": host, **headers})
             response = connection.getresponse()
-            response.read()
-            return response.status, response.getheader("x-request-id")
+            body = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
         finally:
             connection.close()
+
+    def get(self, path: str, headers: dict) -> tuple:
+        status, answer, _ = self.call(path, headers)
+        return status, answer.get("x-request-id")
 
     def plugin_lines(self, request_id: str) -> list:
         """The request-log lines of a request, with their fields parsed."""
@@ -373,3 +392,87 @@ def test_request_log_writes_one_redacted_line_per_sampled_request(tmp_path):
     plugin_output = "".join(l for l in proxy.lines if "default/request-log" in l)
     assert "secret-" not in plugin_output, plugin_output
     assert "plugin_failed" not in output
+
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    """A backend answering with what it received: the path and the headers, as JSON."""
+
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def api_key_proxy(tmp_path):
+    """api-key (its example config, with queryParam) on a Route that strips /api."""
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    objects = manifest("api-key")
+    plugin = copy.deepcopy(objects["Plugin"])
+    plugin["spec"]["config"]["queryParam"] = "api_key"
+    route = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Route",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "hosts": ["keys.example.test"],
+            "plugins": [{"name": "api-key"}],
+            "rules": [{
+                "matches": [{"path": {"type": "Prefix", "value": "/api"}}],
+                "backends": [{"url": f"http://127.0.0.1:{backend.server_address[1]}"}],
+                "rewrite": {"stripPrefix": True},
+            }],
+        },
+    }
+    (tmp_path / "all.yaml").write_text(
+        yaml.safe_dump_all([objects["ConfigMap"], plugin, route], sort_keys=False)
+    )
+    proxy = Proxy(tmp_path)
+    try:
+        proxy.wait_ready()
+        yield lambda path, headers={}: proxy.call(path, headers, host="keys.example.test")
+    finally:
+        proxy.stop()
+        backend.shutdown()
+        backend.server_close()
+
+
+# The example's demo key (plugins/api-key/plugin.yaml).
+DEMO_KEY = "demo-ci-key-change-me-0123456789abcdef"
+
+
+def test_api_key_in_a_real_proxy(api_key_proxy):
+    status, _, body = api_key_proxy("/api/orders?x=1", {"x-api-key": DEMO_KEY, "x-api-client": "forged"})
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["path"] == "/orders?x=1", "the Route's rewrite still applies"
+    assert "x-api-key" not in seen["headers"]
+    assert seen["headers"]["x-api-client"] == "ci-pipeline"
+
+    status, headers, body = api_key_proxy("/api/orders", {"x-api-key": "not-a-key"})
+    assert status == 401
+    assert headers["www-authenticate"] == 'ApiKey realm="api"'
+    assert json.loads(body) == {"error": "unauthorized", "message": "the API key is not valid"}
+
+    status, _, body = api_key_proxy(f"/api/orders?api_key={DEMO_KEY}&x=1")
+    assert status == 200, body
+    assert DEMO_KEY not in body.decode(), "the key in the query never reaches the upstream"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ctx.upstream.path replaces the Route's rewrite (proxy/src/forward/prepare.rs), and "
+    "plugins can neither read the rewritten path nor edit only the query: taking the key out "
+    "of the query sends /api/orders instead of /orders",
+)
+def test_api_key_taking_the_key_out_of_the_query_keeps_the_routes_rewrite(api_key_proxy):
+    status, _, body = api_key_proxy(f"/api/orders?api_key={DEMO_KEY}&x=1")
+    assert status == 200, body
+    assert json.loads(body)["path"] == "/orders?x=1"
