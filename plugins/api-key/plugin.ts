@@ -4,7 +4,7 @@
 // holder, which go to `ctx.user` (`{id, scopes}`) for the plugins after this one and the
 // access log. Hashes are compared with `ctx.crypto.timingSafeEqual`, against every
 // configured key. The key never reaches the upstream: its header is removed, and its
-// query parameter taken out of the upstream path. Without a key, or with an unknown one:
+// query parameter taken out of the upstream query. Without a key, or with an unknown one:
 // 401 with `WWW-Authenticate`; with a key that lacks a scope the Route requires: 403.
 //
 // With `lookup: "cache"` (or `"both"`, config first) a key is also looked up in
@@ -183,8 +183,8 @@ export default {
     let key = (ctx.request.headers[s.header] ?? "").trim();
     if (s.queryParam !== null) {
       const rest = withoutParam(ctx.request.rawQuery, s.queryParam);
-      // Only when the parameter is there: a new upstream path replaces the Route's rewrite.
-      if (rest !== null) ctx.upstream.path = `${ctx.request.path}?${rest}`;
+      // Only the query changes: the path stays the Route's rewrite.
+      if (rest !== null) ctx.upstream.query = rest;
       if (key === "") key = ctx.request.query[s.queryParam] ?? "";
     }
     if (key === "") {

@@ -108,8 +108,20 @@ declare module "weir" {
   /** The request as it will be sent upstream. */
   export interface Upstream {
     readonly headers: HeaderEditor;
-    /** A new path (optionally with `?query`); must start with "/". */
+    /**
+     * A new path (optionally with `?query`); must start with "/". Replaces the Route's
+     * rewrite of the client's path; without a query, the client's query is kept.
+     */
     path: string | undefined;
+    /**
+     * A new query (text without `?`, or a URLSearchParams), sent after whatever path goes
+     * upstream (the Route's rewrite, or `path`); `""` sends none. Start from
+     * `ctx.request.rawQuery` to edit the client's: `const q = new URLSearchParams(ctx.request.rawQuery);
+     * q.delete("api_key"); ctx.upstream.query = q;`. Characters a query cannot hold throw a
+     * TypeError. Reads what this plugin set (undefined until then).
+     */
+    get query(): string | undefined;
+    set query(query: string | URLSearchParams);
   }
 
   /** The response. */
@@ -289,6 +301,8 @@ declare module "weir" {
     patch?: {
       headers: HeaderEdits;
       path: string | null;
+      /** Present when a plugin set `ctx.upstream.query`. */
+      query?: string;
       upstream: { type: "Backend" | "Url"; value: string } | null;
       responseHeaders: HeaderEdits;
       user: Json | null;

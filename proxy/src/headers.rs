@@ -185,9 +185,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The forwarding identity of a peer that connected with or without TLS.
+    /// The forwarding identity of a peer that connected with or without TLS. An IPv4
+    /// client of a dual-stack listener (`::ffff:192.0.2.1`) is its IPv4 address, in
+    /// headers, logs, trusted-proxy checks and plugins alike.
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let ip = peer.ip();
+        let ip = peer.ip().to_canonical();
         let text = ip.to_string();
         let node = match ip {
             IpAddr::V4(_) => text.clone(),
@@ -396,6 +398,23 @@ mod tests {
 
     fn origin(peer: &str) -> Peer {
         Peer::new(peer.parse().unwrap(), true)
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_ipv4() {
+        let peer = origin("[::ffff:192.0.2.1]:4000");
+        assert_eq!(peer.ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(peer.for_value, "192.0.2.1");
+        assert_eq!(&*peer.node, "192.0.2.1");
+        let trusted: Vec<IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+        let headers = headers(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(
+            client_ip(&headers, peer.ip, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "an IPv4 trusted proxy is trusted when it connects over IPv6"
+        );
+        let v6 = origin("[2001:db8::1]:4000");
+        assert_eq!(&*v6.node, "\"[2001:db8::1]\"");
     }
 
     #[test]

@@ -295,6 +295,7 @@ async fn with_plugins(
             patch.headers.apply_to_map(request.headers_mut());
             let steering = Steering {
                 path: patch.path,
+                query: patch.query,
                 upstream: patch.upstream,
             };
             (

@@ -114,6 +114,62 @@ async fn before_request_edits_reach_the_backend_and_bodies_stream_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_edit_keeps_the_routes_rewrite_of_the_path() {
+    let backend = Upstream::named("backend").await;
+    let proxy = TestProxy::start(|_| {}).await;
+    proxy
+        .apply_yaml(&format!(
+            "{}{}",
+            plugin(
+                "strip-key",
+                "",
+                r#"export default {
+  beforeRequest(ctx) {
+    const query = new URLSearchParams(ctx.request.rawQuery);
+    query.delete("api_key");
+    ctx.upstream.query = query;
+    try { ctx.upstream.query = "a b"; } catch (e) { ctx.upstream.headers.set("x-refused", e.name); }
+  },
+};"#
+            ),
+            route(
+                "strip",
+                &format!(
+                    "  hosts: [strip.example]\n  plugins: [{{name: strip-key}}]\n  rules:\n  - matches: [{{path: {{value: /api}}}}]\n    rewrite: {{stripPrefix: true}}\n    backends: [{{url: '{}'}}]",
+                    backend.url()
+                ),
+            )
+        ))
+        .await;
+
+    let answer = request(
+        Method::GET,
+        &proxy.url("/api/orders?api_key=K&x=1"),
+        "strip.example",
+        "",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = backend.requests().pop().unwrap();
+    assert_eq!(
+        seen.uri, "/orders?x=1",
+        "the rewrite stays, the key is gone"
+    );
+    assert_eq!(seen.headers["x-refused"], "TypeError");
+
+    request(
+        Method::GET,
+        &proxy.url("/api/orders?api_key=K"),
+        "strip.example",
+        "",
+    )
+    .await;
+    let seen = backend.requests().pop().unwrap();
+    assert_eq!(seen.uri, "/orders", "an empty query sends none");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_response_sets_status_headers_and_body() {
     let large = "y".repeat(200_000);
     let large_body = large.clone();

@@ -200,6 +200,8 @@ pub(crate) struct Thrown {
 pub(crate) struct Steering {
     /// New upstream path.
     pub(crate) path: Option<String>,
+    /// New upstream query (without `?`; empty: none).
+    pub(crate) query: Option<String>,
     /// `ctx.forward` target, not yet validated.
     pub(crate) forward: Option<String>,
 }

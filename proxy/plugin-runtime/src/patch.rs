@@ -151,6 +151,10 @@ pub struct RequestPatch {
     pub headers: HeaderEdits,
     /// The path (with query, if the plugin gave one) sent upstream instead of the client's.
     pub path: Option<String>,
+    /// The query (without `?`; empty: none) sent upstream instead of the client's, after
+    /// whatever path is sent (the rule's rewrite, or `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// A validated upstream choice (`ctx.forward`).
     pub upstream: Option<Upstream>,
     /// Edits of the response headers the client will get, whoever answers.

@@ -189,6 +189,9 @@ pub(crate) async fn before(
         if let Some(path) = steering.path {
             patch.path = Some(path);
         }
+        if let Some(query) = steering.query {
+            patch.query = Some(query);
+        }
         if let Some(target) = steering.forward {
             match validate_forward(
                 &target,

@@ -52,6 +52,9 @@ pub struct Steering {
     /// The path (and query, if it has one) sent upstream instead of the rule's rewrite of
     /// the client's; without a query, the client's query is kept.
     pub path: Option<String>,
+    /// The query sent upstream instead of the client's (empty: none), after whatever
+    /// path is sent.
+    pub query: Option<String>,
     /// Another backend of the rule, or an allow-listed URL (validated by the runtime).
     pub upstream: Option<Upstream>,
 }

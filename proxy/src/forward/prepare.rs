@@ -104,11 +104,23 @@ pub(super) async fn prepare(
         }
         (None, Some(PathRewrite::ReplaceFull(full))) => full.clone(),
     };
-    if let Some(query) = parts.uri.query()
-        && !path.contains('?')
-    {
-        path.push('?');
-        path.push_str(query);
+    match steering.query {
+        // A plugin's query replaces whatever query the path had.
+        Some(query) => {
+            path.truncate(path.find('?').unwrap_or(path.len()));
+            if !query.is_empty() {
+                path.push('?');
+                path.push_str(&query);
+            }
+        }
+        None => {
+            if let Some(query) = parts.uri.query()
+                && !path.contains('?')
+            {
+                path.push('?');
+                path.push_str(query);
+            }
+        }
     }
 
     if let Some(authority) = parts.uri.authority()

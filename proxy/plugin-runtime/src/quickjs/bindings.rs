@@ -156,6 +156,7 @@ pub(super) fn host_object<'js>(
                 };
                 isolate.record(invocation as u64, |report, _| match key.as_str() {
                     "path" => report.steering.get_or_insert_with(Box::default).path = Some(value),
+                    "query" => report.steering.get_or_insert_with(Box::default).query = Some(value),
                     "forward" => {
                         report.steering.get_or_insert_with(Box::default).forward = Some(value)
                     }

@@ -242,9 +242,13 @@
   }
   freeze(Request.prototype);
 
+  // A URI query (RFC 3986): pchar, "/", "?" and percent-encodings.
+  const QUERY = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@\/?]|%[0-9A-Fa-f]{2})*$/;
+
   class Upstream {
     #inv;
     #path;
+    #query;
     headers;
     constructor(inv) {
       this.#inv = inv;
@@ -258,6 +262,17 @@
       if (!path.startsWith("/")) throw new TypeError(`ctx.upstream.path must start with "/", got ${stringify(path)}`);
       this.#path = path;
       hostRecord(this.#inv, "path", path);
+    }
+    get query() {
+      return this.#query;
+    }
+    // Text (a leading "?" dropped) or a URLSearchParams; characters a query may hold.
+    set query(query) {
+      query = String(query);
+      if (query.startsWith("?")) query = query.slice(1);
+      if (!QUERY.test(query)) throw new TypeError(`ctx.upstream.query has characters a query cannot hold (percent-encode them; URLSearchParams does): ${stringify(query)}`);
+      this.#query = query;
+      hostRecord(this.#inv, "query", query);
     }
   }
 
