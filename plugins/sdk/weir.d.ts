@@ -47,7 +47,10 @@ declare module "weir" {
     readonly upstream: Upstream;
     /** The response: headers to add in `beforeRequest`, the upstream response in `afterResponse`. */
     readonly response: ResponseBuilder;
-    /** Who the request is from, as a plugin set it; shared with later plugins and `afterResponse`. */
+    /**
+     * Who the request is from, as a plugin set it; shared with later plugins and
+     * `afterResponse`. Changes made in place count as much as an assignment.
+     */
     user: Json | undefined;
     /** A per-request bag shared by all plugins of the request, in both phases (JSON values only). */
     readonly state: { [key: string]: Json };
@@ -280,6 +283,10 @@ declare module "weir" {
     requestId?: string;
     /** Backend ids of the route, for `ctx.forward`. */
     backends?: string[];
+    /** `ctx.user` as an earlier plugin of the chain (an auth plugin) left it. */
+    user?: Json;
+    /** `ctx.state` as earlier plugins of the chain left it. */
+    state?: Record<string, Json>;
   }
 
   export interface TestResponse {

@@ -26,6 +26,19 @@ use crate::request::{BufferedBody, RequestInfo, ResponseInfo, joined_headers};
 use crate::services::cache::Cache;
 use crate::services::plugin_key;
 
+/// The plugin run before the plugin under test when a test request gives `user` or
+/// `state`: it sets them as an earlier plugin of the chain would.
+pub(super) const PRESET_ID: &str = "weir-test/preset";
+
+/// [`PRESET_ID`]'s code: its config is `{user, state}`.
+pub(super) const PRESET_CODE: &str = "export default {
+  beforeRequest(ctx) {
+    const { user, state } = ctx.config;
+    if (user !== null) ctx.user = structuredClone(user);
+    if (state !== null) Object.assign(ctx.state, structuredClone(state));
+  },
+};";
+
 /// The loaded plugin a suite tests.
 pub(super) struct PluginUnderTest {
     pub(super) set: Arc<PluginSet>,
@@ -119,6 +132,10 @@ struct RequestSpec {
     route: Option<String>,
     request_id: Option<String>,
     backends: Vec<String>,
+    /// `ctx.user` as an earlier plugin (an auth plugin) left it.
+    user: Option<Value>,
+    /// `ctx.state` as earlier plugins left it.
+    state: Option<serde_json::Map<String, Value>>,
 }
 
 /// A response as a test describes it.
@@ -250,7 +267,7 @@ impl Harness {
         }
     }
 
-    async fn before_request(&self, spec: RequestSpec, config: Value) -> Result<Value, String> {
+    async fn before_request(&self, mut spec: RequestSpec, config: Value) -> Result<Value, String> {
         let chain = {
             let plugin = self.plugin.borrow();
             let plugin = plugin.as_ref().ok_or("the plugin is not loaded")?;
@@ -259,9 +276,15 @@ impl Harness {
             } else {
                 config
             };
-            plugin
-                .set
-                .chain(&[PluginCall::new(plugin.id.clone(), &config)])
+            let under_test = PluginCall::new(plugin.id.clone(), &config);
+            if spec.user.is_none() && spec.state.is_none() {
+                plugin.set.chain(&[under_test])
+            } else {
+                let preset = json!({"user": spec.user.take(), "state": spec.state.take()});
+                plugin
+                    .set
+                    .chain(&[PluginCall::new(PRESET_ID.to_owned(), &preset), under_test])
+            }
         };
         let path = spec.path.unwrap_or_else(|| "/".into());
         let query = spec.query.unwrap_or_default();

@@ -33,7 +33,7 @@ use crate::quickjs::{Prelude, QuickJsIsolate};
 use crate::services::Services;
 use crate::services::cache::Cache;
 use crate::{PluginRuntime, RuntimeConfig, StartError};
-use harness::{Harness, PluginUnderTest, SuiteServices};
+use harness::{Harness, PRESET_CODE, PRESET_ID, PluginUnderTest, SuiteServices};
 use logs::LogCapture;
 use stubs::FetchStubs;
 
@@ -326,7 +326,8 @@ fn start_harness() -> Result<(PluginRuntime, Rc<Harness>), StartError> {
     Ok((runtime, harness))
 }
 
-/// Loads the plugin of `path` as `test/<name>`, its `onLoad` given the suite's config.
+/// Loads the plugin of `path` as `test/<name>`, its `onLoad` given the suite's config,
+/// with the harness's preset plugin.
 async fn load_plugin(
     path: &Path,
     name: &str,
@@ -334,23 +335,19 @@ async fn load_plugin(
     runtime: &PluginRuntime,
 ) -> Result<Arc<PluginSet>, String> {
     let linked = linked(path)?;
-    let id = format!("test/{name}");
-    let bundle = PluginBundle {
-        namespace: "test".into(),
-        name: name.to_owned(),
-        generation: None,
-        code_hash: linked.code_hash(),
-        code: linked.code,
-        modules: linked.modules,
-        config: config.clone(),
-        config_schema: None,
-        order: 0,
-        scope: PluginScope::Attached,
-        timeout_ms: PLUGIN_TIMEOUT_MS.max(DEFAULT_TIMEOUT_MS),
-        memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
-        failure_policy: FailurePolicy::Closed,
-    };
-    let loaded = runtime.load(&BTreeMap::from([(id.clone(), bundle)])).await;
+    let preset = weir_crds::compile::modules::link("preset.ts", PRESET_CODE, |_| None)
+        .map_err(|e| format!("the harness's preset plugin: {e:?}"))?;
+    let bundles = BTreeMap::from([
+        (
+            format!("test/{name}"),
+            test_bundle(name, linked, config.clone()),
+        ),
+        (
+            PRESET_ID.to_owned(),
+            test_bundle("preset", preset, Value::Null),
+        ),
+    ]);
+    let loaded = runtime.load(&bundles).await;
     if let Some(failure) = loaded.failures.first() {
         return Err(format!(
             "{} does not load: {}",
@@ -359,4 +356,23 @@ async fn load_plugin(
         ));
     }
     Ok(loaded.set)
+}
+
+/// A bundle of linked code as the compiler would make it, with the test budget.
+fn test_bundle(name: &str, linked: Linked, config: Value) -> PluginBundle {
+    PluginBundle {
+        namespace: "test".into(),
+        name: name.to_owned(),
+        generation: None,
+        code_hash: linked.code_hash(),
+        code: linked.code,
+        modules: linked.modules,
+        config,
+        config_schema: None,
+        order: 0,
+        scope: PluginScope::Attached,
+        timeout_ms: PLUGIN_TIMEOUT_MS.max(DEFAULT_TIMEOUT_MS),
+        memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
+        failure_policy: FailurePolicy::Closed,
+    }
 }

@@ -387,11 +387,13 @@
 
   // Hands state and user (the parts kept in JavaScript) to Rust when the hook is done.
   function done(slot) {
-    if (slot.state === undefined && !slot.userSet) return OK;
+    // A user that was read may have been changed in place, like state.
+    const user = slot.userSet || slot.user !== undefined;
+    if (slot.state === undefined && !user) return OK;
     try {
       const state = slot.state === undefined ? null : stringify(slot.state);
-      const user = slot.userSet ? stringify(slot.user === undefined ? null : slot.user) : null;
-      hostFinish(slot.inv, state, user);
+      const userJson = user ? stringify(slot.user === undefined ? null : slot.user) : null;
+      hostFinish(slot.inv, state, userJson);
       return OK;
     } catch (error) {
       return failure(error);
