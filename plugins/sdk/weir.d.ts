@@ -94,6 +94,7 @@ declare module "weir" {
     json<T = Json>(): Promise<T>;
     /** The body as bytes. */
     bytes(): Promise<Uint8Array>;
+    arrayBuffer(): Promise<ArrayBuffer>;
   }
 
   /** Header edits. Names are case-insensitive; invalid names throw a TypeError. */
@@ -125,6 +126,14 @@ declare module "weir" {
      */
     get query(): string | undefined;
     set query(query: string | URLSearchParams);
+    /**
+     * A body sent upstream instead of the client's: text, bytes, or a value sent as JSON
+     * (with `content-type: application/json` unless the request has a content-type). The
+     * proxy sets its `content-length`. `ctx.request` still reads the client's body. Reads
+     * what this plugin set (undefined until then).
+     */
+    get body(): string | Uint8Array | ArrayBuffer | Json | undefined;
+    set body(body: string | Uint8Array | ArrayBuffer | Json);
   }
 
   /** The response. */
@@ -140,6 +149,8 @@ declare module "weir" {
     /** The body (the upstream's, or as replaced); rejects above the body limit. */
     text(): Promise<string>;
     json<T = Json>(): Promise<T>;
+    bytes(): Promise<Uint8Array>;
+    arrayBuffer(): Promise<ArrayBuffer>;
   }
 
   /** Structured logs, tagged with the plugin and the request id. */
@@ -197,8 +208,8 @@ declare module "weir" {
   export interface FetchInit {
     method?: string;
     headers?: Record<string, string>;
-    /** A string, or a value sent as JSON. */
-    body?: string | Json;
+    /** Text, bytes, or a value sent as JSON. */
+    body?: string | Uint8Array | ArrayBuffer | Json;
     /** Time limit (capped by the proxy); default 2000. */
     timeoutMs?: number;
   }
@@ -207,8 +218,12 @@ declare module "weir" {
     readonly status: number;
     readonly ok: boolean;
     readonly headers: Readonly<Record<string, string>>;
+    /** The body as text (bytes that are not UTF-8 become U+FFFD). */
     text(): Promise<string>;
     json<T = Json>(): Promise<T>;
+    /** The body's bytes, exactly. */
+    bytes(): Promise<Uint8Array>;
+    arrayBuffer(): Promise<ArrayBuffer>;
   }
 
   /** Cryptography done by the proxy (QuickJS has none). Without `encoding`, bytes come back as a Uint8Array. */
@@ -310,6 +325,8 @@ declare module "weir" {
       path: string | null;
       /** Present when a plugin set `ctx.upstream.query`. */
       query?: string;
+      /** Present when a plugin set `ctx.upstream.body`: the body sent upstream, as text. */
+      body?: string;
       upstream: { type: "Backend" | "Url"; value: string } | null;
       responseHeaders: HeaderEdits;
       user: Json | null;
@@ -354,8 +371,8 @@ declare module "weir" {
     /** Default 200. */
     status?: number;
     headers?: Record<string, string>;
-    /** Text as it is; any other value as JSON (with `content-type: application/json`). */
-    body?: string | Json;
+    /** Text or bytes as they are; any other value as JSON (with `content-type: application/json`). */
+    body?: string | Uint8Array | ArrayBuffer | Json;
     /** Fail the fetch with this message instead (a refused connection, a timeout). */
     error?: string;
   }
@@ -366,6 +383,8 @@ declare module "weir" {
     method: string;
     headers: Record<string, string>;
     body: string | null;
+    /** A bytes body, base64. */
+    bodyBase64: string | null;
     timeoutMs: number | null;
   }
 

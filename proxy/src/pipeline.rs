@@ -293,6 +293,13 @@ async fn with_plugins(
     let (answered, response_edits) = match outcome {
         BeforeRequest::Continue(patch) => {
             patch.headers.apply_to_map(request.headers_mut());
+            if let Some(replaced) = patch.body {
+                // A plugin's body replaces the client's, with its own length.
+                let headers = request.headers_mut();
+                headers.remove(header::TRANSFER_ENCODING);
+                headers.insert(header::CONTENT_LENGTH, replaced.len().into());
+                *request.body_mut() = ClientBody::Boxed(body::full(replaced));
+            }
             let steering = Steering {
                 path: patch.path,
                 query: patch.query,

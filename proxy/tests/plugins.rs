@@ -170,6 +170,56 @@ async fn a_query_edit_keeps_the_routes_rewrite_of_the_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_replaces_the_body_sent_upstream_with_its_own_length() {
+    let backend = Upstream::named("backend").await;
+    let proxy = TestProxy::start(|c| c.plugins.body_limit_bytes = 1024).await;
+    proxy
+        .apply_yaml(&format!(
+            "{}{}",
+            plugin(
+                "reshape",
+                "",
+                r#"export default {
+  async beforeRequest(ctx) {
+    if (ctx.request.method === "POST") {
+      const order = await ctx.request.json();
+      ctx.upstream.body = { order: order.id, by: "weir" };
+    } else {
+      ctx.upstream.body = new Uint8Array([0, 159, 146, 150]);
+    }
+  },
+};"#
+            ),
+            plugin_route("reshape", &backend, &["reshape"])
+        ))
+        .await;
+
+    let post = Request::builder()
+        .method(Method::POST)
+        .uri(proxy.url("/orders"))
+        .header("host", "reshape.example")
+        .header("content-type", "text/plain")
+        .body(Full::from(r#"{"id": 7}"#))
+        .unwrap();
+    let answer = send(&client(), post).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = backend.requests().pop().unwrap();
+    assert_eq!(seen.body, r#"{"order":7,"by":"weir"}"#);
+    assert_eq!(seen.headers["content-length"], "23");
+    assert_eq!(
+        seen.headers["content-type"], "text/plain",
+        "the client's content-type is the plugin's to change"
+    );
+
+    let answer = request(Method::PUT, &proxy.url("/blob"), "reshape.example", "").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = backend.requests().pop().unwrap();
+    assert_eq!(seen.body.as_ref(), [0, 159, 146, 150], "bytes, not text");
+    assert_eq!(seen.headers["content-length"], "4");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_response_sets_status_headers_and_body() {
     let large = "y".repeat(200_000);
     let large_body = large.clone();

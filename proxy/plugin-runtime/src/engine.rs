@@ -202,6 +202,10 @@ pub(crate) struct Steering {
     pub(crate) path: Option<String>,
     /// New upstream query (without `?`; empty: none).
     pub(crate) query: Option<String>,
+    /// New upstream body: text, or base64 when `body_base64`.
+    pub(crate) body: Option<String>,
+    /// Whether `body` is base64.
+    pub(crate) body_base64: bool,
     /// `ctx.forward` target, not yet validated.
     pub(crate) forward: Option<String>,
 }

@@ -155,6 +155,9 @@ pub struct RequestPatch {
     /// whatever path is sent (the rule's rewrite, or `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// A body sent upstream instead of the client's (the proxy fixes `content-length`).
+    #[serde(skip)]
+    pub body: Option<Bytes>,
     /// A validated upstream choice (`ctx.forward`).
     pub upstream: Option<Upstream>,
     /// Edits of the response headers the client will get, whoever answers.

@@ -116,12 +116,15 @@ fn checked(report: HookReport) -> Result<HookReport, String> {
     Ok(report)
 }
 
-fn body_of(report: &crate::engine::ResponseReport) -> Option<Bytes> {
-    let body = report.body.as_ref()?;
-    if report.body_base64 {
-        crypto::decode(body, Encoding::Base64).ok().map(Bytes::from)
+/// A body a hook gave: text, or base64 (bytes).
+fn decoded(body: Option<String>, base64: bool) -> Option<Bytes> {
+    let body = body?;
+    if base64 {
+        crypto::decode(&body, Encoding::Base64)
+            .ok()
+            .map(Bytes::from)
     } else {
-        Some(Bytes::from(body.clone()))
+        Some(Bytes::from(body))
     }
 }
 
@@ -192,6 +195,9 @@ pub(crate) async fn before(
         if let Some(query) = steering.query {
             patch.query = Some(query);
         }
+        if let Some(body) = decoded(steering.body, steering.body_base64) {
+            patch.body = Some(body);
+        }
         if let Some(target) = steering.forward {
             match validate_forward(
                 &target,
@@ -224,7 +230,7 @@ pub(crate) async fn before(
 fn answer_with(link: &Link, report: HookReport, patch: &mut RequestPatch) -> BeforeRequest {
     let response = report.response.unwrap_or_default();
     let mut edits = std::mem::take(&mut patch.response_headers);
-    if let Some(own) = response.headers.clone() {
+    if let Some(own) = response.headers {
         edits.merge(own);
     }
     let mut headers = Vec::new();
@@ -233,7 +239,7 @@ fn answer_with(link: &Link, report: HookReport, patch: &mut RequestPatch) -> Bef
         plugin: link.plugin.to_string(),
         rejected: report.rejected,
         status: response.status.unwrap_or(200),
-        body: body_of(&response).unwrap_or_default(),
+        body: decoded(response.body, response.body_base64).unwrap_or_default(),
         headers,
     })
 }
@@ -315,7 +321,7 @@ pub(crate) async fn after(
                 patch.status = Some(status);
                 view.status = status;
             }
-            if let Some(body) = body_of(&changes) {
+            if let Some(body) = decoded(changes.body, changes.body_base64) {
                 patch.body = Some(body.clone());
                 view.body = ResponseBody::Replaced(body);
             }

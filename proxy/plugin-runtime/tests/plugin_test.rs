@@ -14,9 +14,9 @@ fn fixtures(name: &str) -> std::path::PathBuf {
 async fn a_passing_suite_passes() {
     let report = run_plugin_tests(&fixtures("passing")).await.unwrap();
     assert!(report.passed(), "{report}");
-    assert_eq!(report.counts(), (11, 0), "{report}");
+    assert_eq!(report.counts(), (13, 0), "{report}");
     assert!(
-        report.to_string().ends_with("11 passed, 0 failed"),
+        report.to_string().ends_with("13 passed, 0 failed"),
         "{report}"
     );
 }

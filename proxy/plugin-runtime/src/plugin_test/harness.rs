@@ -314,6 +314,14 @@ impl Harness {
         self.carries.borrow_mut().insert(id, (chain, carry));
         Ok(match outcome {
             BeforeRequest::Continue(patch) => {
+                let body = patch
+                    .body
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+                let mut patch = serde_json::to_value(&patch).map_err(|e| e.to_string())?;
+                if let Some(body) = body {
+                    patch["body"] = Value::from(body);
+                }
                 json!({"outcome": "continue", "carry": id, "patch": patch})
             }
             BeforeRequest::Respond(response) => json!({

@@ -8,6 +8,7 @@ use futures::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::services::crypto::{self, Encoding};
 use crate::services::fetch::{FetchError, FetchRequest, FetchResponse, HttpClient};
 
 /// The stubbed answers of the running test and the fetches made.
@@ -39,6 +40,9 @@ pub(super) struct StubAnswer {
     headers: BTreeMap<String, String>,
     /// Text as it is; any other JSON value as JSON (with `content-type: application/json`).
     body: Option<Value>,
+    /// Bytes, as base64 (the suite's prelude turns a `Uint8Array` body into this).
+    #[serde(rename = "bodyBase64")]
+    body_base64: Option<String>,
     /// Fail the fetch with this message instead (a refused connection, a timeout).
     error: Option<String>,
 }
@@ -104,21 +108,23 @@ impl HttpClient for FetchStubs {
                 .into_iter()
                 .map(|(name, value)| (name.to_lowercase(), value))
                 .collect();
-            let body = match answer.body {
-                None => String::new(),
-                Some(Value::String(text)) => text,
-                Some(json) => {
+            let body = match (answer.body, answer.body_base64) {
+                (_, Some(base64)) => crypto::decode(&base64, Encoding::Base64)
+                    .map_err(|e| FetchError::Invalid(format!("the stub's body: {e}")))?,
+                (None, None) => Vec::new(),
+                (Some(Value::String(text)), None) => text.into_bytes(),
+                (Some(json), None) => {
                     headers
                         .entry("content-type".into())
                         .or_insert_with(|| "application/json".into());
-                    json.to_string()
+                    json.to_string().into_bytes()
                 }
             };
-            Ok(FetchResponse {
-                status: answer.status.unwrap_or(200),
+            Ok(FetchResponse::new(
+                answer.status.unwrap_or(200),
                 headers,
                 body,
-            })
+            ))
         })
     }
 }

@@ -157,6 +157,11 @@ pub(super) fn host_object<'js>(
                 isolate.record(invocation as u64, |report, _| match key.as_str() {
                     "path" => report.steering.get_or_insert_with(Box::default).path = Some(value),
                     "query" => report.steering.get_or_insert_with(Box::default).query = Some(value),
+                    "upstreamBody" | "upstreamBodyBase64" => {
+                        let steering = report.steering.get_or_insert_with(Box::default);
+                        steering.body_base64 = key == "upstreamBodyBase64";
+                        steering.body = Some(value);
+                    }
                     "forward" => {
                         report.steering.get_or_insert_with(Box::default).forward = Some(value)
                     }

@@ -105,21 +105,30 @@
       }),
       http: freeze({
         fetch: async (url, init) => {
+          const body = init?.body;
+          const binary = isBytes(body);
           const request = {
             url: String(url),
             method: init?.method ?? "GET",
             headers: init?.headers ?? {},
-            body: init?.body === undefined ? null : typeof init.body === "string" ? init.body : stringify(init.body),
+            body: body === undefined || binary ? null : typeof body === "string" ? body : stringify(body),
+            bodyBase64: binary ? crypto.encode(body, "base64") : null,
             timeoutMs: init?.timeoutMs ?? null,
           };
           const response = await call(inv, "http.fetch", [request]);
-          const body = response.body;
+          // UTF-8 text comes as text; other bytes as base64.
+          const text = response.body ?? null;
+          const bytes = () =>
+            text === null ? crypto.decode(response.bodyBase64, "base64") : crypto.decode(text, "utf8");
+          const asText = () => text ?? crypto.encode(bytes(), "utf8");
           return freeze({
             status: response.status,
             ok: response.status >= 200 && response.status < 300,
             headers: freeze(response.headers),
-            text: async () => body,
-            json: async () => parse(body),
+            text: async () => asText(),
+            json: async () => parse(asText()),
+            bytes: async () => bytes(),
+            arrayBuffer: async () => bytes().buffer,
           });
         },
       }),
@@ -153,13 +162,22 @@
     }
   }
 
+  const isBytes = (value) => value instanceof Uint8Array || value instanceof ArrayBuffer;
+
+  // A body as bytes: text as UTF-8, a value as JSON, bytes copied.
+  function bytesOf(body) {
+    if (body instanceof Uint8Array) return new Uint8Array(body);
+    if (body instanceof ArrayBuffer) return new Uint8Array(body.slice(0));
+    return crypto.decode(typeof body === "string" ? body : stringify(body), "utf8");
+  }
+
   // Records a body; an object becomes JSON. Returns whether it was JSON.
   function recordBody(inv, body) {
     if (typeof body === "string") {
       hostRecord(inv, "body", body);
       return false;
     }
-    if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
+    if (isBytes(body)) {
       hostRecord(inv, "bodyBase64", crypto.encode(body, "base64"));
       return false;
     }
@@ -200,11 +218,19 @@
       const body = this.#body;
       if (body === undefined) return call(this.#inv, "response.body", ["text"]);
       if (typeof body === "string") return Promise.resolve(body);
-      if (body instanceof Uint8Array || body instanceof ArrayBuffer) return Promise.resolve(crypto.encode(body, "utf8"));
+      if (isBytes(body)) return Promise.resolve(crypto.encode(body, "utf8"));
       return Promise.resolve(stringify(body));
     }
     async json() {
       return parse(await this.text());
+    }
+    async bytes() {
+      const body = this.#body;
+      if (body === undefined) return crypto.decode(await call(this.#inv, "response.body", ["base64"]), "base64");
+      return bytesOf(body);
+    }
+    async arrayBuffer() {
+      return (await this.bytes()).buffer;
     }
   }
 
@@ -239,6 +265,7 @@
     text() { return call(this.#inv, "request.body", ["text"]); }
     async json() { return parse(await this.text()); }
     async bytes() { return hostCrypto.decode(await call(this.#inv, "request.body", ["base64"]), "base64"); }
+    async arrayBuffer() { return (await this.bytes()).buffer; }
   }
   freeze(Request.prototype);
 
@@ -249,6 +276,7 @@
     #inv;
     #path;
     #query;
+    #body;
     headers;
     constructor(inv) {
       this.#inv = inv;
@@ -265,6 +293,22 @@
     }
     get query() {
       return this.#query;
+    }
+    get body() {
+      return this.#body;
+    }
+    // Replaces the body sent upstream: text, bytes, or a value sent as JSON.
+    set body(body) {
+      if (body === undefined) throw new TypeError("ctx.upstream.body cannot be undefined (set \"\" for an empty body)");
+      this.#body = body;
+      if (typeof body === "string") {
+        hostRecord(this.#inv, "upstreamBody", body);
+      } else if (isBytes(body)) {
+        hostRecord(this.#inv, "upstreamBodyBase64", crypto.encode(body, "base64"));
+      } else {
+        hostRecord(this.#inv, "upstreamBody", stringify(body));
+        if (!this.headers.has("content-type")) this.headers.set("content-type", "application/json");
+      }
     }
     // Text (a leading "?" dropped) or a URLSearchParams; characters a query may hold.
     set query(query) {

@@ -67,9 +67,19 @@
     advance: (ms) => callNow("test.clock.advance", [millis(ms)]),
   });
 
+  // A stub's bytes body goes as base64.
+  function stubAnswer(response) {
+    const body = response?.body;
+    if (!(body instanceof Uint8Array || body instanceof ArrayBuffer)) return response ?? {};
+    const bytes = new Uint8Array(body);
+    let binary = "";
+    for (const byte of bytes) binary += String.fromCharCode(byte);
+    return { ...response, body: undefined, bodyBase64: btoa(binary) };
+  }
+
   const fetchStubs = Object.freeze({
     stub: (url, response, options) =>
-      callNow("test.fetch.stub", [String(url), response ?? {}, options?.method ?? null]),
+      callNow("test.fetch.stub", [String(url), stubAnswer(response), options?.method ?? null]),
     calls: () => callNow("test.fetch.calls", []),
   });
 

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use futures::future::LocalBoxFuture;
 
+use super::crypto::{self, Encoding};
 use crate::config::FetchConfig;
 
 /// Networks no plugin reaches unless allow-listed.
@@ -178,15 +179,43 @@ pub(crate) struct FetchRequest {
     #[serde(default)]
     pub(crate) headers: BTreeMap<String, String>,
     pub(crate) body: Option<String>,
+    /// A binary body, base64 (instead of `body`).
+    #[serde(default)]
+    pub(crate) body_base64: Option<String>,
     pub(crate) timeout_ms: Option<u64>,
 }
 
 /// What the plugin gets back.
 #[derive(Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct FetchResponse {
     pub(crate) status: u16,
     pub(crate) headers: BTreeMap<String, String>,
-    pub(crate) body: String,
+    /// The body when it is UTF-8 text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    /// The body as base64 when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+}
+
+impl FetchResponse {
+    /// A response with `body`, kept as text when it is UTF-8.
+    pub(crate) fn new(status: u16, headers: BTreeMap<String, String>, body: Vec<u8>) -> Self {
+        let (body, body_base64) = match String::from_utf8(body) {
+            Ok(text) => (Some(text), None),
+            Err(bytes) => (
+                None,
+                Some(crypto::encode(bytes.as_bytes(), Encoding::Base64)),
+            ),
+        };
+        Self {
+            status,
+            headers,
+            body,
+            body_base64,
+        }
+    }
 }
 
 /// The HTTP client behind `fetch`.
@@ -269,7 +298,14 @@ impl Fetcher {
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
+        let body = match request.body_base64 {
+            Some(base64) => Bytes::from(
+                crypto::decode(&base64, Encoding::Base64)
+                    .map_err(|e| FetchError::Invalid(format!("body: {e}")))?,
+            ),
+            None => Bytes::from(request.body.unwrap_or_default()),
+        };
+        let body = Full::new(body);
         let outgoing = builder
             .body(body)
             .map_err(|e| FetchError::Invalid(e.to_string()))?;
@@ -309,11 +345,7 @@ impl Fetcher {
             .await
             .map_err(|e| FetchError::Failed(format!("response body (limit {limit} bytes): {e}")))?
             .to_bytes();
-        Ok(FetchResponse {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        Ok(FetchResponse::new(status, headers, body.to_vec()))
     }
 }
 
