@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Writes the ConfigMap of each library plugin's plugin.yaml from the plugin's TypeScript.
 
-A plugin directory `plugins/<name>/` holds `plugin.ts` (and maybe more `.ts` files; the
-`*.test.ts` suites are not part of the plugin) and `plugin.yaml`: the ConfigMap `weir-plugin-<name>`
-between the lines BEGIN and END, generated here, whose data has one key per source file
-(`plugin.ts` as `<name>.ts`, the others by their own names), then the Plugin, written by
-hand. Run it after editing a plugin; plugins/test_plugins.py fails when a manifest has
-drifted from its sources.
+A plugin directory `plugins/<name>/` holds `plugin.ts` (and maybe more `.ts` files) and
+`plugin.yaml`: the ConfigMap `weir-plugin-<name>` between the lines BEGIN and END,
+generated here, then the Plugin, written by hand. The ConfigMap's data has one key per
+module of the plugin: `plugin.ts` as `<name>.ts`, and the files it imports (`./jwt`),
+directly or not, by their own names, as the compiler links them; the suites (`*.test.ts`)
+and the files only they import (fixtures) are left out. A module may be a symlink to
+another plugin's (plugins/admin-gate/jwt.ts -> ../jwt-auth/jwt.ts): its content is
+carried, so plugins share code without copying it. Run it after editing a plugin;
+plugins/test_plugins.py fails when a manifest has drifted from its sources.
 
     python3 plugins/sync_manifests.py            # every plugin
     python3 plugins/sync_manifests.py ip-filter  # one
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -24,15 +28,36 @@ def plugin_dirs() -> list:
     return sorted(p.parent for p in PLUGINS.glob("*/plugin.ts"))
 
 
+# `import ... from "./x"`, `export ... from "./x"`, `import "./x"` and `import("./x")`.
+IMPORT = re.compile(r"""\b(?:from|import)\s*\(?\s*(["'])(\./[^"'\n]+)\1""")
+
+
+def imported(directory: Path, text: str) -> list:
+    """The files of `directory` that `text` imports (`./name`: name, name.ts or name.js)."""
+    found = []
+    for _, specifier in IMPORT.findall(text):
+        name = specifier[2:]
+        for candidate in (name, f"{name}.ts", f"{name}.js"):
+            if "/" not in candidate and (directory / candidate).is_file():
+                found.append(candidate)
+                break
+    return found
+
+
 def sources(directory: Path) -> dict:
-    """The ConfigMap data a plugin directory should have: key -> file content."""
+    """The ConfigMap data a plugin directory should have: key -> file content, for
+    plugin.ts and every file it imports, directly or not."""
     data = {}
-    for path in sorted(directory.glob("*.ts")):
-        if path.name.endswith(".test.ts") or path.name.endswith(".d.ts"):
+    pending = ["plugin.ts"]
+    while pending:
+        name = pending.pop()
+        key = f"{directory.name}.ts" if name == "plugin.ts" else name
+        if key in data:
             continue
-        key = f"{directory.name}.ts" if path.name == "plugin.ts" else path.name
-        data[key] = path.read_text()
-    return data
+        text = (directory / name).read_text()
+        data[key] = text
+        pending.extend(imported(directory, text))
+    return dict(sorted(data.items()))
 
 
 def block(text: str, indent: str) -> str:
