@@ -251,13 +251,17 @@ function parseKey(ctx: LoadContext, plugin: string, config: KeyConfig, i: number
       throw configError(plugin, `${field}.pem`, "must be a PEM public key (-----BEGIN PUBLIC KEY-----)");
     }
     material = config.pem;
-    const found = pemKind(ctx, config.pem);
-    if (found === null) throw configError(plugin, `${field}.pem`, "is no RSA, EC P-256, EC P-384 or Ed25519 public key");
-    kind = found;
-    if (kind === "RSA") {
-      const bits = rsaModulusBits(spkiRsaModulus(ctx, config.pem));
-      if (bits !== null && bits < 2048) throw configError(plugin, `${field}.pem`, `is a ${bits}-bit RSA key; RSA keys need 2048 bits or more`);
+    const spki = readSpki(ctx, config.pem);
+    if (spki === null) throw configError(plugin, `${field}.pem`, "is no RSA, EC P-256, EC P-384 or Ed25519 public key");
+    kind = spki.kind;
+    // What the proxy's crypto makes of it, once.
+    try {
+      ctx.crypto.verify(algorithmsOf(kind)[0] as SignatureAlgorithm, material, "", new Uint8Array(0));
+    } catch (error) {
+      throw configError(plugin, `${field}.pem`, `cannot be used: ${(error as Error).message}`);
     }
+    const bits = rsaModulusBits(spki.modulus);
+    if (bits !== null && bits < 2048) throw configError(plugin, `${field}.pem`, `is a ${bits}-bit RSA key; RSA keys need 2048 bits or more`);
   } else {
     const jwk = config.jwk;
     if (jwk === null || typeof jwk !== "object" || Array.isArray(jwk)) throw configError(plugin, `${field}.jwk`, "must be a JWK object");
@@ -308,19 +312,6 @@ function algorithmsOf(kind: KeyKind): Algorithm[] {
   return ALGORITHMS.filter((alg) => kindOf(alg) === kind);
 }
 
-/** The kind of a PEM public key: the algorithm family `ctx.crypto.verify` takes it for. */
-function pemKind(ctx: LoadContext, pem: string): KeyKind | null {
-  for (const [alg, kind] of [["RS256", "RSA"], ["ES256", "P-256"], ["ES384", "P-384"], ["EdDSA", "Ed25519"]] as const) {
-    try {
-      ctx.crypto.verify(alg, pem, "", new Uint8Array(0));
-      return kind;
-    } catch {
-      // Not this kind.
-    }
-  }
-  return null;
-}
-
 // `ctx.crypto.verify` answers false, rather than throwing, for RSA keys under 2048 bits,
 // which would refuse every token with "the signature is not valid": the modulus is
 // measured here instead, from the JWK's `n` or the PEM's DER.
@@ -343,8 +334,25 @@ function rsaModulusBits(n: Uint8Array | null): number | null {
   return (n.length - i - 1) * 8 + (32 - Math.clz32(n[i]));
 }
 
-/** The modulus of a PEM RSA SubjectPublicKeyInfo, read from its DER; null when it is not one. */
-function spkiRsaModulus(ctx: LoadContext, pem: string): Uint8Array | null {
+function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
+  return out;
+}
+
+/** SubjectPublicKeyInfo algorithm OIDs (and EC curve OIDs), in DER. */
+const SPKI_KINDS: Record<string, KeyKind> = {
+  "2a864886f70d010101": "RSA", // rsaEncryption
+  "2a8648ce3d0201/2a8648ce3d030107": "P-256", // ecPublicKey, prime256v1
+  "2a8648ce3d0201/2b81040022": "P-384", // ecPublicKey, secp384r1
+  "2b6570": "Ed25519", // id-Ed25519
+};
+
+/**
+ * The kind of a PEM public key, read from its DER (SubjectPublicKeyInfo: the algorithm
+ * OID, and the curve of an EC key), with an RSA key's modulus; null when it is none of these.
+ */
+function readSpki(ctx: LoadContext, pem: string): { kind: KeyKind; modulus: Uint8Array | null } | null {
   let der: Uint8Array;
   try {
     der = ctx.crypto.decode(pem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, ""), "base64");
@@ -366,10 +374,17 @@ function spkiRsaModulus(ctx: LoadContext, pem: string): Uint8Array | null {
   };
   const spki = tlv(0, 0x30);
   const algorithm = spki && tlv(spki.start, 0x30);
-  const bits = algorithm && tlv(algorithm.end, 0x03);
+  const oid = algorithm && tlv(algorithm.start, 0x06);
+  if (!oid || !algorithm) return null;
+  const curve = oid.end < algorithm.end ? tlv(oid.end, 0x06) : null;
+  const id = hex(der.subarray(oid.start, oid.end));
+  const kind = SPKI_KINDS[curve ? `${id}/${hex(der.subarray(curve.start, curve.end))}` : id];
+  if (kind === undefined) return null;
+  if (kind !== "RSA") return { kind, modulus: null };
+  const bits = tlv(algorithm.end, 0x03);
   const key = bits && tlv(bits.start + 1, 0x30);
   const modulus = key && tlv(key.start, 0x02);
-  return modulus ? der.subarray(modulus.start, modulus.end) : null;
+  return { kind, modulus: modulus ? der.subarray(modulus.start, modulus.end) : null };
 }
 
 /** Parses the verification part of a plugin's config; throws a TypeError naming the field. */
