@@ -234,6 +234,7 @@ function parseKey(ctx: LoadContext, plugin: string, config: KeyConfig, i: number
   }
   let kind: KeyKind;
   let material: Uint8Array | string;
+  let pinned: Algorithm | null = null;
   if (config.secret !== undefined) {
     if (typeof config.secret !== "string" || config.secret === "") throw configError(plugin, `${field}.secret`, "must be a non-empty string");
     const encoding = config.secretEncoding ?? "utf8";
@@ -270,6 +271,14 @@ function parseKey(ctx: LoadContext, plugin: string, config: KeyConfig, i: number
     const found = jwkKind(jwk);
     if (found === null) throw configError(plugin, `${field}.jwk`, "is no RSA, EC P-256, EC P-384 or Ed25519 public key");
     kind = found;
+    if (jwk.use !== undefined && jwk.use !== "sig") throw configError(plugin, `${field}.jwk`, `is a key for ${JSON.stringify(jwk.use)}, not for signatures`);
+    // A JWK's own alg is the only algorithm it verifies, as in a JWKS.
+    if (jwk.alg !== undefined) {
+      if (typeof jwk.alg !== "string" || !ALGORITHMS.includes(jwk.alg as Algorithm) || kindOf(jwk.alg as Algorithm) !== kind) {
+        throw configError(plugin, `${field}.jwk.alg`, `${JSON.stringify(jwk.alg)} is no algorithm ${describeKind(kind)} verifies`);
+      }
+      pinned = jwk.alg as Algorithm;
+    }
     material = publicJwk(jwk);
     // A JWK that does not load (a missing or broken member) is a config error now, not
     // a refused token later.
@@ -290,7 +299,9 @@ function parseKey(ctx: LoadContext, plugin: string, config: KeyConfig, i: number
   if (own === null && allowList === null) {
     throw configError(plugin, field, `has no algorithms: give ${field}.algorithms or algorithms (the token's alg alone is never trusted)`);
   }
-  const algorithms = (own ?? allowList ?? []).filter((alg) => kindOf(alg) === kind && (allowList === null || allowList.includes(alg)));
+  const algorithms = (own ?? allowList ?? []).filter(
+    (alg) => kindOf(alg) === kind && (allowList === null || allowList.includes(alg)) && (pinned === null || alg === pinned),
+  );
   if (algorithms.length === 0) {
     throw configError(plugin, field, `verifies none of the allowed algorithms (${describeKind(kind)})`);
   }
@@ -418,8 +429,6 @@ export function parseVerifier(ctx: LoadContext, plugin: string, config: Verifier
       timeoutMs: number(plugin, options.timeoutMs, "jwks.timeoutMs", 1500, 1),
       unavailableStatus: onError === "unavailable" ? 503 : 401,
     };
-  } else if (config.jwks !== undefined && config.jwks !== null) {
-    throw configError(plugin, "jwks", "needs jwksUri");
   }
   if (keys.length === 0 && jwks === null) {
     throw configError(plugin, "keys", "is empty and there is no jwksUri: no token could ever be verified");
@@ -579,7 +588,8 @@ export function verifyToken(ctx: Context, v: Verifier, token: string): Outcome |
   if (kid !== undefined && (typeof kid !== "string" || kid.length > MAX_KID_LENGTH)) {
     return refused("the token's kid is not a string of at most 256 characters");
   }
-  if (s === "" || !SEGMENT.test(s)) return refused("the token has no signature");
+  if (s === "") return refused("the token has no signature");
+  if (!SEGMENT.test(s)) return refused("the token's signature is not base64url");
   let signature: Uint8Array;
   try {
     signature = ctx.crypto.decode(s, "base64url");

@@ -146,6 +146,11 @@ export default {
       const jwk = { algorithms: ["RS256", "HS256"], keys: [{ kid: "rsa-1", jwk: KEYS.rsa1Jwk }] };
       await invalid(t, SPECIAL.hs256WithPublicJwk, /^no key matches the token's kid and alg$/, jwk);
     },
+    async "a configured JWK's alg pins it to that algorithm"(t) {
+      const config: Json = { algorithms: ["RS256", "PS256"], keys: [{ jwk: { ...KEYS.rsa1Jwk, alg: "PS256" } }] };
+      await passes(t, { headers: bearer(TOKENS.PS256) }, config);
+      await invalid(t, TOKENS.RS256, /^no key matches the token's kid and alg$/, config);
+    },
     async "a public key of another kind never verifies: an RS256 kid pointing at an EC key"(t) {
       const config = { algorithms: ["RS256", "ES256"], keys: [{ kid: "rsa-1", jwk: KEYS.ec256Jwk }] };
       await invalid(t, TOKENS.RS256, /^no key matches the token's kid and alg$/, config);
@@ -191,7 +196,8 @@ export default {
       await invalid(t, `.${p}.${s}`, form);
       await invalid(t, `${h}.${p}.${s}.${s}.${s}`, /^encrypted tokens \(JWE\) are not accepted$/);
       await invalid(t, `${h}.${p}.`, /^the token has no signature$/);
-      await invalid(t, `${h}.${p}.${s}=`, /^the token has no signature$/);
+      await invalid(t, `${h}.${p}.${s}=`, /^the token's signature is not base64url$/);
+      await invalid(t, `${h}.${p}.${s.slice(0, -1)}`, /^the token's signature is not base64url$/); // not canonical
       await invalid(t, raw("bm90IGpzb24", p), /^the token's header is not a base64url JSON object$/);
       await invalid(t, raw("WzFd", p), /^the token's header is not a base64url JSON object$/); // [1]
       await invalid(t, raw("_w", p), /^the token's header is not a base64url JSON object$/); // 0xff: no UTF-8
@@ -428,6 +434,9 @@ export default {
         [{ algorithms: ["HS256"], keys: [{ jwk: { kty: "oct", k: "c2VjcmV0" } }] }, /config\.keys\[0\]\.jwk is a symmetric key: give HMAC secrets as secret/],
         [{ algorithms: ["RS256"], keys: [{ jwk: { ...KEYS.rsa1Jwk, d: "AAAA" } }] }, /config\.keys\[0\]\.jwk holds a private key \(d\)/],
         [{ algorithms: ["RS256"], keys: [{ jwk: { kty: "RSA", e: "AQAB" } }] }, /config\.keys\[0\]\.jwk cannot be used: invalid key: the JWK has no "n"/],
+        [{ algorithms: ["RS256"], keys: [{ jwk: { ...KEYS.rsa1Jwk, use: "enc" } }] }, /config\.keys\[0\]\.jwk is a key for "enc", not for signatures/],
+        [{ algorithms: ["RS256"], keys: [{ jwk: { ...KEYS.rsa1Jwk, alg: "ES256" } }] }, /config\.keys\[0\]\.jwk\.alg "ES256" is no algorithm an RSA key verifies/],
+        [{ algorithms: ["RS256"], keys: [{ jwk: { ...KEYS.rsa1Jwk, alg: "PS256" } }] }, /config\.keys\[0\] verifies none of the allowed algorithms/],
         [{ algorithms: ["HS256"], keys: [{ secret: "not base64!", secretEncoding: "base64" }] }, /config\.keys\[0\]\.secret is not base64/],
         [{ algorithms: ["HS256"], keys: [{ secret: KEYS.secret256, pem: KEYS.rsa1Pem }] }, /config\.keys\[0\] must have exactly one of secret, pem and jwk/],
         [{ algorithms: ["RS256"] }, /config\.keys is empty and there is no jwksUri/],
