@@ -105,6 +105,18 @@ export default {
       }, { config });
       t.equal(replaced(t, after), { user: { password: "[REDACTED]" }, items: [{ ssn: "[REDACTED]" }, {}], codes: [1, "[REDACTED]", 3] });
     },
+    async "an object replaceWith is copied into each place, so later paths may reach into it"(t) {
+      const config = { fields: ["user", "*.password", "items.*"], replaceWith: { password: "hidden", redacted: true } };
+      const after = await respond(t, {
+        headers: JSON_HEADERS,
+        body: { user: { password: "x", id: 1 }, items: [1, 2] },
+      }, { config });
+      t.equal(replaced(t, after), {
+        user: { password: { password: "hidden", redacted: true }, redacted: true },
+        items: [{ password: "hidden", redacted: true }, { password: "hidden", redacted: true }],
+      });
+      t.equal(after.outcome, "continue");
+    },
     async "+json media types and parameters are JSON too"(t) {
       for (const type of ["application/problem+json", "application/vnd.api+json; charset=utf-8", "Application/JSON;charset=UTF-8"]) {
         const after = await respond(t, { headers: { "content-type": type }, body: { user: { password: "x" } } });
