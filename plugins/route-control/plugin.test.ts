@@ -226,6 +226,17 @@ export default {
       }
       near(t, moved, 100, 35, "users on another side");
     },
+    async "setCookie gives a client whose sticky cookie is empty a new one"(t) {
+      const config = { rules: [{ weight: 50, backend: CANARY }], sticky: { cookie: "canary-id", setCookie: true } };
+      const result = await t.beforeRequest({ backends: BACKENDS, headers: { cookie: "canary-id=; theme=dark" } }, { config });
+      const cookies = result.patch?.responseHeaders.append["set-cookie"] ?? [];
+      t.equal(cookies.length, 1, "a new cookie");
+      const id = /^canary-id=([0-9a-f-]{36});/.exec(cookies[0] ?? "")?.[1];
+      t.ok(id, cookies[0]);
+      const chosen = result.patch?.upstream?.value ?? null;
+      const again = await t.beforeRequest({ backends: BACKENDS, headers: { cookie: `canary-id=${id}` } }, { config });
+      t.equal(again.patch?.upstream?.value ?? null, chosen, "the side of the cookie it was given");
+    },
     async "a backend the Route does not have is ignored by the proxy"(t) {
       const result = await t.beforeRequest({ backends: [STABLE], headers: { "x-beta": "1" } });
       t.equal(result.outcome, "continue");

@@ -43,7 +43,7 @@ interface Sticky {
   user?: string;
   /** Mixed into the hash, so a new experiment shuffles users again. */
   salt?: string;
-  /** With `cookie`: gives a client without it a random one, so it stays on its side. */
+  /** With `cookie`: gives a client without it (or with it empty) a random one, so it stays on its side. */
   setCookie?: boolean;
   /** Lifetime of a cookie set by `setCookie`, in seconds (default 30 days). */
   maxAgeSeconds?: number;
@@ -161,7 +161,9 @@ function bucket(ctx: Context<Config>, s: Parsed): number {
   if (sticky.header !== undefined) value = ctx.request.headers[sticky.header.toLowerCase()] ?? null;
   else if (sticky.cookie !== undefined) {
     value = cookie(ctx.request.headers["cookie"], sticky.cookie);
-    if (value === null && sticky.setCookie === true) {
+    // An empty cookie decides nothing: such a client gets one too, or it would change
+    // sides on every request.
+    if ((value === null || value === "") && sticky.setCookie === true) {
       value = ctx.crypto.randomUUID();
       const maxAge = sticky.maxAgeSeconds ?? 30 * 24 * 3600;
       const secure = ctx.request.url.startsWith("https:") ? "; Secure" : "";
