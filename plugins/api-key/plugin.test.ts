@@ -270,6 +270,15 @@ export default {
       const alice = await t.beforeRequest({ headers: { "x-api-key": ALICE } }, { config: BOTH });
       t.equal(alice.patch?.user, { id: "alice", scopes: ["orders:read"] });
     },
+    async "an identity an earlier plugin set lets no request without a valid key in, and the key's holder replaces it"(t) {
+      const user = { id: "admin", scopes: ["orders:read", "orders:write"] };
+      await unauthorized(t, { user }, /an API key is required/);
+      await unauthorized(t, { user, headers: { "x-api-key": UNKNOWN } }, /the API key is not valid/);
+      const result = await t.beforeRequest({ user, headers: { "x-api-key": ALICE } }, { config: { ...CONFIG, requiredScopes: ["orders:write"] } });
+      t.equal(result.response?.status, 403, "the key's scopes count, not the earlier identity's");
+      const passed = await t.beforeRequest({ user, headers: { "x-api-key": ALICE } });
+      t.equal(passed.patch?.user, { id: "alice", scopes: ["orders:read"] });
+    },
     async "other config errors fail the hook, naming the field"(t) {
       const cases: [Json, RegExp][] = [
         [{ lookup: "redis" }, /config\.lookup must be "config", "cache" or "both", not "redis"/],
