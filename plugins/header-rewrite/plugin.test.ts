@@ -185,6 +185,35 @@ export default {
       t.equal(headers?.set, {});
       t.equal(headers?.remove, ["x-user-id"]);
     },
+    async "names of members every object has are names like others"(t) {
+      const config = {
+        request: {
+          set: {
+            "x-q": "${request.query.constructor}",
+            "x-h": "${request.header.constructor}",
+            "x-p": "${request.pathParam.toString}",
+            "x-u": "${user.constructor}",
+            "x-v": "${user.__proto__}",
+            "x-w": "${user.valueOf}",
+          },
+        },
+      };
+      const missing = await edits(t, { user: { id: "alice" } }, config);
+      t.equal(missing?.set, {});
+      t.equal(missing?.remove, ["x-h", "x-p", "x-q", "x-u", "x-v", "x-w"]);
+      const present = await edits(
+        t,
+        {
+          query: "constructor=q",
+          headers: { constructor: "h" },
+          pathParams: { toString: "p" },
+          user: { constructor: "u", valueOf: 1 },
+        },
+        config,
+      );
+      t.equal(present?.set, { "x-q": ["q"], "x-h": ["h"], "x-p": ["p"], "x-u": ["u"], "x-w": ["1"] });
+      t.equal(present?.remove, ["x-v"]);
+    },
     async "a template naming no known value fails the hook, naming it"(t) {
       for (const bad of ["${user}", "${request.cookie.a}", "${request.header.}", "${nope}", "${request.method", "${user..id}"]) {
         const result = await t.beforeRequest({}, { config: { request: { set: { "x-ok": "fine", "x-bad": bad } } } });
