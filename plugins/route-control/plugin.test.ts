@@ -237,6 +237,16 @@ export default {
       const again = await t.beforeRequest({ backends: BACKENDS, headers: { cookie: `canary-id=${id}` } }, { config });
       t.equal(again.patch?.upstream?.value ?? null, chosen, "the side of the cookie it was given");
     },
+    async "names of members every object has are names like others"(t) {
+      const config: Json = { rules: [{ header: { name: "constructor" }, backend: BETA }, { weight: 50, backend: CANARY }], sticky: { header: "toString" } };
+      t.equal(await target(t, { headers: { constructor: "x" } }, config), BETA);
+      t.notEqual(await target(t, { headers: { "toString": "u" } }, config), BETA, "a request without the header");
+      const sticky = await target(t, { headers: { "toString": "u" } }, config);
+      for (let i = 0; i < 10; i++) t.equal(await target(t, { headers: { "toString": "u" } }, config), sticky);
+      const byUser = { rules: [{ weight: 50, backend: CANARY }], sticky: { user: "constructor" } };
+      const chosen = await target(t, { user: { constructor: "alice" } }, byUser);
+      for (let i = 0; i < 10; i++) t.equal(await target(t, { user: { constructor: "alice" } }, byUser), chosen);
+    },
     async "a backend the Route does not have is ignored by the proxy"(t) {
       const result = await t.beforeRequest({ backends: [STABLE], headers: { "x-beta": "1" } });
       t.equal(result.outcome, "continue");
