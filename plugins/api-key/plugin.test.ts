@@ -279,6 +279,14 @@ export default {
       const passed = await t.beforeRequest({ user, headers: { "x-api-key": ALICE } });
       t.equal(passed.patch?.user, { id: "alice", scopes: ["orders:read"] });
     },
+    async "names of members every object has are names like others"(t) {
+      const config = { ...CONFIG, header: "constructor", queryParam: "toString" };
+      await unauthorized(t, {}, /an API key is required in the constructor header or the toString query parameter/, config);
+      const byHeader = await t.beforeRequest({ headers: { constructor: ALICE } }, { config });
+      t.equal(byHeader.patch?.user, { id: "alice", scopes: ["orders:read"] });
+      const byQuery = await t.beforeRequest({ query: `toString=${CI}` }, { config });
+      t.equal(byQuery.patch?.user, { id: "ci", scopes: ["orders:read", "orders:write"] });
+    },
     async "other config errors fail the hook, naming the field"(t) {
       const cases: [Json, RegExp][] = [
         [{ lookup: "redis" }, /config\.lookup must be "config", "cache" or "both", not "redis"/],
