@@ -175,6 +175,16 @@ export default {
       t.equal((await line(t, { request: { ...REQUEST, user: "alice" } })).user, null, "a user that is no object");
       t.equal((await line(t, { request: { ...REQUEST, user: { name: "no id" } } })).user, null);
     },
+    async "names of members every object has are names like others"(t) {
+      const config = { userField: "constructor", requestHeaders: ["constructor"] };
+      const absent = await line(t, { config, request: { user: { id: "u-1" } } });
+      t.equal(absent.user, null);
+      t.equal(absent.requestHeaders, {});
+      const present = await line(t, { config, request: { user: { constructor: "u-2" }, headers: { constructor: "h" } } });
+      t.equal(present.user, "u-2");
+      t.equal(present.requestHeaders, { constructor: "h" });
+      t.equal((await line(t, { config: { userField: "__proto__" }, request: { user: { id: "u-1" } } })).user, null);
+    },
     async "sensitive headers are always logged as [REDACTED], configured ones too, in any case"(t) {
       const config = {
         requestHeaders: ["Authorization", "cookie", "x-api-key", "proxy-authorization", "x-session", "x-plain", "x-absent"],
