@@ -477,11 +477,11 @@
     return undefined;
   }
 
-  const hooks = ["onLoad", "beforeRequest", "afterResponse", "onError"].filter(
+  const hooks = ["onLoad", "beforeRequest", "afterResponse", "onError", "onUnload"].filter(
     (name) => typeof plugin?.[name] === "function",
   );
   // Hooks by the number Rust calls them with (`Hook::index`).
-  const HOOKS = ["onLoad", "beforeRequest", "afterResponse"];
+  const HOOKS = ["onLoad", "beforeRequest", "afterResponse", "onUnload"];
 
   return freeze({
     hooks,
