@@ -57,7 +57,10 @@ def check(directory: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_library_is_there():
-    assert {"api-key", "header-rewrite", "ip-filter", "redact", "request-log", "route-control"} <= set(LIBRARY)
+    assert {
+        "api-key", "header-rewrite", "hmac-session", "ip-filter", "rate-limit", "redact", "request-log",
+        "response-cache", "route-control",
+    } <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
