@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote
 import pytest
 import yaml
 
-from test_plugins import DEMO_KEY, Echo, Proxy, check, free_ports, manifest
+from test_plugins import DEMO_KEY, REPO, Echo, Proxy, check, free_ports, manifest
 
 HOST = "shared.example.test"
 PREFIX = "shared-test:"
@@ -342,6 +342,31 @@ def test_an_hmac_session_nonce_accepted_by_one_replica_is_refused_by_the_other(s
     status, _, body = a("/api/orders", signed(session, "GET", "/api/orders"))
     assert (status, reason(body)) == (401, "unknown_session")
     assert redis.command("EXISTS", f"{PREFIX}default/hmac-session:session:{session['sessionId']}") == 0
+
+
+def test_the_guides_python_client_signs_its_example_and_real_requests(shared, monkeypatch):
+    """The `sign` function docs/plugins.md gives client developers: it reproduces the
+    guide's example, and a proxy accepts what it signs."""
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    section = guide.split("\n### `hmac-session`\n", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    client = {}
+    exec(code, client)
+    secret = "6Xq0o7kq1cXoJm3q8pJb1uQ2mWZ9f3QeC4yTgq8P0dA"
+    with monkeypatch.context() as patch:
+        patch.setattr(client["time"], "time", lambda: 1893456000.25)
+        patch.setattr(client["uuid"], "uuid4", lambda: "3f1c2b5e-9d4a-4c47-8f0e-2a6b1d9c7e55")
+        headers = client["sign"](secret, "POST", "/orders/42/items", "b=x+y&a=1&b=%7E", b'{"item":"book","qty":2}')
+    example = re.search(r"^X-Signature: ([0-9a-f]{64})$", section, re.MULTILINE).group(1)
+    assert headers["X-Signature"] == example
+
+    redis, a, _ = shared
+    redis.command("SET", f"{PREFIX}default/hmac-session:session:guide-example-session", json.dumps({"secret": secret, "user": "guide"}))
+    redis.command("SET", f"{PREFIX}default/hmac-session:active:guide-example-session", "0", "EX", "60")
+    body = b'{"item":"book"}'
+    headers = client["sign"](secret, "post", "/api/direct", "z=1&a=%C3%A9&a=b+c", body)
+    status, _, answer = a("/api/direct?z=1&a=%C3%A9&a=b+c", {"authorization": "Session guide-example-session", **headers}, "POST", body)
+    assert status == 200, answer
 
 
 def test_a_session_another_system_wrote_to_redis_is_honoured(shared):

@@ -202,7 +202,7 @@ async function verify(ctx: Context<Config>, s: Parsed) {
   }
   const timestamp = headers["x-timestamp"];
   const nonce = headers["x-nonce"];
-  if (!SESSION_ID.test(id)) return refuse(ctx, s, "malformed_header", "the session id is not one");
+  if (!SESSION_ID.test(id)) return refuse(ctx, s, "malformed_header", "the session id must be 16 to 128 characters of A-Z a-z 0-9 - _");
   if (!TIMESTAMP.test(timestamp)) return refuse(ctx, s, "malformed_header", "X-Timestamp must be Unix time in seconds");
   if (!NONCE.test(nonce)) {
     return refuse(ctx, s, "malformed_header", "X-Nonce must be 16 to 128 characters of A-Z a-z 0-9 - _ . ~ + / =");
