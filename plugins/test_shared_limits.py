@@ -177,9 +177,23 @@ class Replica:
             time.sleep(0.05)
 
 
+class Binary(Echo):
+    """Echo, but /cached/bytes answers every byte value, which no text holds."""
+
+    def do_GET(self):
+        if not self.path.startswith("/cached/bytes"):
+            return super().do_GET()
+        body = bytes(range(256)) * 4
+        self.send_response(200)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 @pytest.fixture(scope="module")
 def backend():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Binary)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
@@ -399,6 +413,15 @@ def test_response_cache_entries_are_shared_by_replicas(shared):
     assert headers["x-cache"] == "HIT" and body == fresh, "no-cache refreshed the entry for both"
     status, headers, _ = a("/cached/products?page=2&sort=price", {"authorization": "Bearer x"})
     assert headers["x-cache"] == "BYPASS"
+
+    # Bytes that are no UTF-8 come back as they were.
+    status, headers, first = a("/cached/bytes")
+    assert (status, headers["x-cache"]) == (200, "MISS")
+    status, headers, body = b("/cached/bytes")
+    assert (status, headers["x-cache"]) == (200, "HIT")
+    assert body == bytes(range(256)) * 4
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-length"] == "1024"
 
 
 # ---- without Redis ----
