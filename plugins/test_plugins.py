@@ -58,7 +58,10 @@ def check(directory: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_library_is_there():
-    assert {"api-key", "header-rewrite", "ip-filter", "redact", "request-log", "route-control"} <= set(LIBRARY)
+    assert {
+        "api-key", "header-rewrite", "hmac-session", "ip-filter", "rate-limit", "redact", "request-log",
+        "response-cache", "route-control",
+    } <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -293,9 +296,10 @@ def free_ports(count: int) -> list:
 
 
 class Proxy:
-    """weir-proxy in standalone mode on `directory`, its JSON log collected."""
+    """weir-proxy in standalone mode on `directory`, its JSON log collected; `flags` are
+    more of its flags (`--plugin-redis-url ...`)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, flags: tuple = ()):
         self.port, self.admin = free_ports(2)
         self.lines = []
         self.process = subprocess.Popen(
@@ -307,6 +311,7 @@ class Proxy:
                 "--workers", "1",
                 "--log-format", "json",
                 "--drain-timeout", "1s",
+                *flags,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -331,11 +336,11 @@ class Proxy:
             time.sleep(0.1)
         pytest.fail("weir-proxy did not become ready:\n" + "".join(self.lines[-40:]))
 
-    def call(self, path: str, headers: dict, host: str = "log.example.test") -> tuple:
-        """Status, headers (lower-case names) and body of a GET."""
+    def call(self, path: str, headers: dict, host: str = "log.example.test", method: str = "GET", body: bytes = None) -> tuple:
+        """Status, headers (lower-case names) and body of a request (a GET by default)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            connection.request("GET", path, headers={"host": host, **headers})
+            connection.request(method, path, body=body, headers={"host": host, **headers})
             response = connection.getresponse()
             body = response.read()
             return response.status, {k.lower(): v for k, v in response.getheaders()}, body
@@ -346,15 +351,15 @@ class Proxy:
         status, answer, _ = self.call(path, headers)
         return status, answer.get("x-request-id")
 
-    def plugin_lines(self, request_id: str) -> list:
-        """The request-log lines of a request, with their fields parsed."""
+    def plugin_lines(self, request_id: str, plugin: str = "default/request-log") -> list:
+        """The lines a plugin logged for a request, with their fields parsed."""
         out = []
         for text in list(self.lines):
             try:
                 line = json.loads(text)
             except ValueError:
                 continue
-            if line.get("plugin") != "default/request-log" or line.get("request_id") != request_id:
+            if line.get("plugin") != plugin or line.get("request_id") != request_id:
                 continue
             fields = line.get("fields")
             out.append({**line, "fields": json.loads(fields) if isinstance(fields, str) else fields})
