@@ -2,8 +2,9 @@
 `weir-proxy plugin test`; its plugin.yaml holds exactly its TypeScript (so the example
 never drifts from the tested code), is accepted by `weir-proxy check`, and has a strict,
 described configSchema that refuses a config it does not describe, in the Plugin and in a
-Route's override; docs/plugins.md has a section for it. request-log's line is checked in
-the log of a real proxy, since suites cannot see log lines, and api-key's edits of the
+Route's override; docs/plugins.md has a section for it; its example config loads, and a
+config it cannot use fails its onLoad with the reason. request-log's line is also checked
+in the log of a real proxy (the suite reads it with t.logs()), and api-key's edits of the
 upstream request in a real proxy, since suites do not see the Route's rewrite.
 
 The binary is $WEIR_PROXY, or target/debug/weir-proxy (under $CARGO_TARGET_DIR when set)."""
@@ -57,7 +58,10 @@ def check(directory: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_library_is_there():
-    assert {"api-key", "header-rewrite", "ip-filter", "redact", "request-log", "route-control"} <= set(LIBRARY)
+    assert {
+        "api-key", "header-rewrite", "hmac-session", "ip-filter", "rate-limit", "redact", "request-log",
+        "response-cache", "route-control",
+    } <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -179,6 +183,59 @@ def test_a_routes_override_the_schema_does_not_describe_is_refused(name, tmp_pat
     assert f"Plugin default/{name}" not in output, "the Plugin itself is fine"
 
 
+def suite_with_config(name: str, config: dict, directory: Path) -> subprocess.CompletedProcess:
+    """`weir-proxy plugin test` on a copy of the plugin with one suite whose config (which
+    the plugin's onLoad sees) is `config`, and one request that must not fail."""
+    for path in (PLUGINS / name).glob("*.ts"):
+        if not path.name.endswith(".test.ts"):
+            shutil.copy(path, directory / path.name)
+    (directory / "plugin.test.ts").write_text(
+        "export default {\n"
+        f"  config: {json.dumps(config)},\n"
+        "  tests: {\n"
+        '    async "a request"(t) {\n'
+        '      const result = await t.beforeRequest({ clientIp: "10.0.0.1" });\n'
+        '      t.notEqual(result.outcome, "failed", JSON.stringify(result.failure));\n'
+        "    },\n"
+        "  },\n"
+        "};\n"
+    )
+    return subprocess.run(
+        [weir_proxy(), "plugin", "test", directory], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_the_example_config_loads(name, tmp_path):
+    result = suite_with_config(name, manifest(name)["Plugin"]["spec"]["config"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# For each plugin, a config its onLoad refuses, and what the reason says. route-control's
+# is one the schema lets through (it cannot judge regular expressions).
+UNUSABLE = {
+    "api-key": ({"keys": [{"hash": "abc", "id": "short"}]}, r"config\.keys\[0\]\.hash must be the SHA-256"),
+    "header-rewrite": ({"request": {"set": {"x-a": "${nope}"}}}, r'config\.request\.set\["x-a"\]: unknown variable \$\{nope\}'),
+    "ip-filter": ({"allow": ["10.0.0.0/8", "10.0.0.0/33"]}, r'config\.allow\[1\] "10\.0\.0\.0/33" has a prefix length'),
+    "redact": ({"fields": ["user..password"]}, r'config\.fields\[0\] "user\.\.password" has an empty segment'),
+    "request-log": ({"sampleRate": 2}, r"config\.sampleRate must be a number from 0 to 1"),
+    "route-control": (
+        {"rules": [{"header": {"name": "x-beta", "regex": "("}, "backend": "service:shop/api-beta:8080"}]},
+        r'config\.rules\[0\]\.header\.regex "\(" is not a regular expression',
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_a_config_the_plugin_cannot_use_fails_its_load(name, tmp_path):
+    if name not in UNUSABLE:
+        pytest.fail(f"add a config {name} cannot use to UNUSABLE")
+    config, reason = UNUSABLE[name]
+    result = suite_with_config(name, config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert re.search(r"plugin\.ts does not load: onLoad threw: TypeError: " + re.escape(name) + ": " + reason, output), output
+
 def test_the_ip_filter_pattern_accepts_exactly_the_cidrs_python_does():
     """The schema's pattern, against Python's ipaddress on random (and broken) networks;
     prefix lengths with leading zeros and zone ids, which Python takes, are refused."""
@@ -239,9 +296,10 @@ def free_ports(count: int) -> list:
 
 
 class Proxy:
-    """weir-proxy in standalone mode on `directory`, its JSON log collected."""
+    """weir-proxy in standalone mode on `directory`, its JSON log collected; `flags` are
+    more of its flags (`--plugin-redis-url ...`)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, flags: tuple = ()):
         self.port, self.admin = free_ports(2)
         self.lines = []
         self.process = subprocess.Popen(
@@ -253,6 +311,7 @@ class Proxy:
                 "--workers", "1",
                 "--log-format", "json",
                 "--drain-timeout", "1s",
+                *flags,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -277,11 +336,11 @@ class Proxy:
             time.sleep(0.1)
         pytest.fail("weir-proxy did not become ready:\n" + "".join(self.lines[-40:]))
 
-    def call(self, path: str, headers: dict, host: str = "log.example.test") -> tuple:
-        """Status, headers (lower-case names) and body of a GET."""
+    def call(self, path: str, headers: dict, host: str = "log.example.test", method: str = "GET", body: bytes = None) -> tuple:
+        """Status, headers (lower-case names) and body of a request (a GET by default)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            connection.request("GET", path, headers={"host": host, **headers})
+            connection.request(method, path, body=body, headers={"host": host, **headers})
             response = connection.getresponse()
             body = response.read()
             return response.status, {k.lower(): v for k, v in response.getheaders()}, body
@@ -292,15 +351,15 @@ class Proxy:
         status, answer, _ = self.call(path, headers)
         return status, answer.get("x-request-id")
 
-    def plugin_lines(self, request_id: str) -> list:
-        """The request-log lines of a request, with their fields parsed."""
+    def plugin_lines(self, request_id: str, plugin: str = "default/request-log") -> list:
+        """The lines a plugin logged for a request, with their fields parsed."""
         out = []
         for text in list(self.lines):
             try:
                 line = json.loads(text)
             except ValueError:
                 continue
-            if line.get("plugin") != "default/request-log" or line.get("request_id") != request_id:
+            if line.get("plugin") != plugin or line.get("request_id") != request_id:
                 continue
             fields = line.get("fields")
             out.append({**line, "fields": json.loads(fields) if isinstance(fields, str) else fields})

@@ -10,6 +10,11 @@ plugin whose trivial beforeRequest sets a header, and with two plugins using bot
 next to nginx+njs doing the same header work (bench/njs/weir.js, Debian
 libnginx-mod-http-js), each proxy with one worker in front of the same upstream.
 
+With --library, the library plugins of plugins/ in weir-proxy (one worker): the CPU each
+adds per request, next to no plugin and to one empty beforeRequest, each configured as
+its plugin.yaml with a benchmark config and requests that pass it (a valid key, a valid
+token, a rate limit never reached), the Redis-backed ones against a local redis-server.
+
 With --scaling, weir-proxy alone with 10, 1,000 and 10,000 Routes (distinct hosts and
 path prefixes; requests go to the Route in the middle): CPU per request against the
 10-Route figure, the time a changed configuration takes to be compiled, loaded and
@@ -19,7 +24,7 @@ With --memory, memory per client connection: 1,500 concurrent keep-alive connect
 (wrk -c1500) through one nginx worker and one weir-proxy shard side by side; RSS idle,
 at the peak of the load, and a minute after it ended.
 
-Usage: bench/proxy/run.py [--plugins | --scaling | --memory] [--binary PATH] [--rounds N]
+Usage: bench/proxy/run.py [--plugins | --library | --scaling | --memory] [--binary PATH] [--rounds N]
                           [--duration S] [--connections C] [--markdown]
 Needs nginx and wrk (Debian packages) and builds weir-proxy in release mode unless
 --binary names one.
@@ -161,10 +166,12 @@ def start_weir(binary, config, port, admin_port, stdout=subprocess.DEVNULL):
         stdout=stdout, stderr=subprocess.DEVNULL)
 
 
-def run_wrk(port, duration, connections, path="/", host=None):
+def run_wrk(port, duration, connections, path="/", host=None, headers=()):
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if host:
         command += ["-H", f"Host: {host}"]
+    for header in headers:
+        command += ["-H", header]
     out = subprocess.run(command + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -182,10 +189,10 @@ def run_wrk(port, duration, connections, path="/", host=None):
     }
 
 
-def measure(pids, port, duration, connections, path="/", host=None):
+def measure(pids, port, duration, connections, path="/", host=None, headers=()):
     user_before, system_before = cpu_seconds(pids)
     started = time.time()
-    result = run_wrk(port, duration, connections, path, host)
+    result = run_wrk(port, duration, connections, path, host, headers)
     elapsed = time.time() - started
     user, system = cpu_seconds(pids)
     result["rps"] = result["requests"] / elapsed
@@ -196,14 +203,15 @@ def measure(pids, port, duration, connections, path="/", host=None):
 
 
 def measure_rounds(targets, args):
-    """Measures every target `name -> (pids, port, path)` once per round, alternating
-    which goes first; returns the runs by name."""
+    """Measures every target `name -> (pids, port, path[, headers])` once per round,
+    alternating which goes first; returns the runs by name."""
     runs = {name: [] for name in targets}
     for round_number in range(args.rounds):
         order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
         for name in order:
-            pids, port, path = targets[name]
-            runs[name].append(measure(pids, port, args.duration, args.connections, path))
+            pids, port, path, *headers = targets[name]
+            runs[name].append(measure(pids, port, args.duration, args.connections, path,
+                                      headers=headers[0] if headers else ()))
     return runs
 
 
@@ -236,12 +244,15 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table for docs/performance.md")
     parser.add_argument("--plugins", action="store_true", help="plugin scenarios: weir-proxy vs nginx+njs")
+    parser.add_argument("--library", action="store_true", help="the CPU each library plugin adds")
     parser.add_argument("--scaling", action="store_true", help="10, 1,000 and 10,000 Routes")
     parser.add_argument("--memory", action="store_true", help="memory per connection at wrk -c1500")
     parser.add_argument("--binary", help="a weir-proxy binary to measure instead of building one")
     args = parser.parse_args()
     if args.plugins:
         return plugin_scenarios(args)
+    if args.library:
+        return library_scenarios(args)
     if args.scaling:
         return scaling_scenarios(args)
     if args.memory:
@@ -387,6 +398,114 @@ def plugin_scenarios(args):
         for name, s, added in rows:
             l = s["latency_us"]
             print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {added:+.1f} | {l['50']:.0f} | {l['99']:.0f} |")
+
+
+# The library scenarios: plugin directory (None: no plugin), the config the benchmark
+# gives it (merged over its plugin.yaml's), the request headers that pass it, and
+# whether it runs against Redis.
+API_KEY = "bench-key-0123456789abcdef0123456789abcdef"
+
+
+def library_cases():
+    import hashlib
+    return {
+        "no plugin": (None, None, (), False),
+        "empty beforeRequest": ("empty", None, (), False),
+        "api-key": ("api-key", {
+            "keys": [{"hash": hashlib.sha256(API_KEY.encode()).hexdigest(), "id": "bench", "scopes": ["read"]}],
+            "lookup": "config",
+        }, (f"x-api-key: {API_KEY}",), False),
+        "request-log": ("request-log", {"sampleRate": 1}, ("user-agent: wrk",), False),
+    }
+
+
+def library_config(directory, name, upstream_port, plugin, config):
+    """A config directory with one Route to the upstream running `plugin` (a directory of
+    plugins/, or "empty") with `config` merged over its plugin.yaml's."""
+    import yaml
+    target = Path(directory) / name
+    target.mkdir()
+    listed = ""
+    if plugin == "empty":
+        (target / "plugin.yaml").write_text(plugin_yaml("empty", "export default { beforeRequest() {} };"))
+        listed = "{name: empty}"
+    elif plugin:
+        documents = list(yaml.safe_load_all((ROOT / "plugins" / plugin / "plugin.yaml").read_text()))
+        for document in documents:
+            if document and document.get("kind") == "Plugin":
+                document["spec"]["config"] = {**document["spec"].get("config", {}), **(config or {})}
+                document["spec"]["timeoutMs"] = 1000
+        (target / "plugin.yaml").write_text(yaml.safe_dump_all(documents))
+        listed = f"{{name: {plugin}}}"
+    (target / "route.yaml").write_text(
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: bench}\n"
+        f"spec:\n  plugins: [{listed}]\n"
+        f"  rules: [{{backends: [{{url: 'http://127.0.0.1:{upstream_port}'}}]}}]\n")
+    return target
+
+
+def library_scenarios(args):
+    for tool in ("nginx", "wrk", "redis-server"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install -y nginx wrk redis-server")
+    binary = build_weir(args)
+    processes = []
+    targets = {}
+    cases = library_cases()
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            upstream_port, redis_port = free_port(), free_port()
+            processes.append(start_nginx(directory, "upstream",
+                f"    server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 'ok'; }} }}"))
+            processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_for_port(upstream_port)
+            wait_for_port(redis_port)
+            for index, (name, (plugin, config, headers, redis)) in enumerate(cases.items()):
+                port, admin_port = free_port(), free_port()
+                config_dir = library_config(directory, f"case-{index}", upstream_port, plugin, config)
+                command = [str(binary), "--config", str(config_dir), "--workers", "1", "--no-access-log",
+                           "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}"]
+                if redis:
+                    command += ["--plugin-redis-url", f"redis://127.0.0.1:{redis_port}"]
+                weir = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                processes.append(weir)
+                wait_for_port(port)
+                targets[name] = ([weir.pid], port, "/", headers)
+            for name, (_, port, path, headers) in targets.items():
+                warm = run_wrk(port, 2, args.connections, path, headers=headers)
+                if warm["non_2xx"] or warm["requests"] == 0:
+                    sys.exit(f"{name}: the warm-up failed (a request the plugin refused?): {warm}")
+            runs = measure_rounds(targets, args)
+        finally:
+            stop(processes)
+
+    summary = {name: summarize(r) for name, r in runs.items()}
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "proxy-library.json").write_text(
+        json.dumps({"settings": vars(args), "runs": runs, "summary": summary}, indent=2))
+    base = summary["no plugin"]["cpu_us_per_request"]
+    empty = summary["empty beforeRequest"]["cpu_us_per_request"] - base
+    print(f"{'':22}{'req/s':>10}{'CPU µs/req':>12}{'added':>8}{'/empty':>8}{'p50 µs':>9}{'p99 µs':>9}")
+    rows = []
+    for name, s in summary.items():
+        added = s["cpu_us_per_request"] - base
+        rows.append((name, s, added))
+        l = s["latency_us"]
+        print(f"{name:22}{s['rps']:>10.0f}{s['cpu_us_per_request']:>12.1f}{added:>+8.1f}"
+              f"{added / empty if empty > 0 else 0:>8.1f}{l['50']:>9.0f}{l['99']:>9.0f}")
+    if any(s["non_2xx"] for s in summary.values()):
+        print("warning: some responses were not 2xx:", {n: s["non_2xx"] for n, s in summary.items()})
+    if args.markdown:
+        print()
+        print("| scenario | req/s | CPU µs/req | added by the plugin | × an empty hook | p50 µs | p99 µs |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, s, added in rows:
+            l = s["latency_us"]
+            print(f"| {name} | {s['rps']:.0f} | {s['cpu_us_per_request']:.1f} | {added:+.1f} "
+                  f"| {added / empty if empty > 0 else 0:.1f} | {l['50']:.0f} | {l['99']:.0f} |")
 
 
 def rss_kib(pid):

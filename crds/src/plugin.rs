@@ -63,6 +63,13 @@ pub struct PluginSpec {
     #[schemars(schema_with = "crate::schema::free_form_object")]
     pub config: Option<serde_json::Value>,
 
+    /// Config values taken from Secrets of the Plugin's namespace (signing keys, API keys),
+    /// so they do not sit in the Plugin in plain text. Resolved when the plugin is
+    /// compiled, before `configSchema` is checked; never shown in status or Events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secret_refs: Vec<ConfigSecretRef>,
+
     /// JSON Schema the config (after a Route's override) must satisfy, checked when the
     /// plugin is compiled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +143,25 @@ pub struct ConfigMapKeyRef {
     pub key: String,
 }
 
+/// A config value taken from a Secret: the text of the Secret's `key` put at `path` of
+/// the config.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSecretRef {
+    /// Where the value goes in the config, as a JSON Pointer (RFC 6901): `/keys/0/secret`.
+    /// Missing objects on the way are created; array elements must exist.
+    #[schemars(length(min = 2, max = 1024), pattern(r"^/"))]
+    pub path: String,
+
+    /// Name of a Secret in the object's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+
+    /// Key within the Secret's data; its value must be UTF-8 text.
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
 /// Which Routes a plugin runs for.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum PluginScope {
@@ -174,6 +200,12 @@ pub struct PluginStatus {
 }
 
 impl Plugin {
+    /// Whether this Plugin takes config values from the Secret `namespace/name`.
+    pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
+        crate::compile::namespace_of(&self.metadata) == namespace
+            && self.spec.secret_refs.iter().any(|r| r.secret_name == name)
+    }
+
     /// Whether this Plugin's source is in the ConfigMap `namespace/name`: an edit of that
     /// ConfigMap changes what the Plugin compiles to.
     pub fn uses_config_map(&self, namespace: &str, name: &str) -> bool {
@@ -205,6 +237,11 @@ mod tests {
                     }),
                 },
                 config: None,
+                secret_refs: vec![ConfigSecretRef {
+                    path: "/key".into(),
+                    secret_name: "auth-keys".into(),
+                    key: "hs256".into(),
+                }],
                 config_schema: None,
                 order: 0,
                 scope: PluginScope::Attached,
@@ -217,6 +254,9 @@ mod tests {
         assert!(plugin.uses_config_map("shop", "auth-src"));
         assert!(!plugin.uses_config_map("pay", "auth-src"));
         assert!(!plugin.uses_config_map("shop", "other"));
+        assert!(plugin.uses_secret("shop", "auth-keys"));
+        assert!(!plugin.uses_secret("pay", "auth-keys"));
+        assert!(!plugin.uses_secret("shop", "auth-src"));
         plugin.spec.source = PluginSource {
             code: Some("export default {}".into()),
             config_map_ref: None,

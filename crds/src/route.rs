@@ -696,17 +696,30 @@ pub struct PluginAttachment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::free_form_object")]
     pub config: Option<serde_json::Value>,
+
+    /// Values of the override taken from Secrets of the Route's namespace (put into
+    /// `config` before it is merged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secret_refs: Vec<crate::plugin::ConfigSecretRef>,
 }
 
 impl Route {
-    /// Whether this Route takes its certificate from the Secret `namespace/name`.
+    /// Whether this Route takes its certificate, or a plugin config value, from the Secret
+    /// `namespace/name`.
     pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
         crate::compile::namespace_of(&self.metadata) == namespace
-            && self
+            && (self
                 .spec
                 .tls
                 .as_ref()
                 .is_some_and(|tls| tls.secret_name == name)
+                || self
+                    .spec
+                    .plugins
+                    .iter()
+                    .flat_map(|attachment| &attachment.secret_refs)
+                    .any(|r| r.secret_name == name))
     }
 }
 

@@ -465,6 +465,11 @@ pub struct PluginBundle {
     pub code_hash: String,
     /// The plugin's own config (Routes see it merged with their override).
     pub config: serde_json::Value,
+    /// Places of `config` whose values came from Secrets (`secretRefs`): JSON Pointer →
+    /// `Secret ns/name, key k`, so the compiler's messages about Routes' configs never show
+    /// them. The proxy does not read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_paths: BTreeMap<String, String>,
     /// The JSON Schema configs were checked against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_schema: Option<serde_json::Value>,

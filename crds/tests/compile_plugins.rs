@@ -316,6 +316,96 @@ fn route_config_overrides_are_checked_against_the_plugin_schema() {
 }
 
 #[test]
+fn secret_refs_fill_configs_and_no_message_shows_their_values() {
+    let secrets = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: keys, namespace: shop}\n\
+        stringData: {hs256: plugin-signing-secret, tenant: route-tenant-secret}\n\
+        data: {binary: /w==}\n";
+    let schema = "  configSchema:\n    type: object\n    additionalProperties: false\n    properties:\n      \
+        keys: {type: array, items: {type: object, properties: {kid: {type: string}, secret: {type: string, minLength: 8}}}}\n      \
+        tenant: {type: string, maxLength: 5}\n";
+    let yaml = [
+        secrets.to_owned(),
+        plugin(
+            "jwt",
+            &format!(
+                "{}  config: {{keys: [{{kid: a}}]}}\n  secretRefs: [{{path: /keys/0/secret, secretName: keys, key: hs256}}]\n{schema}",
+                inline_plugin(HELLO_PLUGIN)
+            ),
+        ),
+        plugin(
+            "missing",
+            &format!(
+                "{}  secretRefs:\n  - {{path: /a, secretName: nothere, key: k}}\n  - {{path: /b, secretName: keys, key: nokey}}\n  - {{path: /c, secretName: keys, key: binary}}\n",
+                inline_plugin(HELLO_PLUGIN)
+            ),
+        ),
+        route(
+            "tenant",
+            "  plugins: [{name: jwt, secretRefs: [{path: /tenant, secretName: keys, key: tenant}]}]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+        route(
+            "fine",
+            "  plugins: [{name: jwt, config: {tenant: acme}}]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+        route(
+            "unresolved",
+            "  plugins: [{name: jwt, secretRefs: [{path: /tenant, secretName: gone, key: x}]}]\n  rules: [{directResponse: {status: 200}}]",
+        ),
+    ]
+    .concat();
+    let c = compile_yaml(&yaml);
+    assert_eq!(plugin_report(&c, "shop", "jwt").diagnostics, vec![]);
+    let bundle = &c.snapshot.plugins["shop/jwt"];
+    assert_eq!(
+        bundle.config,
+        json!({"keys": [{"kid": "a", "secret": "plugin-signing-secret"}]})
+    );
+    let fine: serde_json::Value =
+        serde_json::from_str(c.snapshot.rules["shop/fine/0"].plugins[0].config.get()).unwrap();
+    assert_eq!(fine["keys"][0]["secret"], "plugin-signing-secret");
+    assert_eq!(fine["tenant"], "acme");
+
+    let missing = plugin_report(&c, "shop", "missing");
+    assert_eq!(
+        diagnostic(
+            missing,
+            "spec.secretRefs[0].secretName",
+            Reason::SecretNotFound
+        ),
+        "Secret shop/nothere not found"
+    );
+    diagnostic(missing, "spec.secretRefs[1].key", Reason::KeyNotFound);
+    let binary = diagnostic(missing, "spec.secretRefs[2].key", Reason::Invalid);
+    assert!(binary.contains("not UTF-8"), "{binary}");
+    assert!(!c.snapshot.plugins.contains_key("shop/missing"));
+
+    // The Route's own Secret value breaks the schema: named, never shown; nor is the
+    // Plugin's, which the merged config holds too.
+    let tenant = route_report(&c, "shop", "tenant");
+    assert_eq!(tenant.in_snapshot, InSnapshot::No);
+    let message = diagnostic(tenant, "spec.plugins[0].config.tenant", Reason::Invalid);
+    assert!(
+        message.contains("Secret shop/keys, key tenant") && message.contains("maxLength"),
+        "{message}"
+    );
+    let everything = format!("{:?}", c.reports);
+    for value in ["plugin-signing-secret", "route-tenant-secret"] {
+        assert!(!everything.contains(value), "{value} shown in {everything}");
+    }
+    let unresolved = route_report(&c, "shop", "unresolved");
+    assert_eq!(
+        unresolved.in_snapshot,
+        InSnapshot::No,
+        "never served without its config"
+    );
+    diagnostic(
+        unresolved,
+        "spec.plugins[0].secretRefs[0].secretName",
+        Reason::SecretNotFound,
+    );
+}
+
+#[test]
 fn a_route_never_serves_without_a_plugin_it_lists() {
     let yaml = [
         plugin("broken-auth", &inline_plugin("export default { beforeRequest( };")),

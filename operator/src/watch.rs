@@ -43,14 +43,25 @@ pub fn config_map_matters(config_map: &ConfigMap, plugins: &[Store<Plugin>]) -> 
         .any(|s| s.find(|p| p.uses_config_map(&namespace, &name)).is_some())
 }
 
-/// Whether a Secret event matters: some Route's certificate is in it.
-pub fn secret_matters(secret: &Secret, routes: &[Store<Route>]) -> bool {
+/// Whether a Secret event matters: some Route's certificate, or a config value of some
+/// Plugin or Route plugin override, is in it.
+pub fn secret_matters(secret: &Secret, routes: &[Store<Route>], plugins: &[Store<Plugin>]) -> bool {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     routes
         .iter()
         .any(|s| s.find(|r| r.uses_secret(&namespace, &name)).is_some())
+        || plugins
+            .iter()
+            .any(|s| s.find(|p| p.uses_secret(&namespace, &name)).is_some())
 }
+
+/// Secrets the operator never reads, left out of its watch (a field selector): service
+/// account and bootstrap tokens, image pull credentials and Helm's release records, which
+/// are most of a cluster's Secrets and none of them TLS certificates or plugin keys.
+pub const SECRETS_NOT_WATCHED: &str = "type!=kubernetes.io/service-account-token,\
+type!=bootstrap.kubernetes.io/token,type!=kubernetes.io/dockerconfigjson,\
+type!=kubernetes.io/dockercfg,type!=helm.sh/release.v1";
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -247,10 +258,11 @@ pub fn spawn(
     for (scope, writer) in scopes.iter().zip(secrets) {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let route_stores = stores.routes.clone();
-        // Only TLS Secrets: the others are none of the operator's business.
+        let plugin_stores = stores.plugins.clone();
+        // TLS certificates and plugin keys (Opaque, or any type a team uses for them).
         let stream = watch(
             api::<Secret>(client, scope.as_deref()),
-            watcher::Config::default().fields("type=kubernetes.io/tls"),
+            watcher::Config::default().fields(SECRETS_NOT_WATCHED),
             Labels::Drop,
         );
         tasks.push(tokio::spawn(reflect(
@@ -259,7 +271,7 @@ pub fn spawn(
             stream,
             metrics.clone(),
             move |secret| {
-                if secret_matters(secret, &route_stores) {
+                if secret_matters(secret, &route_stores, &plugin_stores) {
                     on_event()
                 }
             },

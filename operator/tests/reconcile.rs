@@ -9,7 +9,7 @@ mod support;
 use http::Method;
 use serde_json::json;
 use support::*;
-use weir_operator::watch::config_map_matters;
+use weir_operator::watch::{config_map_matters, secret_matters};
 
 #[tokio::test]
 async fn status_carries_conditions_and_generation_and_is_written_once() {
@@ -179,6 +179,89 @@ async fn status_carries_conditions_and_generation_and_is_written_once() {
         condition(api_patch, "Programmed")["message"],
         "applied on 2/2 proxies"
     );
+}
+
+/// A Secret in namespace `shop` holding `key`.
+fn secret(name: &str, key: &str, value: &str) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                key.to_owned(),
+                k8s_openapi::ByteString(value.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn plugin_config_values_come_from_secrets_which_status_never_shows() {
+    let proxy = FakeProxy::start(Behaviour::Apply(Vec::new())).await;
+    let mut h = Harness::new();
+    let mut auth = plugin_json("auth", 1, "auth-src");
+    auth["spec"]["secretRefs"] =
+        json!([{"path": "/key", "secretName": "auth-keys", "key": "hs256"}]);
+    auth["spec"]["configSchema"] =
+        json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 32}}});
+    h.objects(&[], &[auth], vec![config_map("auth-src", GOOD_PLUGIN)]);
+    h.proxies(&[proxy.addr]);
+    h.lead().await;
+    let patches = h.api.take_status_patches();
+    let resolved = condition(&patches[0].1, "ResolvedRefs");
+    assert_eq!(resolved["status"], "False");
+    assert_eq!(resolved["reason"], "SecretNotFound");
+    assert!(
+        resolved["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret shop/auth-keys not found"),
+        "{resolved}"
+    );
+    h.echo_status(&patches);
+
+    // Only a Secret some Plugin (or Route) reads counts as a change.
+    let short = secret("auth-keys", "hs256", "too-short-secret-value");
+    assert!(secret_matters(&short, &h.stores.routes, &h.stores.plugins));
+    assert!(!secret_matters(
+        &secret("unrelated", "hs256", "x"),
+        &h.stores.routes,
+        &h.stores.plugins
+    ));
+
+    // A value the configSchema refuses is reported by its Secret, never shown.
+    apply(&mut h.writers.secrets[0], short);
+    h.reconcile().await;
+    let patches = h.api.take_status_patches();
+    assert_eq!(patches.len(), 1);
+    let body = patches[0].1.to_string();
+    assert!(!body.contains("too-short-secret-value"), "{body}");
+    let accepted = condition(&patches[0].1, "Accepted");
+    assert_eq!(accepted["status"], "False", "{body}");
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("a value from Secret shop/auth-keys, key hs256 does not satisfy"),
+        "{body}"
+    );
+    h.echo_status(&patches);
+
+    apply(
+        &mut h.writers.secrets[0],
+        secret("auth-keys", "hs256", "a-signing-key-long-enough-for-hs256!"),
+    );
+    h.reconcile().await;
+    let patches = h.api.take_status_patches();
+    let body = &patches[0].1;
+    assert_eq!(condition(body, "ResolvedRefs")["status"], "True", "{body}");
+    assert_eq!(condition(body, "Compiled")["status"], "True", "{body}");
+    assert!(!body.to_string().contains("a-signing-key"), "{body}");
 }
 
 #[tokio::test]

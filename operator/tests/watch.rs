@@ -130,12 +130,15 @@ async fn config_map_edits_announce_a_change_only_when_a_plugin_reads_them() {
     assert_eq!(next_change(&mut rx).await, Change::Proxies);
     assert_eq!(stores.proxy_slices().len(), 1);
 
-    // TLS Secrets are watched with a field selector.
+    // Secrets are watched without the types the operator never reads (tokens, pull
+    // credentials, Helm releases): a field selector.
     let secret_watch = api.first_query("/api/v1/secrets");
-    assert!(
-        secret_watch.contains("fieldSelector=type%3Dkubernetes.io%2Ftls"),
-        "{secret_watch}"
-    );
+    for not_watched in [
+        "type%21%3Dkubernetes.io%2Fservice-account-token",
+        "type%21%3Dhelm.sh%2Frelease.v1",
+    ] {
+        assert!(secret_watch.contains(not_watched), "{secret_watch}");
+    }
     // Without --config-map-selector, every ConfigMap in scope is listed.
     let config_map_list = api.first_query("/api/v1/configmaps");
     assert!(

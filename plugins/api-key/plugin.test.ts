@@ -10,6 +10,11 @@ const UNKNOWN = "unknown-key-000000";
 
 const ALICE_HASH = "7bafaa96aa2351e6b7fbc258246b08ee66ade6196c76850108303b1dd6d6eb62";
 
+// A key known only to the cache, and its entry's cache key.
+const PARTNER = "cache-only-key-42";
+const PARTNER_ENTRY = "key:cc77e091923087f4a09c41da6f78154b9d82b549a91fc3aaa5908ffb61796038";
+const PARTNER_USER = { id: "partner", scopes: ["orders:read", "reports:read"] };
+
 const KEYS: Json[] = [
   { hash: ALICE_HASH, id: "alice", scopes: ["orders:read"] },
   { hash: "4f0e7b84fa936f1518b304e9b9b3fc2169109c5d0d56a11acc13f8592d6bf326", id: "ci", scopes: ["orders:read", "orders:write"] },
@@ -18,6 +23,10 @@ const KEYS: Json[] = [
 ];
 
 const CONFIG = { keys: KEYS };
+const CACHE = { ...CONFIG, lookup: "cache" };
+const BOTH = { ...CONFIG, lookup: "both" };
+
+const INVALID_ENTRY = "api-key: a cache entry is not {id, scopes}; the key is refused";
 
 function withConfig(config: Json | undefined) {
   return config === undefined ? undefined : { config };
@@ -162,6 +171,134 @@ export default {
       t.equal(open.outcome, "continue");
       const strict = await t.beforeRequest({ headers: { "x-api-key": ALICE } }, { config: { ...CONFIG, requiredScopes: ["admin"] } });
       t.equal(strict.response?.status, 403);
+    },
+    async "lookup cache: a key in the cache passes, as ctx.user from its entry"(t) {
+      await t.cache.set(PARTNER_ENTRY, PARTNER_USER);
+      const result = await t.beforeRequest({ path: "/orders", headers: { "x-api-key": PARTNER } }, { config: CACHE });
+      t.equal(result.outcome, "continue");
+      t.equal(result.patch?.user, PARTNER_USER);
+      t.equal(result.patch?.headers.remove, ["x-api-key"]);
+      t.equal(t.logs(), [], "nothing to warn about");
+      t.equal(await t.cache.get(PARTNER_ENTRY), PARTNER_USER, "the entry is left as it was");
+    },
+    async "lookup cache: an entry without scopes has none"(t) {
+      await t.cache.set(PARTNER_ENTRY, { id: "partner" });
+      const result = await t.beforeRequest({ headers: { "x-api-key": PARTNER } }, { config: CACHE });
+      t.equal(result.patch?.user, { id: "partner", scopes: [] });
+    },
+    async "lookup cache: required scopes, the identity header and the query key work as with config keys"(t) {
+      await t.cache.set(PARTNER_ENTRY, PARTNER_USER);
+      const config = { ...CACHE, identityHeader: "x-api-client", queryParam: "api_key" };
+      const result = await t.beforeRequest(
+        { path: "/reports", query: `api_key=${PARTNER}&day=1`, headers: { "x-api-client": "root" } },
+        { config: { ...config, requiredScopes: ["reports:read"] } },
+      );
+      t.equal(result.outcome, "continue");
+      t.equal(result.patch?.user, PARTNER_USER);
+      t.equal(result.patch?.headers.set["x-api-client"], ["partner"]);
+      t.equal(result.patch?.query, "day=1");
+      const refused = await t.beforeRequest({ headers: { "x-api-key": PARTNER } }, { config: { ...config, requiredScopes: ["orders:write"] } });
+      t.equal(refused.response?.status, 403);
+      t.equal(JSON.parse(refused.response?.body ?? "{}").message, "the API key lacks the scope orders:write");
+    },
+    async "lookup both: a key not in the config is found in the cache"(t) {
+      await t.cache.set(PARTNER_ENTRY, PARTNER_USER);
+      const result = await t.beforeRequest({ headers: { "x-api-key": PARTNER } }, { config: BOTH });
+      t.equal(result.outcome, "continue");
+      t.equal(result.patch?.user, PARTNER_USER);
+    },
+    async "lookup both: the config is tried first"(t) {
+      await t.cache.set(`key:${ALICE_HASH}`, { id: "impostor", scopes: ["admin"] });
+      const result = await t.beforeRequest({ headers: { "x-api-key": ALICE } }, { config: BOTH });
+      t.equal(result.patch?.user, { id: "alice", scopes: ["orders:read"] });
+    },
+    async "lookup config (the default): the cache is not read"(t) {
+      await t.cache.set(PARTNER_ENTRY, PARTNER_USER);
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/);
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, { ...CONFIG, lookup: "config" });
+    },
+    async "a cache entry of another shape is refused, with a warning"(t) {
+      const malformed: Json[] = [
+        "partner",
+        42,
+        true,
+        ["partner"],
+        {},
+        { id: "" },
+        { id: 7, scopes: [] },
+        { id: "partner", scopes: "orders:read" },
+        { id: "partner", scopes: ["orders:read", 1] },
+      ];
+      for (const lookup of [CACHE, BOTH]) {
+        for (const entry of malformed) {
+          await t.cache.set(PARTNER_ENTRY, entry);
+          await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, lookup);
+          const logs = t.logs();
+          t.equal(logs.length, 1, JSON.stringify(entry));
+          t.equal(logs[0].level, "warn", JSON.stringify(entry));
+          t.equal(logs[0].message, INVALID_ENTRY, JSON.stringify(entry));
+          t.equal(logs[0].source, "ctx.log");
+        }
+      }
+    },
+    async "a key that is simply not in the cache is refused without a warning"(t) {
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, CACHE);
+      await unauthorized(t, { headers: { "x-api-key": UNKNOWN } }, /the API key is not valid/, BOTH);
+      t.equal(t.logs(), []);
+    },
+    async "deleting the entry revokes the key"(t) {
+      await t.cache.set(PARTNER_ENTRY, PARTNER_USER);
+      const before = await t.beforeRequest({ headers: { "x-api-key": PARTNER } }, { config: CACHE });
+      t.equal(before.outcome, "continue");
+      t.equal(await t.cache.delete(PARTNER_ENTRY), true);
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, CACHE);
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, BOTH);
+    },
+    async "an entry written with a TTL revokes the key when it expires"(t) {
+      await t.cache.set(PARTNER_ENTRY, PARTNER_USER, { ttlSeconds: 60 });
+      for (const config of [CACHE, BOTH]) {
+        const fresh = await t.beforeRequest({ headers: { "x-api-key": PARTNER } }, { config });
+        t.equal(fresh.patch?.user, PARTNER_USER);
+      }
+      t.clock.advance(59_999);
+      const last = await t.beforeRequest({ headers: { "x-api-key": PARTNER } }, { config: CACHE });
+      t.equal(last.patch?.user, PARTNER_USER, "still valid a millisecond before it expires");
+      t.clock.advance(1);
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, CACHE);
+      await unauthorized(t, { headers: { "x-api-key": PARTNER } }, /the API key is not valid/, BOTH);
+      // A configured key does not expire with the cache.
+      const alice = await t.beforeRequest({ headers: { "x-api-key": ALICE } }, { config: BOTH });
+      t.equal(alice.patch?.user, { id: "alice", scopes: ["orders:read"] });
+    },
+    async "an identity an earlier plugin set lets no request without a valid key in, and the key's holder replaces it"(t) {
+      const user = { id: "admin", scopes: ["orders:read", "orders:write"] };
+      await unauthorized(t, { user }, /an API key is required/);
+      await unauthorized(t, { user, headers: { "x-api-key": UNKNOWN } }, /the API key is not valid/);
+      const result = await t.beforeRequest({ user, headers: { "x-api-key": ALICE } }, { config: { ...CONFIG, requiredScopes: ["orders:write"] } });
+      t.equal(result.response?.status, 403, "the key's scopes count, not the earlier identity's");
+      const passed = await t.beforeRequest({ user, headers: { "x-api-key": ALICE } });
+      t.equal(passed.patch?.user, { id: "alice", scopes: ["orders:read"] });
+    },
+    async "names of members every object has are names like others"(t) {
+      const config = { ...CONFIG, header: "constructor", queryParam: "toString" };
+      await unauthorized(t, {}, /an API key is required in the constructor header or the toString query parameter/, config);
+      const byHeader = await t.beforeRequest({ headers: { constructor: ALICE } }, { config });
+      t.equal(byHeader.patch?.user, { id: "alice", scopes: ["orders:read"] });
+      const byQuery = await t.beforeRequest({ query: `toString=${CI}` }, { config });
+      t.equal(byQuery.patch?.user, { id: "ci", scopes: ["orders:read", "orders:write"] });
+    },
+    async "other config errors fail the hook, naming the field"(t) {
+      const cases: [Json, RegExp][] = [
+        [{ lookup: "redis" }, /config\.lookup must be "config", "cache" or "both", not "redis"/],
+        [{ keys: [{ hash: ALICE_HASH, id: "" }] }, /config\.keys\[0\]\.id must be a non-empty string/],
+        [{ keys: [{ hash: ALICE_HASH, id: "alice", scopes: "orders:read" }] }, /config\.keys\[0\]\.scopes must be a list of strings/],
+        [{ requiredScopes: ["a", 1] }, /config\.requiredScopes must be a list of strings/],
+      ];
+      for (const [config, detail] of cases) {
+        const result = await t.beforeRequest({ headers: { "x-api-key": ALICE } }, { config });
+        t.equal(result.outcome, "failed", JSON.stringify(config));
+        t.match(result.failure?.detail, detail);
+      }
     },
     async "a config hash that is no SHA-256 fails the hook, naming it"(t) {
       const result = await t.beforeRequest(

@@ -106,6 +106,14 @@ function settings(config: Config): Parsed {
   return found;
 }
 
+/**
+ * `object[key]` when it is the object's own: a header, parameter or user field named
+ * `constructor` or `__proto__` is one the request has, not a member of every object.
+ */
+function own<T>(object: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
+}
+
 function decodeName(raw: string): string {
   try {
     return decodeURIComponent(raw.replace(/\+/g, " "));
@@ -180,12 +188,12 @@ export default {
     // Whatever happens next, the upstream never sees the key, nor a forged identity.
     ctx.upstream.headers.delete(s.header);
     if (s.identityHeader !== null) ctx.upstream.headers.delete(s.identityHeader);
-    let key = (ctx.request.headers[s.header] ?? "").trim();
+    let key = (own(ctx.request.headers, s.header) ?? "").trim();
     if (s.queryParam !== null) {
       const rest = withoutParam(ctx.request.rawQuery, s.queryParam);
       // Only the query changes: the path stays the Route's rewrite.
       if (rest !== null) ctx.upstream.query = rest;
-      if (key === "") key = ctx.request.query[s.queryParam] ?? "";
+      if (key === "") key = own(ctx.request.query, s.queryParam) ?? "";
     }
     if (key === "") {
       const where = s.queryParam === null ? `the ${s.header} header` : `the ${s.header} header or the ${s.queryParam} query parameter`;

@@ -99,6 +99,121 @@ export default {
       t.equal(after.patch?.headers.set, { "x-served-for": ["acme"] });
       t.equal(after.patch?.headers.remove, ["x-user"]);
     },
+    async "user templates read ctx.user as an earlier plugin left it"(t) {
+      const user = {
+        id: "alice",
+        org: { name: "Acme", id: 7 },
+        roles: ["admin", "dev"],
+        active: true,
+        score: 1.5,
+        tags: [],
+        groups: [{ id: 1 }],
+        profile: { email: "alice@example.com" },
+      };
+      const config = {
+        request: {
+          set: {
+            "X-User-Id": "${user.id}",
+            "x-org": "${user.org.name} (${user.org.id})",
+            "x-roles": "${user.roles}",
+            "x-second-role": "${user.roles.1}",
+            "x-active": "${user.active}",
+            "x-score": "${user.score}",
+            "x-tags": "[${user.tags}]",
+            "x-groups": "${user.groups}",
+            "x-profile": "${user.profile}",
+            "x-who": "${user.id}@${request.header.x-tenant}",
+          },
+        },
+      };
+      const result = await t.beforeRequest({ user, headers: { "x-user-id": "root", "x-tenant": "acme" } }, { config });
+      t.equal(result.outcome, "continue");
+      t.equal(result.patch?.headers.set, {
+        "x-user-id": ["alice"],
+        "x-org": ["Acme (7)"],
+        "x-roles": ["admin,dev"],
+        "x-second-role": ["dev"],
+        "x-active": ["true"],
+        "x-score": ["1.5"],
+        "x-tags": ["[]"],
+        "x-groups": ['[{"id":1}]'],
+        "x-profile": ['{"email":"alice@example.com"}'],
+        "x-who": ["alice@acme"],
+      });
+      t.equal(result.patch?.headers.remove, []);
+      t.equal(result.patch?.user, user, "the user is left as it was");
+    },
+    async "falsy user values are values"(t) {
+      const config = { request: { set: { "x-id": "${user.id}", "x-flag": "${user.flag}", "x-name": "${user.name}" } } };
+      const headers = await edits(t, { user: { id: 0, flag: false, name: "" } }, config);
+      t.equal(headers?.set, { "x-id": ["0"], "x-flag": ["false"], "x-name": [""] });
+      t.equal(headers?.remove, []);
+    },
+    async "without a user, or without the field, a user template is missing"(t) {
+      const config = { request: { set: { "x-user-id": "${user.id}", "x-org": "org-${user.org.name}", "x-role": "${user.roles.3}", "x-fixed": "on" } } };
+      const requests: { what: string; user?: Json }[] = [
+        { what: "no user" },
+        { what: "a user that is no object", user: "alice" },
+        { what: "null fields", user: { id: null, org: null, roles: null } },
+        { what: "other fields", user: { name: "alice", org: { id: 7 }, roles: ["a"] } },
+        { what: "a field under a scalar", user: { id: "alice", org: "acme", roles: "a,b,c,d" } },
+      ];
+      for (const { what, user } of requests) {
+        const removed = await edits(t, { user, headers: { "x-user-id": "root", "x-org": "org-root" } }, config);
+        const keptId = what === "a field under a scalar" ? { "x-user-id": ["alice"] } : {};
+        t.equal(removed?.set, { ...keptId, "x-fixed": ["on"] }, what);
+        t.equal(removed?.remove, what === "a field under a scalar" ? ["x-org", "x-role"] : ["x-org", "x-role", "x-user-id"], what);
+        const empty = await edits(t, { user }, { ...config, missing: "empty" });
+        t.equal(empty?.set, { "x-user-id": [what === "a field under a scalar" ? "alice" : ""], "x-org": ["org-"], "x-role": [""], "x-fixed": ["on"] }, what);
+      }
+    },
+    async "control characters are dropped from user values"(t) {
+      const headers = await edits(t, { user: { id: "ali\r\nce\u0000", tab: "a\tb", roles: ["x\ny", "z"] } }, {
+        request: { set: { "x-user-id": "${user.id}", "x-tab": "${user.tab}", "x-roles": "${user.roles}" } },
+      });
+      t.equal(headers?.set, { "x-user-id": ["alice"], "x-tab": ["a\tb"], "x-roles": ["xy,z"] });
+    },
+    async "response templates see the user too, whoever answers"(t) {
+      const config = { response: { set: { "x-user": "${user.id}", "x-scopes": "${user.scopes}" } } };
+      const before = await t.beforeRequest({ user: { id: "ci", scopes: ["orders:read", "orders:write"] } }, { config });
+      const after = await t.afterResponse(before, { status: 502, headers: { "x-user": "upstream's" } });
+      t.equal(after.patch?.headers.set, { "x-user": ["ci"], "x-scopes": ["orders:read,orders:write"] });
+      t.equal(after.patch?.headers.remove, []);
+    },
+    async "a header both set and removed is removed"(t) {
+      const headers = await edits(t, { user: { id: "alice" } }, { request: { set: { "x-user-id": "${user.id}" }, remove: ["X-User-Id"] } });
+      t.equal(headers?.set, {});
+      t.equal(headers?.remove, ["x-user-id"]);
+    },
+    async "names of members every object has are names like others"(t) {
+      const config = {
+        request: {
+          set: {
+            "x-q": "${request.query.constructor}",
+            "x-h": "${request.header.constructor}",
+            "x-p": "${request.pathParam.toString}",
+            "x-u": "${user.constructor}",
+            "x-v": "${user.__proto__}",
+            "x-w": "${user.valueOf}",
+          },
+        },
+      };
+      const missing = await edits(t, { user: { id: "alice" } }, config);
+      t.equal(missing?.set, {});
+      t.equal(missing?.remove, ["x-h", "x-p", "x-q", "x-u", "x-v", "x-w"]);
+      const present = await edits(
+        t,
+        {
+          query: "constructor=q",
+          headers: { constructor: "h" },
+          pathParams: { toString: "p" },
+          user: { constructor: "u", valueOf: 1 },
+        },
+        config,
+      );
+      t.equal(present?.set, { "x-q": ["q"], "x-h": ["h"], "x-p": ["p"], "x-u": ["u"], "x-w": ["1"] });
+      t.equal(present?.remove, ["x-v"]);
+    },
     async "a template naming no known value fails the hook, naming it"(t) {
       for (const bad of ["${user}", "${request.cookie.a}", "${request.header.}", "${nope}", "${request.method", "${user..id}"]) {
         const result = await t.beforeRequest({}, { config: { request: { set: { "x-ok": "fine", "x-bad": bad } } } });

@@ -43,6 +43,14 @@ interface Parsed {
 
 const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/g;
 
+/**
+ * `object[key]` when it is the object's own: a header, parameter or user field named
+ * `constructor` or `__proto__` is one the request has, not a member of every object.
+ */
+function own<T>(object: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
+}
+
 /** A value of `ctx.user` (or of a header, ...) as header text; null when missing. */
 function text(value: Json | undefined): string | null {
   if (value === undefined || value === null) return null;
@@ -57,7 +65,7 @@ function userPath(path: string[]): Variable {
     let node: Json | undefined = ctx.user;
     for (const key of path) {
       if (node === null || node === undefined || typeof node !== "object") return null;
-      node = Array.isArray(node) ? (/^\d+$/.test(key) ? node[Number(key)] : undefined) : node[key];
+      node = Array.isArray(node) ? (/^\d+$/.test(key) ? node[Number(key)] : undefined) : own(node, key);
     }
     return text(node);
   };
@@ -87,12 +95,12 @@ function variable(name: string): Variable | null {
   switch (parts[1]) {
     case "header": {
       const header = rest.toLowerCase();
-      return (ctx) => ctx.request.headers[header] ?? null;
+      return (ctx) => own(ctx.request.headers, header) ?? null;
     }
     case "query":
-      return (ctx) => ctx.request.query[rest] ?? null;
+      return (ctx) => own(ctx.request.query, rest) ?? null;
     case "pathParam":
-      return (ctx) => ctx.request.pathParams[rest] ?? null;
+      return (ctx) => own(ctx.request.pathParams, rest) ?? null;
     default:
       return null;
   }

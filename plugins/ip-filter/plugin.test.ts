@@ -100,6 +100,17 @@ export default {
       await passes(t, "198.51.100.1", { allow: ["198.51.100.0/24"] });
       await refused(t, "10.1.2.3", /not allowed/, { allow: ["198.51.100.0/24"] });
     },
+    async "an empty allow list lets no one in"(t) {
+      await refused(t, "10.1.2.3", /10\.1\.2\.3 is not allowed/, { allow: [] });
+      await refused(t, "::1", /not allowed/, { allow: [] });
+    },
+    async "a list that is no list fails the hook, naming it"(t) {
+      for (const field of ["allow", "deny"]) {
+        const result = await t.beforeRequest({ clientIp: "10.0.0.1" }, { config: { [field]: "10.0.0.0/8" } });
+        t.equal(result.outcome, "failed", field);
+        t.match(result.failure?.detail, new RegExp(`config\\.${field} must be a list of CIDRs`), field);
+      }
+    },
     async "a network that is no CIDR fails the hook, naming it"(t) {
       for (const bad of ["10.0.0.0/33", "10.0.0.256", "010.0.0.1", "2001:db8::/129", "1::2::3", "example.com", "10.0.0.0/", "::ffff:1.2.3"]) {
         const result = await t.beforeRequest({ clientIp: "10.0.0.1" }, { config: { allow: ["10.0.0.0/8", bad] } });

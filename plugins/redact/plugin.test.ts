@@ -22,6 +22,19 @@ function replaced(t: TestContext, after: { outcome: string; patch?: { body: stri
   return JSON.parse(after.patch?.body ?? "null");
 }
 
+const WARNING = "redact: the JSON body could not be redacted: ";
+
+/** Asserts that the plugin logged one warning, whose reason matches, with these fields. */
+function warned(t: TestContext, reason: RegExp, fields: Json) {
+  const lines = t.logs();
+  t.equal(lines.length, 1, "one line");
+  t.equal(lines[0].level, "warn");
+  t.equal(lines[0].source, "ctx.log");
+  t.ok(lines[0].message.startsWith(WARNING), lines[0].message);
+  t.match(lines[0].message.slice(WARNING.length), reason);
+  t.equal(lines[0].fields, fields);
+}
+
 export default {
   config: CONFIG,
   tests: {
@@ -92,6 +105,18 @@ export default {
       }, { config });
       t.equal(replaced(t, after), { user: { password: "[REDACTED]" }, items: [{ ssn: "[REDACTED]" }, {}], codes: [1, "[REDACTED]", 3] });
     },
+    async "an object replaceWith is copied into each place, so later paths may reach into it"(t) {
+      const config = { fields: ["user", "*.password", "items.*"], replaceWith: { password: "hidden", redacted: true } };
+      const after = await respond(t, {
+        headers: JSON_HEADERS,
+        body: { user: { password: "x", id: 1 }, items: [1, 2] },
+      }, { config });
+      t.equal(replaced(t, after), {
+        user: { password: { password: "hidden", redacted: true }, redacted: true },
+        items: [{ password: "hidden", redacted: true }, { password: "hidden", redacted: true }],
+      });
+      t.equal(after.outcome, "continue");
+    },
     async "+json media types and parameters are JSON too"(t) {
       for (const type of ["application/problem+json", "application/vnd.api+json; charset=utf-8", "Application/JSON;charset=UTF-8"]) {
         const after = await respond(t, { headers: { "content-type": type }, body: { user: { password: "x" } } });
@@ -125,21 +150,44 @@ export default {
       const empty = await respond(t, { headers: JSON_HEADERS, body: "" });
       t.equal(empty.patch?.body, null);
     },
-    async "a body that is not JSON passes unchanged"(t) {
+    async "a body that is not JSON passes unchanged, with a warning"(t) {
       const after = await respond(t, { headers: JSON_HEADERS, body: '{"user": {"password": "x"' });
       t.equal(after.outcome, "continue");
       t.equal(after.patch?.body, null);
       t.equal(after.patch?.status, null);
+      warned(t, /^it is not JSON \(.+\)$/, { status: 200, action: "passed" });
     },
-    async "a body larger than the body limit passes unchanged"(t) {
+    async "a body larger than the body limit passes unchanged, with a warning"(t) {
       const big = JSON.stringify({ user: { password: "x" }, padding: "p".repeat(70_000) });
       const after = await respond(t, { headers: JSON_HEADERS, body: big });
       t.equal(after.outcome, "continue");
       t.equal(after.patch?.body, null);
+      warned(t, /^the body is larger than 65536 bytes; it stays in the proxy$/, { status: 200, action: "passed" });
     },
-    async "a compressed body passes unchanged"(t) {
-      const after = await respond(t, { headers: { ...JSON_HEADERS, "content-encoding": "gzip" }, body: "\u001f\u008b..." });
+    async "a compressed body passes unchanged, with a warning"(t) {
+      const after = await respond(t, { status: 201, headers: { ...JSON_HEADERS, "content-encoding": "gzip" }, body: "\u001f\u008b..." });
       t.equal(after.patch?.body, null);
+      warned(t, /^it is encoded \(gzip\)$/, { status: 201, action: "passed" });
+      const listed = await respond(t, { headers: { ...JSON_HEADERS, "content-encoding": " BR " }, body: "x" });
+      t.equal(listed.patch?.body, null);
+      warned(t, /^it is encoded \(br\)$/, { status: 200, action: "passed" });
+    },
+    async "identity and empty encodings are read"(t) {
+      for (const encoding of ["identity", "Identity", ""]) {
+        const after = await respond(t, { headers: { ...JSON_HEADERS, "content-encoding": encoding }, body: { user: { password: "x" } } });
+        t.equal(replaced(t, after), { user: {} }, encoding);
+      }
+      t.equal(t.logs(), []);
+    },
+    async "bodies that are redacted, or need not be, log nothing"(t) {
+      await respond(t, { headers: JSON_HEADERS, body: { user: { password: "x" } } });
+      await respond(t, { headers: JSON_HEADERS, body: { other: 1 } });
+      await respond(t, { headers: JSON_HEADERS, body: "" });
+      await respond(t, { headers: { "content-type": "text/html", "content-encoding": "gzip" }, body: "<p>" });
+      await respond(t, { status: 204, headers: { ...JSON_HEADERS, "content-encoding": "gzip" } });
+      await respond(t, { headers: JSON_HEADERS, body: "{not json" }, { request: { method: "HEAD" } });
+      await respond(t, { headers: JSON_HEADERS, body: "{not json" }, { config: { headers: ["server"] } });
+      t.equal(t.logs(), []);
     },
     async "onUnredactable refuse: what cannot be redacted becomes a 502"(t) {
       const config = { ...CONFIG, onUnredactable: "refuse" };
@@ -148,10 +196,12 @@ export default {
         { headers: JSON_HEADERS, body: JSON.stringify({ padding: "p".repeat(70_000) }) },
         { headers: { ...JSON_HEADERS, "content-encoding": "br", etag: '"e"' }, body: "\u0000\u0001" },
       ];
-      for (const response of cases) {
+      const reasons = [/^it is not JSON \(.+\)$/, /^the body is larger than 65536 bytes/, /^it is encoded \(br\)$/];
+      for (const [i, response] of cases.entries()) {
         const after = await respond(t, response, { config });
         t.equal(after.outcome, "continue");
         t.equal(after.patch?.status, 502);
+        warned(t, reasons[i], { status: 200, action: "refused" });
         t.equal(JSON.parse(after.patch?.body ?? "{}"), { error: "bad_gateway", message: "the response could not be redacted" });
         t.equal(after.patch?.headers.set["content-type"], ["application/json"]);
         t.ok(after.patch?.headers.remove.includes("content-encoding"));

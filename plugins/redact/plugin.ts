@@ -83,6 +83,15 @@ function settings(config: Config): Parsed {
 const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
 const INDEX = /^(?:0|[1-9]\d*)$/;
 
+/**
+ * The value put in place of a field: a copy of `replaceWith` when it is an array or an
+ * object, since the config is frozen (a later path reaching into it would throw) and
+ * each place must be its own.
+ */
+function replacement(s: Parsed): Json {
+  return s.replacement !== null && typeof s.replacement === "object" ? structuredClone(s.replacement) : s.replacement;
+}
+
 /** Removes (or replaces) what `path[at..]` names under `node`; how many it did. */
 function redact(node: Json, path: string[], at: number, s: Parsed): number {
   if (node === null || typeof node !== "object") return 0;
@@ -98,7 +107,7 @@ function redact(node: Json, path: string[], at: number, s: Parsed): number {
     }
     // Backwards, so removing an element does not shift the ones still to remove.
     for (let k = indices.length - 1; k >= 0; k--) {
-      if (s.replace) node[indices[k]] = s.replacement;
+      if (s.replace) node[indices[k]] = replacement(s);
       else node.splice(indices[k], 1);
     }
     return indices.length;
@@ -107,7 +116,7 @@ function redact(node: Json, path: string[], at: number, s: Parsed): number {
   for (const key of keys) {
     if (!last) count += redact(node[key], path, at + 1, s);
     else {
-      if (s.replace) node[key] = s.replacement;
+      if (s.replace) node[key] = replacement(s);
       else delete node[key];
       count += 1;
     }

@@ -102,11 +102,19 @@ function redactedQuery(rawQuery: string, sensitive: Set<string>): string {
     .join("&");
 }
 
+/**
+ * `object[key]` when it is the object's own: a header, parameter or user field named
+ * `constructor` or `__proto__` is one the request has, not a member of every object.
+ */
+function own<T>(object: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
+}
+
 function userOf(user: Json | undefined, path: string[]): Json {
   let node: Json | undefined = user;
   for (const key of path) {
     if (node === null || node === undefined || typeof node !== "object" || Array.isArray(node)) return null;
-    node = node[key];
+    node = own(node, key);
   }
   return node === undefined ? null : node;
 }
@@ -136,7 +144,7 @@ function fields(ctx: Context<Config>, s: Parsed, now: number): Record<string, Js
   };
   if (request.rawQuery !== "") line.query = redactedQuery(request.rawQuery, s.redactQuery);
   if (s.requestHeaders.length > 0) {
-    line.requestHeaders = chosen(s.requestHeaders, (name) => request.headers[name], s.redactHeaders);
+    line.requestHeaders = chosen(s.requestHeaders, (name) => own(request.headers, name), s.redactHeaders);
   }
   if (s.responseHeaders.length > 0) {
     line.responseHeaders = chosen(s.responseHeaders, (name) => ctx.response.headers.get(name), s.redactHeaders);

@@ -169,6 +169,84 @@ export default {
       const config = { rules: [{ weight: 100, backend: CANARY }, { weight: 0, backend: BETA }], sticky: { user: "id" } };
       t.equal(await target(t, {}, config), CANARY);
     },
+    async "a sticky user always lands on the same side"(t) {
+      const config = { rules: [{ weight: 50, backend: CANARY }], sticky: { user: "id" } };
+      const first = new Map<string, string | null>();
+      for (let i = 0; i < 60; i++) first.set(`user-${i}`, await target(t, { user: { id: `user-${i}` } }, config));
+      for (let round = 0; round < 3; round++) {
+        for (const [id, chosen] of first) {
+          // Other fields of the user do not matter.
+          t.equal(await target(t, { user: { id, scopes: [`round-${round}`] } }, config), chosen, id);
+        }
+      }
+      const sides = new Set(first.values());
+      t.equal(sides.size, 2, "both sides have users");
+    },
+    async "different users spread over the bands"(t) {
+      const config = {
+        rules: [
+          { weight: 20, backend: CANARY },
+          { weight: 30, backend: BETA },
+        ],
+        sticky: { user: "id" },
+      };
+      const counts: Record<string, number> = {};
+      for (let i = 0; i < 1000; i++) {
+        const chosen = String(await target(t, { user: { id: `user-${i}` } }, config));
+        counts[chosen] = (counts[chosen] ?? 0) + 1;
+      }
+      near(t, counts[CANARY], 200, 45, "canary");
+      near(t, counts[BETA], 300, 50, "beta");
+      near(t, counts["null"], 500, 55, "stable");
+    },
+    async "a sticky user buckets as a sticky header of the same value would"(t) {
+      const byUser = { rules: [{ weight: 50, backend: CANARY }], sticky: { user: "account.id", salt: "s1" } };
+      const byHeader = { rules: [{ weight: 50, backend: CANARY }], sticky: { header: "x-account", salt: "s1" } };
+      for (let i = 0; i < 100; i++) {
+        const fromUser = await target(t, { user: { account: { id: i } } }, byUser);
+        t.equal(await target(t, { headers: { "x-account": String(i) } }, byHeader), fromUser, `account ${i}`);
+      }
+    },
+    async "a user field that is missing, empty or no scalar gives a random bucket"(t) {
+      const config = { rules: [{ weight: 50, backend: CANARY }], sticky: { user: "id" } };
+      const users: (Json | undefined)[] = [undefined, { name: "no id" }, { id: "" }, { id: null }, { id: { nested: 1 } }, { id: ["a"] }, "alice"];
+      for (const user of users) {
+        let canary = 0;
+        for (let i = 0; i < 200; i++) if ((await target(t, { user }, config)) === CANARY) canary++;
+        near(t, canary, 100, 40, JSON.stringify(user) ?? "no user");
+      }
+    },
+    async "a salt reshuffles sticky users"(t) {
+      const base = { rules: [{ weight: 50, backend: CANARY }], sticky: { user: "id" } };
+      const salted = { ...base, sticky: { user: "id", salt: "experiment-2" } };
+      let moved = 0;
+      for (let i = 0; i < 200; i++) {
+        const request = { user: { id: `user-${i}` } };
+        if ((await target(t, request, base)) !== (await target(t, request, salted))) moved++;
+      }
+      near(t, moved, 100, 35, "users on another side");
+    },
+    async "setCookie gives a client whose sticky cookie is empty a new one"(t) {
+      const config = { rules: [{ weight: 50, backend: CANARY }], sticky: { cookie: "canary-id", setCookie: true } };
+      const result = await t.beforeRequest({ backends: BACKENDS, headers: { cookie: "canary-id=; theme=dark" } }, { config });
+      const cookies = result.patch?.responseHeaders.append["set-cookie"] ?? [];
+      t.equal(cookies.length, 1, "a new cookie");
+      const id = /^canary-id=([0-9a-f-]{36});/.exec(cookies[0] ?? "")?.[1];
+      t.ok(id, cookies[0]);
+      const chosen = result.patch?.upstream?.value ?? null;
+      const again = await t.beforeRequest({ backends: BACKENDS, headers: { cookie: `canary-id=${id}` } }, { config });
+      t.equal(again.patch?.upstream?.value ?? null, chosen, "the side of the cookie it was given");
+    },
+    async "names of members every object has are names like others"(t) {
+      const config: Json = { rules: [{ header: { name: "constructor" }, backend: BETA }, { weight: 50, backend: CANARY }], sticky: { header: "toString" } };
+      t.equal(await target(t, { headers: { constructor: "x" } }, config), BETA);
+      t.notEqual(await target(t, { headers: { "toString": "u" } }, config), BETA, "a request without the header");
+      const sticky = await target(t, { headers: { "toString": "u" } }, config);
+      for (let i = 0; i < 10; i++) t.equal(await target(t, { headers: { "toString": "u" } }, config), sticky);
+      const byUser = { rules: [{ weight: 50, backend: CANARY }], sticky: { user: "constructor" } };
+      const chosen = await target(t, { user: { constructor: "alice" } }, byUser);
+      for (let i = 0; i < 10; i++) t.equal(await target(t, { user: { constructor: "alice" } }, byUser), chosen);
+    },
     async "a backend the Route does not have is ignored by the proxy"(t) {
       const result = await t.beforeRequest({ backends: [STABLE], headers: { "x-beta": "1" } });
       t.equal(result.outcome, "continue");

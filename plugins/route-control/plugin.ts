@@ -43,7 +43,7 @@ interface Sticky {
   user?: string;
   /** Mixed into the hash, so a new experiment shuffles users again. */
   salt?: string;
-  /** With `cookie`: gives a client without it a random one, so it stays on its side. */
+  /** With `cookie`: gives a client without it (or with it empty) a random one, so it stays on its side. */
   setCookie?: boolean;
   /** Lifetime of a cookie set by `setCookie`, in seconds (default 30 days). */
   maxAgeSeconds?: number;
@@ -131,6 +131,14 @@ function settings(config: Config): Parsed {
   return found;
 }
 
+/**
+ * `object[key]` when it is the object's own: a header, parameter or user field named
+ * `constructor` or `__proto__` is one the request has, not a member of every object.
+ */
+function own<T>(object: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
+}
+
 /** The value of cookie `name` in a Cookie header (the first, unquoted), or null. */
 function cookie(header: string | undefined, name: string): string | null {
   if (header === undefined) return null;
@@ -147,7 +155,7 @@ function userValue(user: Json | undefined, path: string[]): string | null {
   let node: Json | undefined = user;
   for (const key of path) {
     if (node === null || typeof node !== "object" || Array.isArray(node)) return null;
-    node = node[key];
+    node = own(node, key);
   }
   if (typeof node === "string") return node === "" ? null : node;
   if (typeof node === "number" || typeof node === "boolean") return String(node);
@@ -158,10 +166,12 @@ function userValue(user: Json | undefined, path: string[]): string | null {
 function bucket(ctx: Context<Config>, s: Parsed): number {
   const sticky = s.sticky;
   let value: string | null = null;
-  if (sticky.header !== undefined) value = ctx.request.headers[sticky.header.toLowerCase()] ?? null;
+  if (sticky.header !== undefined) value = own(ctx.request.headers, sticky.header.toLowerCase()) ?? null;
   else if (sticky.cookie !== undefined) {
-    value = cookie(ctx.request.headers["cookie"], sticky.cookie);
-    if (value === null && sticky.setCookie === true) {
+    value = cookie(own(ctx.request.headers, "cookie"), sticky.cookie);
+    // An empty cookie decides nothing: such a client gets one too, or it would change
+    // sides on every request.
+    if ((value === null || value === "") && sticky.setCookie === true) {
       value = ctx.crypto.randomUUID();
       const maxAge = sticky.maxAgeSeconds ?? 30 * 24 * 3600;
       const secure = ctx.request.url.startsWith("https:") ? "; Secure" : "";
@@ -193,11 +203,11 @@ export default {
     const headers = ctx.request.headers;
     for (const rule of s.rules) {
       if (rule.header !== null) {
-        const header = headers[rule.header.name.toLowerCase()];
+        const header = own(headers, rule.header.name.toLowerCase());
         if (header === undefined || !rule.header.test(header)) continue;
       }
       if (rule.cookie !== null) {
-        const found = cookie(headers["cookie"], rule.cookie.name);
+        const found = cookie(own(headers, "cookie"), rule.cookie.name);
         if (found === null || !rule.cookie.test(found)) continue;
       }
       if (rule.band !== null) {

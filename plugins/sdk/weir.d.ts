@@ -26,6 +26,12 @@ declare module "weir" {
     afterResponse?(ctx: Context<Config>): void | Promise<void>;
     /** When this plugin's hook threw. May answer with `ctx.reject`; otherwise failurePolicy decides. */
     onError?(ctx: Context<Config>, error: unknown): void | Promise<void>;
+    /**
+     * Once per isolate when this plugin version is retired (a new version replaced it, or it
+     * was removed), with the same `ctx` as `onLoad`: release what `onLoad` set up (cached
+     * keys, counters). Calls in flight may still finish; failures are logged, nothing else.
+     */
+    onUnload?(ctx: LoadContext<Config>): void | Promise<void>;
   }
 
   /** `ctx` of `onLoad`: no request. */

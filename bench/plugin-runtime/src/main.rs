@@ -55,6 +55,7 @@ fn bundle(id: &str, source: &str) -> anyhow::Result<PluginBundle> {
         code: linked.code,
         modules: linked.modules,
         config: serde_json::json!({}),
+        secret_paths: Default::default(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,

@@ -15,6 +15,7 @@ mod precedence;
 pub mod report;
 mod routes;
 mod schema_check;
+mod secret_refs;
 mod tls;
 pub mod typescript;
 

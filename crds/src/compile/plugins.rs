@@ -10,6 +10,7 @@ use super::Index;
 use super::modules::link;
 use super::report::ObjectReport;
 use super::schema_check::{check_plugin_spec, config_validator, report_errors};
+use super::secret_refs::{self, FromSecrets};
 use crate::Plugin;
 use crate::condition::{ConditionType, Reason};
 use crate::snapshot::PluginBundle;
@@ -26,16 +27,29 @@ pub(crate) fn compile(
     let spec = &plugin.spec;
     check_plugin_spec(&serde_json::to_value(spec).unwrap_or(Value::Null), report);
 
-    let config = spec
+    let mut config = spec
         .config
         .clone()
         .unwrap_or_else(|| Value::Object(Default::default()));
     if !config.is_object() {
         report.invalid("spec.config", "config must be an object");
     }
+    let from_secrets = secret_refs::resolve(
+        &mut config,
+        &spec.secret_refs,
+        namespace,
+        index,
+        "spec.secretRefs",
+        report,
+    );
     if let Some(schema) = &spec.config_schema {
         match config_validator(schema) {
-            Ok(validator) => report_errors(&validator, &config, "spec.config", report),
+            // A config missing a Secret's value would only show errors about its absence.
+            Ok(validator) => {
+                if let Some(from_secrets) = &from_secrets {
+                    report_errors(&validator, &config, "spec.config", from_secrets, report);
+                }
+            }
             Err(e) => report.invalid("spec.configSchema", format!("not a valid JSON Schema: {e}")),
         }
     }
@@ -44,7 +58,7 @@ pub(crate) fn compile(
     if report.is_invalid() {
         return None;
     }
-    let source = source?;
+    let (source, secret_paths) = (source?, from_secrets?);
     let read = |file: &str| source.files?.get(file).cloned();
     let linked = match link(source.entry, source.text, read) {
         Ok(linked) => linked,
@@ -79,6 +93,7 @@ pub(crate) fn compile(
         code: linked.code,
         modules: linked.modules,
         config,
+        secret_paths,
         config_schema: spec.config_schema.clone(),
         order: spec.order,
         scope: spec.scope,
@@ -168,21 +183,25 @@ fn source_text<'i>(
 }
 
 /// The config a Route sees: the plugin's config with the Route's override merged over
-/// it (JSON merge patch), checked against the plugin's `configSchema`.
+/// it (JSON merge patch; `from_secrets`: the places of the override that came from
+/// Secrets), checked against the plugin's `configSchema`.
 pub(crate) fn route_config(
     bundle: &PluginBundle,
     schema: Option<&Validator>,
-    overrides: Option<&Value>,
+    overrides: Option<(&Value, &FromSecrets)>,
     field: &str,
     report: &mut ObjectReport,
 ) -> Value {
     let mut config = bundle.config.clone();
-    let Some(overrides) = overrides else {
+    let Some((overrides, from_secrets)) = overrides else {
         return config;
     };
     json_patch::merge(&mut config, overrides);
     if let Some(validator) = schema {
-        report_errors(validator, &config, field, report);
+        // Values from the Plugin's Secrets or the Route's: no message may show them.
+        let mut hidden = bundle.secret_paths.clone();
+        hidden.extend(from_secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        report_errors(validator, &config, field, &hidden, report);
     }
     config
 }

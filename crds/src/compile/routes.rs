@@ -1,15 +1,18 @@
 //! One Route checked and lowered to snapshot rules and match entries. Conflicts between
 //! Routes and the order of entries are decided later, in `precedence`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use regex::RegexBuilder;
+use serde_json::Value;
 
 use super::plugins::route_config;
 use super::report::ObjectReport;
 use super::schema_check::check_route_spec;
+use super::secret_refs::{self, FromSecrets};
 use super::{Context, PluginState, backends, tls};
 use crate::condition::{ConditionType, Reason};
 use crate::path::{self, Template};
@@ -148,10 +151,8 @@ pub(crate) fn lower(
         ));
     }
 
-    let unresolved_plugin = report.has(
-        ConditionType::ResolvedRefs,
-        &[Reason::PluginNotFound, Reason::PluginNotReady],
-    );
+    // A plugin not found or not ready, or a Secret of a plugin override missing.
+    let unresolved_plugin = plugins.is_none();
     if report.is_invalid() || unresolved_plugin {
         // A Route must never serve without a plugin it asks for (it may be its auth).
         return None;
@@ -181,6 +182,34 @@ fn plugin_calls(
         }
     }
     let override_for = |name: &str| attachments.iter().position(|a| a.name == name);
+    let mut complete = true;
+    // Each attachment's override with its Secrets' values (copied only when it has some).
+    let overrides: Vec<Option<(Cow<'_, Value>, FromSecrets)>> = attachments
+        .iter()
+        .enumerate()
+        .map(|(i, attachment)| {
+            if attachment.secret_refs.is_empty() {
+                return attachment
+                    .config
+                    .as_ref()
+                    .map(|config| (Cow::Borrowed(config), FromSecrets::new()));
+            }
+            let mut config = attachment
+                .config
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            let field = format!("spec.plugins[{i}].secretRefs");
+            let refs = &attachment.secret_refs;
+            match secret_refs::resolve(&mut config, refs, namespace, &ctx.index, &field, report) {
+                Some(filled) => Some((Cow::Owned(config), filled)),
+                None => {
+                    complete = false;
+                    None
+                }
+            }
+        })
+        .collect();
+    let override_of = |i: usize| overrides[i].as_ref().map(|(c, f)| (c.as_ref(), f));
 
     let mut calls = Vec::new();
     for (name, state) in ctx.plugins.globals(namespace) {
@@ -188,16 +217,12 @@ fn plugin_calls(
             continue;
         };
         let (field, overrides) = match override_for(name) {
-            Some(i) => (
-                format!("spec.plugins[{i}].config"),
-                attachments[i].config.as_ref(),
-            ),
+            Some(i) => (format!("spec.plugins[{i}].config"), override_of(i)),
             None => (String::new(), None),
         };
         let config = route_config(bundle, schema.as_ref(), overrides, &field, report);
         calls.push(PluginCall::new(format!("{namespace}/{name}"), &config));
     }
-    let mut complete = true;
     for (i, attachment) in attachments.iter().enumerate() {
         let field = format!("spec.plugins[{i}]");
         match ctx.plugins.get(namespace, &attachment.name) {
@@ -234,7 +259,7 @@ fn plugin_calls(
                 let config = route_config(
                     bundle,
                     schema.as_ref(),
-                    attachment.config.as_ref(),
+                    override_of(i),
                     &format!("{field}.config"),
                     report,
                 );

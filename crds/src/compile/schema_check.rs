@@ -9,20 +9,21 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use super::report::ObjectReport;
+use super::secret_refs::{FromSecrets, source_of};
 use crate::{Plugin, Route};
 
 /// Checks a Route's spec against the Route CRD schema.
 pub(crate) fn check_route_spec(spec: &Value, report: &mut ObjectReport) {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     let validator = VALIDATOR.get_or_init(|| spec_validator(&Route::crd()));
-    report_errors(validator, spec, "spec", report);
+    report_errors(validator, spec, "spec", &FromSecrets::default(), report);
 }
 
 /// Checks a Plugin's spec against the Plugin CRD schema.
 pub(crate) fn check_plugin_spec(spec: &Value, report: &mut ObjectReport) {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     let validator = VALIDATOR.get_or_init(|| spec_validator(&Plugin::crd()));
-    report_errors(validator, spec, "spec", report);
+    report_errors(validator, spec, "spec", &FromSecrets::default(), report);
 }
 
 fn spec_validator(
@@ -50,10 +51,13 @@ pub(crate) fn config_validator(schema: &Value) -> Result<Validator, String> {
 }
 
 /// Adds an `Invalid` diagnostic under `prefix` for each way `value` breaks `validator`.
+/// An error about a value that came from a Secret (or holds one) names the Secret and the
+/// schema keyword, never the value.
 pub(crate) fn report_errors(
     validator: &Validator,
     value: &Value,
     prefix: &str,
+    from_secrets: &FromSecrets,
     report: &mut ObjectReport,
 ) {
     for error in validator.iter_errors(value) {
@@ -67,6 +71,18 @@ pub(crate) fn report_errors(
                 }
             }
         }
-        report.invalid(field, error.to_string());
+        let message = match source_of(from_secrets, error.instance_path().as_str()) {
+            Some(source) => format!(
+                "a value from {source} does not satisfy the configSchema's {:?} (not shown: it is secret)",
+                error
+                    .schema_path()
+                    .iter()
+                    .last()
+                    .map(|keyword| keyword.to_string())
+                    .unwrap_or_default()
+            ),
+            None => error.to_string(),
+        };
+        report.invalid(field, message);
     }
 }

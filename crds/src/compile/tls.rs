@@ -125,7 +125,7 @@ fn covers(leaf: &webpki::EndEntityCert<'_>, host: &str) -> bool {
 }
 
 /// A Secret's value from `data`, or from `stringData` as written in a manifest file.
-fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return Some(bytes.0.clone());
     }

@@ -41,7 +41,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Evaluates the module in a new isolate and runs its `onLoad`.
     fn instantiate(
         &self,
-        code: &PluginCode,
+        code: &Arc<PluginCode>,
         host: Rc<dyn HostOps>,
     ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>>;
 }
@@ -94,6 +94,46 @@ pub(crate) struct HookInput {
     /// When the call started: its time budgets count from here.
     pub(crate) started: std::time::Instant,
     pub(crate) scope: CallScope,
+}
+
+/// Runs a lifecycle hook (`onLoad`, `onUnload`) of `isolate`, if the module has it, with
+/// the plugin's own config and its load budget: why it failed, if it did.
+pub(crate) async fn run_lifecycle(
+    isolate: &Rc<dyn Isolate>,
+    hook: Hook,
+    code: &PluginCode,
+) -> Result<(), String> {
+    if !isolate.has_hook(hook) {
+        return Ok(());
+    }
+    let input = HookInput {
+        hook,
+        config_id: 0,
+        config_json: code.config_json.clone(),
+        state: None,
+        user: None,
+        timeout: code.load_timeout,
+        cpu_budget: code.load_timeout,
+        started: std::time::Instant::now(),
+        scope: CallScope {
+            plugin: code.plugin.clone(),
+            ..CallScope::default()
+        },
+    };
+    match isolate.clone().call(input).finished().await {
+        Ok(report) if report.ok => Ok(()),
+        Ok(report) => Err(format!(
+            "{} threw: {}",
+            hook.as_str(),
+            report.thrown.and_then(|t| t.error).unwrap_or_default()
+        )),
+        Err(failure) => Err(format!(
+            "{} failed ({}): {}",
+            hook.as_str(),
+            failure.kind.as_str(),
+            failure.detail
+        )),
+    }
 }
 
 /// What host services may need of the request a hook runs for.

@@ -19,6 +19,8 @@ pub enum Hook {
     BeforeRequest,
     /// After the upstream response.
     AfterResponse,
+    /// Once per isolate when its plugin version is retired (replaced or removed).
+    OnUnload,
 }
 
 impl Hook {
@@ -28,6 +30,7 @@ impl Hook {
             Hook::OnLoad => 0,
             Hook::BeforeRequest => 1,
             Hook::AfterResponse => 2,
+            Hook::OnUnload => 3,
         }
     }
 
@@ -37,6 +40,7 @@ impl Hook {
             Hook::OnLoad => "onLoad",
             Hook::BeforeRequest => "beforeRequest",
             Hook::AfterResponse => "afterResponse",
+            Hook::OnUnload => "onUnload",
         }
     }
 }

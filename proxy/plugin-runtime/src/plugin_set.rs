@@ -45,7 +45,7 @@ pub(crate) struct Hooks {
 impl Hooks {
     pub(crate) fn has(self, hook: Hook) -> bool {
         match hook {
-            Hook::OnLoad => false,
+            Hook::OnLoad | Hook::OnUnload => false,
             Hook::BeforeRequest => self.before_request,
             Hook::AfterResponse => self.after_response,
         }
@@ -78,7 +78,7 @@ impl PluginVersion {
 
 impl Drop for PluginVersion {
     fn drop(&mut self) {
-        self.shards.unload(self.id);
+        self.shards.unload(self.id, &self.code);
     }
 }
 

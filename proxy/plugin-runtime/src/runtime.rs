@@ -135,7 +135,7 @@ impl PluginRuntime {
                         ))),
                         Err(message) => {
                             // Shards where it did load drop it again.
-                            self.shards.unload(version_id);
+                            self.shards.unload(version_id, &code);
                             Err(message)
                         }
                     }

@@ -14,7 +14,7 @@ use futures::FutureExt as _;
 use futures::future::{self, LocalBoxFuture};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Engine, HostOps, Isolate, PluginCode};
+use crate::engine::{Engine, HostOps, Isolate, PluginCode, run_lifecycle};
 use crate::forward_allow::ForwardAllowList;
 use crate::metrics::Metrics;
 use crate::outcome::{AfterResponse, BeforeRequest, Carry, Hook};
@@ -32,6 +32,7 @@ enum Control {
     },
     Unload {
         version: u64,
+        code: Arc<PluginCode>,
     },
 }
 
@@ -66,9 +67,18 @@ impl Shards {
         tokio::task::spawn_local(async move {
             while let Some(job) = control.recv().await {
                 match job {
-                    Control::Unload { version } => {
-                        serving.isolates.borrow_mut().remove(&version);
+                    Control::Unload { version, code } => {
                         serving.creating.borrow_mut().remove(&version);
+                        let retired = serving.isolates.borrow_mut().remove(&version);
+                        if let Some(isolate) = retired.filter(|isolate| isolate.is_usable()) {
+                            tokio::task::spawn_local(async move {
+                                if let Err(why) =
+                                    run_lifecycle(&isolate, Hook::OnUnload, &code).await
+                                {
+                                    tracing::warn!(plugin = %code.plugin, "{why}");
+                                }
+                            });
+                        }
                     }
                     Control::Load {
                         version,
@@ -129,10 +139,14 @@ impl Shards {
         Ok(hooks)
     }
 
-    /// Drops a version from every shard.
-    pub(crate) fn unload(&self, version: u64) {
+    /// Drops a version from every shard, after its `onUnload` there (the calls in flight
+    /// finish on the isolates they hold).
+    pub(crate) fn unload(&self, version: u64, code: &Arc<PluginCode>) {
         for channel in self.lock().iter() {
-            let _ = channel.send(Control::Unload { version });
+            let _ = channel.send(Control::Unload {
+                version,
+                code: code.clone(),
+            });
         }
     }
 }

@@ -98,6 +98,35 @@ fn a_dynamic_import_of_something_else_fails_the_hook() {
 }
 
 #[test]
+fn request_maps_have_no_inherited_members() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/names",
+                r#"export default {
+                    beforeRequest(ctx) {
+                        const { headers, query, pathParams } = ctx.request;
+                        const seen = [headers.constructor, query.toString, pathParams.__proto__, "hasOwnProperty" in headers];
+                        ctx.upstream.headers.set("x-seen", JSON.stringify(seen));
+                        ctx.upstream.headers.set("x-tag", headers["x-tag"] ?? "none");
+                    },
+                };"#,
+            )],
+        )
+        .await;
+        let chain = chain(&loaded, &[("shop/names", json!({}))]);
+        let mut info = request("/");
+        info.headers.push(("x-tag".into(), "blue".into()));
+        let (outcome, _) = runtime.before_request(&chain, info).await;
+        let patch = expect_continue(outcome);
+        assert_eq!(patch.headers.set["x-seen"], ["[null,null,null,false]"]);
+        assert_eq!(patch.headers.set["x-tag"], ["blue"]);
+    });
+}
+
+#[test]
 fn hooks_run_in_chain_order_and_share_state_and_user() {
     on_shard(async {
         let runtime = runtime();

@@ -156,3 +156,47 @@ mod arc_swap_like {
         }
     }
 }
+
+#[test]
+fn a_retired_version_runs_its_on_unload_with_its_own_config() {
+    on_shard(async {
+        let runtime = runtime();
+        let keeper = |n: usize| {
+            let mut plugin = bundle(
+                "shop/keeper",
+                &format!(
+                    r#"export default {{
+                        async onUnload(ctx) {{
+                            await ctx.services.cache.set("unloaded", {{ version: {n}, tag: ctx.config.tag }});
+                        }},
+                        async beforeRequest(ctx) {{
+                            ctx.upstream.headers.set("x-unloaded", JSON.stringify(await ctx.services.cache.get("unloaded")));
+                        }},
+                    }};"#
+                ),
+            );
+            plugin.config = json!({"tag": format!("v{n}")});
+            plugin.timeout_ms = 5_000;
+            plugin
+        };
+        let first = load(&runtime, vec![keeper(1)]).await;
+        let chain_one = chain(&first, &[("shop/keeper", json!({}))]);
+        let patch = expect_continue(runtime.before_request(&chain_one, request("/")).await.0);
+        assert_eq!(patch.headers.set["x-unloaded"], ["null"]);
+        drop((first, chain_one));
+
+        // Loading version 2 retires version 1: its onUnload runs on the shard.
+        let second = load(&runtime, vec![keeper(2)]).await;
+        let chain_two = chain(&second, &[("shop/keeper", json!({}))]);
+        let mut unloaded = serde_json::Value::Null;
+        for _ in 0..1_000 {
+            let patch = expect_continue(runtime.before_request(&chain_two, request("/")).await.0);
+            unloaded = serde_json::from_str(&patch.headers.set["x-unloaded"][0]).unwrap();
+            if !unloaded.is_null() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(unloaded, json!({"version": 1, "tag": "v1"}));
+    });
+}

@@ -368,6 +368,7 @@ fn test_bundle(name: &str, linked: Linked, config: Value) -> PluginBundle {
         code: linked.code,
         modules: linked.modules,
         config,
+        secret_paths: Default::default(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,

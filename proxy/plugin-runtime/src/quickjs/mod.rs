@@ -23,7 +23,7 @@ use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Valu
 use crate::clock::Clock;
 use crate::engine::{
     Call, CallScope, Engine, EngineFailure, HookInput, HookReport, HookResult, HostOps, Isolate,
-    PluginCode, Thrown,
+    PluginCode, Thrown, run_lifecycle,
 };
 use crate::outcome::{FailureKind, Hook};
 
@@ -67,48 +67,15 @@ pub(crate) struct QuickJs {
 impl Engine for QuickJs {
     fn instantiate(
         &self,
-        code: &PluginCode,
+        code: &Arc<PluginCode>,
         host: Rc<dyn HostOps>,
     ) -> LocalBoxFuture<'static, Result<Rc<dyn Isolate>, String>> {
         let created = QuickJsIsolate::new(code, host, Prelude::Plugin, &self.clock);
-        let config_json = code.config_json.clone();
-        let timeout = code.load_timeout;
-        let plugin = code.plugin.clone();
+        let code = code.clone();
         Box::pin(async move {
-            let isolate = created?;
-            if isolate.has_hook(Hook::OnLoad) {
-                let input = HookInput {
-                    hook: Hook::OnLoad,
-                    config_id: 0,
-                    config_json,
-                    state: None,
-                    user: None,
-                    timeout,
-                    cpu_budget: timeout,
-                    started: Instant::now(),
-                    scope: CallScope {
-                        plugin,
-                        ..CallScope::default()
-                    },
-                };
-                match isolate.clone().call(input).finished().await {
-                    Ok(report) if report.ok => {}
-                    Ok(report) => {
-                        return Err(format!(
-                            "onLoad threw: {}",
-                            report.thrown.and_then(|t| t.error).unwrap_or_default()
-                        ));
-                    }
-                    Err(failure) => {
-                        return Err(format!(
-                            "onLoad failed ({}): {}",
-                            failure.kind.as_str(),
-                            failure.detail
-                        ));
-                    }
-                }
-            }
-            Ok(isolate as Rc<dyn Isolate>)
+            let isolate: Rc<dyn Isolate> = created?;
+            run_lifecycle(&isolate, Hook::OnLoad, &code).await?;
+            Ok(isolate)
         })
     }
 }
@@ -206,7 +173,7 @@ pub(crate) const MAX_FETCHES_IN_FLIGHT: usize = 8;
 pub(crate) struct QuickJsIsolate {
     plugin: Arc<str>,
     host: Rc<dyn HostOps>,
-    hooks: Cell<[bool; 3]>,
+    hooks: Cell<[bool; 4]>,
     usable: Cell<bool>,
     next_id: Cell<u64>,
     budget: Rc<Budget>,
@@ -248,7 +215,7 @@ impl QuickJsIsolate {
         let isolate = Rc::new(Self {
             plugin: code.plugin.clone(),
             host,
-            hooks: Cell::new([false; 3]),
+            hooks: Cell::new([false; 4]),
             usable: Cell::new(true),
             next_id: Cell::new(1),
             budget,
@@ -303,8 +270,13 @@ impl QuickJsIsolate {
             let runner: Object = prelude.call((host, plugin)).map_err(explain)?;
             let names: Vec<String> = runner.get("hooks").map_err(explain)?;
             let has = |name: &str| names.iter().any(|n| n == name);
-            self.hooks
-                .set([has("onLoad"), has("beforeRequest"), has("afterResponse")]);
+            // By `Hook::index`.
+            self.hooks.set([
+                has("onLoad"),
+                has("beforeRequest"),
+                has("afterResponse"),
+                has("onUnload"),
+            ]);
             let hook_call: Option<Function> = runner.get("call").map_err(explain)?;
             *self.hook_call.borrow_mut() = hook_call.map(|f| Persistent::save(&ctx, f));
             *self.runner.borrow_mut() = Some(Persistent::save(&ctx, runner));
@@ -669,12 +641,7 @@ impl QuickJsIsolate {
 
 impl Isolate for QuickJsIsolate {
     fn has_hook(&self, hook: Hook) -> bool {
-        let [on_load, before, after] = self.hooks.get();
-        match hook {
-            Hook::OnLoad => on_load,
-            Hook::BeforeRequest => before,
-            Hook::AfterResponse => after,
-        }
+        self.hooks.get()[usize::from(hook.index())]
     }
 
     fn call(self: Rc<Self>, input: HookInput) -> Call {

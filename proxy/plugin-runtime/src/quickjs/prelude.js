@@ -248,9 +248,11 @@
       if (!(name in cache)) cache[name] = hostRequest(this.#inv, name) ?? null;
       return cache[name];
     }
+    // Without a prototype, so `headers.constructor` is a header that is absent, not a
+    // function every request seems to carry.
     #map(name) {
       const cache = this.#cache;
-      return (cache[name] ??= freeze(parse(hostRequest(this.#inv, name) ?? "{}")));
+      return (cache[name] ??= freeze(Object.assign(Object.create(null), parse(hostRequest(this.#inv, name) ?? "{}"))));
     }
     get method() { return this.#text("method"); }
     get url() { return this.#text("url"); }
@@ -475,11 +477,11 @@
     return undefined;
   }
 
-  const hooks = ["onLoad", "beforeRequest", "afterResponse", "onError"].filter(
+  const hooks = ["onLoad", "beforeRequest", "afterResponse", "onError", "onUnload"].filter(
     (name) => typeof plugin?.[name] === "function",
   );
   // Hooks by the number Rust calls them with (`Hook::index`).
-  const HOOKS = ["onLoad", "beforeRequest", "afterResponse"];
+  const HOOKS = ["onLoad", "beforeRequest", "afterResponse", "onUnload"];
 
   return freeze({
     hooks,

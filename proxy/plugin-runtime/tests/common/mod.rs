@@ -50,6 +50,7 @@ pub fn raw_bundle(id: &str, code: &str) -> PluginBundle {
             hex::encode(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()))
         ),
         config: serde_json::json!({}),
+        secret_paths: Default::default(),
         config_schema: None,
         order: 0,
         scope: PluginScope::Attached,
