@@ -3,10 +3,10 @@ served as a real JWKS by a local HTTP server.
 
 `weir-proxy --config DIR` runs the plugins from their plugin.yaml (the ConfigMap, so the
 modules the compiler links, jwt.ts included; the Plugin with a config pointing at the
-local JWKS) in front of a backend that answers with what it received. What the suites
-under `weir-proxy plugin test` cannot see is checked here: the compiled ConfigMaps, the
-real fetch of the JWKS through ctx.services.http (allowed to reach 127.0.0.1 by
-WEIR_PLUGIN_FETCH_ALLOW, the environment form of --plugin-fetch-allow), the proxy
+local JWKS, its HMAC secrets from a Secret through secretRefs) in front of a backend that
+answers with what it received. What the suites under `weir-proxy plugin test` cannot see
+is checked here: the compiled ConfigMaps, the real fetch of the JWKS through
+ctx.services.http (allowed to reach 127.0.0.1 by --plugin-fetch-allow), the proxy
 applying the header edits, and key rotation as an issuer does it. Also: the suites'
 fixture tokens verify with PyJWT, and admin-gate's schema repeats jwt-auth's verification
 fields exactly.
@@ -115,25 +115,37 @@ class Issuer:
         self.server.server_close()
 
 
-def plugin_with(name: str, config: dict) -> list:
-    """The plugin's ConfigMap and its Plugin with `config`."""
+def plugin_with(name: str, config: dict, secret_refs: list) -> list:
+    """The plugin's ConfigMap and its Plugin with `config` and `secret_refs`."""
     objects = manifest(name)
     plugin = copy.deepcopy(objects["Plugin"])
     plugin["spec"]["config"] = config
+    plugin["spec"]["secretRefs"] = secret_refs
     return [objects["ConfigMap"], plugin]
 
 
-def verification(issuer: Issuer) -> dict:
-    return {
+def verification(issuer: Issuer) -> tuple:
+    """The verification config of both plugins, and the secretRefs filling in its HMAC
+    secrets from the Secret `jwt-keys` (secret_manifest)."""
+    hmac_algorithms = list(issuer.secrets)
+    config = {
         "algorithms": ALGORITHMS,
-        "keys": [
-            {"kid": alg.lower(), "secret": jwt.utils.base64url_encode(secret).decode(), "secretEncoding": "base64url", "algorithms": [alg]}
-            for alg, secret in issuer.secrets.items()
-        ],
+        "keys": [{"kid": alg.lower(), "secretEncoding": "base64url", "algorithms": [alg]} for alg in hmac_algorithms],
         "jwksUri": issuer.jwks_uri,
         "jwks": {"allowHttp": True, "minRefreshIntervalSeconds": 1},
         "issuers": [ISSUER],
         "audiences": [AUDIENCE],
+    }
+    refs = [{"path": f"/keys/{i}/secret", "secretName": "jwt-keys", "key": alg.lower()} for i, alg in enumerate(hmac_algorithms)]
+    return config, refs
+
+
+def secret_manifest(issuer: Issuer) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "jwt-keys"},
+        "stringData": {alg.lower(): jwt.utils.base64url_encode(secret).decode() for alg, secret in issuer.secrets.items()},
     }
 
 
@@ -151,17 +163,13 @@ def gateway(issuer, tmp_path_factory):
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     upstream = [{"url": f"http://127.0.0.1:{backend.server_address[1]}"}]
+    config, refs = verification(issuer)
     jwt_auth = {
-        **verification(issuer),
+        **config,
         "forwardClaims": {"x-user-id": "sub", "x-user-email": "email", "x-user-roles": "roles"},
         "publicPaths": ["/orders/public/*"],
     }
-    admin_gate = {
-        **verification(issuer),
-        "realm": "admin",
-        "paths": ["/admin/*"],
-        "roles": ["admin"],
-    }
+    admin_gate = {**config, "realm": "admin", "paths": ["/admin/*"], "roles": ["admin"]}
     routes = [
         {
             "apiVersion": "weir.dev/v1alpha1",
@@ -175,14 +183,11 @@ def gateway(issuer, tmp_path_factory):
         }
         for name, prefix, plugins in [("orders", "/orders", [{"name": "jwt-auth"}]), ("other", "/", [])]
     ]
-    objects = plugin_with("jwt-auth", jwt_auth) + plugin_with("admin-gate", admin_gate) + routes
+    objects = [secret_manifest(issuer), *plugin_with("jwt-auth", jwt_auth, refs), *plugin_with("admin-gate", admin_gate, refs), *routes]
     (directory / "all.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
     checked = check(directory)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("WEIR_PLUGIN_FETCH_ALLOW", "127.0.0.1/32")
-    proxy = Proxy(directory)
-    monkeypatch.undo()
+    proxy = Proxy(directory, flags=("--plugin-fetch-allow", "127.0.0.1/32"))
     try:
         proxy.wait_ready()
         yield proxy

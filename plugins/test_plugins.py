@@ -214,9 +214,18 @@ def test_the_example_config_loads(name, tmp_path):
 # For each plugin, a config its onLoad refuses, and what the reason says. route-control's
 # is one the schema lets through (it cannot judge regular expressions).
 UNUSABLE = {
+    "admin-gate": (
+        {"algorithms": ["RS256"], "jwksUri": "https://idp.example.test/jwks.json", "paths": ["/admin/*"],
+         "roles": ["admin"], "pathClaims": {"tenant": "tenants"}},
+        r"config\.pathClaims\.tenant names no \{tenant\} of the paths",
+    ),
     "api-key": ({"keys": [{"hash": "abc", "id": "short"}]}, r"config\.keys\[0\]\.hash must be the SHA-256"),
     "header-rewrite": ({"request": {"set": {"x-a": "${nope}"}}}, r'config\.request\.set\["x-a"\]: unknown variable \$\{nope\}'),
     "ip-filter": ({"allow": ["10.0.0.0/8", "10.0.0.0/33"]}, r'config\.allow\[1\] "10\.0\.0\.0/33" has a prefix length'),
+    "jwt-auth": (
+        {"algorithms": ["HS256"], "keys": [{"secret": "too-short"}]},
+        r"config\.keys\[0\]\.secret is 9 bytes; HS256 needs at least 32",
+    ),
     "redact": ({"fields": ["user..password"]}, r'config\.fields\[0\] "user\.\.password" has an empty segment'),
     "request-log": ({"sampleRate": 2}, r"config\.sampleRate must be a number from 0 to 1"),
     "route-control": (

@@ -130,6 +130,12 @@ export default {
       // Paths without {tenant} are not bound to it.
       await admitted(t, { path: "/admin", headers: bearer(SPECIAL.superuser) });
     },
+    async "a path parameter named like a member of every object binds only where a path captures it"(t) {
+      const config = { ...CONFIG, paths: ["/orgs/{constructor}/admin/*", "/admin/*"], pathClaims: { constructor: "tenants" } };
+      await admitted(t, { path: "/admin/users", headers: bearer(SPECIAL.admin) }, config);
+      await admitted(t, { path: "/orgs/acme/admin", headers: bearer(SPECIAL.admin) }, config);
+      await status(t, { path: "/orgs/initech/admin", headers: bearer(SPECIAL.admin) }, 403, /does not grant this constructor/, config);
+    },
     async "an HS256 administrator's token, with a configured secret"(t) {
       const result = await admitted(t, { path: "/admin", headers: bearer(SPECIAL.adminHs256) });
       t.equal(result.patch?.headers.set["x-gateway-admin-user"], ["root"]);

@@ -28,6 +28,7 @@ import {
   headerValue,
   matchPath,
   names,
+  own,
   parseVerifier,
   presented,
   refuse,
@@ -158,7 +159,7 @@ function admit(ctx: Context<Config>, s: Parsed, params: Record<string, string>, 
     return ctx.reject(403, { error: "forbidden", message });
   }
   for (const [param, claim] of s.pathClaims) {
-    const value = params[param];
+    const value = own(params, param);
     if (value === undefined) continue;
     // Compared exactly, even though paths match ignoring case: /admin/ACME is not
     // /admin/acme for an upstream that tells them apart.

@@ -472,9 +472,17 @@ export type Presented =
 
 const BEARER = /^bearer +(.*)$/i;
 
+/**
+ * `object[key]` when it is the object's own: a header or parameter named `constructor` or
+ * `__proto__` is one the request has, not a member of every object.
+ */
+export function own<T>(object: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
+}
+
 /** The request's token: from the header (Bearer scheme), else from the cookie. */
 export function presented(request: Request, v: Verifier): Presented {
-  const raw = request.headers[v.header];
+  const raw = own(request.headers, v.header);
   if (raw !== undefined && raw.trim() !== "") {
     const value = raw.trim();
     const bearer = BEARER.exec(value);
@@ -494,7 +502,7 @@ export function presented(request: Request, v: Verifier): Presented {
     }
   }
   if (v.cookie !== null) {
-    const token = cookieValue(request.headers["cookie"], v.cookie);
+    const token = cookieValue(own(request.headers, "cookie"), v.cookie);
     if (token !== null && token !== "") return { token, header: false };
   }
   const where = v.header === "authorization" ? "a bearer token is required in the Authorization header" : `a token is required in the ${v.header} header`;
@@ -530,7 +538,7 @@ export function removeToken(ctx: Context, v: Verifier, from: Presented) {
     ctx.upstream.headers.delete(v.header);
     return;
   }
-  const cookies = ctx.request.headers["cookie"];
+  const cookies = own(ctx.request.headers, "cookie");
   if (cookies === undefined || v.cookie === null) return;
   const rest = withoutCookie(cookies, v.cookie);
   if (rest === null) ctx.upstream.headers.delete("cookie");
@@ -1014,7 +1022,8 @@ export function matchPath(patterns: PathPattern[], path: string): { pattern: str
   for (const pattern of patterns) {
     const match = pattern.regex.exec(path);
     if (match === null) continue;
-    const params: Record<string, string> = {};
+    // No prototype: a parameter named like a member of every object is only there when captured.
+    const params: Record<string, string> = Object.create(null);
     pattern.params.forEach((name, i) => {
       params[name] = match[i + 1];
     });

@@ -368,6 +368,13 @@ export default {
       t.equal(kept.patch?.headers.set, {});
       t.equal(kept.patch?.headers.remove, []);
     },
+    async "a header or cookie named like a member of every object is only the request's"(t) {
+      for (const name of ["constructor", "__proto__", "toString"]) {
+        const result = await t.beforeRequest({}, { config: { ...CONFIG, header: name, cookie: name } });
+        t.equal(result.response?.status, 401, name);
+        await passes(t, { headers: { [name]: TOKENS.RS256 } }, { ...CONFIG, header: name });
+      }
+    },
     async "another header: the token itself, or with the Bearer scheme"(t) {
       const config = { ...CONFIG, header: "X-JWT" };
       const plain = await passes(t, { headers: { "x-jwt": TOKENS.PS384, ...bearer(SPECIAL.forgedRs256) } }, config);
