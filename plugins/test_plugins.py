@@ -228,6 +228,9 @@ UNUSABLE = {
     ),
     "redact": ({"fields": ["user..password"]}, r'config\.fields\[0\] "user\.\.password" has an empty segment'),
     "request-log": ({"sampleRate": 2}, r"config\.sampleRate must be a number from 0 to 1"),
+    "rate-limit": ({"limit": 10, "window": 60, "algorithm": "leaky"}, r'config\.algorithm must be one of'),
+    "hmac-session": ({"algorithm": "MD5"}, r'config\.algorithm must be SHA-256, SHA-384 or SHA-512, not "MD5"'),
+    "response-cache": ({"statuses": "all"}, r"config\.statuses must be a list of statuses"),
     "route-control": (
         {"rules": [{"header": {"name": "x-beta", "regex": "("}, "backend": "service:shop/api-beta:8080"}]},
         r'config\.rules\[0\]\.header\.regex "\(" is not a regular expression',

@@ -439,14 +439,13 @@ def without_redis(directory):
 
 def test_on_store_error_allow_and_deny_with_redis_unreachable(without_redis):
     replica = without_redis
+    # A cache call waits at most the proxy's Redis timeout (250 ms), and after a failure
+    # not at all for a second: the Plugin's timeoutMs (500 in its plugin.yaml) is longer,
+    # so onStoreError decides (its warning below), not failurePolicy.
     for _ in range(2):
-        started = time.monotonic()
         status, headers, body = replica("/allow/x")
         assert status == 200, body
         assert "ratelimit" not in headers
-    # Each cache call waits for the proxy's Redis timeout (1 s): the Plugin's timeoutMs
-    # (1500 in its plugin.yaml) must be longer for onStoreError to decide.
-    assert time.monotonic() - started < 1.5
     [warning] = replica.warnings(headers["x-request-id"], "default/rate-limit")
     assert warning["message"] == "rate-limit: the cache failed; the request passes unlimited"
     assert warning["fields"]["onStoreError"] == "allow"

@@ -108,6 +108,13 @@ declare module "weir" {
     /** The current value (with the edits made so far), or null. */
     get(name: string): string | null;
     has(name: string): boolean;
+    /**
+     * Every header as `[name, value]` pairs, with the edits made so far: names lower case,
+     * repeated headers (`set-cookie`) as separate pairs.
+     */
+    entries(): Array<[string, string]>;
+    /** The names of the headers, lower case, each once. */
+    keys(): string[];
     /** Replaces every value of `name`. */
     set(name: string, value: string): void;
     /** Adds a value (e.g. another `set-cookie`). */

@@ -192,6 +192,12 @@ pub struct Cli {
     #[arg(long, env = "WEIR_PLUGIN_REDIS_KEY_PREFIX", default_value = "weir:")]
     pub plugin_redis_key_prefix: String,
 
+    /// Longest a plugin cache call may wait for Redis. After a failure, calls fail at once
+    /// for a second instead of each waiting this long while Redis is down. Keep it below
+    /// the plugins' `timeoutMs`, so their `onStoreError`-style handling runs.
+    #[arg(long, env = "WEIR_PLUGIN_REDIS_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub plugin_redis_timeout: Duration,
+
     /// A network (CIDR) `ctx.services.http.fetch` may reach although it is loopback,
     /// private, link-local or metadata; repeatable.
     #[arg(
@@ -323,6 +329,10 @@ impl Cli {
             .ok()
             .filter(|ms| *ms >= 1)
             .ok_or("--plugin-max-load-time must be at least 1ms")?;
+        let redis_timeout_ms = u64::try_from(self.plugin_redis_timeout.as_millis())
+            .ok()
+            .filter(|ms| *ms >= 1)
+            .ok_or("--plugin-redis-timeout must be at least 1ms")?;
         config.plugins = RuntimeConfig {
             cpu_budget_ms,
             max_timeout_ms,
@@ -332,6 +342,7 @@ impl Cli {
             cache: CacheConfig {
                 redis_url: self.plugin_redis_url.clone(),
                 key_prefix: self.plugin_redis_key_prefix.clone(),
+                timeout_ms: redis_timeout_ms,
                 ..CacheConfig::default()
             },
             fetch: FetchConfig {
@@ -403,6 +414,8 @@ mod tests {
             "redis://127.0.0.1:6379/0",
             "--plugin-redis-key-prefix",
             "staging:",
+            "--plugin-redis-timeout",
+            "80ms",
         ])
         .unwrap();
         let config = cli.to_config().unwrap();
@@ -412,6 +425,7 @@ mod tests {
         assert_eq!(config.plugins.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
         assert!(config.plugins.cache.redis_url.is_some());
         assert_eq!(config.plugins.cache.key_prefix, "staging:");
+        assert_eq!(config.plugins.cache.timeout_ms, 80);
         assert_eq!(
             (
                 config.plugins.max_timeout_ms,

@@ -292,9 +292,11 @@ def test_redis_url_is_kept_in_a_secret():
     env = container(objects, "proxy")["env"]
     assert {"name": "WEIR_PLUGIN_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "weir-redis", "key": "url"}}} in env
     assert {"name": "WEIR_PLUGIN_REDIS_KEY_PREFIX", "value": "weir:"} in env
+    assert {"name": "WEIR_PLUGIN_REDIS_TIMEOUT", "value": "250ms"} in env
     assert "hunter2" not in str(workload(objects, "proxy"))
-    staging = render({"redis": {"url": "redis://redis.cache.svc:6379/0", "keyPrefix": "staging:"}})
+    staging = render({"redis": {"url": "redis://redis.cache.svc:6379/0", "keyPrefix": "staging:", "timeout": "80ms"}})
     assert {"name": "WEIR_PLUGIN_REDIS_KEY_PREFIX", "value": "staging:"} in container(staging, "proxy")["env"]
+    assert {"name": "WEIR_PLUGIN_REDIS_TIMEOUT", "value": "80ms"} in container(staging, "proxy")["env"]
 
 
 def test_redis_from_an_existing_secret():

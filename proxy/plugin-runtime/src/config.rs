@@ -82,6 +82,9 @@ pub struct CacheConfig {
     pub max_entries: u64,
     /// Longest time a Redis command may take, in milliseconds.
     pub timeout_ms: u64,
+    /// After Redis failed (no answer, no connection), commands fail at once for this long,
+    /// in milliseconds, before the next one tries Redis again.
+    pub retry_after_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -90,7 +93,8 @@ impl Default for CacheConfig {
             redis_url: None,
             key_prefix: "weir:".into(),
             max_entries: 100_000,
-            timeout_ms: 1_000,
+            timeout_ms: 250,
+            retry_after_ms: 1_000,
         }
     }
 }

@@ -127,6 +127,56 @@ fn request_maps_have_no_inherited_members() {
 }
 
 #[test]
+fn header_editors_list_headers_with_the_edits_so_far() {
+    on_shard(async {
+        let runtime = runtime();
+        let loaded = load(
+            &runtime,
+            vec![bundle(
+                "shop/lister",
+                r#"export default {
+                    beforeRequest(ctx) {
+                        ctx.upstream.headers.delete("x-drop");
+                        ctx.upstream.headers.append("x-added", "1");
+                        ctx.upstream.headers.set("x-seen", JSON.stringify(ctx.upstream.headers.entries()));
+                    },
+                    afterResponse(ctx) {
+                        ctx.response.headers.append("set-cookie", "b=2");
+                        ctx.response.headers.set("x-names", ctx.response.headers.keys().join(","));
+                    },
+                };"#,
+            )],
+        )
+        .await;
+        let chain = chain(&loaded, &[("shop/lister", json!({}))]);
+        let mut info = request("/");
+        info.headers = vec![
+            ("x-drop".into(), "gone".into()),
+            ("accept".into(), "*/*".into()),
+        ];
+        let (outcome, carry) = runtime.before_request(&chain, info).await;
+        let patch = expect_continue(outcome);
+        assert_eq!(
+            patch.headers.set["x-seen"],
+            [r#"[["accept","*/*"],["x-added","1"]]"#]
+        );
+        let response = ResponseInfo {
+            status: 200,
+            headers: vec![
+                ("set-cookie".into(), "a=1".into()),
+                ("content-type".into(), "text/plain".into()),
+            ],
+            body: None,
+        };
+        let AfterResponse::Continue(patch) = runtime.after_response(&chain, carry, response).await
+        else {
+            panic!("afterResponse failed");
+        };
+        assert_eq!(patch.headers.set["x-names"], ["set-cookie,content-type"]);
+    });
+}
+
+#[test]
 fn hooks_run_in_chain_order_and_share_state_and_user() {
     on_shard(async {
         let runtime = runtime();

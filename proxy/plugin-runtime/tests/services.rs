@@ -198,6 +198,76 @@ fn redis_cache(port: u16, key_prefix: &str) -> RuntimeConfig {
     }
 }
 
+/// An entry read with `get` compares equal to what is stored: its keys keep their order
+/// and its numbers their text, so read-modify-write with `compareAndSet` works on objects.
+#[test]
+fn a_read_entry_compares_equal_to_the_stored_one() {
+    on_shard(async {
+        let runtime = runtime();
+        let plugin = bundle(
+            "shop/rmw",
+            r#"export default { async beforeRequest(ctx) {
+                const cache = ctx.services.cache;
+                await cache.set("bucket", { tokens: 1.5, at: 1700000000123, z: [3, 1] });
+                const read = await cache.get("bucket");
+                const swapped = await cache.compareAndSet("bucket", read, { ...read, tokens: 0.5 });
+                ctx.upstream.headers.set("x-read", JSON.stringify(read));
+                ctx.upstream.headers.set("x-swapped", String(swapped));
+            } };"#,
+        );
+        let loaded = load(&runtime, vec![plugin]).await;
+        let chain = chain(&loaded, &[("shop/rmw", json!({}))]);
+        let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+        assert_eq!(
+            patch.headers.set["x-read"],
+            [r#"{"tokens":1.5,"at":1700000000123,"z":[3,1]}"#]
+        );
+        assert_eq!(patch.headers.set["x-swapped"], ["true"]);
+    });
+}
+
+/// With Redis down, the first cache call finds out and the next ones fail at once (no
+/// call waits the timeout again) until the retry interval has passed.
+#[test]
+fn after_a_redis_failure_calls_fail_at_once_until_the_retry_interval() {
+    on_shard(async {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let plugin = bundle(
+            "shop/down",
+            r#"export default { async beforeRequest(ctx) {
+                try { await ctx.services.cache.get("k"); ctx.upstream.headers.set("x-error", "none"); }
+                catch (e) { ctx.upstream.headers.set("x-error", String(e.message ?? e)); }
+            } };"#,
+        );
+        for (retry_after_ms, retried) in [(60_000, false), (1, true)] {
+            let mut config = redis_cache(port, "weir:");
+            config.cache.retry_after_ms = retry_after_ms;
+            let runtime = runtime_with(config).0;
+            let loaded = load(&runtime, vec![plugin.clone()]).await;
+            let chain = chain(&loaded, &[("shop/down", json!({}))]);
+            let error = || async {
+                let patch = expect_continue(runtime.before_request(&chain, request("/")).await.0);
+                patch.headers.set["x-error"][0].clone()
+            };
+            let first = error().await;
+            assert!(first.contains("redis"), "{first}");
+            assert!(
+                !first.contains("unavailable ("),
+                "the first call tries: {first}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let second = error().await;
+            assert_eq!(
+                !second.contains("unavailable ("),
+                retried,
+                "retry after {retry_after_ms} ms: {second}"
+            );
+        }
+    });
+}
+
 /// Hooks of two runtimes (two proxy replicas) sharing one Redis run at once: a nonce is
 /// fresh for exactly one of them, and compare-and-set increments lose no update.
 #[test]

@@ -147,6 +147,31 @@ pub(super) fn host_object<'js>(
 
     let weak = isolate.clone();
     host.set(
+        "headerList",
+        Function::new(ctx.clone(), move |invocation: f64, target: u8| {
+            let isolate = weak.upgrade()?;
+            isolate
+                .record(invocation as u64, |report, scope| {
+                    let (mut headers, edits) = if target == UPSTREAM {
+                        let headers = scope.request.as_ref().map(|r| r.info.headers.clone());
+                        (headers, report.upstream.as_deref())
+                    } else {
+                        let headers = scope.response.as_ref().map(|r| r.headers.clone());
+                        let edits = report.response.as_ref().and_then(|r| r.headers.as_ref());
+                        (headers, edits)
+                    };
+                    let headers = headers.get_or_insert_with(Vec::new);
+                    if let Some(edits) = edits {
+                        edits.apply(headers);
+                    }
+                    serde_json::to_string(headers).ok()
+                })
+                .flatten()
+        })?,
+    )?;
+
+    let weak = isolate.clone();
+    host.set(
         "record",
         Function::new(
             ctx.clone(),

@@ -14,6 +14,7 @@
   const hostCrypto = host.crypto;
   const hostEdit = host.edit;
   const hostHeader = host.header;
+  const hostHeaderList = host.headerList;
   const hostRecord = host.record;
   const hostStatus = host.status;
   const hostFinish = host.finish;
@@ -159,6 +160,14 @@
     }
     has(name) {
       return this.get(name) !== null;
+    }
+    // Every header as [name, value] pairs (names lower case, repeated ones apart), with
+    // this plugin's edits.
+    entries() {
+      return parse(hostHeaderList(this.#inv, this.#target) ?? "[]");
+    }
+    keys() {
+      return [...new Set(this.entries().map(([name]) => name))];
     }
   }
 

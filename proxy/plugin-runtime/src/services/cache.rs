@@ -29,7 +29,8 @@ pub(crate) enum CacheError {
 /// The cache, in memory or in Redis.
 pub(crate) enum Cache {
     Memory(MemoryCache),
-    Redis(RedisCache),
+    // One per process: its size does not matter.
+    Redis(Box<RedisCache>),
 }
 
 /// The in-process cache. Entries expire by the system's time (moka evicts them); under a
@@ -118,8 +119,13 @@ pub(crate) struct RedisCache {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
     timeout: Duration,
+    /// How long calls fail at once after a failure.
+    retry_after: Duration,
     /// Put before every key (`cache.keyPrefix`).
     key_prefix: String,
+    /// After a failure: until when calls fail at once, and why (a breaker, so an outage
+    /// does not cost every call the whole timeout).
+    unavailable: std::sync::Mutex<Option<(Instant, String)>>,
 }
 
 /// Compare-and-set: replaces the value when it is `ARGV[2]` (`ARGV[1]` = `1`) or when
@@ -153,12 +159,14 @@ impl Cache {
     /// URL is an error at start.
     pub(crate) fn new(config: &CacheConfig, clock: Clock) -> Result<Arc<Self>, redis::RedisError> {
         Ok(Arc::new(match &config.redis_url {
-            Some(url) => Cache::Redis(RedisCache {
+            Some(url) => Cache::Redis(Box::new(RedisCache {
                 client: redis::Client::open(url.as_str())?,
                 connection: OnceCell::new(),
                 timeout: Duration::from_millis(config.timeout_ms),
+                retry_after: Duration::from_millis(config.retry_after_ms),
                 key_prefix: config.key_prefix.clone(),
-            }),
+                unavailable: std::sync::Mutex::new(None),
+            })),
             None => Cache::Memory(MemoryCache {
                 entries: moka::sync::Cache::builder()
                     .max_capacity(config.max_entries)
@@ -337,6 +345,14 @@ impl RedisCache {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
+        if let Some((until, why)) = self.lock().as_ref()
+            && Instant::now() < *until
+        {
+            return Err(CacheError::Redis(format!(
+                "unavailable ({why}); tried again {} ms after that failure",
+                self.retry_after.as_millis()
+            )));
+        }
         let attempt = async {
             let connection = self
                 .connection
@@ -344,13 +360,38 @@ impl RedisCache {
                 .await?;
             command.query_async::<T>(&mut connection.clone()).await
         };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(result) => result.map_err(|e| CacheError::Redis(e.to_string())),
-            Err(_) => Err(CacheError::Redis(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+        let outcome = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+                ) =>
+            {
+                // Redis answered (a script error, a wrong type): it is up.
+                return Err(CacheError::Redis(e.to_string()));
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        };
+        let mut unavailable = self.lock();
+        match outcome {
+            Ok(value) => {
+                *unavailable = None;
+                Ok(value)
+            }
+            Err(why) => {
+                let until = Instant::now() + self.retry_after;
+                *unavailable = Some((until, why.clone()));
+                Err(CacheError::Redis(why))
+            }
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

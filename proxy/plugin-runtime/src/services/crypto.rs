@@ -2,7 +2,9 @@
 //! random bytes, done in Rust with `ring`, since QuickJS has no crypto of its own.
 
 use base64::Engine as _;
+use base64::alphabet;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use ring::{digest, hmac};
@@ -72,13 +74,20 @@ pub(crate) fn encode(bytes: &[u8], encoding: Encoding) -> String {
     }
 }
 
-/// Text back to bytes; base64url accepts padding or none, as JWTs and JWKs vary.
+/// base64 that decodes with or without padding.
+const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Text back to bytes; base64 and base64url accept padding or none, as JWTs, JWKs and
+/// other producers vary.
 pub(crate) fn decode(text: &str, encoding: Encoding) -> Result<Vec<u8>, CryptoError> {
     let invalid =
         |e: &dyn std::fmt::Display| CryptoError::Encoding(format!("not {encoding:?}: {e}"));
     match encoding {
         Encoding::Hex => hex::decode(text).map_err(|e| invalid(&e)),
-        Encoding::Base64 => STANDARD.decode(text).map_err(|e| invalid(&e)),
+        Encoding::Base64 => BASE64_ANY_PADDING.decode(text).map_err(|e| invalid(&e)),
         Encoding::Base64Url => URL_SAFE_NO_PAD
             .decode(text.trim_end_matches('='))
             .map_err(|e| invalid(&e)),
@@ -392,6 +401,12 @@ mod tests {
             assert_eq!(decode(&encode(&bytes, encoding), encoding).unwrap(), bytes);
         }
         assert_eq!(decode("AP8QIA==", Encoding::Base64Url).unwrap(), bytes);
+        assert_eq!(
+            decode("AP8QIA", Encoding::Base64).unwrap(),
+            bytes,
+            "unpadded base64"
+        );
+        assert_eq!(decode("AP8QIA==", Encoding::Base64).unwrap(), bytes);
         assert!(decode("zz", Encoding::Hex).is_err());
         assert!(Encoding::parse("rot13").is_err());
     }

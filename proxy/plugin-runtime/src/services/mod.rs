@@ -58,6 +58,9 @@ impl HostOps for Services {
         let http = self.http.clone();
         let body_limit = self.body_limit;
         Box::pin(async move {
+            if op == "cache.get" {
+                return stored_entry(&args, &scope, &cache).await;
+            }
             let answer = run(&op, &args, &scope, &cache, http.as_ref(), body_limit).await;
             match answer {
                 Ok(value) => json!({"ok": true, "value": value}),
@@ -65,6 +68,25 @@ impl HostOps for Services {
             }
             .to_string()
         })
+    }
+}
+
+/// `cache.get`'s answer: the entry's JSON text as it was stored (never re-serialized, so
+/// its key order and numbers are what `compareAndSet` will compare against), or null.
+async fn stored_entry(args: &str, scope: &CallScope, cache: &Cache) -> String {
+    let key = serde_json::from_str::<Vec<Value>>(args)
+        .ok()
+        .and_then(|args| args.first().and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    match cache.get(&plugin_key(&scope.plugin, &key)).await {
+        Ok(stored) => {
+            // Another writer of a shared Redis may have left something that is not JSON.
+            let entry = stored
+                .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+                .unwrap_or_else(|| "null".to_owned());
+            format!(r#"{{"ok":true,"value":{entry}}}"#)
+        }
+        Err(error) => json!({"ok": false, "error": error.to_string()}).to_string(),
     }
 }
 
@@ -101,12 +123,6 @@ async fn run(
     };
     let key = |i: usize| plugin_key(&scope.plugin, &text(i));
     match op {
-        "cache.get" => {
-            let stored = cache.get(&key(0)).await.map_err(|e| e.to_string())?;
-            Ok(stored
-                .and_then(|json| serde_json::from_str(&json).ok())
-                .unwrap_or(Value::Null))
-        }
         "cache.set" => {
             cache
                 .set(&key(0), text(1), ttl(2)?)
