@@ -406,6 +406,30 @@ def plugin_scenarios(args):
 API_KEY = "bench-key-0123456789abcdef0123456789abcdef"
 
 
+def jwt_case(alg):
+    """jwt-auth checking a token signed (by PyJWT, scripts/requirements-test.txt) with a
+    fresh RSA 2048 or P-256 key, configured as PEM: the cost of verifying, without the
+    JWKS (fetched once in a real deployment) of its example config."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if alg == "RS256" else ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    claims = {"sub": "bench", "iss": "https://idp.bench.test/", "aud": "bench", "roles": ["reader"],
+              "exp": int(time.time()) + 7 * 86400}
+    token = jwt.encode(claims, key, algorithm=alg, headers={"kid": "bench"})
+    config = {
+        "algorithms": [alg],
+        "keys": [{"kid": "bench", "pem": pem}],
+        "jwksUri": None,
+        "issuers": ["https://idp.bench.test/"],
+        "audiences": ["bench"],
+        "forwardClaims": {"x-user-id": "sub"},
+    }
+    return ("jwt-auth", config, (f"authorization: Bearer {token}",), False)
+
+
 def library_cases():
     import hashlib
     return {
@@ -416,12 +440,15 @@ def library_cases():
             "lookup": "config",
         }, (f"x-api-key: {API_KEY}",), False),
         "request-log": ("request-log", {"sampleRate": 1}, ("user-agent: wrk",), False),
+        "jwt-auth RS256": jwt_case("RS256"),
+        "jwt-auth ES256": jwt_case("ES256"),
     }
 
 
 def library_config(directory, name, upstream_port, plugin, config):
     """A config directory with one Route to the upstream running `plugin` (a directory of
-    plugins/, or "empty") with `config` merged over its plugin.yaml's."""
+    plugins/, or "empty") with `config` merged over its plugin.yaml's (a None removes a
+    field, as in a JSON merge patch)."""
     import yaml
     target = Path(directory) / name
     target.mkdir()
@@ -433,7 +460,8 @@ def library_config(directory, name, upstream_port, plugin, config):
         documents = list(yaml.safe_load_all((ROOT / "plugins" / plugin / "plugin.yaml").read_text()))
         for document in documents:
             if document and document.get("kind") == "Plugin":
-                document["spec"]["config"] = {**document["spec"].get("config", {}), **(config or {})}
+                merged = {**document["spec"].get("config", {}), **(config or {})}
+                document["spec"]["config"] = {k: v for k, v in merged.items() if v is not None}
                 document["spec"]["timeoutMs"] = 1000
         (target / "plugin.yaml").write_text(yaml.safe_dump_all(documents))
         listed = f"{{name: {plugin}}}"
