@@ -7,12 +7,13 @@
 // A token is checked in this order, and refused at the first failure:
 //   1. it is there (the configured header with the Bearer scheme, or the cookie) and no
 //      longer than `maxTokenLength`;
-//   2. it is a JWS in compact form: three base64url segments, a JSON object header and
-//      payload (a JWE, five segments, is refused);
+//   2. it is a JWS in compact form: three base64url segments, a JSON object header (a
+//      JWE, five segments, is refused);
 //   3. its header's `alg` is in the allow-list (`alg: none` never is), it has no `crit`,
 //      and a `kid`, when present, is a string: only ever a lookup key into the configured
 //      keys and the JWKS, never a path, a URL or anything else (`jku`, `x5u`, `jwk` and
 //      `x5c` in the header are ignored: a token never chooses where its key comes from);
+//      then it has a signature, and its payload is a JSON object;
 //   4. a key verifies its signature: HS256/384/512 only with configured HMAC secrets (a
 //      public key is never an HMAC secret, so the RS256-to-HS256 confusion cannot
 //      happen), the others only with public keys (PEM or JWK from the config, or from the
