@@ -253,17 +253,15 @@ function parseKey(ctx: LoadContext, plugin: string, config: KeyConfig, i: number
       throw configError(plugin, `${field}.pem`, "must be a PEM public key (-----BEGIN PUBLIC KEY-----)");
     }
     material = config.pem;
-    const spki = readSpki(ctx, config.pem);
-    if (spki === null) throw configError(plugin, `${field}.pem`, "is no RSA, EC P-256, EC P-384 or Ed25519 public key");
-    kind = spki.kind;
-    // What the proxy's crypto makes of it, once.
+    const found = pemKind(ctx, config.pem);
+    if (found === null) throw configError(plugin, `${field}.pem`, "is no RSA, EC P-256, EC P-384 or Ed25519 public key");
+    kind = found;
+    // What the proxy's crypto makes of it (a broken key, an RSA key under 2048 bits), once.
     try {
       ctx.crypto.verify(algorithmsOf(kind)[0] as SignatureAlgorithm, material, "", new Uint8Array(0));
     } catch (error) {
       throw configError(plugin, `${field}.pem`, `cannot be used: ${(error as Error).message}`);
     }
-    const bits = rsaModulusBits(spki.modulus);
-    if (bits !== null && bits < 2048) throw configError(plugin, `${field}.pem`, `is a ${bits}-bit RSA key; RSA keys need 2048 bits or more`);
   } else {
     const jwk = config.jwk;
     if (jwk === null || typeof jwk !== "object" || Array.isArray(jwk)) throw configError(plugin, `${field}.jwk`, "must be a JWK object");
@@ -281,16 +279,12 @@ function parseKey(ctx: LoadContext, plugin: string, config: KeyConfig, i: number
       pinned = jwk.alg as Algorithm;
     }
     material = publicJwk(jwk);
-    // A JWK that does not load (a missing or broken member) is a config error now, not
-    // a refused token later.
+    // A JWK that does not load (a missing or broken member, an RSA key under 2048 bits) is
+    // a config error now, not a refused token later.
     try {
       ctx.crypto.verify(algorithmsOf(kind)[0] as SignatureAlgorithm, material, "", new Uint8Array(0));
     } catch (error) {
       throw configError(plugin, `${field}.jwk`, `cannot be used: ${(error as Error).message}`);
-    }
-    if (kind === "RSA") {
-      const bits = rsaModulusBits(base64urlBytes(ctx, jwk.n));
-      if (bits !== null && bits < 2048) throw configError(plugin, `${field}.jwk`, `is a ${bits}-bit RSA key; RSA keys need 2048 bits or more`);
     }
   }
   const own = algorithmList(plugin, config.algorithms, `${field}.algorithms`);
@@ -324,9 +318,8 @@ function algorithmsOf(kind: KeyKind): Algorithm[] {
   return ALGORITHMS.filter((alg) => kindOf(alg) === kind);
 }
 
-// `ctx.crypto.verify` answers false, rather than throwing, for RSA keys under 2048 bits,
-// which would refuse every token with "the signature is not valid": the modulus is
-// measured here instead, from the JWK's `n` or the PEM's DER.
+// A JWKS key `ctx.crypto.verify` would refuse (an RSA key under 2048 bits) is skipped
+// like any key this verifier cannot use: its modulus is measured from the JWK's `n`.
 
 function base64urlBytes(ctx: LoadContext, value: unknown): Uint8Array | null {
   if (typeof value !== "string") return null;
@@ -362,9 +355,9 @@ const SPKI_KINDS: Record<string, KeyKind> = {
 
 /**
  * The kind of a PEM public key, read from its DER (SubjectPublicKeyInfo: the algorithm
- * OID, and the curve of an EC key), with an RSA key's modulus; null when it is none of these.
+ * OID, and the curve of an EC key); null when it is none of these.
  */
-function readSpki(ctx: LoadContext, pem: string): { kind: KeyKind; modulus: Uint8Array | null } | null {
+function pemKind(ctx: LoadContext, pem: string): KeyKind | null {
   let der: Uint8Array;
   try {
     der = ctx.crypto.decode(pem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, ""), "base64");
@@ -390,13 +383,7 @@ function readSpki(ctx: LoadContext, pem: string): { kind: KeyKind; modulus: Uint
   if (!oid || !algorithm) return null;
   const curve = oid.end < algorithm.end ? tlv(oid.end, 0x06) : null;
   const id = hex(der.subarray(oid.start, oid.end));
-  const kind = SPKI_KINDS[curve ? `${id}/${hex(der.subarray(curve.start, curve.end))}` : id];
-  if (kind === undefined) return null;
-  if (kind !== "RSA") return { kind, modulus: null };
-  const bits = tlv(algorithm.end, 0x03);
-  const key = bits && tlv(bits.start + 1, 0x30);
-  const modulus = key && tlv(key.start, 0x02);
-  return { kind, modulus: modulus ? der.subarray(modulus.start, modulus.end) : null };
+  return SPKI_KINDS[curve ? `${id}/${hex(der.subarray(curve.start, curve.end))}` : id] ?? null;
 }
 
 /** Parses the verification part of a plugin's config; throws a TypeError naming the field. */

@@ -315,7 +315,11 @@ fn load_suite(
 /// A runtime whose plugins see a manual clock, an in-memory cache and stubbed fetches,
 /// with its shard (the calling thread) in a [`Harness`].
 fn start_harness() -> Result<(PluginRuntime, Rc<Harness>), StartError> {
-    let config = RuntimeConfig::default();
+    // A CPU budget as large as the hook budget, for the same reason.
+    let config = RuntimeConfig {
+        cpu_budget_ms: u64::from(PLUGIN_TIMEOUT_MS).min(crate::MAX_CPU_BUDGET_MS),
+        ..RuntimeConfig::default()
+    };
     let clock = Clock::manual();
     let cache = Cache::new(&config.cache, clock.clone())?;
     let stubs = Arc::new(FetchStubs::default());

@@ -15,7 +15,7 @@ mod url;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::LocalBoxFuture;
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
@@ -83,8 +83,33 @@ impl Engine for QuickJs {
 /// Arms and observes QuickJS's interrupt handler for the call being run.
 #[derive(Default)]
 struct Budget {
+    /// When the call's time (`timeoutMs`, awaits included) is up, by the wall clock.
     deadline: Cell<Option<Instant>>,
+    /// When this run of JavaScript has used its CPU budget, in this thread's CPU time: a
+    /// thread the machine deschedules (a busy node, a throttled container) is not charged.
+    cpu_deadline: Cell<Option<Duration>>,
     interrupted: Cell<bool>,
+}
+
+impl Budget {
+    fn over(&self) -> bool {
+        self.deadline
+            .get()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+            || self
+                .cpu_deadline
+                .get()
+                .is_some_and(|deadline| thread_cpu_time() >= deadline)
+    }
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let used = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(used.tv_sec).unwrap_or(0),
+        u32::try_from(used.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// A call in progress.
@@ -202,10 +227,7 @@ impl QuickJsIsolate {
         let budget = Rc::new(Budget::default());
         let watched = budget.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || {
-            let over = watched
-                .deadline
-                .get()
-                .is_some_and(|deadline| Instant::now() >= deadline);
+            let over = watched.over();
             if over {
                 watched.interrupted.set(true);
             }
@@ -305,21 +327,26 @@ impl QuickJsIsolate {
     fn enter<R>(
         &self,
         invocation: u64,
-        now: Instant,
         f: impl FnOnce(&Ctx<'_>) -> rquickjs::Result<R>,
     ) -> Result<R, EngineFailure> {
-        let deadline = self
+        let budgets = self
             .invocations
             .borrow()
             .get(invocation)
-            .map(|i| i.deadline.min(now + i.cpu_budget));
-        self.budget.deadline.set(deadline);
+            .map(|i| (i.deadline, i.cpu_budget));
+        self.budget
+            .deadline
+            .set(budgets.map(|(deadline, _)| deadline));
+        self.budget
+            .cpu_deadline
+            .set(budgets.map(|(_, cpu_budget)| thread_cpu_time() + cpu_budget));
         self.budget.interrupted.set(false);
         let result = self
             .context
             .with(|ctx| f(&ctx).map_err(|e| self.classify(&ctx, e)));
         let drained = self.drain();
         self.budget.deadline.set(None);
+        self.budget.cpu_deadline.set(None);
         let result = result.and_then(|value| drained.map(|()| value));
         if let Err(failure) = &result
             && matches!(failure.kind, FailureKind::Timeout | FailureKind::Memory)
@@ -475,7 +502,7 @@ impl QuickJsIsolate {
             self.context.with(|_ctx| drop(pending));
             return;
         }
-        let resumed = self.enter(invocation, Instant::now(), |ctx| {
+        let resumed = self.enter(invocation, |ctx| {
             pending.resolve.restore(ctx)?.call::<_, ()>((answer,))
         });
         if let Err(failure) = resumed {
@@ -527,7 +554,7 @@ impl QuickJsIsolate {
                 waiter: None,
             },
         );
-        let immediate = self.enter(invocation, started, |ctx| start(ctx, invocation));
+        let immediate = self.enter(invocation, |ctx| start(ctx, invocation));
         let ending = match immediate {
             Ok(Some(ending)) => Ok(ending),
             Err(failure) => Err(failure),
@@ -717,5 +744,33 @@ fn describe(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
     match error {
         rquickjs::Error::Exception => exception_text(ctx, ctx.catch()),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_budget_counts_this_threads_cpu_time_not_the_wall_clock() {
+        let budget = Budget::default();
+        budget
+            .cpu_deadline
+            .set(Some(thread_cpu_time() + Duration::from_millis(20)));
+        // Asleep (descheduled) past the budget on the wall clock: not charged.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!budget.over());
+        // Running: charged.
+        let started = Instant::now();
+        while !budget.over() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "20 ms of CPU never ran out"
+            );
+        }
+        // The wall-clock deadline (the hook's timeoutMs) still applies on its own.
+        let budget = Budget::default();
+        budget.deadline.set(Some(Instant::now()));
+        assert!(budget.over());
     }
 }

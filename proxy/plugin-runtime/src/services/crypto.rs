@@ -178,6 +178,21 @@ enum KeyKind {
 impl SignatureAlgorithm {
     const NAMES: &'static str = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA";
 
+    /// The JWS name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Ps256 => "PS256",
+            Self::Ps384 => "PS384",
+            Self::Ps512 => "PS512",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
     fn parse(name: &str) -> Result<Self, CryptoError> {
         Ok(match name {
             "RS256" => Self::Rs256,
@@ -280,18 +295,54 @@ fn verify_spki(
     };
     if !fits {
         return Err(CryptoError::Key(format!(
-            "a {} key{} cannot verify {algorithm:?} signatures",
+            "a {} key{} cannot verify {} signatures",
             info.algorithm.oid,
             info.algorithm
                 .parameters_oid()
                 .map(|curve| format!(" on curve {curve}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            algorithm.name()
         )));
     }
     let key = info.subject_public_key.raw_bytes();
+    if algorithm.key_kind() == KeyKind::Rsa {
+        check_rsa_size(rsa_modulus_len(key)?)?;
+    }
     Ok(UnparsedPublicKey::new(algorithm.verifier(), key)
         .verify(data, signature)
         .is_ok())
+}
+
+/// RSA moduli ring verifies with, in bits.
+const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
+/// Refuses an RSA key whose modulus (`bytes` long) ring would not verify with: an error
+/// naming the size, rather than every signature seeming bad.
+fn check_rsa_size(bytes: usize) -> Result<(), CryptoError> {
+    let bits = bytes * 8;
+    if RSA_BITS.contains(&bits) {
+        Ok(())
+    } else {
+        Err(CryptoError::Key(format!(
+            "an RSA key of {bits} bits (RSA keys need {} to {} bits)",
+            RSA_BITS.start(),
+            RSA_BITS.end()
+        )))
+    }
+}
+
+/// The length in bytes of the modulus of a DER `RSAPublicKey` (RFC 8017).
+fn rsa_modulus_len(der: &[u8]) -> Result<usize, CryptoError> {
+    use spki::der::Reader as _;
+    let invalid = |e: spki::der::Error| CryptoError::Key(format!("not an RSA public key: {e}"));
+    let mut reader = spki::der::SliceReader::new(der).map_err(invalid)?;
+    reader
+        .sequence(|fields| {
+            let modulus = spki::der::asn1::UintRef::decode(fields)?;
+            spki::der::asn1::UintRef::decode(fields)?;
+            Ok(modulus.as_bytes().len())
+        })
+        .map_err(invalid)
 }
 
 fn verify_jwk(
@@ -316,6 +367,7 @@ fn verify_jwk(
                 n: part(&jwk.n, "n")?,
                 e: part(&jwk.e, "e")?,
             };
+            check_rsa_size(key.n.iter().skip_while(|byte| **byte == 0).count())?;
             algorithm
                 .rsa()
                 .is_some_and(|parameters| key.verify(parameters, data, signature).is_ok())
@@ -335,7 +387,8 @@ fn verify_jwk(
         }
         (_, kty) => {
             return Err(CryptoError::Key(format!(
-                "a JWK of kty {kty:?} (crv {curve:?}) cannot verify {algorithm:?} signatures"
+                "a JWK of kty {kty:?} (crv {curve:?}) cannot verify {} signatures",
+                algorithm.name()
             )));
         }
     };
@@ -360,6 +413,7 @@ mod tests {
     const P384_TEST_PRIVATE: &[u8] = include_bytes!("testdata/p384-test-private.pk8.der");
     const P384_TEST_PUBLIC_PEM: &str = include_str!("testdata/p384-test-public.pem");
     const P256_TEST_PUBLIC_PEM: &str = include_str!("testdata/p256-test-public.pem");
+    const RSA1024_TEST_PUBLIC_PEM: &str = include_str!("testdata/rsa1024-test-public.pem");
 
     #[test]
     fn sha256_and_hmac_match_known_vectors() {
@@ -551,5 +605,27 @@ mod tests {
                 "a P-256 key is not an ES384 key"
             );
         }
+    }
+
+    #[test]
+    fn rsa_keys_out_of_the_verifiable_sizes_are_errors_not_bad_signatures() {
+        let short_jwk = serde_json::json!({
+            "kty": "RSA", "n": encode(&[0xc1; 128], Encoding::Base64Url), "e": "AQAB",
+        })
+        .to_string();
+        for key in [RSA1024_TEST_PUBLIC_PEM, short_jwk.as_str()] {
+            let error = verify("RS256", key, b"payload", &[0; 128]).unwrap_err();
+            assert_eq!(
+                error,
+                CryptoError::Key(
+                    "an RSA key of 1024 bits (RSA keys need 2048 to 8192 bits)".into()
+                )
+            );
+        }
+        let error = verify("ES256", RSA_TEST_PUBLIC_PEM, b"", b"").unwrap_err();
+        assert!(
+            error.to_string().contains("cannot verify ES256 signatures"),
+            "{error}"
+        );
     }
 }
