@@ -117,13 +117,59 @@ async fn a_broken_file_keeps_its_last_good_version() {
     proxy.stop().await;
 }
 
+/// alice's token of `examples/standalone/api.yaml` (and the README's walkthrough).
+const EXAMPLE_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImRlbW8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiJhbGljZSIsImlzcyI6IndlaXItZGVtbyIsImF1ZCI6IndlaXItZGVtbyIsInBsYW4iOiJmcmVlIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3NjcyMjU2MDB9.72-sG-8CYur1H1BVboccpI3eI5nDRHADZSMn6IWOrQ4";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_directory_runs_its_plugin() {
+async fn the_example_directory_runs_its_plugins() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/standalone");
     let proxy = TestProxy::start(|c| c.config_dir = Some(dir)).await;
     let answer = get(&proxy.url("/healthz"), "localhost").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert_eq!(answer.headers["x-powered-by"], "weir (standalone)");
+
+    // The walkthrough of api.yaml: jwt-auth, rate-limit and request-log from plugins/.
+    let client = client();
+    let api = |token: Option<&str>, path: &str| {
+        let mut request = http::Request::builder()
+            .uri(proxy.url(path))
+            .header("host", "api.localhost");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(
+            &client,
+            request.body(http_body_util::Full::default()).unwrap(),
+        )
+    };
+    assert_eq!(api(None, "/status").await.status, StatusCode::OK);
+    let refused = api(None, "/orders").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.headers["www-authenticate"], r#"Bearer realm="api""#);
+    let forged = format!("{}x", &EXAMPLE_TOKEN[..EXAMPLE_TOKEN.len() - 1]);
+    assert_eq!(
+        api(Some(&forged), "/orders").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..5 {
+        let answer = api(Some(EXAMPLE_TOKEN), "/orders").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        assert_eq!(answer.text(), r#"{"orders":[]}"#);
+        assert_eq!(answer.headers["ratelimit-policy"], r#""default";q=5;w=60"#);
+    }
+    let limited = api(Some(EXAMPLE_TOKEN), "/orders").await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text()
+    );
+    assert!(limited.headers.contains_key("retry-after"));
     proxy.stop().await;
 }
 
