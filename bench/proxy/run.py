@@ -442,7 +442,14 @@ def library_cases():
         "request-log": ("request-log", {"sampleRate": 1}, ("user-agent: wrk",), False),
         "jwt-auth RS256": jwt_case("RS256"),
         "jwt-auth ES256": jwt_case("ES256"),
+        "rate-limit, in memory": ("rate-limit", RATE_LIMIT_NEVER_REACHED, (), False),
+        "rate-limit, Redis": ("rate-limit", RATE_LIMIT_NEVER_REACHED, (), True),
     }
+
+
+# A sliding window per client (wrk is one client: one hot counter) never reached.
+RATE_LIMIT_NEVER_REACHED = {"limit": 1_000_000_000, "windowSeconds": 60, "by": ["ip"],
+                            "tierBy": None, "tiers": None}
 
 
 def library_config(directory, name, upstream_port, plugin, config):
