@@ -7,8 +7,10 @@ generated here, then the Plugin, written by hand. The ConfigMap's data has one k
 module of the plugin: `plugin.ts` as `<name>.ts`, and the files it imports (`./jwt`),
 directly or not, by their own names, as the compiler links them; the suites (`*.test.ts`)
 and the files only they import (fixtures) are left out. A module may be a symlink to
-another plugin's (plugins/admin-gate/jwt.ts -> ../jwt-auth/jwt.ts): its content is
-carried, so plugins share code without copying it. Run it after editing a plugin;
+another plugin's (plugins/admin-gate/jwt.ts -> ../jwt-auth/jwt.ts) or to a module of
+plugins/shared/ (plugins/<name>/config.ts -> ../shared/config.ts; that directory is no
+plugin: it has no plugin.ts and no plugin.yaml): its content is carried, so plugins share
+code without copying it. Run it after editing a plugin or a shared module;
 plugins/test_plugins.py fails when a manifest has drifted from its sources.
 
     python3 plugins/sync_manifests.py            # every plugin

@@ -97,6 +97,22 @@ def test_the_manifest_holds_the_sources(name):
     }
 
 
+
+def test_shared_modules_are_linked_not_copied():
+    """plugins/shared/ holds modules several plugins use, and is no plugin; a plugin uses
+    one through a symlink (plugins/<name>/config.ts -> ../shared/config.ts), which its
+    ConfigMap carries, never through a copy that could drift."""
+    shared = PLUGINS / "shared"
+    assert "shared" not in LIBRARY and not (shared / "plugin.yaml").exists()
+    modules = {path.name for path in shared.glob("*.ts")}
+    assert "config.ts" in modules
+    for name in LIBRARY:
+        for path in (PLUGINS / name).glob("*.ts"):
+            if path.name in modules:
+                assert path.is_symlink() and os.readlink(path) == f"../shared/{path.name}", (
+                    f"plugins/{name}/{path.name} is not a symlink to ../shared/{path.name}"
+                )
+
 @pytest.mark.parametrize("name", LIBRARY)
 def test_the_config_schema_is_strict_and_described(name):
     spec = manifest(name)["Plugin"]["spec"]

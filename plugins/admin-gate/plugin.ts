@@ -20,6 +20,7 @@
 // trusted headers come only from a signature checked here. That also lets it run with
 // `scope: Global` (before every Route's own plugins) to strip the headers everywhere.
 import type { Context, Json, LoadContext, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 import {
   claimAt,
   compilePaths,
@@ -91,7 +92,7 @@ function claimMap(value: unknown, field: string): [string, string][] {
   return Object.entries(value as Record<string, unknown>).map(([name, claim]): [string, string] => [name, claimName(claim, `${field}.${name}`, "")]);
 }
 
-function parse(ctx: LoadContext, config: Config): Parsed {
+function parse(config: Config, ctx: LoadContext<Config>): Parsed {
   const verifier = parseVerifier(ctx, PLUGIN, config, "admin");
   const paths = compilePaths(PLUGIN, config.paths, "paths", true);
   if (paths.length === 0) throw configError(PLUGIN, "paths", "must list the guarded paths");
@@ -132,18 +133,7 @@ function parse(ctx: LoadContext, config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(ctx: LoadContext<Config>): Parsed {
-  let found = parsed.get(ctx.config);
-  if (found === undefined) {
-    found = parse(ctx, ctx.config);
-    parsed.set(ctx.config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 function admit(ctx: Context<Config>, s: Parsed, params: Record<string, string>, outcome: Outcome) {
   if (!outcome.ok) return refuse(ctx, s.verifier, outcome);

@@ -12,6 +12,7 @@
 // [...]}`: keys issued, and revoked (deleted, or written with a TTL), by another system
 // through Redis, without changing the Plugin.
 import type { Context, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Key {
   /** SHA-256 of the key, 64 hex digits. */
@@ -93,18 +94,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /**
  * `object[key]` when it is the object's own: a header, parameter or user field named
@@ -181,10 +171,10 @@ function admit(ctx: Context<Config>, settings: Parsed, identity: Identity | null
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   beforeRequest(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     // Whatever happens next, the upstream never sees the key, nor a forged identity.
     ctx.upstream.headers.delete(s.header);
     if (s.identityHeader !== null) ctx.upstream.headers.delete(s.identityHeader);

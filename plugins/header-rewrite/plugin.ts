@@ -12,6 +12,7 @@
 // (`missing: empty`). Control characters, which header values cannot hold, are dropped
 // from what a template inserts.
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Headers {
   /** Headers set (replacing every value of the name); values may hold templates. */
@@ -156,18 +157,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /** The template's text; null when a value is missing and such headers are removed. */
 function render(ctx: Context<Config>, template: Template, removeMissing: boolean): string | null {
@@ -197,14 +187,14 @@ function apply(ctx: Context<Config>, edits: Parsed["request"], target: "upstream
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad template fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   beforeRequest(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     apply(ctx, s.request, "upstream", s.removeMissing);
   },
   afterResponse(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     apply(ctx, s.response, "response", s.removeMissing);
   },
 } satisfies Plugin<Config>;

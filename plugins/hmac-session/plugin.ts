@@ -27,6 +27,7 @@
 // identity and answers its id and secret; with `revokePath`, a signed DELETE there ends the
 // session. The session's `user` becomes `ctx.user`; the credentials never go upstream.
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 type Algorithm = "SHA-256" | "SHA-384" | "SHA-512";
 
@@ -113,18 +114,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /** Percent-encoding of RFC 3986: every byte but the unreserved characters, upper-case hex. */
 function encode(text: string): string {
@@ -275,10 +265,10 @@ async function verify(ctx: Context<Config>, s: Parsed) {
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   beforeRequest(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     if (ctx.request.method === "POST" && ctx.request.path === s.createPath) return create(ctx, s);
     return verify(ctx, s);
   },

@@ -8,6 +8,7 @@
 // cannot see the address cannot tell it is not a denied one. Refusals are 403 with a
 // JSON body.
 import type { Context, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Config {
   /** Networks allowed in; when set, every other client is refused. */
@@ -148,18 +149,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function lists(config: Config): Parsed {
-  let lists = parsed.get(config);
-  if (lists === undefined) {
-    lists = parse(config);
-    parsed.set(config, lists);
-  }
-  return lists;
-}
+const lists = memoizeByConfig(parse);
 
 function forbidden(ctx: Context<Config>, message: string) {
   return ctx.reject(403, { error: "forbidden", message });
@@ -168,10 +158,10 @@ function forbidden(ctx: Context<Config>, message: string) {
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    lists(ctx.config);
+    lists(ctx);
   },
   beforeRequest(ctx) {
-    const { allow, deny, allowUnknown } = lists(ctx.config);
+    const { allow, deny, allowUnknown } = lists(ctx);
     const ip = ctx.request.clientIp;
     const address = ip === null ? null : parseAddress(ip);
     if (address === null) {

@@ -21,6 +21,7 @@
 // token with (the JWKS cannot be fetched), 503 with `Retry-After` (or 401, with
 // `jwks.onError: unauthorized`).
 import type { Context, Json, LoadContext, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 import {
   challenge,
   claimAt,
@@ -83,7 +84,7 @@ function claimName(value: unknown, field: string, fallback: string): string {
   return value;
 }
 
-function parse(ctx: LoadContext, config: Config): Parsed {
+function parse(config: Config, ctx: LoadContext<Config>): Parsed {
   const verifier = parseVerifier(ctx, PLUGIN, config, "api");
   const forwardClaims = config.forwardClaims ?? {};
   if (forwardClaims === null || typeof forwardClaims !== "object" || Array.isArray(forwardClaims)) {
@@ -112,18 +113,7 @@ function parse(ctx: LoadContext, config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(ctx: LoadContext<Config>): Parsed {
-  let found = parsed.get(ctx.config);
-  if (found === undefined) {
-    found = parse(ctx, ctx.config);
-    parsed.set(ctx.config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /** The user of a verified token, for `ctx.user`. */
 function userOf(s: Parsed, claims: { [claim: string]: Json }): { [key: string]: Json } {

@@ -22,6 +22,7 @@
 // (default) lets the request pass, `deny` answers 503; either way a warning is logged.
 // Time is `Date.now()`: replicas' clocks should agree (NTP).
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";
 
@@ -207,18 +208,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /** The counter key of a request, or null when it is not limited. */
 function keyOf(ctx: Context<Config>, s: Parsed, p: Policy): string | null {
@@ -347,10 +337,10 @@ function rateLimitHeader(p: Policy, d: Decision): string {
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   async beforeRequest(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     let p = s.policy;
     if (s.tierBy !== null) {
       const tier = s.tierBy.read(ctx);

@@ -9,6 +9,7 @@
 // is replaced by a 502. So that bodies arrive readable, `Accept-Encoding` is removed
 // from requests sent upstream (unless `removeAcceptEncoding: false`).
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Config {
   /** Fields removed from JSON bodies: dotted paths or JSON pointers, `*` for any element or member. */
@@ -67,18 +68,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
 const INDEX = /^(?:0|[1-9]\d*)$/;
@@ -145,13 +135,13 @@ function unredactable(ctx: Context<Config>, s: Parsed, reason: string) {
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   beforeRequest(ctx) {
-    if (settings(ctx.config).removeAcceptEncoding) ctx.upstream.headers.delete("accept-encoding");
+    if (settings(ctx).removeAcceptEncoding) ctx.upstream.headers.delete("accept-encoding");
   },
   afterResponse(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     for (const name of s.headers) ctx.response.headers.delete(name);
     if (s.paths.length === 0 || ctx.request.method === "HEAD") return;
     const status = ctx.response.status;

@@ -9,6 +9,7 @@
 // The duration runs from this plugin's beforeRequest to its afterResponse: the upstream
 // and the plugins after this one. Put request-log first to time the other plugins too.
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Config {
   /** Share of requests logged, from 0 to 1 (default 1). */
@@ -69,18 +70,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 function decodeName(raw: string): string {
   try {
@@ -155,14 +145,14 @@ function fields(ctx: Context<Config>, s: Parsed, now: number): Record<string, Js
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   beforeRequest(ctx) {
-    settings(ctx.config);
+    settings(ctx);
     ctx.state[STARTED] = Date.now();
   },
   afterResponse(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     const status = ctx.response.status;
     if (status < s.alwaysLogFrom && !(s.sampleRate >= 1 || Math.random() < s.sampleRate)) return;
     ctx.log.info("request", fields(ctx, s, Date.now()));

@@ -20,6 +20,7 @@
 // `responseHeaders` adds. A failing cache never fails a request: it is a miss, with a
 // warning.
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Config {
   /** Freshness of a response whose Cache-Control gives none, in seconds (default 60). */
@@ -147,18 +148,7 @@ function parse(config: Config): Parsed {
   };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /** Cache-Control directives, lower-case, with their values (unquoted) or "". */
 function directives(value: string | null | undefined): Map<string, string> {
@@ -311,10 +301,10 @@ async function store(ctx: Context<Config>, s: Parsed, primary: string) {
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   async beforeRequest(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     const request = ctx.request;
     if (request.method !== "GET" && request.method !== "HEAD") return;
     const control = directives(request.headers["cache-control"]);
@@ -340,6 +330,6 @@ export default {
   async afterResponse(ctx) {
     const primary = ctx.state[STATE];
     if (typeof primary !== "string") return;
-    await store(ctx, settings(ctx.config), primary);
+    await store(ctx, settings(ctx), primary);
   },
 } satisfies Plugin<Config>;

@@ -13,6 +13,7 @@
 // [w1, w1 + w2), ... modulo 100), so the shares of unconditional rules add up: weights 5
 // and 20 send 5% and 20% of the traffic, never the same users.
 import type { Context, Json, Plugin } from "weir";
+import { memoizeByConfig } from "./config";
 
 interface Condition {
   /** The header or cookie name. */
@@ -118,18 +119,7 @@ function parse(config: Config): Parsed {
   return { rules, sticky, stickyUser: typeof sticky.user === "string" ? sticky.user.split(".") : null };
 }
 
-// Configs are deeply frozen and the runtime hands a route the same object on every
-// request, so each is parsed once.
-const parsed = new WeakMap<object, Parsed>();
-
-function settings(config: Config): Parsed {
-  let found = parsed.get(config);
-  if (found === undefined) {
-    found = parse(config);
-    parsed.set(config, found);
-  }
-  return found;
-}
+const settings = memoizeByConfig(parse);
 
 /**
  * `object[key]` when it is the object's own: a header, parameter or user field named
@@ -192,10 +182,10 @@ function inBand(band: ParsedRule["band"], value: number): boolean {
 export default {
   onLoad(ctx) {
     // The plugin's own config: a bad one fails the load, with the reason.
-    settings(ctx.config);
+    settings(ctx);
   },
   beforeRequest(ctx) {
-    const s = settings(ctx.config);
+    const s = settings(ctx);
     // Worked out once, and only when a weighted rule asks (a set cookie included).
     let value: number | null = null;
     const hasSticky = s.sticky.cookie !== undefined && s.sticky.setCookie === true;
