@@ -20,7 +20,7 @@
 // trusted headers come only from a signature checked here. That also lets it run with
 // `scope: Global` (before every Route's own plugins) to strip the headers everywhere.
 import type { Context, Json, LoadContext, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { boolean, memoizeByConfig } from "./config";
 import {
   claimAt,
   compilePaths,
@@ -116,7 +116,7 @@ function parse(config: Config, ctx: LoadContext<Config>): Parsed {
   const rolesHeader = headerName(PLUGIN, config.rolesHeader, "rolesHeader", `${prefix.toLowerCase()}roles`);
   const strip = [...new Set([userHeader, rolesHeader, ...claimHeaders.map(([header]) => header)])];
   if (strip.includes(verifier.header)) throw configError(PLUGIN, "userHeader", `or another header it sets is ${verifier.header}, the header with the token`);
-  if (config.keepToken !== undefined && typeof config.keepToken !== "boolean") throw configError(PLUGIN, "keepToken", "must be true or false");
+  const keepToken = boolean(PLUGIN, config.keepToken, "keepToken", false);
   return {
     verifier,
     paths,
@@ -128,7 +128,7 @@ function parse(config: Config, ctx: LoadContext<Config>): Parsed {
     rolesHeader,
     claimHeaders,
     pathClaims,
-    keepToken: config.keepToken ?? false,
+    keepToken,
     strip,
   };
 }

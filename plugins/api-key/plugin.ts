@@ -12,7 +12,7 @@
 // [...]}`: keys issued, and revoked (deleted, or written with a TTL), by another system
 // through Redis, without changing the Plugin.
 import type { Context, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { memoizeByConfig, strings } from "./config";
 
 interface Key {
   /** SHA-256 of the key, 64 hex digits. */
@@ -57,14 +57,7 @@ interface Parsed {
 }
 
 const HASH = /^[0-9a-fA-F]{64}$/;
-
-function strings(value: unknown, field: string): string[] {
-  if (value === undefined || value === null) return [];
-  if (!Array.isArray(value) || value.some((s) => typeof s !== "string")) {
-    throw new TypeError(`api-key: config.${field} must be a list of strings`);
-  }
-  return value;
-}
+const PLUGIN = "api-key";
 
 function parse(config: Config): Parsed {
   const keys = (config.keys ?? []).map((key, i) => {
@@ -74,7 +67,7 @@ function parse(config: Config): Parsed {
     if (typeof key.id !== "string" || key.id === "") {
       throw new TypeError(`api-key: config.keys[${i}].id must be a non-empty string`);
     }
-    const scopes = strings(key.scopes, `keys[${i}].scopes`);
+    const scopes = strings(PLUGIN, key.scopes, `keys[${i}].scopes`);
     return { hash: key.hash.toLowerCase(), identity: { id: key.id, scopes } };
   });
   const lookup = config.lookup ?? "config";
@@ -88,7 +81,7 @@ function parse(config: Config): Parsed {
     keys,
     inConfig: lookup !== "cache",
     inCache: lookup !== "config",
-    requiredScopes: strings(config.requiredScopes, "requiredScopes"),
+    requiredScopes: strings(PLUGIN, config.requiredScopes, "requiredScopes"),
     challenge: `ApiKey realm="${realm}"`,
     identityHeader: config.identityHeader ?? null,
   };

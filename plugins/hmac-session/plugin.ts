@@ -27,7 +27,7 @@
 // identity and answers its id and secret; with `revokePath`, a signed DELETE there ends the
 // session. The session's `user` becomes `ctx.user`; the credentials never go upstream.
 import type { Context, Json, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { fail, memoizeByConfig, positiveInteger } from "./config";
 
 type Algorithm = "SHA-256" | "SHA-384" | "SHA-512";
 
@@ -75,38 +75,27 @@ const HEX = /^[0-9a-fA-F]+$/;
 const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
 /** Headers of the scheme, never sent upstream. */
 const CREDENTIALS = ["authorization", "x-signature", "x-timestamp", "x-nonce"];
-
-function fail(message: string): never {
-  throw new TypeError(`hmac-session: config.${message}`);
-}
-
-function seconds(value: unknown, field: string, fallback: number): number {
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-    fail(`${field} must be a positive integer, not ${JSON.stringify(value)}`);
-  }
-  return value;
-}
+const PLUGIN = "hmac-session";
 
 function path(value: unknown, field: string): string | null {
   if (value === undefined || value === null) return null;
-  if (typeof value !== "string" || !value.startsWith("/")) fail(`${field} must be a path starting with /`);
+  if (typeof value !== "string" || !value.startsWith("/")) fail(PLUGIN, `${field} must be a path starting with /`);
   return value;
 }
 
 function parse(config: Config): Parsed {
   const algorithm = config.algorithm ?? "SHA-256";
   if (!Object.hasOwn(ALGORITHMS, algorithm)) {
-    fail(`algorithm must be SHA-256, SHA-384 or SHA-512, not ${JSON.stringify(algorithm)}`);
+    fail(PLUGIN, `algorithm must be SHA-256, SHA-384 or SHA-512, not ${JSON.stringify(algorithm)}`);
   }
-  const ttlSeconds = seconds(config.sessionTtlSeconds, "sessionTtlSeconds", 3600);
+  const ttlSeconds = positiveInteger(PLUGIN, config.sessionTtlSeconds, "sessionTtlSeconds", 3600);
   const realm = (config.realm ?? "api").replace(/["\\]/g, "");
   return {
     algorithm,
     digestBytes: ALGORITHMS[algorithm],
-    windowSeconds: seconds(config.timestampWindowSeconds, "timestampWindowSeconds", 300),
+    windowSeconds: positiveInteger(PLUGIN, config.timestampWindowSeconds, "timestampWindowSeconds", 300),
     ttlSeconds,
-    maxAgeSeconds: seconds(config.sessionMaxAgeSeconds, "sessionMaxAgeSeconds", 86400),
+    maxAgeSeconds: positiveInteger(PLUGIN, config.sessionMaxAgeSeconds, "sessionMaxAgeSeconds", 86400),
     refreshMs: Math.min(60, ttlSeconds / 10) * 1000,
     createPath: path(config.createPath, "createPath"),
     revokePath: path(config.revokePath, "revokePath"),

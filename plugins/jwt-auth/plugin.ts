@@ -21,7 +21,7 @@
 // token with (the JWKS cannot be fetched), 503 with `Retry-After` (or 401, with
 // `jwks.onError: unauthorized`).
 import type { Context, Json, LoadContext, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { boolean, memoizeByConfig } from "./config";
 import {
   challenge,
   claimAt,
@@ -97,11 +97,11 @@ function parse(config: Config, ctx: LoadContext<Config>): Parsed {
   const payloadHeader = config.payloadHeader === undefined || config.payloadHeader === null ? null : headerName(PLUGIN, config.payloadHeader, "payloadHeader", "");
   const strip = [...new Set([...forward.map(([header]) => header), ...(payloadHeader === null ? [] : [payloadHeader])])];
   if (strip.includes(verifier.header)) throw configError(PLUGIN, "forwardClaims", `sets ${verifier.header}, the header with the token`);
-  if (config.keepToken !== undefined && typeof config.keepToken !== "boolean") throw configError(PLUGIN, "keepToken", "must be true or false");
+  const keepToken = boolean(PLUGIN, config.keepToken, "keepToken", false);
   return {
     verifier,
     publicPaths: compilePaths(PLUGIN, config.publicPaths, "publicPaths", false),
-    keepToken: config.keepToken ?? false,
+    keepToken,
     idClaim: claimName(config.idClaim, "idClaim", "sub"),
     rolesClaim: claimName(config.rolesClaim, "rolesClaim", "roles"),
     scopesClaim: config.scopesClaim === undefined || config.scopesClaim === null ? null : claimName(config.scopesClaim, "scopesClaim", "scope"),

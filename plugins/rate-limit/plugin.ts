@@ -22,7 +22,7 @@
 // (default) lets the request pass, `deny` answers 503; either way a warning is logged.
 // Time is `Date.now()`: replicas' clocks should agree (NTP).
 import type { Context, Json, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { fail, memoizeByConfig, positiveInteger } from "./config";
 
 type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";
 
@@ -102,21 +102,7 @@ const PRINTABLE = /^[\x20-\x7e]+$/;
 const ATTEMPTS = 8;
 /** Keys longer than this are hashed. */
 const MAX_KEY = 200;
-
-function fail(message: string): never {
-  throw new TypeError(`rate-limit: config.${message}`);
-}
-
-function integer(value: unknown, field: string, fallback: number | undefined): number {
-  if (value === undefined || value === null) {
-    if (fallback === undefined) fail(`${field} is required`);
-    return fallback;
-  }
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-    fail(`${field} must be a positive integer, not ${JSON.stringify(value)}`);
-  }
-  return value;
-}
+const PLUGIN = "rate-limit";
 
 /** A dotted path read from `ctx.user`: scalars as text, other values as JSON. */
 function userPart(path: string[]) {
@@ -142,7 +128,7 @@ function part(spec: unknown, field: string): Part {
     const name = spec.slice(7).toLowerCase();
     return { label: `header.${name}`, read: (ctx) => ctx.request.headers[name] || null };
   }
-  fail(`${field} must be ip, route, user.<path> or header.<name>, not ${JSON.stringify(spec)}`);
+  fail(PLUGIN, `${field} must be ip, route, user.<path> or header.<name>, not ${JSON.stringify(spec)}`);
 }
 
 /** A policy name as a structured-field string (RFC 8941). */
@@ -151,12 +137,12 @@ function sfString(name: string): string {
 }
 
 function policy(limits: Limits, base: Policy | null, fallbackName: string, field: string): Policy {
-  const limit = integer(limits.limit, `${field}limit`, base?.limit);
-  const windowSeconds = integer(limits.windowSeconds, `${field}windowSeconds`, base?.windowSeconds ?? 60);
-  const burst = integer(limits.burst, `${field}burst`, limits.limit === undefined ? base?.burst ?? limit : limit);
+  const limit = positiveInteger(PLUGIN, limits.limit, `${field}limit`, base?.limit);
+  const windowSeconds = positiveInteger(PLUGIN, limits.windowSeconds, `${field}windowSeconds`, base?.windowSeconds ?? 60);
+  const burst = positiveInteger(PLUGIN, limits.burst, `${field}burst`, limits.limit === undefined ? base?.burst ?? limit : limit);
   const name = limits.name ?? fallbackName;
   if (typeof name !== "string" || !PRINTABLE.test(name)) {
-    fail(`${field}name must be printable ASCII text (a policy name in the RateLimit headers), not ${JSON.stringify(name)}`);
+    fail(PLUGIN, `${field}name must be printable ASCII text (a policy name in the RateLimit headers), not ${JSON.stringify(name)}`);
   }
   const windowMs = windowSeconds * 1000;
   return {
@@ -172,28 +158,28 @@ function policy(limits: Limits, base: Policy | null, fallbackName: string, field
 
 function parse(config: Config): Parsed {
   const algorithm = config.algorithm ?? "sliding-window";
-  if (!ALGORITHMS.includes(algorithm)) fail(`algorithm must be one of ${ALGORITHMS.join(", ")}, not ${JSON.stringify(algorithm)}`);
+  if (!ALGORITHMS.includes(algorithm)) fail(PLUGIN, `algorithm must be one of ${ALGORITHMS.join(", ")}, not ${JSON.stringify(algorithm)}`);
   const by = config.by ?? ["ip"];
-  if (!Array.isArray(by) || by.length === 0) fail("by must be a non-empty list of key parts");
+  if (!Array.isArray(by) || by.length === 0) fail(PLUGIN, "by must be a non-empty list of key parts");
   const base = policy(config, null, "default", "");
   const tiers = new Map<string, Policy>();
   const tierSpecs = config.tiers ?? {};
-  if (typeof tierSpecs !== "object" || Array.isArray(tierSpecs)) fail("tiers must map tier values to limits");
+  if (typeof tierSpecs !== "object" || Array.isArray(tierSpecs)) fail(PLUGIN, "tiers must map tier values to limits");
   for (const [value, limits] of Object.entries(tierSpecs)) {
-    if (limits === null || typeof limits !== "object") fail(`tiers.${value} must be an object of limits`);
+    if (limits === null || typeof limits !== "object") fail(PLUGIN, `tiers.${value} must be an object of limits`);
     // A tier inherits the config's limits; its counters are its own (its name).
     tiers.set(value, policy(limits, base, value, `tiers.${value}.`));
   }
-  if (tiers.size > 0 && config.tierBy === undefined) fail("tierBy is required with tiers");
+  if (tiers.size > 0 && config.tierBy === undefined) fail(PLUGIN, "tierBy is required with tiers");
   const missing = config.onMissingKey ?? "ip";
-  if (missing !== "ip" && missing !== "skip") fail(`onMissingKey must be ip or skip, not ${JSON.stringify(missing)}`);
+  if (missing !== "ip" && missing !== "skip") fail(PLUGIN, `onMissingKey must be ip or skip, not ${JSON.stringify(missing)}`);
   const headers = config.headers ?? "all";
   if (headers !== "all" && headers !== "refused" && headers !== "none") {
-    fail(`headers must be all, refused or none, not ${JSON.stringify(headers)}`);
+    fail(PLUGIN, `headers must be all, refused or none, not ${JSON.stringify(headers)}`);
   }
   const onStoreError = config.onStoreError ?? "allow";
   if (onStoreError !== "allow" && onStoreError !== "deny") {
-    fail(`onStoreError must be allow or deny, not ${JSON.stringify(onStoreError)}`);
+    fail(PLUGIN, `onStoreError must be allow or deny, not ${JSON.stringify(onStoreError)}`);
   }
   return {
     algorithm,

@@ -9,7 +9,7 @@
 // The duration runs from this plugin's beforeRequest to its afterResponse: the upstream
 // and the plugins after this one. Put request-log first to time the other plugins too.
 import type { Context, Json, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { memoizeByConfig, strings } from "./config";
 
 interface Config {
   /** Share of requests logged, from 0 to 1 (default 1). */
@@ -43,13 +43,10 @@ const SENSITIVE_HEADERS = ["authorization", "cookie", "set-cookie", "x-api-key",
 const SENSITIVE_QUERY = ["access_token", "api_key", "apikey", "password", "token"];
 /** Where beforeRequest leaves its start time in `ctx.state`. */
 const STARTED = "requestLog.startedMs";
+const PLUGIN = "request-log";
 
 function names(list: unknown, field: string): string[] {
-  if (list === undefined || list === null) return [];
-  if (!Array.isArray(list) || list.some((n) => typeof n !== "string")) {
-    throw new TypeError(`request-log: config.${field} must be a list of names`);
-  }
-  return list.map((n: string) => n.toLowerCase());
+  return strings(PLUGIN, list, field, "names").map((n) => n.toLowerCase());
 }
 
 function parse(config: Config): Parsed {

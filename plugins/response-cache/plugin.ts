@@ -20,7 +20,7 @@
 // `responseHeaders` adds. A failing cache never fails a request: it is a miss, with a
 // warning.
 import type { Context, Json, Plugin } from "weir";
-import { memoizeByConfig } from "./config";
+import { boolean, fail, memoizeByConfig, positiveInteger, strings } from "./config";
 
 interface Config {
   /** Freshness of a response whose Cache-Control gives none, in seconds (default 60). */
@@ -96,55 +96,39 @@ const STORED_HEADERS = [
 const NEVER_STORED = new Set(["set-cookie", "age", "x-cache", "content-length", "transfer-encoding", "connection"]);
 const STATE = "responseCache.key";
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-
-function fail(message: string): never {
-  throw new TypeError(`response-cache: config.${message}`);
-}
-
-function count(value: unknown, field: string, fallback: number): number {
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-    fail(`${field} must be a positive integer, not ${JSON.stringify(value)}`);
-  }
-  return value;
-}
+const PLUGIN = "response-cache";
 
 function names(value: unknown, field: string): string[] {
-  if (value === undefined || value === null) return [];
-  if (!Array.isArray(value) || value.some((n) => typeof n !== "string" || !TOKEN.test(n))) {
-    fail(`${field} must be a list of header names`);
-  }
-  return value.map((n: string) => n.toLowerCase());
+  return strings(PLUGIN, value, field, "header names", (n) => TOKEN.test(n)).map((n) => n.toLowerCase());
 }
 
 function parse(config: Config): Parsed {
   const statuses = config.statuses ?? DEFAULT_STATUSES;
   if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
-    fail("statuses must be a list of statuses");
+    fail(PLUGIN, "statuses must be a list of statuses");
   }
   const keyHeaders = names(config.keyHeaders, "keyHeaders").sort();
   const extra = names(config.responseHeaders, "responseHeaders").filter((n) => !NEVER_STORED.has(n));
   let keyUser: string[] | null = null;
   if (config.keyUser !== undefined && config.keyUser !== null) {
     if (typeof config.keyUser !== "string" || config.keyUser.split(".").some((k) => k === "")) {
-      fail("keyUser must be a dotted path into ctx.user");
+      fail(PLUGIN, "keyUser must be a dotted path into ctx.user");
     }
     keyUser = config.keyUser.split(".");
   }
-  for (const field of ["cacheAuthorized", "honorRequestNoCache"] as const) {
-    if (config[field] !== undefined && typeof config[field] !== "boolean") fail(`${field} must be true or false`);
-  }
+  const cacheAuthorized = boolean(PLUGIN, config.cacheAuthorized, "cacheAuthorized", false);
+  const honorRequestNoCache = boolean(PLUGIN, config.honorRequestNoCache, "honorRequestNoCache", true);
   return {
-    ttlSeconds: count(config.ttlSeconds, "ttlSeconds", 60),
-    maxTtlSeconds: count(config.maxTtlSeconds, "maxTtlSeconds", 86400),
+    ttlSeconds: positiveInteger(PLUGIN, config.ttlSeconds, "ttlSeconds", 60),
+    maxTtlSeconds: positiveInteger(PLUGIN, config.maxTtlSeconds, "maxTtlSeconds", 86400),
     statuses: new Set(statuses),
     keyHeaders,
     keyUser,
     storedHeaders: [...new Set([...STORED_HEADERS, ...extra])],
-    maxEntryBytes: count(config.maxEntryBytes, "maxEntryBytes", 65536),
-    cacheAuthorized: config.cacheAuthorized ?? false,
+    maxEntryBytes: positiveInteger(PLUGIN, config.maxEntryBytes, "maxEntryBytes", 65536),
+    cacheAuthorized,
     keyedByAuthorization: keyHeaders.includes("authorization"),
-    honorRequestNoCache: config.honorRequestNoCache ?? true,
+    honorRequestNoCache,
   };
 }
 
