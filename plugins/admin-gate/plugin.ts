@@ -23,6 +23,7 @@ import type { Context, Json, LoadContext, Plugin } from "weir";
 import { boolean, memoizeByConfig } from "./config";
 import {
   claimAt,
+  claimName,
   compilePaths,
   configError,
   headerName,
@@ -80,16 +81,10 @@ interface Parsed {
 
 const PLUGIN = "admin-gate";
 
-function claimName(value: unknown, field: string, fallback: string): string {
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "string" || value === "") throw configError(PLUGIN, field, "must be a claim name or dotted path");
-  return value;
-}
-
 function claimMap(value: unknown, field: string): [string, string][] {
   if (value === undefined || value === null) return [];
   if (typeof value !== "object" || Array.isArray(value)) throw configError(PLUGIN, field, "must map names to claims");
-  return Object.entries(value as Record<string, unknown>).map(([name, claim]): [string, string] => [name, claimName(claim, `${field}.${name}`, "")]);
+  return Object.entries(value as Record<string, unknown>).map(([name, claim]): [string, string] => [name, claimName(PLUGIN, claim, `${field}.${name}`, "")]);
 }
 
 function parse(config: Config, ctx: LoadContext<Config>): Parsed {
@@ -121,8 +116,8 @@ function parse(config: Config, ctx: LoadContext<Config>): Parsed {
     verifier,
     paths,
     roles,
-    rolesClaim: claimName(config.rolesClaim, "rolesClaim", "roles"),
-    idClaim: claimName(config.idClaim, "idClaim", "sub"),
+    rolesClaim: claimName(PLUGIN, config.rolesClaim, "rolesClaim", "roles"),
+    idClaim: claimName(PLUGIN, config.idClaim, "idClaim", "sub"),
     prefix: prefix.toLowerCase(),
     userHeader,
     rolesHeader,

@@ -195,6 +195,13 @@ export function headerName(plugin: string, value: unknown, field: string, fallba
   return value.toLowerCase();
 }
 
+/** A claim's name, or a dotted path to it (`claimAt`). */
+export function claimName(plugin: string, value: unknown, field: string, fallback: string): string {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "string" || value === "") throw configError(plugin, field, "must be a claim name or dotted path");
+  return value;
+}
+
 function algorithmList(plugin: string, value: unknown, field: string): Algorithm[] | null {
   if (value === undefined || value === null) return null;
   if (!Array.isArray(value) || value.length === 0) throw configError(plugin, field, "must be a non-empty list of algorithms");

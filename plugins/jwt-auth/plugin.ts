@@ -25,6 +25,7 @@ import { boolean, memoizeByConfig } from "./config";
 import {
   challenge,
   claimAt,
+  claimName,
   compilePaths,
   configError,
   headerName,
@@ -78,12 +79,6 @@ interface Parsed {
 
 const PLUGIN = "jwt-auth";
 
-function claimName(value: unknown, field: string, fallback: string): string {
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "string" || value === "") throw configError(PLUGIN, field, "must be a claim name or dotted path");
-  return value;
-}
-
 function parse(config: Config, ctx: LoadContext<Config>): Parsed {
   const verifier = parseVerifier(ctx, PLUGIN, config, "api");
   const forwardClaims = config.forwardClaims ?? {};
@@ -92,7 +87,7 @@ function parse(config: Config, ctx: LoadContext<Config>): Parsed {
   }
   const forward = Object.entries(forwardClaims).map(([header, claim]): [string, string] => [
     headerName(PLUGIN, header, `forwardClaims.${header}`, ""),
-    claimName(claim, `forwardClaims.${header}`, ""),
+    claimName(PLUGIN, claim, `forwardClaims.${header}`, ""),
   ]);
   const payloadHeader = config.payloadHeader === undefined || config.payloadHeader === null ? null : headerName(PLUGIN, config.payloadHeader, "payloadHeader", "");
   const strip = [...new Set([...forward.map(([header]) => header), ...(payloadHeader === null ? [] : [payloadHeader])])];
@@ -102,9 +97,9 @@ function parse(config: Config, ctx: LoadContext<Config>): Parsed {
     verifier,
     publicPaths: compilePaths(PLUGIN, config.publicPaths, "publicPaths", false),
     keepToken,
-    idClaim: claimName(config.idClaim, "idClaim", "sub"),
-    rolesClaim: claimName(config.rolesClaim, "rolesClaim", "roles"),
-    scopesClaim: config.scopesClaim === undefined || config.scopesClaim === null ? null : claimName(config.scopesClaim, "scopesClaim", "scope"),
+    idClaim: claimName(PLUGIN, config.idClaim, "idClaim", "sub"),
+    rolesClaim: claimName(PLUGIN, config.rolesClaim, "rolesClaim", "roles"),
+    scopesClaim: config.scopesClaim === undefined || config.scopesClaim === null ? null : claimName(PLUGIN, config.scopesClaim, "scopesClaim", "scope"),
     userClaims: stringList(PLUGIN, config.userClaims, "userClaims"),
     forward,
     payloadHeader,
