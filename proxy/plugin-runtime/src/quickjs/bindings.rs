@@ -417,7 +417,7 @@ fn crypto_object<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
 
 /// Bytes from the prelude's `[isBinary, string]` form (binary strings carry one byte per
 /// character).
-fn bytes(binary: bool, text: &str) -> Vec<u8> {
+pub(super) fn bytes(binary: bool, text: &str) -> Vec<u8> {
     if binary {
         text.chars().map(|c| c as u32 as u8).collect()
     } else {

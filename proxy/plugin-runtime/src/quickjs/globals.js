@@ -3,9 +3,11 @@
 // URLSearchParams and console. Called once per isolate, before the plugin module is
 // evaluated (so its top-level code may use them), with the global object, the URL
 // Standard's parser (Rust's `url` crate: `parseUrl(input, base, setter, value)`, each
-// argument given, null when absent, gives the components as JSON, or null for no URL)
-// and the console's way to the proxy's log (`log(level, message)`).
-(function (global, parseUrl, log) {
+// argument given, null when absent, gives the components as JSON, or null for no URL),
+// the console's way to the proxy's log (`log(level, message)`) and Rust's UTF-8 decoding
+// (`decodeUtf8(binaryString, fatal, stream)` gives `{text, used}`, throws for bad UTF-8
+// when fatal).
+(function (global, parseUrl, log, decodeUtf8) {
   "use strict";
   const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const VALUES = {};
@@ -108,6 +110,16 @@
     }
   }
 
+  const EMPTY = new Uint8Array(0);
+
+  // Bytes as a binary string (one character per byte), the form Rust takes them in.
+  function binary(bytes) {
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 8192) {
+      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+    }
+    return text;
+  }
   const UTF8_LABELS = ["utf-8", "utf8", "unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "x-unicode20utf8"];
 
   function bytesOf(input) {
@@ -122,7 +134,7 @@
   class TextDecoder {
     #fatal;
     #ignoreBOM;
-    #pending = [];
+    #pending = EMPTY;
     #started = false;
 
     constructor(label = "utf-8", options = {}) {
@@ -147,53 +159,24 @@
 
     decode(input, options = {}) {
       const stream = Boolean(options && options.stream);
-      const bytes = [...this.#pending, ...bytesOf(input)];
-      this.#pending = [];
-      let out = "";
-      let i = 0;
-      const bad = () => {
-        if (this.#fatal) {
-          this.#pending = [];
-          this.#started = false;
-          throw new TypeError("decode: the data is not valid UTF-8");
-        }
-        out += "\ufffd";
-      };
-      while (i < bytes.length) {
-        const lead = bytes[i];
-        const size = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
-        if (size === 0) {
-          bad();
-          i++;
-          continue;
-        }
-        if (size === 1) {
-          out += String.fromCharCode(lead);
-          i++;
-          continue;
-        }
-        // The range of the second byte depends on the first (no overlongs, no surrogates,
-        // nothing above U+10FFFF); later ones are 0x80 to 0xBF.
-        const low = lead === 0xe0 ? 0xa0 : lead === 0xf0 ? 0x90 : 0x80;
-        const high = lead === 0xed ? 0x9f : lead === 0xf4 ? 0x8f : 0xbf;
-        let code = lead & (size === 2 ? 0x1f : size === 3 ? 0x0f : 0x07);
-        let n = 1;
-        for (; n < size && i + n < bytes.length; n++) {
-          const byte = bytes[i + n];
-          if (byte < (n === 1 ? low : 0x80) || byte > (n === 1 ? high : 0xbf)) break;
-          code = (code << 6) | (byte & 0x3f);
-        }
-        if (n === size) {
-          out += String.fromCodePoint(code);
-          i += size;
-        } else if (i + n === bytes.length && stream) {
-          this.#pending = bytes.slice(i);
-          break;
-        } else {
-          bad();
-          i += n;
-        }
+      let bytes = bytesOf(input);
+      const pending = this.#pending;
+      if (pending.length > 0) {
+        const joined = new Uint8Array(pending.length + bytes.length);
+        joined.set(pending);
+        joined.set(bytes, pending.length);
+        bytes = joined;
       }
+      this.#pending = EMPTY;
+      let decoded;
+      try {
+        decoded = decodeUtf8(binary(bytes), this.#fatal, stream);
+      } catch (error) {
+        this.#started = false;
+        throw error;
+      }
+      let out = decoded.text;
+      if (decoded.used < bytes.length) this.#pending = bytes.slice(decoded.used);
       if (!this.#started && out.length > 0) {
         this.#started = true;
         if (!this.#ignoreBOM && out.charCodeAt(0) === 0xfeff) out = out.slice(1);

@@ -11,6 +11,7 @@
 mod bindings;
 mod modules;
 mod url;
+mod utf8;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -46,8 +47,9 @@ impl Prelude {
 }
 
 /// Standard globals (`atob`, `TextEncoder`, `structuredClone`, `URL`, `console`, …): a
-/// function of the global object, the URL parser ([`url::parser`]) and the console's log
-/// ([`bindings::console_log`]), called before the plugin module is evaluated.
+/// function of the global object, the URL parser ([`url::parser`]), the console's log
+/// ([`bindings::console_log`]) and the UTF-8 decoder ([`utf8::decoder`]), called before
+/// the plugin module is evaluated.
 const GLOBALS: &str = include_str!("globals.js");
 
 /// Native stack QuickJS may use for JavaScript recursion; isolate threads have more.
@@ -267,8 +269,9 @@ impl QuickJsIsolate {
             let install: Function = ctx.eval(GLOBALS).map_err(explain)?;
             let parse_url = url::parser(&ctx).map_err(explain)?;
             let console_log = bindings::console_log(&ctx, self.plugin.clone()).map_err(explain)?;
+            let decode_utf8 = utf8::decoder(&ctx).map_err(explain)?;
             install
-                .call::<_, ()>((ctx.globals(), parse_url, console_log))
+                .call::<_, ()>((ctx.globals(), parse_url, console_log, decode_utf8))
                 .map_err(explain)?;
             if let Clock::Manual(_) = clock {
                 let install: Function = ctx.eval(MANUAL_CLOCK).map_err(explain)?;
