@@ -5,6 +5,7 @@
 //! `KUBECONFIG` each says which is missing and passes.
 
 mod common;
+mod s10_plugin_secrets;
 mod s1_service_backend;
 mod s2_plugin_edit;
 mod s3_plugin_syntax_error;
