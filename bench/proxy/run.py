@@ -215,6 +215,25 @@ def measure_rounds(targets, args):
     return runs
 
 
+def warm_up_and_measure(targets, args):
+    """Warms every target up (2 s), exiting when one answers no 2xx (a request the proxy
+    or a plugin refused), then measures them (`measure_rounds`)."""
+    for name, (_, port, path, *headers) in targets.items():
+        warm = run_wrk(port, 2, args.connections, path, headers=headers[0] if headers else ())
+        if warm["non_2xx"] or warm["requests"] == 0:
+            sys.exit(f"{name}: the warm-up failed: {warm}")
+    return measure_rounds(targets, args)
+
+
+def save_results(file, args, runs):
+    """Writes the runs and their medians to bench/results/`file`; returns the medians."""
+    summary = {name: summarize(r) for name, r in runs.items()}
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / file).write_text(json.dumps({"settings": vars(args), "runs": runs, "summary": summary}, indent=2))
+    return summary
+
+
 def stop(processes):
     """SIGTERM to every process, then SIGKILL to any still running after 10 s."""
     for process in processes:
@@ -368,19 +387,11 @@ def plugin_scenarios(args):
             time.sleep(0.5)
             for scenario in scenarios:
                 targets[f"nginx+njs {scenario}"] = (process_tree(njs.pid), njs_port, f"/{scenario}")
-            for name, (_, port, path) in targets.items():
-                warm = run_wrk(port, 2, args.connections, path)
-                if warm["non_2xx"] or warm["requests"] == 0:
-                    sys.exit(f"{name}: the warm-up failed: {warm}")
-            runs = measure_rounds(targets, args)
+            runs = warm_up_and_measure(targets, args)
         finally:
             stop(processes)
 
-    summary = {name: summarize(r) for name, r in runs.items()}
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "proxy-plugins.json").write_text(
-        json.dumps({"settings": vars(args), "runs": runs, "summary": summary}, indent=2))
+    summary = save_results("proxy-plugins.json", args, runs)
     print(f"{'':18}{'req/s':>10}{'CPU µs/req':>12}{'added':>8}{'p50 µs':>9}{'p99 µs':>9}")
     rows = []
     for name, s in summary.items():
@@ -508,19 +519,11 @@ def library_scenarios(args):
                 processes.append(weir)
                 wait_for_port(port)
                 targets[name] = ([weir.pid], port, "/", headers)
-            for name, (_, port, path, headers) in targets.items():
-                warm = run_wrk(port, 2, args.connections, path, headers=headers)
-                if warm["non_2xx"] or warm["requests"] == 0:
-                    sys.exit(f"{name}: the warm-up failed (a request the plugin refused?): {warm}")
-            runs = measure_rounds(targets, args)
+            runs = warm_up_and_measure(targets, args)
         finally:
             stop(processes)
 
-    summary = {name: summarize(r) for name, r in runs.items()}
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "proxy-library.json").write_text(
-        json.dumps({"settings": vars(args), "runs": runs, "summary": summary}, indent=2))
+    summary = save_results("proxy-library.json", args, runs)
     base = summary["no plugin"]["cpu_us_per_request"]
     empty = summary["empty beforeRequest"]["cpu_us_per_request"] - base
     print(f"{'':22}{'req/s':>10}{'CPU µs/req':>12}{'added':>8}{'/empty':>8}{'p50 µs':>9}{'p99 µs':>9}")
