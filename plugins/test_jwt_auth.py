@@ -18,6 +18,7 @@ import copy
 import hashlib
 import hmac
 import http.server
+import importlib.util
 import json
 import re
 import secrets
@@ -29,7 +30,6 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from test_plugins import PLUGINS, Echo, Proxy, check, manifest
 
@@ -40,15 +40,21 @@ ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS
 HMAC_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
+def load_fixture_maker():
+    """plugins/jwt-auth/make_fixtures.py as a module (its directory is no package name):
+    its `jwk` turns public keys into JWKs here as for the suites' fixtures."""
+    path = PLUGINS / "jwt-auth" / "make_fixtures.py"
+    spec = importlib.util.spec_from_file_location("jwt_auth_make_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fixture_maker = load_fixture_maker()
+
+
 def public_jwk(private_key, kid: str) -> dict:
-    public = private_key.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        out = RSAAlgorithm.to_jwk(public, as_dict=True)
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        out = ECAlgorithm.to_jwk(public, as_dict=True)
-    else:
-        out = OKPAlgorithm.to_jwk(public, as_dict=True)
-    return {**out, "kid": kid, "use": "sig"}
+    return fixture_maker.jwk(private_key.public_key(), kid, use="sig")
 
 
 class Issuer:
