@@ -7,7 +7,6 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -24,7 +23,7 @@ use crate::outcome::{AfterResponse, BeforeRequest, Carry};
 use crate::plugin_set::{Chain, PluginSet};
 use crate::request::{BufferedBody, RequestInfo, ResponseInfo, joined_headers};
 use crate::services::cache::Cache;
-use crate::services::plugin_key;
+use crate::services::{plugin_key, ttl_seconds};
 
 /// The plugin run before the plugin under test when a test request gives `user` or
 /// `state`: it sets them as an earlier plugin of the chain would.
@@ -227,16 +226,7 @@ impl Harness {
             }
             "test.cache.set" => {
                 let key = self.cache_key(&args[0])?;
-                let ttl = match &args[2] {
-                    Value::Null => None,
-                    seconds => Some(
-                        seconds
-                            .as_f64()
-                            .filter(|s| s.is_finite() && *s > 0.0)
-                            .map(Duration::from_secs_f64)
-                            .ok_or("t.cache.set: ttlSeconds must be a positive number")?,
-                    ),
-                };
+                let ttl = ttl_seconds(args.get(2), "t.cache.set")?;
                 self.cache
                     .set(&key, args[1].take().to_string(), ttl)
                     .await

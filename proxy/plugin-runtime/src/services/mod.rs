@@ -58,35 +58,33 @@ impl HostOps for Services {
         let http = self.http.clone();
         let body_limit = self.body_limit;
         Box::pin(async move {
-            if op == "cache.get" {
-                return stored_entry(&args, &scope, &cache).await;
+            match run(&op, &args, &scope, &cache, http.as_ref(), body_limit).await {
+                Ok(Reply::Value(value)) => json!({"ok": true, "value": value}).to_string(),
+                Ok(Reply::Stored(text)) => format!(r#"{{"ok":true,"value":{text}}}"#),
+                Err(error) => json!({"ok": false, "error": error}).to_string(),
             }
-            let answer = run(&op, &args, &scope, &cache, http.as_ref(), body_limit).await;
-            match answer {
-                Ok(value) => json!({"ok": true, "value": value}),
-                Err(error) => json!({"ok": false, "error": error}),
-            }
-            .to_string()
         })
     }
 }
 
-/// `cache.get`'s answer: the entry's JSON text as it was stored (never re-serialized, so
-/// its key order and numbers are what `compareAndSet` will compare against), or null.
-async fn stored_entry(args: &str, scope: &CallScope, cache: &Cache) -> String {
-    let key = serde_json::from_str::<Vec<Value>>(args)
-        .ok()
-        .and_then(|args| args.first().and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_default();
-    match cache.get(&plugin_key(&scope.plugin, &key)).await {
-        Ok(stored) => {
-            // Another writer of a shared Redis may have left something that is not JSON.
-            let entry = stored
-                .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
-                .unwrap_or_else(|| "null".to_owned());
-            format!(r#"{{"ok":true,"value":{entry}}}"#)
-        }
-        Err(error) => json!({"ok": false, "error": error.to_string()}).to_string(),
+/// What a service call answers.
+enum Reply {
+    /// A value, serialized into the answer.
+    Value(Value),
+    /// JSON text put into the answer as it is: a cache entry as it was stored (never
+    /// re-serialized, so its key order and numbers are what `compareAndSet` compares).
+    Stored(String),
+}
+
+/// A `ttlSeconds` argument: absent or null for none, else a positive number of seconds.
+pub(crate) fn ttl_seconds(value: Option<&Value>, call: &str) -> Result<Option<Duration>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| Some(Duration::from_secs_f64(s)))
+            .ok_or_else(|| format!("{call}: ttlSeconds must be a positive number")),
     }
 }
 
@@ -102,7 +100,7 @@ async fn run(
     cache: &Cache,
     http: &dyn HttpClient,
     body_limit: usize,
-) -> Result<Value, String> {
+) -> Result<Reply, String> {
     let args: Vec<Value> =
         serde_json::from_str(args).map_err(|e| format!("{op}: bad arguments: {e}"))?;
     let text = |i: usize| {
@@ -111,18 +109,17 @@ async fn run(
             .unwrap_or_default()
             .to_owned()
     };
-    let ttl = |i: usize| -> Result<Option<Duration>, String> {
-        match args.get(i) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => value
-                .as_f64()
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(|s| Some(Duration::from_secs_f64(s)))
-                .ok_or_else(|| format!("{op}: ttlSeconds must be a positive number")),
-        }
-    };
+    let ttl = |i: usize| ttl_seconds(args.get(i), op);
     let key = |i: usize| plugin_key(&scope.plugin, &text(i));
-    match op {
+    let value = match op {
+        "cache.get" => {
+            let stored = cache.get(&key(0)).await.map_err(|e| e.to_string())?;
+            // Another writer of a shared Redis may have left something that is not JSON.
+            let entry = stored
+                .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+                .unwrap_or_else(|| "null".to_owned());
+            return Ok(Reply::Stored(entry));
+        }
         "cache.set" => {
             cache
                 .set(&key(0), text(1), ttl(2)?)
@@ -183,7 +180,8 @@ async fn run(
             None => Err("there is no response in this hook".into()),
         },
         other => Err(format!("unknown host service {other:?}")),
-    }
+    }?;
+    Ok(Reply::Value(value))
 }
 
 async fn read_body(
