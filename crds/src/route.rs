@@ -104,6 +104,79 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
     pub allowed_namespaces: Vec<String>,
+
+    /// Requests that arrive over plain HTTP are answered with a redirect to `https`
+    /// (same host and path) instead of being served. A request counts as HTTPS when it
+    /// came over TLS, or from a trusted proxy that says so in `X-Forwarded-Proto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<HttpsRedirect>,
+
+    /// Client addresses allowed and refused (403): `deny` is checked first, then, when
+    /// `allow` is not empty, the address must be in it. The client address is the
+    /// connection's peer, or what a trusted proxy put in `X-Forwarded-For`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<SourceRanges>,
+
+    /// Limits per client address, counted by each proxy replica on its own: requests
+    /// over them are answered 429 with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limits: Option<ClientLimits>,
+}
+
+/// The redirect of plain-HTTP requests to HTTPS.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpsRedirect {
+    /// Status code. Default 308 (the method and body are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<RedirectStatus>,
+
+    /// Port of the HTTPS target; unset means 443 (left out of the URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// Client address ranges, as CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRanges {
+    /// Only these clients are served; empty means every client not denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 64)))]
+    pub allow: Vec<String>,
+
+    /// These clients are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 64)))]
+    pub deny: Vec<String>,
+}
+
+/// Limits on what one client address may ask of a Route.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.requestsPerSecond) || has(self.concurrentRequests)",
+        "message": "set requestsPerSecond, concurrentRequests or both"
+    }
+]))]
+pub struct ClientLimits {
+    /// Sustained requests per second, per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests_per_second: Option<u32>,
+
+    /// Requests a client may send at once above the sustained rate. Default: five times
+    /// `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10_000_000))]
+    pub burst: Option<u32>,
+
+    /// Requests one client address may have in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub concurrent_requests: Option<u32>,
 }
 
 /// What the API server and the operator report about a Route.
@@ -136,8 +209,8 @@ pub struct RouteStatus {
         "message": "rewrite applies only to rules with backends"
     },
     {
-        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection) && !has(self.upgrades)) || has(self.backends)",
-        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection and upgrades apply only to rules with backends"
+        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection) && !has(self.upgrades) && !has(self.maxRequestBodyBytes)) || has(self.backends)",
+        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection, upgrades and maxRequestBodyBytes apply only to rules with backends"
     },
     {
         "rule": "!has(self.upgrades) || self.upgrades.all(p, !p.matches('^(?i)h2c(/.*)?$'))",
@@ -198,6 +271,12 @@ pub struct RouteRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8))]
     pub upgrades: Option<Vec<String>>,
+
+    /// Largest request body accepted, in bytes; larger ones are answered 413. Unset
+    /// means the proxy's `--max-body-bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// Conditions a request must meet, all of them, to match.
@@ -490,8 +569,8 @@ pub struct DirectResponse {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "[has(self.stripPrefix) && self.stripPrefix, has(self.replacePrefix), has(self.replacePath)].filter(x, x).size() <= 1",
-        "message": "set at most one of stripPrefix, replacePrefix and replacePath"
+        "rule": "[has(self.stripPrefix) && self.stripPrefix, has(self.replacePrefix), has(self.replacePath), has(self.regex)].filter(x, x).size() <= 1",
+        "message": "set at most one of stripPrefix, replacePrefix, replacePath and regex"
     }
 ]))]
 pub struct Rewrite {
@@ -510,6 +589,13 @@ pub struct Rewrite {
     #[schemars(length(min = 1, max = 1024), pattern("^/"))]
     pub replace_path: Option<String>,
 
+    /// Replace the whole path by a regular expression's substitution: when `pattern`
+    /// matches the path, the path becomes `substitution` with `$1`, `$2`, ... (or
+    /// `${name}`) replaced by the pattern's groups. A path the pattern does not match is
+    /// sent as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<RegexRewrite>,
+
     /// Host header sent upstream instead of the client's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
@@ -519,6 +605,21 @@ pub struct Rewrite {
         )
     )]
     pub host: Option<String>,
+}
+
+/// A regular expression rewrite of the path.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexRewrite {
+    /// A regular expression (RE2 syntax), searched in the normalized path; anchor it with
+    /// `^` and `$` to match the whole path.
+    #[schemars(length(min = 1, max = 1024))]
+    pub pattern: String,
+
+    /// The new path, with `$n` and `${name}` standing for the pattern's groups (`$$` for
+    /// a dollar sign). It must start with `/` once the groups are put in.
+    #[schemars(length(min = 1, max = 1024))]
+    pub substitution: String,
 }
 
 /// Time limits, as durations such as `250ms`, `10s` or `1m30s`.

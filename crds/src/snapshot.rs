@@ -179,6 +179,56 @@ pub struct Rule {
     /// Plugins run for these requests, in order. Shared by the rules of a Route.
     #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
     pub plugins: Arc<[PluginCall]>,
+    /// Plain-HTTP requests are redirected to HTTPS instead of being served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<HttpsRedirectAction>,
+    /// Client addresses allowed and refused. Shared by the rules of a Route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<Arc<SourceRanges>>,
+    /// Limits per client address. Shared by the rules of a Route, which count together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limits: Option<Arc<ClientLimits>>,
+}
+
+/// The redirect of plain-HTTP requests to HTTPS.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpsRedirectAction {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// Port of the target, when not 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// Client address ranges (CIDRs in canonical form: `10.0.0.0/8`, `2001:db8::/32`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRanges {
+    /// Only these are served; empty means every address not denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// These are refused (403), checked first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// Limits per client address, counted by each proxy on its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientLimits {
+    /// What the rules sharing these limits have in common (`namespace/route`): their
+    /// counts are one.
+    pub scope: String,
+    /// Sustained requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u32>,
+    /// Requests allowed at once above the sustained rate.
+    #[serde(default)]
+    pub burst: u32,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_requests: Option<u32>,
 }
 
 /// The action of a rule. Each kind is boxed: a rule is a value of the snapshot's largest
@@ -223,6 +273,9 @@ pub struct Forward {
     /// Protocols a client may upgrade to (lower case, without versions; never `h2c`).
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Largest request body, in bytes; absent means the proxy's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// The protocols a rule allows upgrades to when its Route names none: WebSocket.
@@ -263,6 +316,18 @@ pub enum PathRewrite {
     ReplacePrefix(String),
     /// Replace the whole path with this.
     ReplaceFull(String),
+    /// Replace the whole path with a regular expression's substitution.
+    Regex(RegexSubstitution),
+}
+
+/// A path rewritten by a regular expression.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexSubstitution {
+    /// Searched in the normalized path.
+    pub pattern: String,
+    /// The new path, with `$n`/`${name}` for the groups.
+    pub substitution: String,
 }
 
 /// Time limits in milliseconds.

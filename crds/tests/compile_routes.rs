@@ -7,7 +7,7 @@ use support::*;
 use weir_crds::compile::report::InSnapshot;
 use weir_crds::condition::{ConditionType, Reason};
 use weir_crds::route::ValueMatchType;
-use weir_crds::snapshot::{Action, PathPattern, PathRewrite, ValueCondition};
+use weir_crds::snapshot::{Action, PathPattern, PathRewrite, RegexSubstitution, ValueCondition};
 
 #[test]
 fn every_match_type_is_compiled() {
@@ -183,6 +183,59 @@ fn actions_are_lowered_with_defaults() {
 
 /// WebSocket is the one upgrade a rule allows unless it names others; names lose their
 /// case and version; an empty list allows none.
+#[test]
+fn client_policies_are_lowered_and_shared_by_the_rules_of_a_route() {
+    let c = compile_yaml(&route(
+        "guarded",
+        "  hosts: [a.example]
+  httpsRedirect: {}
+  sourceRanges: {allow: [10.1.2.3/8, 192.0.2.7], deny: ['2001:db8::1/32']}
+  clientLimits: {requestsPerSecond: 10}
+  rules:
+  - matches: [{path: {value: /api}}]
+    backends: [{url: 'http://a'}]
+    maxRequestBodyBytes: 1048576
+    rewrite: {regex: {pattern: '^/api/(?<rest>.*)', substitution: '/v2/${rest}'}}
+  - directResponse: {status: 204}",
+    ));
+    assert_eq!(route_report(&c, "shop", "guarded").diagnostics, vec![]);
+    let forward = &c.snapshot.rules["shop/guarded/0"];
+    let fixed = &c.snapshot.rules["shop/guarded/1"];
+    for rule in [forward, fixed] {
+        let redirect = rule.https_redirect.expect("https redirect");
+        assert_eq!((redirect.status, redirect.port), (308, None));
+        let ranges = rule.source_ranges.as_ref().expect("ranges");
+        assert_eq!(ranges.allow, ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert_eq!(ranges.deny, ["2001:db8::/32"]);
+        let limits = rule.client_limits.as_ref().expect("limits");
+        assert_eq!(limits.scope, "shop/guarded");
+        assert_eq!(
+            (
+                limits.requests_per_second,
+                limits.burst,
+                limits.concurrent_requests
+            ),
+            (Some(10), 50, None),
+            "burst defaults to five seconds' worth"
+        );
+    }
+    assert!(std::sync::Arc::ptr_eq(
+        forward.client_limits.as_ref().unwrap(),
+        fixed.client_limits.as_ref().unwrap()
+    ));
+    let Action::Forward(forward) = &forward.action else {
+        panic!("forward")
+    };
+    assert_eq!(forward.max_body_bytes, Some(1_048_576));
+    assert_eq!(
+        forward.path_rewrite,
+        Some(PathRewrite::Regex(RegexSubstitution {
+            pattern: "^/api/(?<rest>.*)".into(),
+            substitution: "/v2/${rest}".into()
+        }))
+    );
+}
+
 #[test]
 fn upgrades_default_to_websocket() {
     let c = compile_yaml(&route(
@@ -372,6 +425,36 @@ fn each_kind_of_invalid_route_field_is_named() {
             "spec.rules[0].directResponse.headers.bad header",
         ),
         ("no-rules", "  rules: []", "spec.rules"),
+        (
+            "bad-range",
+            "  sourceRanges: {allow: [10.0.0.0/8], deny: [10.0.0.0/40]}\n  rules: [{directResponse: {status: 200}}]",
+            "spec.sourceRanges.deny[0]",
+        ),
+        (
+            "limits-without-limit",
+            "  clientLimits: {burst: 5}\n  rules: [{directResponse: {status: 200}}]",
+            "spec.clientLimits",
+        ),
+        (
+            "body-limit-on-redirect",
+            "  rules: [{redirect: {host: a.example}, maxRequestBodyBytes: 10}]",
+            "spec.rules[0]",
+        ),
+        (
+            "bad-rewrite-regex",
+            "  rules: [{backends: [{url: 'http://a'}], rewrite: {regex: {pattern: '/(a', substitution: /b}}}]",
+            "spec.rules[0].rewrite.regex.pattern",
+        ),
+        (
+            "rewrite-unknown-group",
+            "  rules: [{backends: [{url: 'http://a'}], rewrite: {regex: {pattern: '^/a/(.*)', substitution: '/$2'}}}]",
+            "spec.rules[0].rewrite.regex.substitution",
+        ),
+        (
+            "rewrite-relative",
+            "  rules: [{backends: [{url: 'http://a'}], rewrite: {regex: {pattern: '^/a/(.*)', substitution: '$1'}}}]",
+            "spec.rules[0].rewrite.regex.substitution",
+        ),
         (
             "plugin-twice",
             "  plugins: [{name: p}, {name: p}]\n  rules: [{directResponse: {status: 200}}]",

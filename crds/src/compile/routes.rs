@@ -17,13 +17,15 @@ use super::{Context, PluginState, backends, tls};
 use crate::condition::{ConditionType, Reason};
 use crate::path::{self, Template};
 use crate::route::{
-    CorsPolicy, DirectResponse, HttpMethod, PathMatchType, Redirect, Rewrite, RouteMatch,
-    RouteRule, ValueMatch, ValueMatchType,
+    ClientLimits, CorsPolicy, DirectResponse, HttpMethod, PathMatchType, Redirect, RegexRewrite,
+    Rewrite, RouteMatch, RouteRule, SourceRanges, ValueMatch, ValueMatchType,
 };
 use crate::snapshot::{
-    Action, Backend, Certificate, Cors, DEFAULT_TUNNEL_IDLE_MS, Forward, MatchEntry,
-    NEVER_UPGRADED, Outliers, PathPattern, PathRewrite, PluginCall, RedirectAction, Respond,
-    Retries, Rule, TimeoutsMs, ValueCondition, WeightedBackend, default_upgrades, upgrade_protocol,
+    Action, Backend, Certificate, ClientLimits as SnapshotClientLimits, Cors,
+    DEFAULT_TUNNEL_IDLE_MS, Forward, HttpsRedirectAction, MatchEntry, NEVER_UPGRADED, Outliers,
+    PathPattern, PathRewrite, PluginCall, RedirectAction, RegexSubstitution, Respond, Retries,
+    Rule, SourceRanges as SnapshotRanges, TimeoutsMs, ValueCondition, WeightedBackend,
+    default_upgrades, upgrade_protocol,
 };
 use crate::{Route, plugin::PluginScope, route::RetryOn};
 
@@ -92,6 +94,21 @@ pub(crate) fn lower(
     let plugins: Option<Arc<[PluginCall]>> =
         plugin_calls(route, namespace, ctx, report).map(Arc::from);
     let cors = spec.cors.as_ref().map(|c| Arc::new(lower_cors(c, report)));
+    let https_redirect = spec.https_redirect.as_ref().map(|r| HttpsRedirectAction {
+        status: r.status_code.map_or(308, u16::from),
+        port: r.port.filter(|&port| port != 443),
+    });
+    let source_ranges = spec
+        .source_ranges
+        .as_ref()
+        .map(|ranges| Arc::new(lower_source_ranges(ranges, report)));
+    let client_limits = spec.client_limits.as_ref().map(|limits| {
+        Arc::new(lower_client_limits(
+            limits,
+            format!("{namespace}/{name}"),
+            report,
+        ))
+    });
     let certificate = spec
         .tls
         .as_ref()
@@ -147,6 +164,9 @@ pub(crate) fn lower(
                 action,
                 cors: cors.clone(),
                 plugins: plugins.clone().unwrap_or_default(),
+                https_redirect,
+                source_ranges: source_ranges.clone(),
+                client_limits: client_limits.clone(),
             },
         ));
     }
@@ -396,7 +416,8 @@ fn lower_action(
         || rule.load_balancer.is_some()
         || rule.max_concurrent_requests.is_some()
         || rule.outlier_detection.is_some()
-        || rule.upgrades.is_some();
+        || rule.upgrades.is_some()
+        || rule.max_request_body_bytes.is_some();
     match (&rule.backends, &rule.redirect, &rule.direct_response) {
         (Some(refs), None, None) => {
             lower_forward(rule, refs, matches, namespace, field, ctx, report, backends)
@@ -405,7 +426,7 @@ fn lower_action(
         (None, Some(_), None) | (None, None, Some(_)) if forward_only => {
             report.invalid(
                 field,
-                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection and upgrades apply only to rules with backends",
+                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection, upgrades and maxRequestBodyBytes apply only to rules with backends",
             );
             None
         }
@@ -531,7 +552,76 @@ fn lower_forward(
         max_concurrent_requests: rule.max_concurrent_requests,
         outlier_detection,
         upgrades,
+        max_body_bytes: rule.max_request_body_bytes,
     })
+}
+
+/// Address ranges in canonical form (`10.1.2.3/8` is `10.0.0.0/8`, an address is a
+/// range of one), sorted.
+fn lower_source_ranges(ranges: &SourceRanges, report: &mut ObjectReport) -> SnapshotRanges {
+    let mut lower = |list: &[String], field: &str| {
+        let mut lowered: Vec<String> = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, range)| match parse_range(range) {
+                Some(net) => Some(net.to_string()),
+                None => {
+                    report.invalid(
+                        format!("spec.sourceRanges.{field}[{i}]"),
+                        format!("{range:?} is not an address range like 10.0.0.0/8 or 2001:db8::/32, or an address"),
+                    );
+                    None
+                }
+            })
+            .collect();
+        lowered.sort();
+        lowered.dedup();
+        lowered
+    };
+    SnapshotRanges {
+        allow: lower(&ranges.allow, "allow"),
+        deny: lower(&ranges.deny, "deny"),
+    }
+}
+
+/// A CIDR or a single address, as a network in canonical form.
+pub(crate) fn parse_range(range: &str) -> Option<ipnet::IpNet> {
+    let range = range.trim();
+    range
+        .parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| range.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
+/// Per-client limits, counted together by every rule of `scope`.
+fn lower_client_limits(
+    limits: &ClientLimits,
+    scope: String,
+    report: &mut ObjectReport,
+) -> SnapshotClientLimits {
+    if limits.requests_per_second.is_none() && limits.concurrent_requests.is_none() {
+        report.invalid(
+            "spec.clientLimits",
+            "set requestsPerSecond, concurrentRequests or both",
+        );
+    }
+    if limits.burst.is_some() && limits.requests_per_second.is_none() {
+        report.invalid(
+            "spec.clientLimits.burst",
+            "burst applies only with requestsPerSecond",
+        );
+    }
+    SnapshotClientLimits {
+        scope,
+        requests_per_second: limits.requests_per_second,
+        burst: limits.burst.unwrap_or_else(|| {
+            limits
+                .requests_per_second
+                .map_or(0, |rate| rate.saturating_mul(5))
+        }),
+        concurrent_requests: limits.concurrent_requests,
+    }
 }
 
 /// The protocols a rule allows upgrades to, as the proxy compares them: lower case,
@@ -671,25 +761,37 @@ fn lower_rewrite(
     report: &mut ObjectReport,
 ) -> (Option<PathRewrite>, Option<String>) {
     let strip = rewrite.strip_prefix.unwrap_or(false);
-    let path_rewrite = match (strip, &rewrite.replace_prefix, &rewrite.replace_path) {
-        (false, None, None) => None,
-        (true, None, None) => {
+    let path_rewrite = match (
+        strip,
+        &rewrite.replace_prefix,
+        &rewrite.replace_path,
+        &rewrite.regex,
+    ) {
+        (false, None, None, None) => None,
+        (false, None, None, Some(regex)) => {
+            check_regex_rewrite(regex, &format!("{field}.regex"), report);
+            Some(PathRewrite::Regex(RegexSubstitution {
+                pattern: regex.pattern.clone(),
+                substitution: regex.substitution.clone(),
+            }))
+        }
+        (true, None, None, None) => {
             check_prefix_rewritable(matches, &format!("{field}.stripPrefix"), report);
             Some(PathRewrite::ReplacePrefix("/".to_owned()))
         }
-        (false, Some(prefix), None) => {
+        (false, Some(prefix), None, None) => {
             check_prefix_rewritable(matches, &format!("{field}.replacePrefix"), report);
             check_absolute_normal(prefix, &format!("{field}.replacePrefix"), report);
             Some(PathRewrite::ReplacePrefix(prefix.clone()))
         }
-        (false, None, Some(full)) => {
+        (false, None, Some(full), None) => {
             check_absolute_normal(full, &format!("{field}.replacePath"), report);
             Some(PathRewrite::ReplaceFull(full.clone()))
         }
         _ => {
             report.invalid(
                 field,
-                "set at most one of stripPrefix, replacePrefix and replacePath",
+                "set at most one of stripPrefix, replacePrefix, replacePath and regex",
             );
             None
         }
@@ -698,6 +800,66 @@ fn lower_rewrite(
         path_rewrite,
         rewrite.host.as_ref().map(|h| h.to_ascii_lowercase()),
     )
+}
+
+/// The pattern compiles, the substitution names only groups the pattern has and starts
+/// with `/`.
+fn check_regex_rewrite(rewrite: &RegexRewrite, field: &str, report: &mut ObjectReport) {
+    let pattern = match RegexBuilder::new(&rewrite.pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(pattern) => pattern,
+        Err(e) => {
+            report.invalid(
+                format!("{field}.pattern"),
+                format!("invalid regular expression: {e}"),
+            );
+            return;
+        }
+    };
+    let substitution_field = format!("{field}.substitution");
+    if !rewrite.substitution.starts_with('/') {
+        report.invalid(&substitution_field, "the new path must start with /");
+    }
+    for group in substitution_groups(&rewrite.substitution) {
+        let known = match group.parse::<usize>() {
+            Ok(index) => index < pattern.captures_len(),
+            Err(_) => pattern.capture_names().flatten().any(|name| name == group),
+        };
+        if !known {
+            report.invalid(
+                &substitution_field,
+                format!("${group} names no group of the pattern"),
+            );
+        }
+    }
+}
+
+/// The groups a substitution refers to (`$1`, `${name}`), as `regex` reads them:
+/// `$$` is a dollar sign, and a bare name is as long as it can be.
+fn substitution_groups(substitution: &str) -> Vec<&str> {
+    let mut groups = Vec::new();
+    let mut rest = substitution;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            rest = after;
+        } else if let Some(braced) = rest.strip_prefix('{') {
+            let end = braced.find('}').unwrap_or(braced.len());
+            groups.push(&braced[..end]);
+            rest = &braced[end..];
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            if end > 0 {
+                groups.push(&rest[..end]);
+            }
+            rest = &rest[end..];
+        }
+    }
+    groups
 }
 
 fn lower_redirect(
@@ -855,6 +1017,29 @@ fn is_origin_pattern(origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn substitution_groups_are_read_as_regex_reads_them() {
+        assert_eq!(
+            substitution_groups("/$1/${name}x/$$2/$id-$"),
+            ["1", "name", "id"]
+        );
+    }
+
+    #[test]
+    fn ranges_are_canonical() {
+        assert_eq!(parse_range("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_range("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_range("2001:db8::1/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert!(parse_range("10.0.0.0/33").is_none());
+        assert!(parse_range("example.com").is_none());
+    }
 
     #[test]
     fn origin_patterns() {
