@@ -123,6 +123,10 @@ pub enum Reason {
     NotProgrammed,
     /// `Ready=True`.
     Ready,
+    /// (Ingresses) an annotation weir does not implement is ignored.
+    UnsupportedAnnotation,
+    /// (Ingresses) a canary path has no Ingress without the canary annotation to split.
+    NoMainIngress,
 }
 
 impl Reason {
@@ -153,6 +157,8 @@ impl Reason {
             Self::LoadFailed => "LoadFailed",
             Self::NotProgrammed => "NotProgrammed",
             Self::Ready => "Ready",
+            Self::UnsupportedAnnotation => "UnsupportedAnnotation",
+            Self::NoMainIngress => "NoMainIngress",
         }
     }
 }

@@ -2,11 +2,12 @@
 //! the compiler reads. Standalone mode reads its directory with this, so a file means the
 //! same on a laptop as in a cluster.
 //!
-//! Like `kubectl apply` with strict field validation, an unknown field in a Route or a
-//! Plugin is an error, not silently dropped: a typo must not turn off a rule.
+//! Like `kubectl apply` with strict field validation, an unknown field in a Route, a
+//! Plugin or an Ingress is an error, not silently dropped: a typo must not turn off a rule.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -30,6 +31,10 @@ pub enum Object {
     Service(Service),
     /// A `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// A `networking.k8s.io/v1` Ingress.
+    Ingress(Ingress),
+    /// A `networking.k8s.io/v1` IngressClass.
+    IngressClass(IngressClass),
 }
 
 /// A document that could not be read, with where and why.
@@ -144,6 +149,10 @@ fn parse_document(document: usize, value: serde_yaml_ng::Value) -> Result<Docume
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             typed_object(value, false).map(Object::EndpointSlice)
         }
+        ("networking.k8s.io/v1", "Ingress") => typed_object(value, true).map(Object::Ingress),
+        ("networking.k8s.io/v1", "IngressClass") => {
+            typed_object(value, false).map(Object::IngressClass)
+        }
         (api_version, kind) => {
             return Ok(Document::Ignored {
                 kind: format!("{api_version}/{kind}"),
@@ -211,6 +220,10 @@ pub struct Manifests {
     pub services: Vec<Service>,
     /// EndpointSlices.
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// Ingresses.
+    pub ingresses: Vec<Ingress>,
+    /// IngressClasses.
+    pub ingress_classes: Vec<IngressClass>,
 }
 
 impl Manifests {
@@ -223,6 +236,8 @@ impl Manifests {
             Object::Secret(o) => self.secrets.push(o),
             Object::Service(o) => self.services.push(o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
+            Object::Ingress(o) => self.ingresses.push(o),
+            Object::IngressClass(o) => self.ingress_classes.push(o),
         }
     }
 
@@ -235,6 +250,8 @@ impl Manifests {
             services: self.services.iter().collect(),
             endpoint_slices: self.endpoint_slices.iter().collect(),
             secrets: self.secrets.iter().collect(),
+            ingresses: self.ingresses.iter().collect(),
+            ingress_classes: self.ingress_classes.iter().collect(),
             previous: None,
             options: Options::default(),
         }

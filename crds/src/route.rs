@@ -426,6 +426,10 @@ pub enum ValueMatchType {
     {
         "rule": "has(self.url) ? !has(self.name) && !has(self.port) : has(self.name) && has(self.port)",
         "message": "set either url, or name and port"
+    },
+    {
+        "rule": "!has(self.url) || !has(self.protocol)",
+        "message": "a URL backend's scheme says its protocol; protocol applies to Services"
     }
 ]))]
 pub struct BackendRef {
@@ -449,6 +453,26 @@ pub struct BackendRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub weight: Option<u32>,
+
+    /// How the proxy speaks to the Service. Default: from the port's `appProtocol`
+    /// (`https`, `kubernetes.io/h2c`), else HTTP/1.1. A URL backend's scheme says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ServiceProtocol>,
+}
+
+/// Protocols the proxy speaks to a Service.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceProtocol {
+    /// HTTP/1.1 over TCP.
+    #[serde(rename = "HTTP")]
+    Http,
+    /// HTTP/1.1 or HTTP/2 (by ALPN) over TLS, the certificate verified for
+    /// `NAME.NAMESPACE.svc`.
+    #[serde(rename = "HTTPS")]
+    Https,
+    /// HTTP/2 without TLS (gRPC).
+    #[serde(rename = "H2C")]
+    H2c,
 }
 
 /// An HTTP redirect answered by the proxy. Unset parts keep the request's own.

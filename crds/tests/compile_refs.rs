@@ -183,22 +183,6 @@ spec:
     diagnostic(report, "spec.plugins[0].name", Reason::PluginNotFound);
 }
 
-fn tls_secret(name: &str, hosts: &[&str]) -> String {
-    let certified =
-        rcgen::generate_simple_self_signed(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    let indent = |pem: String| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
-    format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(certified.cert.pem()),
-        indent(certified.signing_key.serialize_pem())
-    )
-}
-
 #[test]
 fn tls_secrets_become_certificates_for_the_route_hosts() {
     let yaml = format!(

@@ -426,6 +426,11 @@ fn each_kind_of_invalid_route_field_is_named() {
         ),
         ("no-rules", "  rules: []", "spec.rules"),
         (
+            "protocol-of-url",
+            "  rules: [{backends: [{url: 'http://a', protocol: HTTPS}]}]",
+            "spec.rules[0].backends[0].protocol",
+        ),
+        (
             "bad-range",
             "  sourceRanges: {allow: [10.0.0.0/8], deny: [10.0.0.0/40]}\n  rules: [{directResponse: {status: 200}}]",
             "spec.sourceRanges.deny[0]",

@@ -10,7 +10,7 @@ use super::Index;
 use super::report::ObjectReport;
 use crate::condition::{ConditionType, Reason};
 use crate::path;
-use crate::route::BackendRef;
+use crate::route::{BackendRef, ServiceProtocol};
 use crate::snapshot::{Backend, BackendProtocol, Endpoint};
 
 /// Label that ties an EndpointSlice to its Service.
@@ -32,6 +32,13 @@ pub(crate) fn resolve(
     report: &mut ObjectReport,
 ) -> Option<(String, Backend)> {
     match (&backend.url, &backend.name, backend.port) {
+        (Some(_), None, None) if backend.protocol.is_some() => {
+            report.invalid(
+                format!("{field}.protocol"),
+                "a URL backend's scheme says its protocol; protocol applies to Services",
+            );
+            None
+        }
         (Some(url), None, None) => {
             let resolved = from_url(url, &format!("{field}.url"), report)?;
             if !allow_urls {
@@ -51,9 +58,15 @@ pub(crate) fn resolve(
             }
             Some(resolved)
         }
-        (None, Some(name), Some(port)) => {
-            Some(from_service(namespace, name, port, field, index, report))
-        }
+        (None, Some(name), Some(port)) => Some(from_service(
+            namespace,
+            name,
+            port,
+            backend.protocol,
+            field,
+            index,
+            report,
+        )),
         _ => {
             report.invalid(field, "set either url, or name and port");
             None
@@ -131,11 +144,23 @@ fn from_service(
     namespace: &str,
     name: &str,
     port: u16,
+    protocol: Option<ServiceProtocol>,
     field: &str,
     index: &Index<'_>,
     report: &mut ObjectReport,
 ) -> (String, Backend) {
-    let id = format!("service:{namespace}/{name}:{port}");
+    // A protocol chosen by the reference is part of the upstream's identity.
+    let id = match protocol {
+        None => format!("service:{namespace}/{name}:{port}"),
+        Some(protocol) => format!(
+            "service:{namespace}/{name}:{port}:{}",
+            match protocol {
+                ServiceProtocol::Http => "http",
+                ServiceProtocol::Https => "https",
+                ServiceProtocol::H2c => "h2c",
+            }
+        ),
+    };
     let mut backend = Backend {
         protocol: BackendProtocol::Http,
         endpoints: Vec::new(),
@@ -171,10 +196,15 @@ fn from_service(
         return (id, backend);
     };
     let app_protocol = service_port.app_protocol.as_deref().unwrap_or_default();
-    if H2C_APP_PROTOCOLS.contains(&app_protocol) {
-        backend.protocol = BackendProtocol::H2c;
-    } else if HTTPS_APP_PROTOCOLS.contains(&app_protocol) {
-        backend.protocol = BackendProtocol::Https;
+    backend.protocol = match protocol {
+        Some(ServiceProtocol::Http) => BackendProtocol::Http,
+        Some(ServiceProtocol::Https) => BackendProtocol::Https,
+        Some(ServiceProtocol::H2c) => BackendProtocol::H2c,
+        None if H2C_APP_PROTOCOLS.contains(&app_protocol) => BackendProtocol::H2c,
+        None if HTTPS_APP_PROTOCOLS.contains(&app_protocol) => BackendProtocol::Https,
+        None => BackendProtocol::Http,
+    };
+    if backend.protocol == BackendProtocol::Https {
         backend.server_name = Some(format!("{name}.{namespace}.svc"));
     }
 

@@ -8,6 +8,7 @@
 
 mod backends;
 pub(crate) use backends::endpoint_is_ready;
+pub mod ingress;
 pub mod modules;
 mod ownership;
 mod plugins;
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jsonschema::Validator;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 
 use crate::plugin::PluginScope;
@@ -51,6 +53,10 @@ pub struct Inputs<'a> {
     pub endpoint_slices: Vec<&'a EndpointSlice>,
     /// Secrets with TLS certificates.
     pub secrets: Vec<&'a Secret>,
+    /// Kubernetes Ingresses (those of other classes are ignored).
+    pub ingresses: Vec<&'a Ingress>,
+    /// IngressClasses: which one is weir's, and whether it is the default.
+    pub ingress_classes: Vec<&'a IngressClass>,
     /// The snapshot before this one: its version, and the last good bundle of each plugin.
     pub previous: Option<&'a Snapshot>,
     /// Switches.
@@ -114,7 +120,8 @@ impl Options {
 pub struct Compilation {
     /// The snapshot.
     pub snapshot: Snapshot,
-    /// One report per Route and Plugin, sorted by kind, namespace and name.
+    /// One report per Route, Plugin and served Ingress, sorted by kind, namespace and
+    /// name.
     pub reports: Vec<ObjectReport>,
 }
 
@@ -143,7 +150,7 @@ pub(crate) fn namespace_of(
     meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
 }
 
-fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+pub(crate) fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or_default()
 }
 
@@ -237,7 +244,15 @@ pub(crate) struct Context<'a> {
     options: Options,
 }
 
-/// Compiles the inputs into a snapshot and a report per Route and Plugin.
+/// A Route to compile: one of the inputs, or one an Ingress became.
+struct Source<'r> {
+    namespace: &'r str,
+    name: &'r str,
+    route: &'r Route,
+    translated: Option<&'r ingress::Translated>,
+}
+
+/// Compiles the inputs into a snapshot and a report per Route, Plugin and served Ingress.
 pub fn compile(inputs: &Inputs<'_>) -> Compilation {
     let index = Index::new(inputs);
     let mut reports = Vec::new();
@@ -299,26 +314,61 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         options: inputs.options.clone(),
     };
 
-    // Oldest first: an older Route wins conflicts. Routes read from files have no
+    // Ingresses weir's class serves, as Routes.
+    let served_ingresses: Vec<&Ingress> = by_name(&inputs.ingresses)
+        .into_values()
+        .filter(|ingress| ingress::serves(ingress, &inputs.ingress_classes, &ctx.options))
+        .collect();
+    let mut translation = ingress::translate(&served_ingresses, &ctx.index);
+
+    // Oldest first: an older object wins conflicts. Objects read from files have no
     // creation time and come after, by namespace and name.
-    let mut routes: Vec<((&str, &str), &Route)> = by_name(&inputs.routes)
+    let mut routes: Vec<Source<'_>> = by_name(&inputs.routes)
         .into_iter()
         .filter(|(_, route)| ctx.options.serves(route.spec.class_name.as_deref()))
+        .map(|((namespace, name), route)| Source {
+            namespace,
+            name,
+            route,
+            translated: None,
+        })
+        .chain(translation.routes.iter().map(|translated| Source {
+            namespace: namespace_of(&translated.route.metadata),
+            name: name_of(&translated.route.metadata),
+            route: &translated.route,
+            translated: Some(translated),
+        }))
         .collect();
-    routes.sort_by_key(|((namespace, name), route)| {
-        let created = route.creation_timestamp().map(|t| t.0);
-        (created.is_none(), created, *namespace, *name)
+    routes.sort_by_key(|source| {
+        let created = source.route.creation_timestamp().map(|t| t.0);
+        (created.is_none(), created, source.namespace, source.name)
     });
     let mut route_reports = Vec::new();
     let mut lowered = Vec::new();
-    for ((namespace, name), route) in routes {
-        let mut report = ObjectReport::new(
-            ObjectKind::Route,
-            namespace,
-            name,
-            route.metadata.generation,
-        );
-        if let Some(route) = routes::lower(route, namespace, name, &ctx, &mut report) {
+    for source in &routes {
+        let (namespace, name) = (source.namespace, source.name);
+        let (mut report, origin) = match source.translated {
+            None => (
+                ObjectReport::new(
+                    ObjectKind::Route,
+                    namespace,
+                    name,
+                    source.route.metadata.generation,
+                ),
+                None,
+            ),
+            Some(translated) => (
+                ObjectReport::new(
+                    ObjectKind::Ingress,
+                    namespace,
+                    &translated.ingress,
+                    source.route.metadata.generation,
+                ),
+                Some(format!("Ingress {namespace}/{}", translated.ingress)),
+            ),
+        };
+        if let Some(route) = routes::lower(source.route, namespace, name, origin, &ctx, &mut report)
+        {
             lowered.push(route);
             route_reports.push((report, true));
         } else {
@@ -344,7 +394,39 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         }
     }
     let certificates = precedence::certificates(&lowered, &mut lowered_reports);
-    reports.extend(route_reports.into_iter().map(|(report, _)| report));
+    let mut ingress_parts: BTreeMap<(String, String), Vec<InSnapshot>> = BTreeMap::new();
+    for (source, (mut report, _)) in routes.iter().zip(route_reports) {
+        let Some(translated) = source.translated else {
+            reports.push(report);
+            continue;
+        };
+        let key = (source.namespace.to_owned(), translated.ingress.clone());
+        let Some(ingress_report) = translation.reports.get_mut(&key) else {
+            continue;
+        };
+        for mut diagnostic in report.diagnostics.drain(..) {
+            diagnostic.field = translated.fields.ingress_field(&diagnostic.field);
+            if !ingress_report.diagnostics.contains(&diagnostic) {
+                ingress_report.diagnostics.push(diagnostic);
+            }
+        }
+        ingress_parts
+            .entry(key)
+            .or_default()
+            .push(report.in_snapshot);
+    }
+    for (key, parts) in ingress_parts {
+        if let Some(report) = translation.reports.get_mut(&key) {
+            report.in_snapshot = if parts.iter().all(|p| *p == InSnapshot::Whole) {
+                InSnapshot::Whole
+            } else if parts.iter().all(|p| *p == InSnapshot::No) {
+                InSnapshot::No
+            } else {
+                InSnapshot::Partly
+            };
+        }
+    }
+    reports.extend(translation.reports.into_values());
 
     let used_rules: BTreeSet<&str> = virtual_hosts
         .iter()

@@ -61,12 +61,11 @@ pub(crate) fn enforce(
                             && !owner.admits(&route.namespace);
                         refused.then(|| {
                             let why = format!(
-                                "{} belongs to namespace {} (its Route {}/{} claimed {} first); a Route \
+                                "{} belongs to namespace {} (its {} claimed {} first); a Route \
                                  there for this host can let namespace {} in with allowedNamespaces",
                                 describe(host),
                                 owner.namespace,
-                                owner.namespace,
-                                owner.route,
+                                owner.origin,
                                 owner.claim,
                                 route.namespace
                             );
@@ -121,8 +120,8 @@ fn is_broad_wildcard(host: &str) -> bool {
 /// The owner of a claimed host.
 struct Owner<'a> {
     namespace: &'a str,
-    /// The Route that claimed it first.
-    route: &'a str,
+    /// The object that claimed it first, as messages name it (`Route shop/api`).
+    origin: &'a str,
     /// What that Route claimed: the host, or a wildcard covering it.
     claim: &'a str,
     /// Where (oldest first) that Route is.
@@ -149,7 +148,7 @@ impl<'a> Owners<'a> {
             for host in &route.hosts {
                 by_claim.entry(host).or_insert_with(|| Owner {
                     namespace: &route.namespace,
-                    route: &route.name,
+                    origin: &route.origin,
                     claim: host,
                     position,
                     admitted: BTreeSet::new(),

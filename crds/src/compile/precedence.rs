@@ -51,9 +51,9 @@ pub(crate) fn virtual_hosts(
                             ConditionType::Accepted,
                             Reason::Conflicted,
                             format!(
-                                "host {host}: the same match is claimed by Route {}/{}, which takes precedence \
+                                "host {host}: the same match is claimed by {}, which takes precedence \
                                  (older, or as old and first by namespace/name)",
-                                winner.namespace, winner.name
+                                winner.origin
                             ),
                         );
                     }
@@ -131,9 +131,9 @@ pub(crate) fn certificates(
                         ConditionType::Accepted,
                         Reason::Conflicted,
                         format!(
-                            "host {host} already has TLS from Secret {secret} of Route {}/{}, which takes \
+                            "host {host} already has TLS from Secret {secret} of {}, which takes \
                              precedence (older, or as old and first by namespace/name)",
-                            winner.namespace, winner.name
+                            winner.origin
                         ),
                     );
                     continue;

@@ -17,6 +17,8 @@ pub enum ObjectKind {
     Route,
     /// A `Plugin`.
     Plugin,
+    /// A Kubernetes `Ingress`.
+    Ingress,
 }
 
 impl fmt::Display for ObjectKind {
@@ -24,6 +26,7 @@ impl fmt::Display for ObjectKind {
         f.write_str(match self {
             Self::Route => "Route",
             Self::Plugin => "Plugin",
+            Self::Ingress => "Ingress",
         })
     }
 }

@@ -49,6 +49,8 @@ const DEFAULT_CORS_METHODS: [HttpMethod; 3] = [HttpMethod::Get, HttpMethod::Head
 pub(crate) struct LoweredRoute {
     pub namespace: String,
     pub name: String,
+    /// The object it came from, as messages name it (`Route shop/api`, `Ingress shop/web`).
+    pub origin: String,
     /// Host patterns; `*` when the Route names none.
     pub hosts: Vec<String>,
     /// Rules by id.
@@ -73,16 +75,20 @@ pub(crate) struct LoweredEntry {
 }
 
 /// Checks a Route and lowers it; `None` when it must be left out (the reasons are in
-/// `report`).
+/// `report`). A Route translated from another kind (`origin` names it) is not checked
+/// against the Route schema: its own kind's rules apply, checked by the translation.
 pub(crate) fn lower(
     route: &Route,
     namespace: &str,
     name: &str,
+    origin: Option<String>,
     ctx: &Context<'_>,
     report: &mut ObjectReport,
 ) -> Option<LoweredRoute> {
     let spec = &route.spec;
-    check_route_spec(&serde_json::to_value(spec).unwrap_or_default(), report);
+    if origin.is_none() {
+        check_route_spec(&serde_json::to_value(spec).unwrap_or_default(), report);
+    }
 
     let mut hosts: Vec<String> = spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
     hosts.sort();
@@ -117,6 +123,7 @@ pub(crate) fn lower(
     let mut lowered = LoweredRoute {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+        origin: origin.unwrap_or_else(|| format!("Route {namespace}/{name}")),
         hosts,
         rules: Vec::new(),
         entries: Vec::new(),
@@ -926,7 +933,7 @@ fn lower_direct(direct: &DirectResponse, field: &str, report: &mut ObjectReport)
     }
 }
 
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))

@@ -109,3 +109,20 @@ pub fn inline_plugin(code: &str) -> String {
 }
 
 pub const HELLO_PLUGIN: &str = "export default { beforeRequest(ctx) { ctx.state.hello = true; } };";
+
+/// A `kubernetes.io/tls` Secret named `name` in namespace `shop`, self-signed for `hosts`.
+pub fn tls_secret(name: &str, hosts: &[&str]) -> String {
+    let certified =
+        rcgen::generate_simple_self_signed(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(certified.cert.pem()),
+        indent(certified.signing_key.serialize_pem())
+    )
+}
