@@ -81,7 +81,8 @@ pub async fn run(
         status,
         metrics.clone(),
         &config.proxies,
-    );
+    )
+    .publishing(config.publish.clone());
     let reconciling = tokio::spawn(reconcile_loop(
         reconciler,
         changes_rx,

@@ -119,6 +119,17 @@ pub struct Cli {
     /// This replica's identity in the Lease (default: the host name and process id).
     #[arg(long, env = "WEIR_IDENTITY")]
     pub identity: Option<String>,
+
+    /// The proxies' traffic Service (`NAMESPACE/NAME`) whose addresses served Ingresses
+    /// show in `status.loadBalancer` (its load balancer's, else its external IPs, else
+    /// its cluster IP).
+    #[arg(long, env = "WEIR_PUBLISH_SERVICE")]
+    pub publish_service: Option<String>,
+
+    /// Addresses (IPs or host names, comma-separated) served Ingresses show in
+    /// `status.loadBalancer` instead of `--publish-service`'s.
+    #[arg(long, env = "WEIR_PUBLISH_ADDRESS", value_delimiter = ',')]
+    pub publish_address: Vec<String>,
 }
 
 /// How logs are written.
@@ -230,6 +241,8 @@ pub struct Config {
     pub status: crate::status::StatusLimits,
     /// Label selector of the ConfigMaps watched, if any.
     pub config_map_selector: Option<String>,
+    /// What served Ingresses publish in `status.loadBalancer`.
+    pub publish: crate::status::Publish,
 }
 
 /// The push token in `path` (white space around it trimmed), refused when it is shorter
@@ -379,7 +392,36 @@ impl Cli {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
+            publish: self.publish()?,
         })
+    }
+
+    /// What Ingresses publish: fixed addresses, or a Service's.
+    fn publish(&self) -> Result<crate::status::Publish, ConfigError> {
+        let addresses: Vec<String> = self
+            .publish_address
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !addresses.is_empty() {
+            return Ok(crate::status::Publish::Addresses(addresses));
+        }
+        let Some(service) = self.publish_service.as_deref().map(str::trim) else {
+            return Ok(crate::status::Publish::Nothing);
+        };
+        match service.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Ok(crate::status::Publish::Service {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(ConfigError::Invalid {
+                flag: "--publish-service",
+                message: format!("{service:?} is not NAMESPACE/NAME"),
+            }),
+        }
     }
 }
 

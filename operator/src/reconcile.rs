@@ -14,7 +14,7 @@ use crate::build::Builder;
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::push::{Fleet, PushBody, Pusher, highest_version, push_all};
-use crate::status::{StatusWriter, Written};
+use crate::status::{Publish, Reported, StatusWriter, Written, published};
 use crate::watch::Change;
 use crate::world::Stores;
 
@@ -53,6 +53,7 @@ pub struct Reconciler {
     reports: Vec<ObjectReport>,
     announced: Option<u64>,
     body: Option<(u64, String, PushBody)>,
+    publish: Publish,
 }
 
 impl Reconciler {
@@ -84,7 +85,14 @@ impl Reconciler {
             reports: Vec::new(),
             announced: None,
             body: None,
+            publish: Publish::Nothing,
         }
+    }
+
+    /// Publishes `publish`'s addresses in the status of the Ingresses served.
+    pub fn publishing(mut self, publish: Publish) -> Self {
+        self.publish = publish;
+        self
     }
 
     /// The status writer (to wait for its writes).
@@ -229,13 +237,22 @@ impl Reconciler {
             );
         }
         let builder = &self.builder;
+        let reported = Reported {
+            routes: self.stores.routes(),
+            plugins: self.stores.plugins(),
+            ingresses: self.stores.ingresses(),
+        };
         let status = self.status.update(
-            &self.stores.routes(),
-            &self.stores.plugins(),
+            &reported,
             &self.reports,
             |object| builder.served_since(object),
             &self.fleet.acks(),
         );
+        let service = self.stores.publish_service();
+        if let Some(addresses) = published(&self.publish, service.as_deref()) {
+            self.status
+                .publish_addresses(&reported.ingresses, &self.reports, &addresses);
+        }
         Outcome {
             version,
             pushed,

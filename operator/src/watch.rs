@@ -1,6 +1,6 @@
 //! The watchers: one reflector per kind and watched namespace, each change announced on
-//! the [`Changes`] channel. ConfigMaps and Secrets only count when a Plugin or Route
-//! refers to them, so unrelated churn in a busy cluster builds nothing.
+//! the [`Changes`] channel. ConfigMaps and Secrets only count when a Plugin, Route or
+//! Ingress refers to them, so unrelated churn in a busy cluster builds nothing.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -43,9 +44,14 @@ pub fn config_map_matters(config_map: &ConfigMap, plugins: &[Store<Plugin>]) -> 
         .any(|s| s.find(|p| p.uses_config_map(&namespace, &name)).is_some())
 }
 
-/// Whether a Secret event matters: some Route's certificate, or a config value of some
-/// Plugin or Route plugin override, is in it.
-pub fn secret_matters(secret: &Secret, routes: &[Store<Route>], plugins: &[Store<Plugin>]) -> bool {
+/// Whether a Secret event matters: some Route's or Ingress's certificate, or a config
+/// value of some Plugin or Route plugin override, is in it.
+pub fn secret_matters(
+    secret: &Secret,
+    routes: &[Store<Route>],
+    plugins: &[Store<Plugin>],
+    ingresses: &[Store<Ingress>],
+) -> bool {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     routes
@@ -54,6 +60,16 @@ pub fn secret_matters(secret: &Secret, routes: &[Store<Route>], plugins: &[Store
         || plugins
             .iter()
             .any(|s| s.find(|p| p.uses_secret(&namespace, &name)).is_some())
+        || ingresses.iter().any(|s| {
+            s.find(|i| {
+                i.namespace().as_deref() == Some(namespace.as_str())
+                    && i.spec
+                        .iter()
+                        .flat_map(|spec| spec.tls.iter().flatten())
+                        .any(|tls| tls.secret_name.as_deref() == Some(name.as_str()))
+            })
+            .is_some()
+        })
 }
 
 /// Secrets the operator never reads, left out of its watch (a field selector): service
@@ -102,26 +118,39 @@ async fn reflect<K, S>(
     }
 }
 
-/// Whether a store keeps its objects' labels.
+/// What of its objects' labels and annotations a store keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Labels {
-    /// Kept: the compiler reads them (an EndpointSlice's [`SERVICE_NAME_LABEL`]).
-    Keep,
-    /// Dropped: nothing reads them.
-    Drop,
+enum Keep {
+    /// Neither: nothing reads them.
+    Nothing,
+    /// Labels: the compiler reads them (an EndpointSlice's [`SERVICE_NAME_LABEL`]).
+    Labels,
+    /// Annotations but `kubectl apply`'s copy of the object: they are an Ingress's
+    /// settings, and say which IngressClass is the default.
+    Annotations,
 }
+
+/// The annotation `kubectl apply` keeps a copy of the whole object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops what the stores never read and what can be as large as the object itself:
 /// `metadata.managedFields` (server-side apply's bookkeeping, one entry per field
 /// manager), the annotations (`kubectl apply`'s last-applied copy of the whole object
-/// among them) and, unless `labels` keeps them, the labels (Helm and GitOps tools put
-/// several on every object, and each small map costs half a kilobyte). The operator's
-/// memory then tracks what it compiles.
-fn trim<K: Resource>(object: &mut K, labels: Labels) {
+/// among them) unless `keep` keeps them, and the labels unless `keep` keeps them (Helm
+/// and GitOps tools put several on every object, and each small map costs half a
+/// kilobyte). The operator's memory then tracks what it compiles.
+fn trim<K: Resource>(object: &mut K, keep: Keep) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
-    meta.annotations = None;
-    if labels == Labels::Drop {
+    match keep {
+        Keep::Annotations => {
+            if let Some(annotations) = &mut meta.annotations {
+                annotations.remove(LAST_APPLIED);
+            }
+        }
+        Keep::Nothing | Keep::Labels => meta.annotations = None,
+    }
+    if keep != Keep::Labels {
         meta.labels = None;
     }
 }
@@ -129,7 +158,7 @@ fn trim<K: Resource>(object: &mut K, labels: Labels) {
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    labels: Labels,
+    keep: Keep,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -137,7 +166,7 @@ where
 {
     watcher(api, config)
         .default_backoff()
-        .modify(move |object| trim(object, labels))
+        .modify(move |object| trim(object, keep))
 }
 
 /// Starts every watcher; they run until the returned tasks are aborted.
@@ -158,7 +187,10 @@ pub fn spawn(
         services,
         endpoint_slices,
         secrets,
+        ingresses,
+        ingress_classes,
         proxy_slices,
+        publish_service,
     } = writers;
     let objects = {
         let changes = changes.clone();
@@ -171,7 +203,7 @@ pub fn spawn(
         let stream = watch(
             api::<Route>(client, scope.as_deref()),
             watcher::Config::default(),
-            Labels::Drop,
+            Keep::Nothing,
         );
         tasks.push(tokio::spawn(reflect(
             "Route",
@@ -187,7 +219,7 @@ pub fn spawn(
         let stream = watch(
             api::<Plugin>(client, scope.as_deref()),
             watcher::Config::default(),
-            Labels::Drop,
+            Keep::Nothing,
         );
         tasks.push(tokio::spawn(reflect(
             "Plugin",
@@ -208,7 +240,7 @@ pub fn spawn(
         let stream = watch(
             api::<ConfigMap>(client, scope.as_deref()),
             selected,
-            Labels::Drop,
+            Keep::Nothing,
         );
         tasks.push(tokio::spawn(reflect(
             "ConfigMap",
@@ -228,7 +260,7 @@ pub fn spawn(
         let stream = watch(
             api::<Service>(client, scope.as_deref()),
             watcher::Config::default(),
-            Labels::Drop,
+            Keep::Nothing,
         );
         tasks.push(tokio::spawn(reflect(
             "Service",
@@ -244,7 +276,7 @@ pub fn spawn(
         let stream = watch(
             api::<EndpointSlice>(client, scope.as_deref()),
             watcher::Config::default(),
-            Labels::Keep,
+            Keep::Labels,
         );
         tasks.push(tokio::spawn(reflect(
             "EndpointSlice",
@@ -259,11 +291,12 @@ pub fn spawn(
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let route_stores = stores.routes.clone();
         let plugin_stores = stores.plugins.clone();
+        let ingress_stores = stores.ingresses.clone();
         // TLS certificates and plugin keys (Opaque, or any type a team uses for them).
         let stream = watch(
             api::<Secret>(client, scope.as_deref()),
             watcher::Config::default().fields(SECRETS_NOT_WATCHED),
-            Labels::Drop,
+            Keep::Nothing,
         );
         tasks.push(tokio::spawn(reflect(
             "Secret",
@@ -271,10 +304,65 @@ pub fn spawn(
             stream,
             metrics.clone(),
             move |secret| {
-                if secret_matters(secret, &route_stores, &plugin_stores) {
+                if secret_matters(secret, &route_stores, &plugin_stores, &ingress_stores) {
                     on_event()
                 }
             },
+            on_ready,
+        )));
+    }
+    for (scope, writer) in scopes.iter().zip(ingresses) {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let stream = watch(
+            api::<Ingress>(client, scope.as_deref()),
+            watcher::Config::default(),
+            Keep::Annotations,
+        );
+        tasks.push(tokio::spawn(reflect(
+            "Ingress",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            on_ready,
+        )));
+    }
+    for writer in ingress_classes {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let stream = watch(
+            Api::<IngressClass>::all(client.clone()),
+            watcher::Config::default(),
+            Keep::Annotations,
+        );
+        tasks.push(tokio::spawn(reflect(
+            "IngressClass",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
+            on_ready,
+        )));
+    }
+    for writer in publish_service {
+        let (on_event, on_ready) = (objects.clone(), objects.clone());
+        let crate::status::Publish::Service { namespace, name } = &config.publish else {
+            // Nothing to watch: the store is ready, and empty.
+            let mut writer = writer;
+            writer.apply_watcher_event(&watcher::Event::Init);
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            continue;
+        };
+        let stream = watch(
+            Api::<Service>::namespaced(client.clone(), namespace),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            Keep::Nothing,
+        );
+        tasks.push(tokio::spawn(reflect(
+            "PublishService",
+            writer,
+            stream,
+            metrics.clone(),
+            move |_| on_event(),
             on_ready,
         )));
     }
@@ -287,7 +375,7 @@ pub fn spawn(
             Api::<EndpointSlice>::namespaced(client.clone(), &config.proxies.namespace),
             watcher::Config::default()
                 .labels(&format!("{SERVICE_NAME_LABEL}={}", config.proxies.service)),
-            Labels::Keep,
+            Keep::Labels,
         );
         tasks.push(tokio::spawn(reflect(
             "ProxyEndpointSlice",
@@ -322,7 +410,7 @@ mod tests {
         }))
         .unwrap();
         let before = route.clone();
-        trim(&mut route, Labels::Drop);
+        trim(&mut route, Keep::Nothing);
         assert_eq!(route.metadata.labels, None);
         assert_eq!(route.metadata.annotations, None);
         assert_eq!(route.metadata.managed_fields, None);
@@ -334,12 +422,22 @@ mod tests {
             "addressType": "IPv4", "endpoints": [], "metadata": metadata()
         }))
         .unwrap();
-        trim(&mut slice, Labels::Keep);
+        trim(&mut slice, Keep::Labels);
         assert_eq!(
             slice.labels().get(SERVICE_NAME_LABEL).map(String::as_str),
             Some("web")
         );
         assert_eq!(slice.metadata.annotations, None);
         assert_eq!(slice.metadata.managed_fields, None);
+
+        let mut ingress: Ingress = serde_json::from_value(serde_json::json!({"metadata": metadata()})).unwrap();
+        trim(&mut ingress, Keep::Annotations);
+        let annotations = ingress.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["meta.helm.sh/release-name"],
+            "an Ingress keeps its settings, not kubectl's copy of itself"
+        );
+        assert_eq!(ingress.metadata.labels, None);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use weir_crds::{Inputs, Plugin, Route, Snapshot};
 
@@ -23,8 +24,14 @@ pub struct Stores {
     pub endpoint_slices: Vec<Store<EndpointSlice>>,
     /// TLS Secrets.
     pub secrets: Vec<Store<Secret>>,
+    /// Ingresses, per watched namespace.
+    pub ingresses: Vec<Store<Ingress>>,
+    /// IngressClasses (cluster-wide: one store).
+    pub ingress_classes: Vec<Store<IngressClass>>,
     /// EndpointSlices of the proxy admin Service.
     pub proxy_slices: Vec<Store<EndpointSlice>>,
+    /// The Service whose addresses Ingresses publish (`--publish-service`).
+    pub publish_service: Vec<Store<Service>>,
 }
 
 /// Writers of every store, fed by the watchers (or, in tests, by hand).
@@ -41,8 +48,14 @@ pub struct Writers {
     pub endpoint_slices: Vec<Writer<EndpointSlice>>,
     /// TLS Secrets.
     pub secrets: Vec<Writer<Secret>>,
+    /// Ingresses, per watched namespace.
+    pub ingresses: Vec<Writer<Ingress>>,
+    /// IngressClasses.
+    pub ingress_classes: Vec<Writer<IngressClass>>,
     /// EndpointSlices of the proxy admin Service.
     pub proxy_slices: Vec<Writer<EndpointSlice>>,
+    /// The Service whose addresses Ingresses publish.
+    pub publish_service: Vec<Writer<Service>>,
 }
 
 fn stores<K>(count: usize) -> (Vec<Store<K>>, Vec<Writer<K>>)
@@ -53,8 +66,9 @@ where
     (0..count).map(|_| reflector::store()).unzip()
 }
 
-/// Empty stores: `scopes` per weir kind (one per watched namespace), one for the proxy
-/// admin Service's EndpointSlices.
+/// Empty stores: `scopes` per namespaced kind (one per watched namespace), one for
+/// IngressClasses, one for the proxy admin Service's EndpointSlices and one for the
+/// published Service.
 pub fn stores_for(scopes: usize) -> (Stores, Writers) {
     let (routes, w_routes) = stores(scopes);
     let (plugins, w_plugins) = stores(scopes);
@@ -62,7 +76,10 @@ pub fn stores_for(scopes: usize) -> (Stores, Writers) {
     let (services, w_services) = stores(scopes);
     let (endpoint_slices, w_endpoint_slices) = stores(scopes);
     let (secrets, w_secrets) = stores(scopes);
+    let (ingresses, w_ingresses) = stores(scopes);
+    let (ingress_classes, w_ingress_classes) = stores(1);
     let (proxy_slices, w_proxy_slices) = stores(1);
+    let (publish_service, w_publish_service) = stores(1);
     (
         Stores {
             routes,
@@ -71,7 +88,10 @@ pub fn stores_for(scopes: usize) -> (Stores, Writers) {
             services,
             endpoint_slices,
             secrets,
+            ingresses,
+            ingress_classes,
             proxy_slices,
+            publish_service,
         },
         Writers {
             routes: w_routes,
@@ -80,7 +100,10 @@ pub fn stores_for(scopes: usize) -> (Stores, Writers) {
             services: w_services,
             endpoint_slices: w_endpoint_slices,
             secrets: w_secrets,
+            ingresses: w_ingresses,
+            ingress_classes: w_ingress_classes,
             proxy_slices: w_proxy_slices,
+            publish_service: w_publish_service,
         },
     )
 }
@@ -108,6 +131,10 @@ pub struct World {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// Secrets.
     pub secrets: Vec<Arc<Secret>>,
+    /// Ingresses.
+    pub ingresses: Vec<Arc<Ingress>>,
+    /// IngressClasses.
+    pub ingress_classes: Vec<Arc<IngressClass>>,
 }
 
 impl Stores {
@@ -120,7 +147,19 @@ impl Stores {
             services: all(&self.services),
             endpoint_slices: all(&self.endpoint_slices),
             secrets: all(&self.secrets),
+            ingresses: self.ingresses(),
+            ingress_classes: all(&self.ingress_classes),
         }
+    }
+
+    /// The Ingresses now.
+    pub fn ingresses(&self) -> Vec<Arc<Ingress>> {
+        all(&self.ingresses)
+    }
+
+    /// The published Service now, if it exists (and `--publish-service` names one).
+    pub fn publish_service(&self) -> Option<Arc<Service>> {
+        all(&self.publish_service).into_iter().next()
     }
 
     /// The Routes now.
@@ -157,7 +196,10 @@ impl Stores {
             services,
             endpoint_slices,
             secrets,
-            proxy_slices
+            ingresses,
+            ingress_classes,
+            proxy_slices,
+            publish_service
         );
         futures::future::join_all(waits).await;
     }
@@ -177,6 +219,8 @@ impl World {
             services: self.services.iter().map(|s| &**s).collect(),
             endpoint_slices: self.endpoint_slices.iter().map(|e| &**e).collect(),
             secrets: self.secrets.iter().map(|s| &**s).collect(),
+            ingresses: self.ingresses.iter().map(|i| &**i).collect(),
+            ingress_classes: self.ingress_classes.iter().map(|c| &**c).collect(),
             previous,
             options: options.clone(),
         }

@@ -1,12 +1,16 @@
 //! Writing status: the conditions the compiler and the proxies' acks add up to, applied
 //! by server-side apply (field manager [`FIELD_MANAGER`]) on each Route and Plugin, only
 //! when they changed; and a Kubernetes Event when an object is rejected or fails to load.
+//! An Ingress has no conditions in its status: its conditions are decided the same way
+//! but only their Events are published, and its `status.loadBalancer` is written by
+//! [`load_balancer`].
 //!
 //! The reconciler only decides ([`StatusWriter::update`]); the writes run in a task of
 //! their own ([`sender`]) with bounded concurrency and rate, so they never hold up a build
 //! or a push. The [`book`] coalesces them per object.
 
 mod book;
+mod load_balancer;
 mod sender;
 
 use std::collections::{HashMap, HashSet};
@@ -24,10 +28,12 @@ use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
 use weir_crds::condition::{DesiredCondition, summary};
 use weir_crds::programmed::programmed;
+use k8s_openapi::api::networking::v1::Ingress;
 use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
 pub use book::Sent;
+pub use load_balancer::{LoadBalancerWriter, Publish, published};
 use book::{Book, Stored};
 
 /// Field manager of the operator's status writes.
@@ -102,6 +108,7 @@ pub struct StatusWriter {
     shared: Arc<Shared>,
     recorder: Recorder,
     metrics: Metrics,
+    load_balancers: LoadBalancerWriter,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -111,11 +118,12 @@ impl Drop for StatusWriter {
     }
 }
 
-/// A Route or Plugin of the world.
+/// A Route, Plugin or Ingress of the world.
 #[derive(Clone, Copy)]
 enum Object<'a> {
     Route(&'a Route),
     Plugin(&'a Plugin),
+    Ingress(&'a Ingress),
 }
 
 impl<'a> Object<'a> {
@@ -124,6 +132,7 @@ impl<'a> Object<'a> {
         match self {
             Self::Route(route) => route.object_ref(&()),
             Self::Plugin(plugin) => plugin.object_ref(&()),
+            Self::Ingress(ingress) => ingress.object_ref(&()),
         }
     }
 
@@ -132,6 +141,7 @@ impl<'a> Object<'a> {
         match self {
             Self::Route(_) => ObjectKind::Route,
             Self::Plugin(_) => ObjectKind::Plugin,
+            Self::Ingress(_) => ObjectKind::Ingress,
         }
     }
 
@@ -140,10 +150,12 @@ impl<'a> Object<'a> {
         match self {
             Self::Route(route) => &route.metadata,
             Self::Plugin(plugin) => &plugin.metadata,
+            Self::Ingress(ingress) => &ingress.metadata,
         }
     }
 
-    /// Its stored `status.conditions` and `status.observedGeneration`.
+    /// Its stored `status.conditions` and `status.observedGeneration` (an Ingress has
+    /// neither).
     fn status(self) -> (&'a [Condition], Option<i64>) {
         let status = match self {
             Self::Route(route) => route
@@ -154,6 +166,7 @@ impl<'a> Object<'a> {
                 .status
                 .as_ref()
                 .map(|s| (s.conditions.as_slice(), s.observed_generation)),
+            Self::Ingress(_) => None,
         };
         status.unwrap_or((&[], None))
     }
@@ -162,12 +175,14 @@ impl<'a> Object<'a> {
 /// Key of an object in the [`index`].
 type Key<'a> = (ObjectKind, &'a str, &'a str);
 
-/// `routes` and `plugins` by kind, namespace and name.
-fn index<'a>(routes: &'a [Arc<Route>], plugins: &'a [Arc<Plugin>]) -> HashMap<Key<'a>, Object<'a>> {
-    let routes = routes.iter().map(|route| Object::Route(route));
-    let plugins = plugins.iter().map(|plugin| Object::Plugin(plugin));
+/// The objects of the world by kind, namespace and name.
+fn index<'a>(world: &'a Reported) -> HashMap<Key<'a>, Object<'a>> {
+    let routes = world.routes.iter().map(|route| Object::Route(route));
+    let plugins = world.plugins.iter().map(|plugin| Object::Plugin(plugin));
+    let ingresses = world.ingresses.iter().map(|ingress| Object::Ingress(ingress));
     routes
         .chain(plugins)
+        .chain(ingresses)
         .map(|object| {
             let meta = object.meta();
             let namespace = meta.namespace.as_deref().unwrap_or_default();
@@ -175,6 +190,17 @@ fn index<'a>(routes: &'a [Arc<Route>], plugins: &'a [Arc<Plugin>]) -> HashMap<Ke
             ((object.kind(), namespace, name), object)
         })
         .collect()
+}
+
+/// The objects status is written on, as the stores hold them now.
+#[derive(Clone, Debug, Default)]
+pub struct Reported {
+    /// Routes.
+    pub routes: Vec<Arc<Route>>,
+    /// Plugins.
+    pub plugins: Vec<Arc<Plugin>>,
+    /// Ingresses.
+    pub ingresses: Vec<Arc<Ingress>>,
 }
 
 impl StatusWriter {
@@ -193,6 +219,7 @@ impl StatusWriter {
             queued: Notify::new(),
             outstanding: watch::Sender::new(0),
         });
+        let load_balancers = LoadBalancerWriter::new(client.clone(), metrics.clone());
         let task = tokio::spawn(sender::run(
             shared.clone(),
             client,
@@ -204,6 +231,7 @@ impl StatusWriter {
             shared,
             recorder,
             metrics,
+            load_balancers,
             task,
         }
     }
@@ -214,22 +242,33 @@ impl StatusWriter {
         let mut book = self.shared.book();
         book.forget();
         self.shared.count(&book);
+        self.load_balancers.forget();
+    }
+
+    /// Writes `addresses` into the `status.loadBalancer` of every reported Ingress of
+    /// `ingresses` that shows others; returns how many writes started.
+    pub fn publish_addresses(
+        &self,
+        ingresses: &[Arc<Ingress>],
+        reports: &[ObjectReport],
+        addresses: &[k8s_openapi::api::networking::v1::IngressLoadBalancerIngress],
+    ) -> usize {
+        self.load_balancers.update(ingresses, reports, addresses)
     }
 
     /// Decides the status of every reported object (served as it is now since the
-    /// snapshot `since` names), as stored now among `routes` and `plugins`, and queues
-    /// the writes of those that changed.
+    /// snapshot `since` names), as stored now in `world`, and queues the writes of those
+    /// that changed.
     pub fn update(
         &self,
-        routes: &[Arc<Route>],
-        plugins: &[Arc<Plugin>],
+        world: &Reported,
         reports: &[ObjectReport],
         since: impl Fn(&ObjectRef) -> u64,
         acks: &[ProxyAck],
     ) -> Written {
         let mut written = Written::default();
         let now = now();
-        let index = index(routes, plugins);
+        let index = index(world);
         let mut book = self.shared.book();
         for report in reports {
             let object = &report.object;

@@ -135,6 +135,8 @@ async fn patch(client: &Client, write: &Write) -> Result<(), kube::Error> {
                 .patch_status(&object.name, &params, &Patch::Apply(body("Plugin")))
                 .await?;
         }
+        // An Ingress's status has no conditions: only the write's Events are published.
+        ObjectKind::Ingress => {}
     }
     Ok(())
 }
