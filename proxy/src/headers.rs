@@ -151,6 +151,18 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// Whether the client used HTTPS: it connected over TLS, or it came through a trusted
+/// proxy whose `X-Forwarded-Proto` (its first element, the hop nearest the client) says
+/// `https`.
+pub fn client_used_https(headers: &HeaderMap, peer: &Peer, trusted: &[IpNet]) -> bool {
+    peer.proto == "https"
+        || (is_trusted(peer.ip, trusted)
+            && list_tokens(headers, X_FORWARDED_PROTO.clone())
+                .first()
+                .map(String::as_str)
+                == Some("https"))
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
 /// address of `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
@@ -326,6 +338,19 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn https_is_tls_or_what_a_trusted_proxy_says() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let says_https = headers(&[("x-forwarded-proto", "HTTPS, http")]);
+        let says_http = headers(&[("x-forwarded-proto", "http")]);
+        let proxy = |tls| Peer::new("10.0.0.1:1000".parse().unwrap(), tls);
+        let stranger = Peer::new("192.0.2.1:1000".parse().unwrap(), false);
+        assert!(client_used_https(&HeaderMap::new(), &proxy(true), &trusted));
+        assert!(client_used_https(&says_https, &proxy(false), &trusted));
+        assert!(!client_used_https(&says_http, &proxy(false), &trusted));
+        assert!(!client_used_https(&says_https, &stranger, &trusted));
     }
 
     #[test]
