@@ -164,7 +164,8 @@ pub fn client_used_https(headers: &HeaderMap, peer: &Peer, trusted: &[IpNet]) ->
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
-/// address of `X-Forwarded-For` that is not itself a trusted proxy.
+/// address of `X-Forwarded-For` that is not itself a trusted proxy (IPv4 addresses in
+/// their IPv6 form as IPv4 addresses).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     if !is_trusted(peer, trusted) {
         return peer;
@@ -174,7 +175,9 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse().ok())
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        // `::ffff:192.0.2.1` is the IPv4 client it names, as for peers (see `Peer::new`).
+        .map(|ip| ip.to_canonical())
         .collect();
     chain
         .into_iter()
@@ -437,6 +440,12 @@ mod tests {
             client_ip(&headers, peer.ip, &trusted),
             "198.51.100.7".parse::<IpAddr>().unwrap(),
             "an IPv4 trusted proxy is trusted when it connects over IPv6"
+        );
+        let mapped = self::headers(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
+        assert_eq!(
+            client_ip(&mapped, peer.ip, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "so is an IPv4 client a proxy names in IPv6 form"
         );
         let v6 = origin("[2001:db8::1]:4000");
         assert_eq!(&*v6.node, "\"[2001:db8::1]\"");
