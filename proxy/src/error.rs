@@ -36,6 +36,17 @@ pub enum ProxyError {
     /// timeout.
     #[error("the request body stalled: {0}")]
     RequestBodyTimeout(String),
+    /// The client's address is not one the rule serves (its Route's `sourceRanges`).
+    #[error("client address {0} is not allowed")]
+    ClientNotAllowed(std::net::IpAddr),
+    /// The client is over a limit of its Route's `clientLimits`.
+    #[error("too many requests from this client ({limit}); retry after {retry_after_secs} s")]
+    ClientLimited {
+        /// The limit it is over.
+        limit: ClientLimit,
+        /// Seconds until it may try again, as `Retry-After` says.
+        retry_after_secs: u64,
+    },
     /// No snapshot has been applied yet.
     #[error("the proxy has no configuration yet")]
     NotReady,
@@ -91,6 +102,8 @@ impl ProxyError {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ClientNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::ClientLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady | Self::NoHealthyUpstream { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -111,6 +124,8 @@ impl ProxyError {
             Self::NoRoute { .. } => "no_route",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::RequestBodyTimeout(_) => "request_body_timeout",
+            Self::ClientNotAllowed(_) => "client_not_allowed",
+            Self::ClientLimited { .. } => "client_rate_limited",
             Self::NotReady => "not_ready",
             Self::NoHealthyUpstream { .. } => "no_healthy_upstream",
             Self::Overloaded { .. } => "upstream_overloaded",
@@ -128,7 +143,34 @@ impl ProxyError {
         if let Self::PluginFailed(failure) = &self {
             body["plugin"] = json!(failure.plugin);
         }
-        json_response(self.status(), &body)
+        let mut response = json_response(self.status(), &body);
+        if let Self::ClientLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+/// Which of a Route's `clientLimits` a client is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    /// `requestsPerSecond` with its burst.
+    Rate,
+    /// `concurrentRequests`.
+    Concurrency,
+}
+
+impl std::fmt::Display for ClientLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rate => "requests per second",
+            Self::Concurrency => "requests in flight",
+        })
     }
 }
 
@@ -163,5 +205,16 @@ mod tests {
         assert_eq!(error.code(), "plugin_failed");
         assert!(!error.to_string().contains("secret"));
         assert_eq!(error.to_string(), "plugin shop/jwt failed");
+    }
+
+    #[test]
+    fn client_limits_say_when_to_retry() {
+        let response = ProxyError::ClientLimited {
+            limit: ClientLimit::Rate,
+            retry_after_secs: 3,
+        }
+        .into_response("id");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 }

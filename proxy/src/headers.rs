@@ -151,8 +151,21 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// Whether the client used HTTPS: it connected over TLS, or it came through a trusted
+/// proxy whose `X-Forwarded-Proto` (its first element, the hop nearest the client) says
+/// `https`.
+pub fn client_used_https(headers: &HeaderMap, peer: &Peer, trusted: &[IpNet]) -> bool {
+    peer.proto == "https"
+        || (is_trusted(peer.ip, trusted)
+            && list_tokens(headers, X_FORWARDED_PROTO.clone())
+                .first()
+                .map(String::as_str)
+                == Some("https"))
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
-/// address of `X-Forwarded-For` that is not itself a trusted proxy.
+/// address of `X-Forwarded-For` that is not itself a trusted proxy (IPv4 addresses in
+/// their IPv6 form as IPv4 addresses).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     if !is_trusted(peer, trusted) {
         return peer;
@@ -162,7 +175,9 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse().ok())
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        // `::ffff:192.0.2.1` is the IPv4 client it names, as for peers (see `Peer::new`).
+        .map(|ip| ip.to_canonical())
         .collect();
     chain
         .into_iter()
@@ -329,6 +344,19 @@ mod tests {
     }
 
     #[test]
+    fn https_is_tls_or_what_a_trusted_proxy_says() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let says_https = headers(&[("x-forwarded-proto", "HTTPS, http")]);
+        let says_http = headers(&[("x-forwarded-proto", "http")]);
+        let proxy = |tls| Peer::new("10.0.0.1:1000".parse().unwrap(), tls);
+        let stranger = Peer::new("192.0.2.1:1000".parse().unwrap(), false);
+        assert!(client_used_https(&HeaderMap::new(), &proxy(true), &trusted));
+        assert!(client_used_https(&says_https, &proxy(false), &trusted));
+        assert!(!client_used_https(&says_http, &proxy(false), &trusted));
+        assert!(!client_used_https(&says_https, &stranger, &trusted));
+    }
+
+    #[test]
     fn hop_by_hop_headers_and_those_named_by_connection_go() {
         let mut map = headers(&[
             ("connection", "keep-alive, x-secret"),
@@ -412,6 +440,12 @@ mod tests {
             client_ip(&headers, peer.ip, &trusted),
             "198.51.100.7".parse::<IpAddr>().unwrap(),
             "an IPv4 trusted proxy is trusted when it connects over IPv6"
+        );
+        let mapped = self::headers(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
+        assert_eq!(
+            client_ip(&mapped, peer.ip, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "so is an IPv4 client a proxy names in IPv6 form"
         );
         let v6 = origin("[2001:db8::1]:4000");
         assert_eq!(&*v6.node, "\"[2001:db8::1]\"");

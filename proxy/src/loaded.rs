@@ -8,12 +8,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::sync::Semaphore;
-use weir_crds::snapshot::{Action, Cors, Forward, RedirectAction, Respond, Snapshot};
+use weir_crds::snapshot::{
+    Action, ClientLimits, Cors, Forward, HttpsRedirectAction, RedirectAction, Respond, Rule,
+    Snapshot,
+};
 use weir_plugin_runtime::{Chain, PluginSet};
 
 use crate::certs::CertStore;
+use crate::client_limits::ClientLimiter;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::rewrite::Rewrite;
 use crate::router::Router;
+use crate::source_ranges::AddressRanges;
 use crate::upstream::client::{Connector, UpstreamClients};
 use crate::upstream::endpoint::EndpointState;
 use crate::upstream::retry::RetryBudget;
@@ -44,6 +50,7 @@ pub struct LiveState {
     endpoints: Persisted<(String, Endpoint), EndpointState>,
     limiters: Persisted<(String, String, u32), Semaphore>,
     budgets: Persisted<String, RetryBudget>,
+    client_limits: Persisted<ClientLimits, ClientLimiter>,
 }
 
 impl LiveState {
@@ -52,6 +59,7 @@ impl LiveState {
         self.endpoints.prune();
         self.limiters.prune();
         self.budgets.prune();
+        self.client_limits.prune();
     }
 }
 
@@ -82,14 +90,31 @@ pub struct LoadedRule {
     /// Plugins to run, in order, resolved against the plugin versions of this snapshot:
     /// requests in flight keep the versions they started with.
     pub plugins: Arc<Chain>,
+    /// Redirect of plain-HTTP requests to HTTPS.
+    pub https_redirect: Option<HttpsRedirectAction>,
+    /// Client addresses served.
+    pub source_ranges: Option<AddressRanges>,
+    /// Limits per client address, shared with the Route's other rules.
+    pub client_limits: Option<Arc<ClientLimiter>>,
+}
+
+impl LoadedRule {
+    /// The largest request body this rule accepts: its own limit when it forwards with
+    /// one, `proxy_limit` (the proxy's `--max-body-bytes`) otherwise.
+    pub fn max_body_bytes(&self, proxy_limit: u64) -> u64 {
+        match &self.action {
+            LoadedAction::Forward(forward) => forward.max_body_bytes(proxy_limit),
+            LoadedAction::Redirect(_) | LoadedAction::Respond(_) => proxy_limit,
+        }
+    }
 }
 
 /// A rule's action, ready to serve.
 pub enum LoadedAction {
-    /// Proxy upstream.
-    Forward(LoadedForward),
+    /// Proxy upstream. Boxed: it is much larger than the others.
+    Forward(Box<LoadedForward>),
     /// Answer with a redirect.
-    Redirect(RedirectAction),
+    Redirect(LoadedRedirect),
     /// Answer with a fixed response.
     Respond(FixedResponse),
 }
@@ -102,8 +127,25 @@ pub struct LoadedForward {
     pub total_weight: u64,
     /// Timeouts, retries, rewrites, balancing and outlier settings.
     pub policy: Forward,
+    /// The path rewrite of `policy`, compiled.
+    pub path_rewrite: Option<Rewrite>,
     /// Requests and retries in flight for this rule.
     pub budget: Arc<RetryBudget>,
+}
+
+impl LoadedForward {
+    /// The largest request body: the rule's own limit, or `proxy_limit`.
+    pub fn max_body_bytes(&self, proxy_limit: u64) -> u64 {
+        self.policy.max_body_bytes.unwrap_or(proxy_limit)
+    }
+}
+
+/// A redirect, ready to serve.
+pub struct LoadedRedirect {
+    /// Where to.
+    pub action: RedirectAction,
+    /// The path rewrite of `action`, compiled.
+    pub path: Option<Rewrite>,
 }
 
 /// A backend of a rule.
@@ -170,19 +212,20 @@ impl LoadedSnapshot {
                 .entry(rule.route.as_str())
                 .or_insert_with(|| metrics.route(&rule.route))
                 .clone();
-            match load_action(id, &rule.action, &backends, live, clients) {
-                Ok(action) => {
-                    rules.insert(
-                        id.as_str(),
-                        Arc::new(LoadedRule {
-                            id: id.clone(),
-                            route: rule.route.clone(),
-                            metrics,
-                            action,
-                            cors: rule.cors.clone(),
-                            plugins: plugins.chain(&rule.plugins),
-                        }),
-                    );
+            let loaded = load_rule(id, rule, &backends, live, clients).map(|parts| LoadedRule {
+                id: id.clone(),
+                route: rule.route.clone(),
+                metrics,
+                action: parts.action,
+                cors: rule.cors.clone(),
+                plugins: plugins.chain(&rule.plugins),
+                https_redirect: rule.https_redirect,
+                source_ranges: parts.source_ranges,
+                client_limits: parts.client_limits,
+            });
+            match loaded {
+                Ok(loaded) => {
+                    rules.insert(id.as_str(), Arc::new(loaded));
                 }
                 Err(message) => failures.push(LoadFailure::route(
                     &rule.route,
@@ -208,6 +251,44 @@ impl LoadedSnapshot {
         };
         (loaded, failures)
     }
+}
+
+/// What a rule needs beyond the snapshot's own values.
+struct RuleParts {
+    action: LoadedAction,
+    source_ranges: Option<AddressRanges>,
+    client_limits: Option<Arc<ClientLimiter>>,
+}
+
+fn load_rule(
+    rule_id: &str,
+    rule: &Rule,
+    backends: &HashMap<&str, Arc<LoadedBackend>>,
+    live: &LiveState,
+    clients: &UpstreamClients,
+) -> Result<RuleParts, String> {
+    let source_ranges = rule
+        .source_ranges
+        .as_deref()
+        .map(AddressRanges::load)
+        .transpose()?;
+    let client_limits = match &rule.client_limits {
+        Some(limits) => {
+            // Made before the lookup, so that settings it refuses fail the rule; unused
+            // when the Route's limiter lives on from an earlier snapshot.
+            let limiter = ClientLimiter::new(limits)?;
+            Some(
+                live.client_limits
+                    .get_or_insert((**limits).clone(), || limiter),
+            )
+        }
+        None => None,
+    };
+    Ok(RuleParts {
+        action: load_action(rule_id, &rule.action, backends, live, clients)?,
+        source_ranges,
+        client_limits,
+    })
 }
 
 fn load_action(
@@ -252,16 +333,24 @@ fn load_action(
             if total_weight == 0 {
                 return Err("no backend has a positive weight".into());
             }
-            LoadedAction::Forward(LoadedForward {
+            LoadedAction::Forward(Box::new(LoadedForward {
                 targets,
                 total_weight,
+                path_rewrite: forward
+                    .path_rewrite
+                    .as_ref()
+                    .map(Rewrite::load)
+                    .transpose()?,
                 policy: (**forward).clone(),
                 budget: live
                     .budgets
                     .get_or_insert(rule_id.to_owned(), RetryBudget::default),
-            })
+            }))
         }
-        Action::Redirect(redirect) => LoadedAction::Redirect((**redirect).clone()),
+        Action::Redirect(redirect) => LoadedAction::Redirect(LoadedRedirect {
+            path: redirect.path.as_ref().map(Rewrite::load).transpose()?,
+            action: (**redirect).clone(),
+        }),
         Action::Respond(respond) => LoadedAction::Respond(fixed_response(respond)?),
     })
 }

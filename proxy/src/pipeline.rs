@@ -2,7 +2,8 @@
 //! a redirect, or forwarding upstream), with metrics and the access log at the end.
 //!
 //! ```text
-//! request ─> framing and size checks ─> path normalization ─> route ─> CORS preflight?
+//! request ─> framing checks ─> path normalization ─> route ─> HTTPS redirect?
+//!        ─> source ranges ─> client limits ─> body size (Content-Length) ─> CORS preflight?
 //!        ─> plugins' beforeRequest (only when the rule has plugins; see `plugins`)
 //!        ─> action: respond | redirect | forward (balance, limit, retry)
 //!        ─> plugins' afterResponse ─> CORS headers
@@ -20,8 +21,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument as _;
-use weir_crds::path::{self, replace_prefix};
-use weir_crds::snapshot::{PathRewrite, RedirectAction};
+use weir_crds::path;
+use weir_crds::snapshot::HttpsRedirectAction;
 use weir_plugin_runtime::{BeforeRequest, HeaderEdits};
 
 use crate::access_log::AccessRecord;
@@ -31,7 +32,7 @@ use crate::error::ProxyError;
 use crate::forward::{self, ForwardRequest, Steering};
 use crate::gateway::Gateway;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::loaded::{FixedResponse, LoadedAction, LoadedRule, LoadedSnapshot};
+use crate::loaded::{FixedResponse, LoadedAction, LoadedRedirect, LoadedRule, LoadedSnapshot};
 use crate::router::{RequestHead, request_host};
 use crate::shard::Shard;
 use crate::{cors, framing, plugins, telemetry};
@@ -130,10 +131,6 @@ async fn serve(
     route_metrics: &mut Option<crate::metrics::RouteMetrics>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let gateway = &*shard.gateway;
-    let limit = gateway.config.limits.max_body_bytes;
-    if content_length(request.headers()).is_some_and(|length| length > limit) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
     if let Some(codings) = framing::unsupported_transfer_coding(request.headers()) {
         return Err(ProxyError::UnsupportedTransferCoding(codings));
     }
@@ -166,6 +163,30 @@ async fn serve(
     record.route = Some(rule.route.clone());
     *route_metrics = Some(rule.metrics.clone());
 
+    if let Some(redirect) = &rule.https_redirect
+        && !headers::client_used_https(
+            request.headers(),
+            &conn.peer,
+            &gateway.config.trusted_proxies,
+        )
+    {
+        return Ok(https_redirect(redirect, &record.host, request.uri()));
+    }
+    if let Some(ranges) = &rule.source_ranges
+        && !ranges.admits(record.client)
+    {
+        return Err(ProxyError::ClientNotAllowed(record.client));
+    }
+    let client_permit = match &rule.client_limits {
+        Some(limiter) => limiter.admit(record.client)?,
+        None => None,
+    };
+    // After routing: a rule may accept larger bodies than the proxy's default.
+    let limit = rule.max_body_bytes(gateway.config.limits.max_body_bytes);
+    if content_length(request.headers()).is_some_and(|length| length > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+
     if let Some(policy) = &rule.cors
         && cors::is_preflight(request.method(), request.headers())
     {
@@ -194,7 +215,36 @@ async fn serve(
     if let Some(policy) = &rule.cors {
         cors::decorate(policy, origin.as_ref(), response.headers_mut());
     }
+    if let Some(permit) = client_permit {
+        // The request is in flight for its client until its response has been sent.
+        response = response.map(|body| Observed::new(body, move |_| drop(permit)).boxed_unsync());
+    }
     Ok(response)
+}
+
+/// The redirect of a plain-HTTP request to the same host (without the request's port),
+/// path and query over HTTPS. The path is the one the client sent, not normalized.
+fn https_redirect(
+    redirect: &HttpsRedirectAction,
+    host: &str,
+    uri: &http::Uri,
+) -> Response<ProxyBody> {
+    let mut location = format!("https://{host}");
+    if let Some(port) = redirect.port {
+        location.push_str(&format!(":{port}"));
+    }
+    location.push_str(uri.path_and_query().map_or("/", |p| p.as_str()));
+    redirect_to(redirect.status, &location)
+}
+
+/// An empty response with `status` and `Location: location`.
+fn redirect_to(status: u16, location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// The matched rule and the `Prefix`/`Exact` value that matched.
@@ -349,12 +399,13 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
 }
 
 fn redirect_response(
-    redirect: &RedirectAction,
+    loaded: &LoadedRedirect,
     request: &Request<ClientBody>,
     path: &str,
     matched_prefix: Option<&str>,
     tls: bool,
 ) -> Response<ProxyBody> {
+    let redirect = &loaded.action;
     let scheme = redirect
         .scheme
         .as_deref()
@@ -384,12 +435,9 @@ fn redirect_response(
         (None, Some(_)) => None,
         (None, None) => request_port,
     };
-    let new_path = match &redirect.path {
+    let new_path = match &loaded.path {
         None => path.to_owned(),
-        Some(PathRewrite::ReplaceFull(full)) => full.clone(),
-        Some(PathRewrite::ReplacePrefix(with)) => {
-            replace_prefix(matched_prefix.unwrap_or("/"), with, path)
-        }
+        Some(rewrite) => rewrite.apply(path, matched_prefix),
     };
     let mut location = format!("{scheme}://{host}");
     if let Some(port) = port {
@@ -401,10 +449,5 @@ fn redirect_response(
         location.push('?');
         location.push_str(query);
     }
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    redirect_to(redirect.status, &location)
 }

@@ -12,7 +12,7 @@ use weir_crds::route::ValueMatchType;
 use weir_crds::snapshot::{MatchEntry, PathPattern, ValueCondition, VirtualHost};
 
 /// Regular expressions from snapshots are compiled with this size limit.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Why a snapshot's routes cannot be built.
 #[derive(Debug, thiserror::Error)]

@@ -105,15 +105,6 @@ async fn trusted_proxies_keep_the_chain_and_requests_get_ids() {
     proxy.stop().await;
 }
 
-/// Sends raw bytes and returns what the proxy answers before closing.
-async fn raw_exchange(proxy: &TestProxy, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn smuggling_shaped_requests_are_refused() {
     let upstream = Upstream::named("ok").await;

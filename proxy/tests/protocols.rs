@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use support::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -86,16 +86,9 @@ struct Site {
 }
 
 fn site(host: &'static str, secret: &str) -> Site {
-    let certified = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
-    let indent = |pem: String| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
+    let (secret_yaml, cert) = tls_secret(host, secret);
     let yaml = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: test}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}{}",
-        indent(certified.cert.pem()),
-        indent(certified.signing_key.serialize_pem()),
+        "{secret_yaml}{}",
         route(
             secret,
             &format!(
@@ -103,45 +96,7 @@ fn site(host: &'static str, secret: &str) -> Site {
             )
         )
     );
-    Site {
-        host,
-        cert: certified.cert.der().clone(),
-        yaml,
-    }
-}
-
-/// Opens TLS to the proxy with SNI `host`, trusting `root`; returns the presented
-/// certificate, the ALPN protocol, and the stream.
-async fn tls_connect(
-    proxy: &TestProxy,
-    host: &'static str,
-    root: &CertificateDer<'static>,
-) -> (
-    CertificateDer<'static>,
-    Option<Vec<u8>>,
-    tokio_rustls::client::TlsStream<TcpStream>,
-) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let stream = TcpStream::connect(proxy.addresses.tls.unwrap())
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(host).unwrap(), stream)
-        .await
-        .expect("handshake with the right certificate");
-    let (_, session) = tls.get_ref();
-    let presented = session.peer_certificates().unwrap()[0].clone().into_owned();
-    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-    (presented, alpn, tls)
+    Site { host, cert, yaml }
 }
 
 #[tokio::test]

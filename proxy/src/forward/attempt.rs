@@ -136,7 +136,10 @@ pub(super) async fn attempt(
                 in_flight,
             }));
         }
-        Ok(Err(error)) => match client_body_failure(&error, gateway.config.limits.max_body_bytes) {
+        Ok(Err(error)) => match client_body_failure(
+            &error,
+            forward.max_body_bytes(gateway.config.limits.max_body_bytes),
+        ) {
             // The client's fault, not the upstream's: its answer, and no health penalty.
             Some(refusal) => return Err(refusal),
             None if error.is_connect() => Failure::Connect,

@@ -7,8 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http_body_util::{BodyExt, Limited};
-use weir_crds::path::replace_prefix;
-use weir_crds::snapshot::PathRewrite;
 use weir_plugin_runtime::Upstream;
 
 use super::ForwardRequest;
@@ -96,13 +94,10 @@ pub(super) async fn prepare(
     });
     let (mut parts, incoming) = client_request.into_parts();
 
-    let mut path = match (steering.path, &policy.path_rewrite) {
+    let mut path = match (steering.path, &forward.path_rewrite) {
         (Some(chosen), _) => chosen,
         (None, None) => client_path.to_owned(),
-        (None, Some(PathRewrite::ReplacePrefix(with))) => {
-            replace_prefix(matched_prefix.unwrap_or("/"), with, client_path)
-        }
-        (None, Some(PathRewrite::ReplaceFull(full))) => full.clone(),
+        (None, Some(rewrite)) => rewrite.apply(client_path, matched_prefix),
     };
     match steering.query {
         // A plugin's query replaces whatever query the path had.
@@ -148,7 +143,7 @@ pub(super) async fn prepare(
         &parts.headers,
         policy.retries.is_some(),
         Duration::from_millis(policy.timeouts.idle_ms),
-        gateway.config.limits.max_body_bytes,
+        forward.max_body_bytes(gateway.config.limits.max_body_bytes),
     )
     .await?;
     let prepared = Prepared {

@@ -22,7 +22,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use weir_crds::manifest::{Document, Manifests, parse};
 use weir_crds::snapshot::Snapshot;
@@ -342,4 +344,64 @@ pub async fn get(url: &str, host: &str) -> Answer {
         .body(Full::default())
         .unwrap();
     send(&client(), request).await
+}
+
+/// Sends raw bytes and returns what the proxy answers before closing.
+pub async fn raw_exchange(proxy: &TestProxy, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(proxy.addresses.traffic).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A TLS Secret `secret` (YAML) with a fresh self-signed certificate for `host`, and
+/// that certificate.
+pub fn tls_secret(host: &str, secret: &str) -> (String, CertificateDer<'static>) {
+    let certified = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let yaml = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: test}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(certified.cert.pem()),
+        indent(certified.signing_key.serialize_pem()),
+    );
+    (yaml, certified.cert.der().clone())
+}
+
+/// Opens TLS to the proxy with SNI `host`, trusting `root`; returns the presented
+/// certificate, the ALPN protocol, and the stream.
+pub async fn tls_connect(
+    proxy: &TestProxy,
+    host: &'static str,
+    root: &CertificateDer<'static>,
+) -> (
+    CertificateDer<'static>,
+    Option<Vec<u8>>,
+    tokio_rustls::client::TlsStream<TcpStream>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let stream = TcpStream::connect(proxy.addresses.tls.unwrap())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(host).unwrap(), stream)
+        .await
+        .expect("handshake with the right certificate");
+    let (_, session) = tls.get_ref();
+    let presented = session.peer_certificates().unwrap()[0].clone().into_owned();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    (presented, alpn, tls)
 }
