@@ -430,7 +430,8 @@ mod tests {
         assert_eq!(slice.metadata.annotations, None);
         assert_eq!(slice.metadata.managed_fields, None);
 
-        let mut ingress: Ingress = serde_json::from_value(serde_json::json!({"metadata": metadata()})).unwrap();
+        let mut ingress: Ingress =
+            serde_json::from_value(serde_json::json!({"metadata": metadata()})).unwrap();
         trim(&mut ingress, Keep::Annotations);
         let annotations = ingress.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(

@@ -227,11 +227,17 @@ async fn plugin_config_values_come_from_secrets_which_status_never_shows() {
 
     // Only a Secret some Plugin (or Route) reads counts as a change.
     let short = secret("auth-keys", "hs256", "too-short-secret-value");
-    assert!(secret_matters(&short, &h.stores.routes, &h.stores.plugins));
+    assert!(secret_matters(
+        &short,
+        &h.stores.routes,
+        &h.stores.plugins,
+        &h.stores.ingresses
+    ));
     assert!(!secret_matters(
         &secret("unrelated", "hs256", "x"),
         &h.stores.routes,
-        &h.stores.plugins
+        &h.stores.plugins,
+        &h.stores.ingresses
     ));
 
     // A value the configSchema refuses is reported by its Secret, never shown.

@@ -29,6 +29,7 @@ fn config() -> Config {
         compile: weir_crds::Options::default(),
         status: weir_operator::status::StatusLimits::default(),
         config_map_selector: None,
+        publish: weir_operator::status::Publish::Nothing,
     }
 }
 
@@ -164,6 +165,78 @@ async fn a_config_map_selector_narrows_the_config_map_watch() {
     let query = api.first_query("/api/v1/configmaps");
     assert!(
         query.contains("labelSelector=weir.dev%2Fplugin-source%3Dtrue"),
+        "{query}"
+    );
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn ingresses_keep_their_settings_and_the_published_service_is_watched_by_name() {
+    let (client, api) = FakeApi::start();
+    let ingress = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "1",
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"the\": \"whole object\"}",
+                "nginx.ingress.kubernetes.io/rewrite-target": "/$2"
+            }},
+        "spec": {"rules": [{"host": "shop.example"}]}
+    });
+    let class = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "weir", "resourceVersion": "1",
+            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "weir.dev/ingress-controller"}
+    });
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "weir-proxy", "namespace": "weir", "resourceVersion": "1"},
+        "spec": {"type": "ClusterIP", "clusterIPs": ["10.96.0.7"]}
+    });
+    api.lists.lock().unwrap().extend([
+        (
+            "/apis/networking.k8s.io/v1/ingresses".to_owned(),
+            vec![ingress],
+        ),
+        (
+            "/apis/networking.k8s.io/v1/ingressclasses".to_owned(),
+            vec![class],
+        ),
+        ("/api/v1/namespaces/weir/services".to_owned(), vec![service]),
+    ]);
+    let (stores, writers) = stores_for(1);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut config = config();
+    config.publish = weir_operator::status::Publish::Service {
+        namespace: "weir".into(),
+        name: "weir-proxy".into(),
+    };
+    let tasks = spawn(&client, &config, &stores, writers, tx, Metrics::new());
+    tokio::time::timeout(PATIENCE, stores.wait_until_ready())
+        .await
+        .expect("every store lists");
+    let world = stores.world();
+    let annotations = world.ingresses[0].metadata.annotations.clone().unwrap();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        ["nginx.ingress.kubernetes.io/rewrite-target"],
+        "an Ingress's annotations are its settings; kubectl's copy of it is not kept"
+    );
+    let class_annotations = world.ingress_classes[0]
+        .metadata
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(
+        class_annotations["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    assert!(stores.publish_service().is_some());
+    let query = api.first_query("/api/v1/namespaces/weir/services");
+    assert!(
+        query.contains("fieldSelector=metadata.name%3Dweir-proxy"),
         "{query}"
     );
     for task in tasks {

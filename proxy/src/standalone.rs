@@ -286,6 +286,8 @@ fn object_key(object: &Object) -> (&'static str, String, String) {
         Object::Secret(o) => ("Secret", &o.metadata),
         Object::Service(o) => ("Service", &o.metadata),
         Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+        Object::Ingress(o) => ("Ingress", &o.metadata),
+        Object::IngressClass(o) => ("IngressClass", &o.metadata),
     };
     let namespace = meta
         .namespace

@@ -33,7 +33,7 @@ fn world(objects: &Objects) -> Result<World> {
         config_maps: all(&objects.config_maps)?,
         services: all(&objects.services)?,
         endpoint_slices: all(&objects.endpoint_slices)?,
-        secrets: Vec::new(),
+        ..World::default()
     })
 }
 

@@ -67,7 +67,9 @@ pub fn published(
                 );
             }
             let external_name = spec.and_then(|s| s.external_name.clone());
-            let external_ips = spec.and_then(|s| s.external_ips.clone()).unwrap_or_default();
+            let external_ips = spec
+                .and_then(|s| s.external_ips.clone())
+                .unwrap_or_default();
             let cluster_ips = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
             if let Some(name) = external_name {
                 vec![name]
@@ -218,12 +220,15 @@ mod tests {
             entries(&published(&named, Some(&balanced)).unwrap()),
             [(Some("198.51.100.4"), None), (None, Some("a.elb.example"))]
         );
-        let external = service(json!({"spec": {"type": "ClusterIP", "clusterIPs": ["10.96.0.9"], "externalIPs": ["192.0.2.10"]}}));
+        let external = service(
+            json!({"spec": {"type": "ClusterIP", "clusterIPs": ["10.96.0.9"], "externalIPs": ["192.0.2.10"]}}),
+        );
         assert_eq!(
             entries(&published(&named, Some(&external)).unwrap()),
             [(Some("192.0.2.10"), None)]
         );
-        let internal = service(json!({"spec": {"type": "ClusterIP", "clusterIPs": ["10.96.0.9", "fd00::9"]}}));
+        let internal =
+            service(json!({"spec": {"type": "ClusterIP", "clusterIPs": ["10.96.0.9", "fd00::9"]}}));
         assert_eq!(
             entries(&published(&named, Some(&internal)).unwrap()),
             [(Some("10.96.0.9"), None), (Some("fd00::9"), None)]

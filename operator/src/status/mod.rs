@@ -18,6 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -28,13 +29,12 @@ use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
 use weir_crds::condition::{DesiredCondition, summary};
 use weir_crds::programmed::programmed;
-use k8s_openapi::api::networking::v1::Ingress;
 use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
 pub use book::Sent;
-pub use load_balancer::{LoadBalancerWriter, Publish, published};
 use book::{Book, Stored};
+pub use load_balancer::{LoadBalancerWriter, Publish, published};
 
 /// Field manager of the operator's status writes.
 pub const FIELD_MANAGER: &str = "weir-operator";
@@ -179,7 +179,10 @@ type Key<'a> = (ObjectKind, &'a str, &'a str);
 fn index<'a>(world: &'a Reported) -> HashMap<Key<'a>, Object<'a>> {
     let routes = world.routes.iter().map(|route| Object::Route(route));
     let plugins = world.plugins.iter().map(|plugin| Object::Plugin(plugin));
-    let ingresses = world.ingresses.iter().map(|ingress| Object::Ingress(ingress));
+    let ingresses = world
+        .ingresses
+        .iter()
+        .map(|ingress| Object::Ingress(ingress));
     routes
         .chain(plugins)
         .chain(ingresses)

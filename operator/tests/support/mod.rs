@@ -578,6 +578,15 @@ impl Harness {
 
     /// A harness whose status writer works within `limits`.
     pub fn with_limits(limits: StatusLimits) -> Self {
+        Self::build(limits, weir_crds::Options::default())
+    }
+
+    /// A harness compiling with `options`.
+    pub fn with_options(options: weir_crds::Options) -> Self {
+        Self::build(StatusLimits::default(), options)
+    }
+
+    fn build(limits: StatusLimits, options: weir_crds::Options) -> Self {
         let (client, api) = FakeApi::start();
         let (stores, writers) = stores_for(1);
         let metrics = Metrics::new();
@@ -585,7 +594,7 @@ impl Harness {
         let status = StatusWriter::new(client, "test-replica", metrics.clone(), limits);
         let reconciler = Reconciler::new(
             stores.clone(),
-            weir_crds::Options::default(),
+            options,
             pusher,
             status,
             metrics.clone(),
@@ -598,6 +607,12 @@ impl Harness {
             api,
             metrics,
         }
+    }
+
+    /// The harness with a reconciler that publishes `publish` in Ingresses' status.
+    pub fn publishing(mut self, publish: weir_operator::status::Publish) -> Self {
+        self.reconciler = self.reconciler.publishing(publish);
+        self
     }
 
     /// Takes over as leader, then waits for the status writes.
