@@ -120,6 +120,12 @@ pub struct Cli {
     #[arg(long, env = "WEIR_IDENTITY")]
     pub identity: Option<String>,
 
+    /// Whether Kubernetes Ingresses of the class (`--class`, an IngressClass with
+    /// controller `weir.dev/ingress-controller`) are served. Off, the operator does not
+    /// watch Ingresses or IngressClasses at all.
+    #[arg(long, env = "WEIR_WATCH_INGRESSES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_ingresses: bool,
+
     /// The proxies' traffic Service (`NAMESPACE/NAME`) whose addresses served Ingresses
     /// show in `status.loadBalancer` (its load balancer's, else its external IPs, else
     /// its cluster IP).
@@ -241,6 +247,8 @@ pub struct Config {
     pub status: crate::status::StatusLimits,
     /// Label selector of the ConfigMaps watched, if any.
     pub config_map_selector: Option<String>,
+    /// Whether Ingresses and IngressClasses are watched.
+    pub watch_ingresses: bool,
     /// What served Ingresses publish in `status.loadBalancer`.
     pub publish: crate::status::Publish,
 }
@@ -392,6 +400,7 @@ impl Cli {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
+            watch_ingresses: self.watch_ingresses,
             publish: self.publish()?,
         })
     }

@@ -169,6 +169,16 @@ where
         .modify(move |object| trim(object, keep))
 }
 
+/// Marks the store of a kind not watched as listed, and empty.
+fn ready_and_empty<K>(mut writer: Writer<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+}
+
 /// Starts every watcher; they run until the returned tasks are aborted.
 pub fn spawn(
     client: &Client,
@@ -312,6 +322,10 @@ pub fn spawn(
         )));
     }
     for (scope, writer) in scopes.iter().zip(ingresses) {
+        if !config.watch_ingresses {
+            ready_and_empty(writer);
+            continue;
+        }
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let stream = watch(
             api::<Ingress>(client, scope.as_deref()),
@@ -328,6 +342,10 @@ pub fn spawn(
         )));
     }
     for writer in ingress_classes {
+        if !config.watch_ingresses {
+            ready_and_empty(writer);
+            continue;
+        }
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let stream = watch(
             Api::<IngressClass>::all(client.clone()),
@@ -346,10 +364,7 @@ pub fn spawn(
     for writer in publish_service {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let crate::status::Publish::Service { namespace, name } = &config.publish else {
-            // Nothing to watch: the store is ready, and empty.
-            let mut writer = writer;
-            writer.apply_watcher_event(&watcher::Event::Init);
-            writer.apply_watcher_event(&watcher::Event::InitDone);
+            ready_and_empty(writer);
             continue;
         };
         let stream = watch(

@@ -29,6 +29,7 @@ fn config() -> Config {
         compile: weir_crds::Options::default(),
         status: weir_operator::status::StatusLimits::default(),
         config_map_selector: None,
+        watch_ingresses: true,
         publish: weir_operator::status::Publish::Nothing,
     }
 }

@@ -80,7 +80,7 @@ def test_kubectl_labels_and_namespace():
     assert "helm.sh/chart" not in TEXT and "managed-by: Helm" not in TEXT
     for obj in OBJECTS[3:]:
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubectl"
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "IngressClass"):
             assert obj["metadata"]["namespace"] == NAMESPACE
     assert OBJECTS[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 

@@ -14,12 +14,23 @@ WATCH_RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["patch"]},
+]
+
+# Cluster-scoped, so cluster-wide whatever the watched namespaces: reading IngressClasses.
+INGRESS_CLASS_RULES = [
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingressclasses"], "verbs": ["list", "watch"]},
 ]
 
 
-def release_rules(lease: str) -> list[dict]:
-    """In the release namespace: the Lease, the proxies' admin EndpointSlices, and the
-    Event announcing each snapshot applied on every proxy (on the admin Service)."""
+def release_rules(lease: str, publish: bool = True) -> list[dict]:
+    """In the release namespace: the Lease, the proxies' admin EndpointSlices, the
+    Event announcing each snapshot applied on every proxy (on the admin Service), and the
+    proxy Service whose addresses served Ingresses publish (by name)."""
+    published = [
+        {"apiGroups": [""], "resources": ["services"], "resourceNames": ["weir-proxy"], "verbs": ["list", "watch"]}
+    ]
     return [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
@@ -30,7 +41,7 @@ def release_rules(lease: str) -> list[dict]:
         },
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]
+    ] + (published if publish else [])
 
 
 OPERATOR_SA = {"kind": "ServiceAccount", "name": "weir-operator", "namespace": NAMESPACE}
@@ -41,6 +52,7 @@ def test_cluster_wide_by_default():
     objects = render()
     name = f"{NAMESPACE}-{RELEASE}-operator"
     assert one(objects, "ClusterRole", name)["rules"] == WATCH_RULES
+    assert one(objects, "ClusterRole", f"{name}-ingressclasses")["rules"] == INGRESS_CLASS_RULES
     binding = one(objects, "ClusterRoleBinding", name)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
     assert binding["subjects"] == [OPERATOR_SA]
@@ -50,9 +62,12 @@ def test_cluster_wide_by_default():
     assert role["rules"] == release_rules("weir-operator")
 
 
-def test_watched_namespaces_get_roles_and_nothing_is_cluster_wide():
+def test_watched_namespaces_get_roles_and_nothing_but_ingress_classes_is_cluster_wide():
     objects = render({"watchNamespaces": ["a", "b"]})
-    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    (cluster_role,) = find(objects, "ClusterRole")
+    assert cluster_role["rules"] == INGRESS_CLASS_RULES
+    (cluster_binding,) = find(objects, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert flag(objects, "operator", "--namespaces") == "a,b"
     name = f"{NAMESPACE}-{RELEASE}-operator"
     for namespace in ("a", "b"):
@@ -96,3 +111,20 @@ def test_no_wildcards_no_secret_reads_no_proxy_rights(name):
 def test_rbac_can_be_left_to_the_user():
     objects = render({"rbac": {"create": False}})
     assert not [o for o in objects if o["kind"] in RBAC_KINDS]
+
+
+def test_without_ingresses_the_operator_gets_no_ingress_rights():
+    objects = render({"ingress": {"enabled": False}})
+    name = f"{NAMESPACE}-{RELEASE}-operator"
+    assert one(objects, "ClusterRole", name)["rules"] == WATCH_RULES[:-2]
+    assert not find(objects, "ClusterRole", f"{name}-ingressclasses")
+    assert one(objects, "Role", "weir-operator")["rules"] == release_rules("weir-operator", publish=False)
+    assert flag(objects, "operator", "--watch-ingresses") == "false"
+    assert not find(objects, "IngressClass")
+
+
+def test_fixed_addresses_need_no_service_watch():
+    objects = render({"ingress": {"publishAddress": ["203.0.113.7", "lb.example.com"]}})
+    assert flag(objects, "operator", "--publish-address") == "203.0.113.7,lb.example.com"
+    assert "--publish-service" not in flags(objects, "operator")
+    assert one(objects, "Role", "weir-operator")["rules"] == release_rules("weir-operator", publish=False)

@@ -17,13 +17,21 @@ def names(objects, kind):
 
 def test_no_object_name_collides():
     assert not identities(PUBLIC) & identities(INTERNAL)
-    assert names(PUBLIC, "ClusterRole") == {f"{NAMESPACE}-weir-operator"}
-    assert names(INTERNAL, "ClusterRole") == {f"{NAMESPACE}-internal-weir-operator"}
+    assert names(PUBLIC, "ClusterRole") == {f"{NAMESPACE}-weir-operator", f"{NAMESPACE}-weir-operator-ingressclasses"}
+    assert names(INTERNAL, "ClusterRole") == {
+        f"{NAMESPACE}-internal-weir-operator",
+        f"{NAMESPACE}-internal-weir-operator-ingressclasses",
+    }
+    # Each gateway has its own IngressClass, named by its class.
+    assert names(PUBLIC, "IngressClass") == {"weir"}
+    assert names(INTERNAL, "IngressClass") == {"internal"}
     assert not names(PUBLIC, "ClusterRoleBinding") & names(INTERNAL, "ClusterRoleBinding")
 
 
 def test_same_release_name_in_two_namespaces_keeps_cluster_names_apart():
-    other = render(namespace="weir-canary")
+    # A second release of the same class creates no IngressClass: the class is the one
+    # cluster-wide name two gateways of one class share by design.
+    other = render({"ingress": {"createClass": False}}, namespace="weir-canary")
     cluster_scoped = {i for i in identities(PUBLIC) if i[1] is None}
     assert cluster_scoped and not cluster_scoped & identities(other)
 

@@ -78,7 +78,8 @@ def test_service_accounts():
     assert not find(borrowed, "ServiceAccount")
     assert pod_spec(borrowed, "proxy")["serviceAccountName"] == "default"
     assert pod_spec(borrowed, "operator")["serviceAccountName"] == "ops"
-    assert one(borrowed, "ClusterRoleBinding")["subjects"][0]["name"] == "ops"
+    for binding in find(borrowed, "ClusterRoleBinding"):
+        assert binding["subjects"][0]["name"] == "ops"
 
 
 @pytest.mark.parametrize(
@@ -118,6 +119,7 @@ def test_operator_flags_by_default():
         "--class": ["weir"],
         "--default-class": ["true"],
         "--allow-url-backends": ["false"],
+        "--publish-service": [f"{NAMESPACE}/weir-proxy"],
     }
     assert container(objects, "operator")["env"] == [{"name": "RUST_LOG", "value": "info"}]
 
