@@ -71,6 +71,8 @@ pub struct OperatorOptions {
     pub namespaces: Vec<String>,
     /// `--lease-duration`.
     pub lease_duration: Duration,
+    /// More flags.
+    pub extra_args: Vec<String>,
 }
 
 impl OperatorOptions {
@@ -80,6 +82,7 @@ impl OperatorOptions {
             identity: identity.to_owned(),
             namespaces: Vec::new(),
             lease_duration: Duration::from_secs(15),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -331,7 +334,10 @@ impl Scenario {
                 options.identity.clone(),
                 "--log-format".into(),
                 "text".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(options.extra_args.iter().cloned())
+            .collect(),
             netns: None,
             log_file: self.dir.join(format!("operator-{}.log", options.identity)),
         };

@@ -662,6 +662,9 @@ impl Harness {
         fill(&mut self.writers.services[0], Vec::new());
         fill(&mut self.writers.endpoint_slices[0], Vec::new());
         fill(&mut self.writers.secrets[0], Vec::new());
+        fill(&mut self.writers.ingresses[0], Vec::new());
+        fill(&mut self.writers.ingress_classes[0], Vec::new());
+        fill(&mut self.writers.publish_service[0], Vec::new());
     }
 
     /// Lists these proxies as the admin Service's endpoints.
