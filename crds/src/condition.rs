@@ -130,6 +130,13 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether a diagnostic of this reason is a warning: the object is served as if the
+    /// named part were not there, and nothing is wrong with the rest (an Ingress
+    /// annotation weir does not map).
+    pub fn is_warning(self) -> bool {
+        self == Self::UnsupportedAnnotation
+    }
+
     /// The reason as written in `status.conditions[].reason`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -121,15 +121,18 @@ fn plugin_test(dir: &std::path::Path) -> ExitCode {
 /// `weir-proxy check DIR`.
 fn check(dir: &std::path::Path, options: &weir_proxy::standalone::CheckOptions) -> ExitCode {
     match weir_proxy::standalone::check(dir, options) {
-        Ok(problems) if problems.is_empty() => {
-            println!("{}: no problems", dir.display());
-            ExitCode::SUCCESS
-        }
-        Ok(problems) => {
-            for problem in &problems {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                println!("warning: {warning}");
+            }
+            if checked.problems.is_empty() {
+                println!("{}: no problems", dir.display());
+                return ExitCode::SUCCESS;
+            }
+            for problem in &checked.problems {
                 println!("{problem}");
             }
-            eprintln!("weir-proxy check: {} problem(s)", problems.len());
+            eprintln!("weir-proxy check: {} problem(s)", checked.problems.len());
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -234,16 +234,25 @@ pub struct CheckOptions {
     pub refs_in_cluster: bool,
 }
 
-/// What `weir-proxy check DIR` finds wrong with a directory of manifests: one line per
-/// document that does not parse (`file: document N ...`) and per compiler diagnostic
-/// (`file: Kind namespace/name: field: message`), in file order. Fails only when the
-/// directory itself cannot be read.
-pub fn check(dir: &Path, options: &CheckOptions) -> Result<Vec<String>, ConfigDirError> {
+/// What `weir-proxy check DIR` finds in a directory of manifests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// One line per document that does not parse (`file: document N ...`) and per
+    /// compiler diagnostic (`file: Kind namespace/name: field: message`), in file order.
+    pub problems: Vec<String>,
+    /// Lines of the same form for what is served without a part it names (an Ingress
+    /// annotation weir does not map).
+    pub warnings: Vec<String>,
+}
+
+/// Checks a directory of manifests. Fails only when the directory itself cannot be read.
+pub fn check(dir: &Path, options: &CheckOptions) -> Result<Checked, ConfigDirError> {
     let files = manifest_files(dir).map_err(|message| ConfigDirError {
         dir: dir.to_owned(),
         message,
     })?;
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut fresh = BTreeMap::new();
     for file in files {
         let (objects, errors) = read_file(&file);
@@ -269,13 +278,18 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Vec<String>, ConfigDi
         let file = file_of(&fresh, &report.object);
         let file = file.as_deref().map(Path::display);
         for diagnostic in report.diagnostics.iter().filter(|d| !elsewhere(d.reason)) {
-            match &file {
-                Some(file) => problems.push(format!("{file}: {}: {diagnostic}", report.object)),
-                None => problems.push(format!("{}: {diagnostic}", report.object)),
+            let line = match &file {
+                Some(file) => format!("{file}: {}: {diagnostic}", report.object),
+                None => format!("{}: {diagnostic}", report.object),
+            };
+            if diagnostic.reason.is_warning() {
+                warnings.push(line);
+            } else {
+                problems.push(line);
             }
         }
     }
-    Ok(problems)
+    Ok(Checked { problems, warnings })
 }
 
 fn object_key(object: &Object) -> (&'static str, String, String) {

@@ -218,6 +218,20 @@ fn check_reports_every_problem_of_a_directory() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("no problems"), "{stdout}");
 
+    // An Ingress annotation weir does not map is a warning, not a problem.
+    let ingresses = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ingress");
+    let output = weir_proxy(&["check", ingresses]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("warning: ")
+            && lines[0].contains("ingresses.yaml: Ingress shop/storefront: metadata.annotations[nginx.ingress.kubernetes.io/proxy-buffering]: not implemented by weir"),
+        "{stdout}"
+    );
+    assert!(lines[1].ends_with("no problems"), "{stdout}");
+
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("team")).unwrap();
     std::fs::write(
