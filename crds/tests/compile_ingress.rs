@@ -275,7 +275,7 @@ fn tls_hosts_take_their_secret_and_redirect_plain_http() {
   - hosts: ['*.wild.example']
     secretName: wild-tls\n";
     let yaml = format!(
-        "{SERVICES}{}{}{}{}{}{}",
+        "{SERVICES}{}{}{}{}{}{}{}",
         tls_secret("shop-tls", &["shop.example"]),
         tls_secret("wild-tls", &["*.wild.example"]),
         ingress(
@@ -297,6 +297,14 @@ fn tls_hosts_take_their_secret_and_redirect_plain_http() {
             "forced",
             &[(&nginx("force-ssl-redirect"), "true")],
             &simple("forced.example", "/")
+        ),
+        ingress(
+            "no-secret",
+            &[],
+            &format!(
+                "  tls: [{{hosts: [bare.example]}}]\n{}",
+                simple("bare.example", "/")
+            )
         ),
     );
     let c = compile_yaml(&yaml);
@@ -332,6 +340,12 @@ fn tls_hosts_take_their_secret_and_redirect_plain_http() {
     assert_eq!(redirect_of(forced), Some((308, None)));
     let (wild, _) = only_forward(&c.snapshot, "a.wild.example");
     assert_eq!(redirect_of(wild), Some((308, None)));
+    let (bare, _) = only_forward(&c.snapshot, "bare.example");
+    assert_eq!(
+        redirect_of(bare),
+        None,
+        "no certificate from the Ingress: no redirect into a TLS handshake weir cannot finish"
+    );
 }
 
 #[test]

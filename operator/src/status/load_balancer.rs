@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio::sync::Semaphore;
 use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
 
@@ -97,22 +98,24 @@ pub fn published(
     )
 }
 
-/// Writes `status.loadBalancer`, remembering what it sent so a write is not repeated
-/// while the watch has not shown it yet.
+/// Writes `status.loadBalancer`, at most `concurrency` writes at once, remembering what
+/// it sent so a write is not repeated while the watch has not shown it yet.
 #[derive(Clone)]
 pub struct LoadBalancerWriter {
     client: Client,
     metrics: Metrics,
     sent: Arc<Mutex<HashMap<ObjectRef, Vec<IngressLoadBalancerIngress>>>>,
+    permits: Arc<Semaphore>,
 }
 
 impl LoadBalancerWriter {
-    /// A writer using `client`.
-    pub fn new(client: Client, metrics: Metrics) -> Self {
+    /// A writer using `client`, `concurrency` writes at once at most.
+    pub fn new(client: Client, metrics: Metrics, concurrency: usize) -> Self {
         Self {
             client,
             metrics,
             sent: Arc::default(),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
         }
     }
 
@@ -161,6 +164,9 @@ impl LoadBalancerWriter {
             let writer = self.clone();
             let desired = desired.to_vec();
             tokio::spawn(async move {
+                let Ok(_permit) = writer.permits.acquire().await else {
+                    return;
+                };
                 let api = Api::<Ingress>::namespaced(writer.client.clone(), &object.namespace);
                 let patch = json!({"status": {"loadBalancer": {"ingress": desired}}});
                 let params = PatchParams {

@@ -222,7 +222,8 @@ impl StatusWriter {
             queued: Notify::new(),
             outstanding: watch::Sender::new(0),
         });
-        let load_balancers = LoadBalancerWriter::new(client.clone(), metrics.clone());
+        let load_balancers =
+            LoadBalancerWriter::new(client.clone(), metrics.clone(), limits.concurrency);
         let task = tokio::spawn(sender::run(
             shared.clone(),
             client,

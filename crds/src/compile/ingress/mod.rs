@@ -462,15 +462,16 @@ impl Builder<'_, '_> {
                 .flatten()
                 .any(|h| h.eq_ignore_ascii_case(&host) || covers(h, &host))
         });
-        let has_tls = tls_entry.is_some();
-        let redirect =
-            settings.force_ssl_redirect || (has_tls && settings.ssl_redirect != Some(false));
         let route_tls = tls_entry.and_then(|(i, entry)| {
             entry
                 .secret_name
                 .clone()
                 .map(|secret_name| (i, RouteTls { secret_name }))
         });
+        // Redirected to HTTPS only where this Ingress gives the host a certificate: weir
+        // has no default certificate to serve the redirected requests with.
+        let redirect = settings.force_ssl_redirect
+            || (route_tls.is_some() && settings.ssl_redirect != Some(false));
         let fields = FieldMap {
             host: rules.host_field,
             tls: route_tls
