@@ -209,8 +209,8 @@ pub struct RouteStatus {
         "message": "rewrite applies only to rules with backends"
     },
     {
-        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection) && !has(self.upgrades) && !has(self.maxRequestBodyBytes)) || has(self.backends)",
-        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection, upgrades and maxRequestBodyBytes apply only to rules with backends"
+        "rule": "(!has(self.timeouts) && !has(self.retries) && !has(self.loadBalancer) && !has(self.maxConcurrentRequests) && !has(self.outlierDetection) && !has(self.upgrades) && !has(self.maxRequestBodyBytes) && !has(self.requestHeaders)) || has(self.backends)",
+        "message": "timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection, upgrades, maxRequestBodyBytes and requestHeaders apply only to rules with backends"
     },
     {
         "rule": "!has(self.upgrades) || self.upgrades.all(p, !p.matches('^(?i)h2c(/.*)?$'))",
@@ -277,6 +277,54 @@ pub struct RouteRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_request_body_bytes: Option<u64>,
+
+    /// Headers of the request changed before it goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+
+    /// Headers of the response changed before it goes to the client (whatever answered:
+    /// the backend, a redirect, a fixed response or an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
+}
+
+/// Changes to a set of headers: `remove` first, then `set` (replacing every value of the
+/// name), then `add` (after the values there are). Names compare case-insensitively; a
+/// name appears at most once across the three. Framing and hop-by-hop headers
+/// (`content-length`, `transfer-encoding`, `connection`, ...) and `host` cannot be changed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderModifier {
+    /// Headers replaced (or created) with these values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub set: Vec<HeaderEntry>,
+
+    /// Values added to these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub add: Vec<HeaderEntry>,
+
+    /// Headers removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 256), pattern(TOKEN_PATTERN))
+    )]
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderEntry {
+    /// The name.
+    #[schemars(length(min = 1, max = 256), pattern(TOKEN_PATTERN))]
+    pub name: String,
+
+    /// The value.
+    #[schemars(length(max = 4096))]
+    pub value: String,
 }
 
 /// Conditions a request must meet, all of them, to match.

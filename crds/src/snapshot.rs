@@ -188,6 +188,25 @@ pub struct Rule {
     /// Limits per client address. Shared by the rules of a Route, which count together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_limits: Option<Arc<ClientLimits>>,
+    /// Changes to the response's headers, whatever answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<Box<HeaderChanges>>,
+}
+
+/// Changes to a set of headers, applied in this order: `remove`, `set`, `add`. Names are
+/// lower case and each appears once across the three.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderChanges {
+    /// Headers replaced (or created) with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Values added after those there are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    /// Headers removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 /// The redirect of plain-HTTP requests to HTTPS.
@@ -276,6 +295,9 @@ pub struct Forward {
     /// Largest request body, in bytes; absent means the proxy's own limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Changes to the request's headers before it goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderChanges>,
 }
 
 /// The protocols a rule allows upgrades to when its Route names none: WebSocket.

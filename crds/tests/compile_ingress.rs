@@ -481,6 +481,7 @@ fn backend_protocol_body_size_timeouts_and_upstream_vhost_shape_forwarding() {
                 (&nginx("proxy-read-timeout"), "120"),
                 (&nginx("proxy-send-timeout"), "90"),
                 (&nginx("upstream-vhost"), "internal.web.svc"),
+                (&nginx("x-forwarded-prefix"), "/shop"),
             ],
             &simple("grpc.example", "/")
         ),
@@ -519,6 +520,10 @@ fn backend_protocol_body_size_timeouts_and_upstream_vhost_shape_forwarding() {
         "read bounds the wait for headers; the longer of read and send bounds silences"
     );
     assert_eq!(grpc.host_rewrite.as_deref(), Some("internal.web.svc"));
+    assert_eq!(
+        grpc.request_headers.as_ref().unwrap().set["x-forwarded-prefix"],
+        "/shop"
+    );
     let (_, secure) = only_forward(&c.snapshot, "secure.example");
     let backend = &c.snapshot.backends[&secure.backends[0].backend];
     assert_eq!(backend.protocol, BackendProtocol::Https);
@@ -918,4 +923,75 @@ fn ingresses_and_routes_share_one_host_space_and_the_older_keeps_a_match() {
         Reason::Conflicted,
     );
     assert!(message.contains("Ingress shop/early"), "{message}");
+}
+
+#[test]
+fn a_canary_header_may_name_its_value_or_a_pattern() {
+    let canary = |name: &str, host: &str, by: (&str, &str)| {
+        ingress(
+            name,
+            &[
+                (&nginx("canary"), "true"),
+                (&nginx("canary-by-header"), "X-Beta"),
+                (&nginx(by.0), by.1),
+            ],
+            &format!(
+                "  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web-canary, port: {{number: 80}}}}}}}}"
+            ),
+        )
+    };
+    let yaml = format!(
+        "{SERVICES}{}{}{}{}",
+        ingress("by-value", &[], &simple("value.example", "/")),
+        canary(
+            "by-value-canary",
+            "value.example",
+            ("canary-by-header-value", "opted-in")
+        ),
+        ingress("by-pattern", &[], &simple("pattern.example", "/")),
+        canary(
+            "by-pattern-canary",
+            "pattern.example",
+            ("canary-by-header-pattern", "^(beta|rc)$")
+        ),
+    );
+    let c = compile_yaml(&yaml);
+    let first_headers = |host: &str| {
+        let vhost = c
+            .snapshot
+            .virtual_hosts
+            .iter()
+            .find(|v| v.host == host)
+            .unwrap();
+        (
+            vhost.entries[0].headers.clone(),
+            backends_of(forward(&c.snapshot.rules[&vhost.entries[0].rule])),
+        )
+    };
+    assert_eq!(
+        first_headers("value.example"),
+        (
+            vec![ValueCondition {
+                name: "x-beta".into(),
+                kind: ValueMatchType::Exact,
+                value: Some("opted-in".into())
+            }],
+            vec![("service:shop/web-canary:80", 1)]
+        )
+    );
+    assert_eq!(
+        first_headers("pattern.example"),
+        (
+            vec![ValueCondition {
+                name: "x-beta".into(),
+                kind: ValueMatchType::Regex,
+                value: Some("^(beta|rc)$".into())
+            }],
+            vec![("service:shop/web-canary:80", 1)]
+        )
+    );
 }

@@ -196,7 +196,9 @@ fn client_policies_are_lowered_and_shared_by_the_rules_of_a_route() {
     backends: [{url: 'http://a'}]
     maxRequestBodyBytes: 1048576
     rewrite: {regex: {pattern: '^/api/(?<rest>.*)', substitution: '/v2/${rest}'}}
-  - directResponse: {status: 204}",
+    requestHeaders: {set: [{name: X-Env, value: prod}], add: [{name: X-Tag, value: a}], remove: [X-Debug, Cookie]}
+  - directResponse: {status: 204}
+    responseHeaders: {set: [{name: Cache-Control, value: no-store}]}",
     ));
     assert_eq!(route_report(&c, "shop", "guarded").diagnostics, vec![]);
     let forward = &c.snapshot.rules["shop/guarded/0"];
@@ -227,6 +229,15 @@ fn client_policies_are_lowered_and_shared_by_the_rules_of_a_route() {
         panic!("forward")
     };
     assert_eq!(forward.max_body_bytes, Some(1_048_576));
+    let request_headers = forward.request_headers.as_ref().expect("request headers");
+    assert_eq!(request_headers.set["x-env"], "prod");
+    assert_eq!(request_headers.add["x-tag"], "a");
+    assert_eq!(request_headers.remove, ["cookie", "x-debug"]);
+    let response_headers = c.snapshot.rules["shop/guarded/1"]
+        .response_headers
+        .as_ref()
+        .expect("response headers");
+    assert_eq!(response_headers.set["cache-control"], "no-store");
     assert_eq!(
         forward.path_rewrite,
         Some(PathRewrite::Regex(RegexSubstitution {
@@ -425,6 +436,21 @@ fn each_kind_of_invalid_route_field_is_named() {
             "spec.rules[0].directResponse.headers.bad header",
         ),
         ("no-rules", "  rules: []", "spec.rules"),
+        (
+            "host-header-change",
+            "  rules: [{backends: [{url: 'http://a'}], requestHeaders: {set: [{name: Host, value: x}]}}]",
+            "spec.rules[0].requestHeaders.set[0].name",
+        ),
+        (
+            "header-named-twice",
+            "  rules: [{directResponse: {status: 200}, responseHeaders: {set: [{name: x-a, value: '1'}], remove: [X-A]}}]",
+            "spec.rules[0].responseHeaders.remove[0]",
+        ),
+        (
+            "request-headers-on-redirect",
+            "  rules: [{redirect: {host: a.example}, requestHeaders: {remove: [x-a]}}]",
+            "spec.rules[0]",
+        ),
         (
             "protocol-of-url",
             "  rules: [{backends: [{url: 'http://a', protocol: HTTPS}]}]",

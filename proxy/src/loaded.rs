@@ -12,7 +12,7 @@ use weir_crds::snapshot::{
     Action, ClientLimits, Cors, Forward, HttpsRedirectAction, RedirectAction, Respond, Rule,
     Snapshot,
 };
-use weir_plugin_runtime::{Chain, PluginSet};
+use weir_plugin_runtime::{Chain, HeaderEdits, PluginSet};
 
 use crate::certs::CertStore;
 use crate::client_limits::ClientLimiter;
@@ -96,6 +96,8 @@ pub struct LoadedRule {
     pub source_ranges: Option<AddressRanges>,
     /// Limits per client address, shared with the Route's other rules.
     pub client_limits: Option<Arc<ClientLimiter>>,
+    /// Changes to the response's headers, whatever answered.
+    pub response_headers: Option<HeaderEdits>,
 }
 
 impl LoadedRule {
@@ -129,6 +131,8 @@ pub struct LoadedForward {
     pub policy: Forward,
     /// The path rewrite of `policy`, compiled.
     pub path_rewrite: Option<Rewrite>,
+    /// Changes to the request's headers before it goes upstream (after the plugins').
+    pub request_headers: Option<HeaderEdits>,
     /// Requests and retries in flight for this rule.
     pub budget: Arc<RetryBudget>,
 }
@@ -222,6 +226,7 @@ impl LoadedSnapshot {
                 https_redirect: rule.https_redirect,
                 source_ranges: parts.source_ranges,
                 client_limits: parts.client_limits,
+                response_headers: rule.response_headers.as_deref().map(HeaderEdits::from),
             });
             match loaded {
                 Ok(loaded) => {
@@ -341,6 +346,7 @@ fn load_action(
                     .as_ref()
                     .map(Rewrite::load)
                     .transpose()?,
+                request_headers: forward.request_headers.as_ref().map(HeaderEdits::from),
                 policy: (**forward).clone(),
                 budget: live
                     .budgets

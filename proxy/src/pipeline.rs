@@ -204,7 +204,14 @@ async fn serve(
     };
     let mut response = if rule.plugins.is_empty() {
         let request = request.map(ClientBody::Incoming);
-        act(shard, rule_ref, conn, request, record, Steering::default()).await?
+        // An error answers here, so the rule's response header changes apply to it too.
+        match act(shard, rule_ref, conn, request, record, Steering::default()).await {
+            Ok(response) => response,
+            Err(error) => {
+                record.error = Some(error.code());
+                error.into_response(&record.request_id)
+            }
+        }
     } else {
         // Boxed so that the future of requests without plugins stays small.
         Box::pin(with_plugins(
@@ -212,6 +219,9 @@ async fn serve(
         ))
         .await?
     };
+    if let Some(changes) = &rule.response_headers {
+        changes.apply_to_map(response.headers_mut());
+    }
     if let Some(policy) = &rule.cors {
         cors::decorate(policy, origin.as_ref(), response.headers_mut());
     }

@@ -1,6 +1,6 @@
 //! A Route's request policies through a real proxy to real upstreams: the redirect of
 //! plain HTTP to HTTPS, client address ranges, limits per client, a rule's own body
-//! limit, and regular expression rewrites of the path.
+//! limit, regular expression rewrites of the path, and header changes.
 
 mod support;
 
@@ -460,5 +460,69 @@ async fn regex_rewrites_replace_the_whole_path_and_keep_the_query() {
     let seen: Vec<String> = upstream.requests().into_iter().map(|s| s.uri).collect();
     let expected: Vec<&str> = cases.iter().map(|(_, upstream)| *upstream).collect();
     assert_eq!(seen, expected);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn header_changes_reach_the_upstream_and_every_answer() {
+    let upstream = Upstream::start(|_| async move {
+        let mut response = text(StatusCode::OK, "served");
+        response
+            .headers_mut()
+            .insert("x-internal", "secret".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("cache-control", "no-store".parse().unwrap());
+        response
+    })
+    .await;
+    let proxy = TestProxy::start(|_| {}).await;
+    let changes = "
+    requestHeaders:
+      set: [{name: X-Env, value: prod}]
+      add: [{name: X-Tag, value: gateway}]
+      remove: [X-Debug]
+    responseHeaders:
+      set: [{name: Cache-Control, value: 'max-age=60'}]
+      add: [{name: Vary, value: Accept}]
+      remove: [X-Internal]";
+    proxy
+        .apply_yaml(&route(
+            "edited",
+            &format!(
+                "  hosts: [edited.example]
+  rules:
+  - matches: [{{path: {{value: /down}}}}]
+    backends: [{{url: 'http://127.0.0.1:1'}}]
+    responseHeaders: {{set: [{{name: X-Answered-By, value: weir}}]}}
+  - backends: [{{url: '{}'}}]{changes}",
+                upstream.url()
+            ),
+        ))
+        .await;
+    let answer = get_with(
+        &proxy.url("/"),
+        "edited.example",
+        &[("x-env", "dev"), ("x-tag", "client"), ("x-debug", "1")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = &upstream.requests()[0].headers;
+    assert_eq!(seen["x-env"], "prod", "set replaces the client's value");
+    let tags: Vec<&str> = seen
+        .get_all("x-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["client", "gateway"], "add keeps the client's value");
+    assert!(!seen.contains_key("x-debug"));
+    assert_eq!(answer.headers["cache-control"], "max-age=60");
+    assert_eq!(answer.headers["vary"], "Accept");
+    assert!(!answer.headers.contains_key("x-internal"));
+
+    // The proxy's own answers (here: the backend cannot be reached) get them too.
+    let down = get(&proxy.url("/down"), "edited.example").await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY, "{}", down.text());
+    assert_eq!(down.headers["x-answered-by"], "weir");
     proxy.stop().await;
 }

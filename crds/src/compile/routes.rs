@@ -17,15 +17,15 @@ use super::{Context, PluginState, backends, tls};
 use crate::condition::{ConditionType, Reason};
 use crate::path::{self, Template};
 use crate::route::{
-    ClientLimits, CorsPolicy, DirectResponse, HttpMethod, PathMatchType, Redirect, RegexRewrite,
-    Rewrite, RouteMatch, RouteRule, SourceRanges, ValueMatch, ValueMatchType,
+    ClientLimits, CorsPolicy, DirectResponse, HeaderModifier, HttpMethod, PathMatchType, Redirect,
+    RegexRewrite, Rewrite, RouteMatch, RouteRule, SourceRanges, ValueMatch, ValueMatchType,
 };
 use crate::snapshot::{
     Action, Backend, Certificate, ClientLimits as SnapshotClientLimits, Cors,
-    DEFAULT_TUNNEL_IDLE_MS, Forward, HttpsRedirectAction, MatchEntry, NEVER_UPGRADED, Outliers,
-    PathPattern, PathRewrite, PluginCall, RedirectAction, RegexSubstitution, Respond, Retries,
-    Rule, SourceRanges as SnapshotRanges, TimeoutsMs, ValueCondition, WeightedBackend,
-    default_upgrades, upgrade_protocol,
+    DEFAULT_TUNNEL_IDLE_MS, Forward, HeaderChanges, HttpsRedirectAction, MatchEntry,
+    NEVER_UPGRADED, Outliers, PathPattern, PathRewrite, PluginCall, RedirectAction,
+    RegexSubstitution, Respond, Retries, Rule, SourceRanges as SnapshotRanges, TimeoutsMs,
+    ValueCondition, WeightedBackend, default_upgrades, upgrade_protocol,
 };
 use crate::{Route, plugin::PluginScope, route::RetryOn};
 
@@ -174,6 +174,13 @@ pub(crate) fn lower(
                 https_redirect,
                 source_ranges: source_ranges.clone(),
                 client_limits: client_limits.clone(),
+                response_headers: rule.response_headers.as_ref().map(|modifier| {
+                    Box::new(lower_header_changes(
+                        modifier,
+                        &format!("{field}.responseHeaders"),
+                        report,
+                    ))
+                }),
             },
         ));
     }
@@ -424,7 +431,8 @@ fn lower_action(
         || rule.max_concurrent_requests.is_some()
         || rule.outlier_detection.is_some()
         || rule.upgrades.is_some()
-        || rule.max_request_body_bytes.is_some();
+        || rule.max_request_body_bytes.is_some()
+        || rule.request_headers.is_some();
     match (&rule.backends, &rule.redirect, &rule.direct_response) {
         (Some(refs), None, None) => {
             lower_forward(rule, refs, matches, namespace, field, ctx, report, backends)
@@ -433,7 +441,7 @@ fn lower_action(
         (None, Some(_), None) | (None, None, Some(_)) if forward_only => {
             report.invalid(
                 field,
-                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection, upgrades and maxRequestBodyBytes apply only to rules with backends",
+                "rewrite, timeouts, retries, loadBalancer, maxConcurrentRequests, outlierDetection, upgrades, maxRequestBodyBytes and requestHeaders apply only to rules with backends",
             );
             None
         }
@@ -560,7 +568,83 @@ fn lower_forward(
         outlier_detection,
         upgrades,
         max_body_bytes: rule.max_request_body_bytes,
+        request_headers: rule.request_headers.as_ref().map(|modifier| {
+            lower_header_changes(modifier, &format!("{field}.requestHeaders"), report)
+        }),
     })
+}
+
+/// Headers a rule may not change: the message's framing, the connection's, and the host
+/// routing was decided on.
+const UNCHANGEABLE_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Header changes with lower-case names, each name once across set, add and remove.
+fn lower_header_changes(
+    modifier: &HeaderModifier,
+    field: &str,
+    report: &mut ObjectReport,
+) -> HeaderChanges {
+    let mut changes = HeaderChanges::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut check_name = |name: &str, at: String, report: &mut ObjectReport| -> Option<String> {
+        let lower = name.to_ascii_lowercase();
+        if !is_token(name) {
+            report.invalid(at, format!("{name:?} is not a header name"));
+            return None;
+        }
+        if UNCHANGEABLE_HEADERS.contains(&lower.as_str()) {
+            report.invalid(
+                at,
+                format!("{lower} cannot be changed: it frames the message or the connection, or routed it"),
+            );
+            return None;
+        }
+        if !seen.insert(lower.clone()) {
+            report.invalid(
+                at,
+                format!("{lower} is named twice; name each header once across set, add and remove"),
+            );
+            return None;
+        }
+        Some(lower)
+    };
+    for (list, entries) in [("set", &modifier.set), ("add", &modifier.add)] {
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("{field}.{list}[{i}]");
+            if entry.value.chars().any(|c| c.is_control() && c != '\t') {
+                report.invalid(
+                    format!("{at}.value"),
+                    "header values cannot contain control characters",
+                );
+                continue;
+            }
+            if let Some(name) = check_name(&entry.name, format!("{at}.name"), report) {
+                let target = if list == "set" {
+                    &mut changes.set
+                } else {
+                    &mut changes.add
+                };
+                target.insert(name, entry.value.clone());
+            }
+        }
+    }
+    for (i, name) in modifier.remove.iter().enumerate() {
+        if let Some(name) = check_name(name, format!("{field}.remove[{i}]"), report) {
+            changes.remove.push(name);
+        }
+    }
+    changes.remove.sort();
+    changes
 }
 
 /// Address ranges in canonical form (`10.1.2.3/8` is `10.0.0.0/8`, an address is a

@@ -22,6 +22,18 @@ pub struct HeaderEdits {
     pub remove: BTreeSet<String>,
 }
 
+impl From<&weir_crds::snapshot::HeaderChanges> for HeaderEdits {
+    /// A rule's header changes (from its Route), applied the way plugins' edits are.
+    fn from(changes: &weir_crds::snapshot::HeaderChanges) -> Self {
+        let one = |(name, value): (&String, &String)| (name.clone(), vec![value.clone()]);
+        Self {
+            set: changes.set.iter().map(one).collect(),
+            append: changes.add.iter().map(one).collect(),
+            remove: changes.remove.iter().cloned().collect(),
+        }
+    }
+}
+
 impl HeaderEdits {
     /// Whether applying these edits changes nothing.
     pub fn is_empty(&self) -> bool {

@@ -137,6 +137,9 @@ pub(super) async fn prepare(
     {
         parts.headers.insert(header::HOST, value);
     }
+    if let Some(changes) = &forward.request_headers {
+        changes.apply_to_map(&mut parts.headers);
+    }
 
     let body = request_body(
         incoming,

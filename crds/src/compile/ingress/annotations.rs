@@ -58,6 +58,8 @@ pub(crate) struct Settings {
     pub upstream_vhost: Option<String>,
     /// `app-root`.
     pub app_root: Option<String>,
+    /// `x-forwarded-prefix`: the `X-Forwarded-Prefix` header sent upstream.
+    pub forwarded_prefix: Option<String>,
     /// `weir.dev/plugins`.
     pub plugins: Vec<String>,
     /// The `canary` family, when `canary: "true"`.
@@ -210,6 +212,7 @@ impl Reader<'_> {
         self.client_limits();
         self.upstream_vhost();
         self.app_root();
+        self.settings.forwarded_prefix = self.nginx("x-forwarded-prefix").map(str::to_owned);
         self.canary();
     }
 
@@ -583,6 +586,7 @@ const SUPPORTED: &[&str] = &[
     "canary-by-cookie",
     "upstream-vhost",
     "app-root",
+    "x-forwarded-prefix",
     "limit-rps",
     "limit-burst-multiplier",
     "limit-connections",

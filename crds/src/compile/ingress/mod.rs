@@ -696,6 +696,16 @@ impl Builder<'_, '_> {
             rewrite,
             timeouts: settings.timeouts.clone(),
             max_request_body_bytes: settings.max_body_bytes,
+            request_headers: settings
+                .forwarded_prefix
+                .as_ref()
+                .map(|prefix| HeaderModifier {
+                    set: vec![HeaderEntry {
+                        name: "x-forwarded-prefix".to_owned(),
+                        value: prefix.clone(),
+                    }],
+                    ..HeaderModifier::default()
+                }),
             ..RouteRule::default()
         }
     }
