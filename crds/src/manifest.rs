@@ -187,10 +187,11 @@ fn typed_object<T: DeserializeOwned>(
     }
 }
 
-/// `spec.rules.0.x` as `spec.rules[0].x`.
+/// `spec.rules.0.x` as `spec.rules[0].x`, and `spec.tls.?.x` as `spec.tls.x`: the `?` is
+/// how `serde_ignored` writes going into an `Option`, which a manifest does not show.
 fn field_path(dotted: &str) -> String {
     let mut out = String::with_capacity(dotted.len());
-    for segment in dotted.split('.') {
+    for segment in dotted.split('.').filter(|segment| *segment != "?") {
         if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push('[');
             out.push_str(segment);
@@ -306,6 +307,12 @@ mod tests {
         let error = docs[0].as_ref().unwrap_err();
         assert_eq!(error.field, "spec.rules[0].backend: ", "{error}");
         assert_eq!(error.message, "unknown field");
+
+        let docs = objects(
+            "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec:\n  tls: {secretName: s, secret: t}\n  rules: [{directResponse: {status: 200}}]\n",
+        );
+        let error = docs[0].as_ref().unwrap_err();
+        assert_eq!(error.field, "spec.tls.secret: ", "{error}");
     }
 
     #[test]
