@@ -1,12 +1,13 @@
 //! The weir API, shared by the operator and the proxy so the same manifests mean the
-//! same thing everywhere: the `Route` and `Plugin` custom resources, the `Snapshot` wire
-//! format proxies consume, and the pure compiler from the one to the other. Nothing here
-//! does I/O.
+//! same thing everywhere: the `Route` and `Plugin` custom resources, the Gateway API
+//! kinds weir serves, the `Snapshot` wire format proxies consume, and the pure compiler
+//! from the one to the other. Nothing here does I/O.
 
 pub mod admin;
 pub mod compile;
 pub mod condition;
 pub mod crd;
+pub mod gateway;
 pub mod manifest;
 pub mod path;
 pub mod plugin;

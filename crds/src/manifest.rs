@@ -3,7 +3,8 @@
 //! same on a laptop as in a cluster.
 //!
 //! Like `kubectl apply` with strict field validation, an unknown field in a Route, a
-//! Plugin or an Ingress is an error, not silently dropped: a typo must not turn off a rule.
+//! Plugin, an Ingress or a Gateway API object is an error, not silently dropped: a typo
+//! must not turn off a rule.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::compile::{Inputs, Options};
+use crate::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::{Plugin, Route};
 
 /// An object weir reads.
@@ -35,6 +37,14 @@ pub enum Object {
     Ingress(Ingress),
     /// A `networking.k8s.io/v1` IngressClass.
     IngressClass(IngressClass),
+    /// A `gateway.networking.k8s.io/v1` GatewayClass.
+    GatewayClass(GatewayClass),
+    /// A `gateway.networking.k8s.io/v1` Gateway.
+    Gateway(Gateway),
+    /// A `gateway.networking.k8s.io/v1` HTTPRoute.
+    HTTPRoute(HTTPRoute),
+    /// A `gateway.networking.k8s.io/v1beta1` ReferenceGrant.
+    ReferenceGrant(ReferenceGrant),
 }
 
 /// A document that could not be read, with where and why.
@@ -153,6 +163,18 @@ fn parse_document(document: usize, value: serde_yaml_ng::Value) -> Result<Docume
         ("networking.k8s.io/v1", "IngressClass") => {
             typed_object(value, false).map(Object::IngressClass)
         }
+        ("gateway.networking.k8s.io/v1", "GatewayClass") => {
+            typed_object(value, true).map(Object::GatewayClass)
+        }
+        ("gateway.networking.k8s.io/v1", "Gateway") => {
+            typed_object(value, true).map(Object::Gateway)
+        }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            typed_object(value, true).map(Object::HTTPRoute)
+        }
+        ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
+            typed_object(value, true).map(Object::ReferenceGrant)
+        }
         (api_version, kind) => {
             return Ok(Document::Ignored {
                 kind: format!("{api_version}/{kind}"),
@@ -187,10 +209,11 @@ fn typed_object<T: DeserializeOwned>(
     }
 }
 
-/// `spec.rules.0.x` as `spec.rules[0].x`.
+/// `spec.rules.0.x` as `spec.rules[0].x`, and `spec.tls.?.x` as `spec.tls.x`: the `?` is
+/// how `serde_ignored` writes going into an `Option`, which a manifest does not show.
 fn field_path(dotted: &str) -> String {
     let mut out = String::with_capacity(dotted.len());
-    for segment in dotted.split('.') {
+    for segment in dotted.split('.').filter(|segment| *segment != "?") {
         if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push('[');
             out.push_str(segment);
@@ -224,6 +247,14 @@ pub struct Manifests {
     pub ingresses: Vec<Ingress>,
     /// IngressClasses.
     pub ingress_classes: Vec<IngressClass>,
+    /// GatewayClasses.
+    pub gateway_classes: Vec<GatewayClass>,
+    /// Gateways.
+    pub gateways: Vec<Gateway>,
+    /// HTTPRoutes.
+    pub http_routes: Vec<HTTPRoute>,
+    /// ReferenceGrants.
+    pub reference_grants: Vec<ReferenceGrant>,
 }
 
 impl Manifests {
@@ -238,6 +269,10 @@ impl Manifests {
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
             Object::Ingress(o) => self.ingresses.push(o),
             Object::IngressClass(o) => self.ingress_classes.push(o),
+            Object::GatewayClass(o) => self.gateway_classes.push(o),
+            Object::Gateway(o) => self.gateways.push(o),
+            Object::HTTPRoute(o) => self.http_routes.push(o),
+            Object::ReferenceGrant(o) => self.reference_grants.push(o),
         }
     }
 
@@ -306,6 +341,12 @@ mod tests {
         let error = docs[0].as_ref().unwrap_err();
         assert_eq!(error.field, "spec.rules[0].backend: ", "{error}");
         assert_eq!(error.message, "unknown field");
+
+        let docs = objects(
+            "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec:\n  tls: {secretName: s, secret: t}\n  rules: [{directResponse: {status: 200}}]\n",
+        );
+        let error = docs[0].as_ref().unwrap_err();
+        assert_eq!(error.field, "spec.tls.secret: ", "{error}");
     }
 
     #[test]

@@ -302,6 +302,10 @@ fn object_key(object: &Object) -> (&'static str, String, String) {
         Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
         Object::Ingress(o) => ("Ingress", &o.metadata),
         Object::IngressClass(o) => ("IngressClass", &o.metadata),
+        Object::GatewayClass(o) => ("GatewayClass", &o.metadata),
+        Object::Gateway(o) => ("Gateway", &o.metadata),
+        Object::HTTPRoute(o) => ("HTTPRoute", &o.metadata),
+        Object::ReferenceGrant(o) => ("ReferenceGrant", &o.metadata),
     };
     let namespace = meta
         .namespace
