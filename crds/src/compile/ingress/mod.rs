@@ -20,9 +20,9 @@ use super::Index;
 use super::report::{ObjectKind, ObjectReport};
 use crate::condition::{ConditionType, Reason};
 use crate::route::{
-    BackendRef, HttpsRedirect, PathMatch, PathMatchType, PluginAttachment, Redirect,
-    RedirectScheme, RedirectStatus, RegexRewrite, Rewrite, RouteMatch, RouteRule, RouteSpec,
-    RouteTls, ServiceProtocol, ValueMatch, ValueMatchType,
+    BackendRef, HeaderEntry, HeaderModifier, HttpsRedirect, PathMatch, PathMatchType,
+    PluginAttachment, Redirect, RedirectScheme, RedirectStatus, RegexRewrite, Rewrite, RouteMatch,
+    RouteRule, RouteSpec, RouteTls, ServiceProtocol, ValueMatch, ValueMatchType,
 };
 use crate::{Options, Route};
 use annotations::{Canary, Settings};
