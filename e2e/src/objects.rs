@@ -22,7 +22,7 @@ pub const NAMESPACE_PREFIX: &str = "weir-e2e-";
 pub const RUN_LABEL: &str = "weir-e2e/run";
 
 /// The kinds of objects the suite and the operator create in test namespaces.
-const KINDS: [(&str, &str); 7] = [
+const KINDS: [(&str, &str); 8] = [
     ("weir.dev/v1alpha1", "Route"),
     ("weir.dev/v1alpha1", "Plugin"),
     ("v1", "Service"),
@@ -30,6 +30,7 @@ const KINDS: [(&str, &str); 7] = [
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
     ("coordination.k8s.io/v1", "Lease"),
+    ("networking.k8s.io/v1", "Ingress"),
 ];
 
 /// A client for the API server of `KUBECONFIG`, or `None` (after saying why in one line)

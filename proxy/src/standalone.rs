@@ -68,6 +68,9 @@ impl ConfigDir {
         let mut broken: BTreeSet<PathBuf> = BTreeSet::new();
         for file in files {
             let (objects, errors) = read_file(&file);
+            for unserved in objects.iter().filter_map(not_served) {
+                tracing::warn!(file = %file.display(), "{unserved}");
+            }
             if errors.is_empty() {
                 fresh.insert(file, objects);
             } else {
@@ -261,6 +264,12 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Checked, ConfigDirErr
                 .into_iter()
                 .map(|error| format!("{}: {error}", file.display())),
         );
+        warnings.extend(
+            objects
+                .iter()
+                .filter_map(not_served)
+                .map(|unserved| format!("{}: {unserved}", file.display())),
+        );
         fresh.insert(file, objects);
     }
     let config = ConfigDir::new(dir.to_owned());
@@ -290,6 +299,22 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Checked, ConfigDirErr
         }
     }
     Ok(Checked { problems, warnings })
+}
+
+/// What an object is when weir reads it but does not serve it yet: the Gateway API kinds,
+/// checked (an unknown field is an error) but not compiled into the snapshot.
+fn not_served(object: &Object) -> Option<String> {
+    let gateway_api = matches!(
+        object,
+        Object::GatewayClass(_)
+            | Object::Gateway(_)
+            | Object::HTTPRoute(_)
+            | Object::ReferenceGrant(_)
+    );
+    gateway_api.then(|| {
+        let (kind, namespace, name) = object_key(object);
+        format!("{kind} {namespace}/{name}: weir reads and checks Gateway API objects but does not serve them yet")
+    })
 }
 
 fn object_key(object: &Object) -> (&'static str, String, String) {

@@ -317,3 +317,27 @@ fn check_reports_every_problem_of_a_directory() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/weir"));
 }
+
+#[test]
+fn check_reads_gateway_api_objects_and_says_they_are_not_served_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n";
+    std::fs::write(dir.path().join("route.yaml"), route).unwrap();
+    let output = weir_proxy(&["check", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("route.yaml: HTTPRoute shop/web: weir reads and checks Gateway API objects but does not serve them yet"),
+        "{stdout}"
+    );
+    // Checked all the same: a typo is a problem.
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        route.replace("backendRefs", "backendRef"),
+    )
+    .unwrap();
+    let output = weir_proxy(&["check", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("spec.rules[0].backendRef"), "{stdout}");
+}

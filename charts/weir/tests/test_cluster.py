@@ -60,6 +60,7 @@ RESOURCES = {
     "Role": ("apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies", True),
+    "IngressClass": ("apis/networking.k8s.io/v1", "ingressclasses", False),
     "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets", True),
     "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers", True),
     "CustomResourceDefinition": ("apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
