@@ -7,7 +7,7 @@ mod support;
 use support::*;
 use weir_crds::compile::report::{InSnapshot, ObjectKind, ObjectReport};
 use weir_crds::condition::{ConditionType, Reason};
-use weir_crds::route::ValueMatchType;
+use weir_crds::route::{LoadBalancer, RetryOn, ValueMatchType};
 use weir_crds::snapshot::{
     Action, BackendProtocol, Forward, PathPattern, PathRewrite, RedirectAction, RegexSubstitution,
     Rule, Snapshot, ValueCondition,
@@ -994,4 +994,72 @@ fn a_canary_header_may_name_its_value_or_a_pattern() {
             vec![("service:shop/web-canary:80", 1)]
         )
     );
+}
+
+#[test]
+fn retries_balancing_and_server_aliases() {
+    let yaml = format!(
+        "{SERVICES}{}{}{}",
+        ingress(
+            "retried",
+            &[
+                (
+                    &nginx("proxy-next-upstream"),
+                    "error timeout http_502 http_404 non_idempotent"
+                ),
+                (&nginx("proxy-next-upstream-tries"), "5"),
+                (&nginx("load-balance"), "round_robin"),
+                (&nginx("server-alias"), "www.shop.example, Shop.Example.net"),
+            ],
+            &simple("shop.example", "/")
+        ),
+        ingress(
+            "not-retried",
+            &[
+                (&nginx("proxy-next-upstream"), "off"),
+                (&nginx("load-balance"), "chash"),
+            ],
+            &simple("once.example", "/")
+        ),
+        ingress(
+            "ewma",
+            &[(&nginx("load-balance"), "ewma")],
+            &simple("ewma.example", "/")
+        ),
+    );
+    let c = compile_yaml(&yaml);
+    let retried = ingress_report(&c, "retried");
+    let message = diagnostic(
+        retried,
+        "metadata.annotations[nginx.ingress.kubernetes.io/proxy-next-upstream]",
+        Reason::UnsupportedAnnotation,
+    );
+    assert!(
+        message.starts_with("http_404, non_idempotent not retried"),
+        "{message}"
+    );
+    assert_eq!(retried.diagnostics.len(), 1);
+    for host in ["shop.example", "www.shop.example", "shop.example.net"] {
+        let (rule, forward) = only_forward(&c.snapshot, host);
+        assert_eq!(rule.route, "shop/ingress:retried:shop.example", "{host}");
+        let retries = forward.retries.as_ref().expect("retries");
+        assert_eq!(retries.attempts, 4, "five tries in all");
+        assert_eq!(
+            retries.retry_on,
+            [RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Timeout]
+        );
+        assert_eq!(retries.statuses, [502]);
+        assert_eq!(forward.load_balancer, LoadBalancer::RoundRobin);
+    }
+    let not_retried = ingress_report(&c, "not-retried");
+    diagnostic(
+        not_retried,
+        "metadata.annotations[nginx.ingress.kubernetes.io/load-balance]",
+        Reason::UnsupportedAnnotation,
+    );
+    let (_, once) = only_forward(&c.snapshot, "once.example");
+    assert!(once.retries.is_none(), "off: never tried again");
+    assert_eq!(once.load_balancer, LoadBalancer::LeastRequest);
+    let (_, ewma) = only_forward(&c.snapshot, "ewma.example");
+    assert_eq!(ewma.load_balancer, LoadBalancer::LeastRequest);
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use crate::condition::{ConditionType, Reason};
 use crate::route::{
-    ClientLimits, CorsPolicy, HttpMethod, RedirectStatus, ServiceProtocol, SourceRanges, Timeouts,
+    ClientLimits, CorsPolicy, HttpMethod, LoadBalancer, RedirectStatus, RetryOn, RetryPolicy,
+    ServiceProtocol, SourceRanges, Timeouts,
 };
 
 use super::super::report::ObjectReport;
@@ -60,6 +61,12 @@ pub(crate) struct Settings {
     pub app_root: Option<String>,
     /// `x-forwarded-prefix`: the `X-Forwarded-Prefix` header sent upstream.
     pub forwarded_prefix: Option<String>,
+    /// `proxy-next-upstream` and `proxy-next-upstream-tries`.
+    pub retries: Option<RetryPolicy>,
+    /// `load-balance`.
+    pub load_balancer: Option<LoadBalancer>,
+    /// `server-alias`: more host names for the Ingress's hosts.
+    pub aliases: Vec<String>,
     /// `weir.dev/plugins`.
     pub plugins: Vec<String>,
     /// The `canary` family, when `canary: "true"`.
@@ -213,6 +220,14 @@ impl Reader<'_> {
         self.upstream_vhost();
         self.app_root();
         self.settings.forwarded_prefix = self.nginx("x-forwarded-prefix").map(str::to_owned);
+        self.retries();
+        self.load_balancer();
+        self.settings.aliases = self
+            .list("server-alias")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|alias| alias.to_ascii_lowercase())
+            .collect();
         self.canary();
     }
 
@@ -479,6 +494,80 @@ impl Reader<'_> {
         });
     }
 
+    /// `proxy-next-upstream` (what is tried again on another endpoint, default
+    /// `error timeout`) and `proxy-next-upstream-tries` (tries in all, default 3).
+    fn retries(&mut self) {
+        let conditions = self.nginx("proxy-next-upstream").map(str::to_owned);
+        let tries = self.number("proxy-next-upstream-tries");
+        if conditions.is_none() && tries.is_none() {
+            return;
+        }
+        let conditions = conditions.unwrap_or_else(|| "error timeout".to_owned());
+        let mut retry_on = Vec::new();
+        let mut statuses = Vec::new();
+        let mut ignored = Vec::new();
+        for condition in conditions.split_whitespace() {
+            match condition {
+                "off" => {
+                    self.settings.retries = Some(RetryPolicy {
+                        attempts: Some(0),
+                        ..RetryPolicy::default()
+                    });
+                    return;
+                }
+                "error" => retry_on.extend([RetryOn::ConnectFailure, RetryOn::Reset]),
+                "timeout" => retry_on.push(RetryOn::Timeout),
+                other => match other
+                    .strip_prefix("http_")
+                    .and_then(|code| code.parse::<u16>().ok())
+                {
+                    Some(code @ 500..=599) => statuses.push(code),
+                    _ => ignored.push(other.to_owned()),
+                },
+            }
+        }
+        if !ignored.is_empty() {
+            self.report.push(
+                field(&format!("{NGINX_PREFIX}proxy-next-upstream")),
+                ConditionType::Accepted,
+                Reason::UnsupportedAnnotation,
+                format!(
+                    "{} not retried by weir (it retries connection failures, resets, timeouts and 5xx statuses, and never non-idempotent requests); ignored",
+                    ignored.join(", ")
+                ),
+            );
+        }
+        retry_on.sort();
+        retry_on.dedup();
+        // nginx counts tries (0: unlimited); weir counts retries after the first, at most 10.
+        let attempts = match tries.unwrap_or(3) {
+            0 => 10,
+            tries => (tries - 1).min(10),
+        };
+        self.settings.retries = Some(RetryPolicy {
+            attempts: Some(attempts),
+            retry_on: Some(retry_on),
+            statuses,
+            ..RetryPolicy::default()
+        });
+    }
+
+    fn load_balancer(&mut self) {
+        let Some(value) = self.nginx("load-balance").map(str::to_owned) else {
+            return;
+        };
+        match value.as_str() {
+            "round_robin" => self.settings.load_balancer = Some(LoadBalancer::RoundRobin),
+            "ewma" => self.settings.load_balancer = Some(LoadBalancer::LeastRequest),
+            _ => self.report.push(
+                field(&format!("{NGINX_PREFIX}load-balance")),
+                ConditionType::Accepted,
+                Reason::UnsupportedAnnotation,
+                format!("{value:?}: weir balances round_robin, or by least requests (for ewma); the default, least requests, is used"),
+            ),
+        }
+    }
+
     fn upstream_vhost(&mut self) {
         let Some(host) = self.nginx("upstream-vhost").map(str::to_owned) else {
             return;
@@ -587,6 +676,10 @@ const SUPPORTED: &[&str] = &[
     "upstream-vhost",
     "app-root",
     "x-forwarded-prefix",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "load-balance",
+    "server-alias",
     "limit-rps",
     "limit-burst-multiplier",
     "limit-connections",

@@ -436,6 +436,14 @@ impl Builder<'_, '_> {
             hosts[at].1.rules.extend(rules);
             hosts[at].1.fields.extend(fields);
         }
+        for alias in &self.settings.aliases {
+            if !is_host(alias) {
+                self.report.invalid(
+                    annotations::field(&format!("{NGINX_PREFIX}server-alias")),
+                    format!("{alias:?} is not a host name (DNS labels, optionally behind *.)"),
+                );
+            }
+        }
         if self.report.is_invalid() {
             return Vec::new();
         }
@@ -486,10 +494,13 @@ impl Builder<'_, '_> {
         );
         let spec = RouteSpec {
             class_name: None,
+            // `server-alias` names more hosts for the Ingress's hosts (not for any host).
             hosts: if host.is_empty() {
                 Vec::new()
             } else {
-                vec![host]
+                std::iter::once(host)
+                    .chain(settings.aliases.iter().cloned())
+                    .collect()
             },
             rules: rules.rules,
             tls: route_tls.map(|(_, tls)| tls),
@@ -695,6 +706,8 @@ impl Builder<'_, '_> {
             backends: Some(backends),
             rewrite,
             timeouts: settings.timeouts.clone(),
+            retries: settings.retries.clone(),
+            load_balancer: settings.load_balancer,
             max_request_body_bytes: settings.max_body_bytes,
             request_headers: settings
                 .forwarded_prefix
