@@ -1063,3 +1063,56 @@ fn retries_balancing_and_server_aliases() {
     let (_, ewma) = only_forward(&c.snapshot, "ewma.example");
     assert_eq!(ewma.load_balancer, LoadBalancer::LeastRequest);
 }
+
+#[test]
+fn from_to_www_redirect_sends_the_other_name_to_the_ingress_s_host() {
+    let yaml = format!(
+        "{SERVICES}{}{}{}",
+        tls_secret("both-tls", &["shop.example", "www.shop.example"]),
+        ingress(
+            "bare",
+            &[(&nginx("from-to-www-redirect"), "true")],
+            &format!(
+                "  tls: [{{hosts: [shop.example, www.shop.example], secretName: both-tls}}]\n{}",
+                simple("shop.example", "/")
+            )
+        ),
+        ingress(
+            "www",
+            &[(&nginx("from-to-www-redirect"), "true")],
+            &simple("www.blog.example", "/")
+        ),
+    );
+    let c = compile_yaml(&yaml);
+    assert_eq!(ingress_report(&c, "bare").diagnostics, vec![]);
+    assert_eq!(ingress_report(&c, "www").diagnostics, vec![]);
+    let only_redirect = |host: &str| {
+        let rules = rules_of(&c.snapshot, host);
+        assert_eq!(rules.len(), 1, "{host}");
+        redirect(rules[0]).clone()
+    };
+    let to_bare = only_redirect("www.shop.example");
+    assert_eq!(
+        (
+            to_bare.host.as_deref(),
+            to_bare.status,
+            to_bare.scheme.clone(),
+            to_bare.path.clone()
+        ),
+        (Some("shop.example"), 308, None, None),
+        "scheme, path and query kept"
+    );
+    let to_www = only_redirect("blog.example");
+    assert_eq!(to_www.host.as_deref(), Some("www.blog.example"));
+    let certificate = c
+        .snapshot
+        .certificates
+        .iter()
+        .find(|cert| cert.secret == "shop/both-tls")
+        .unwrap();
+    assert_eq!(
+        certificate.hosts,
+        ["shop.example", "www.shop.example"],
+        "the redirecting name keeps its certificate"
+    );
+}

@@ -67,6 +67,8 @@ pub(crate) struct Settings {
     pub load_balancer: Option<LoadBalancer>,
     /// `server-alias`: more host names for the Ingress's hosts.
     pub aliases: Vec<String>,
+    /// `from-to-www-redirect`: `www.` and bare host names redirect to each other.
+    pub www_redirect: bool,
     /// `weir.dev/plugins`.
     pub plugins: Vec<String>,
     /// The `canary` family, when `canary: "true"`.
@@ -222,6 +224,7 @@ impl Reader<'_> {
         self.settings.forwarded_prefix = self.nginx("x-forwarded-prefix").map(str::to_owned);
         self.retries();
         self.load_balancer();
+        self.settings.www_redirect = self.boolean("from-to-www-redirect").unwrap_or(false);
         self.settings.aliases = self
             .list("server-alias")
             .unwrap_or_default()
@@ -680,6 +683,7 @@ const SUPPORTED: &[&str] = &[
     "proxy-next-upstream-tries",
     "load-balance",
     "server-alias",
+    "from-to-www-redirect",
     "limit-rps",
     "limit-burst-multiplier",
     "limit-connections",

@@ -448,11 +448,87 @@ impl Builder<'_, '_> {
             return Vec::new();
         }
         let tls = spec.tls.as_deref().unwrap_or_default();
-        hosts
+        let named: Vec<String> = hosts.iter().map(|(host, _)| host.clone()).collect();
+        let mut routes: Vec<Translated> = hosts
             .into_iter()
             .filter(|(_, rules)| !rules.rules.is_empty())
             .map(|(host, rules)| self.route(host, rules, tls))
-            .collect()
+            .collect();
+        if self.settings.www_redirect {
+            for host in named
+                .iter()
+                .filter(|h| !h.is_empty() && !h.starts_with("*."))
+            {
+                let other = match host.strip_prefix("www.") {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("www.{host}"),
+                };
+                if !named.contains(&other) {
+                    routes.push(self.www_redirect_route(other, host, tls));
+                }
+            }
+        }
+        routes
+    }
+
+    /// The Route of `from-to-www-redirect`: `from` (the host with or without `www.`)
+    /// redirects every request to `to`, keeping the scheme, path and query.
+    fn www_redirect_route(
+        &self,
+        from: String,
+        to: &str,
+        tls: &[k8s_openapi::api::networking::v1::IngressTLS],
+    ) -> Translated {
+        let annotation = annotations::field(&format!("{NGINX_PREFIX}from-to-www-redirect"));
+        let secret = tls.iter().enumerate().find_map(|(i, entry)| {
+            let covered = entry
+                .hosts
+                .iter()
+                .flatten()
+                .any(|h| h.eq_ignore_ascii_case(&from) || covers(h, &from));
+            covered
+                .then(|| {
+                    entry
+                        .secret_name
+                        .clone()
+                        .map(|secret_name| (i, secret_name))
+                })
+                .flatten()
+        });
+        let spec = RouteSpec {
+            hosts: vec![from.clone()],
+            rules: vec![RouteRule {
+                redirect: Some(Redirect {
+                    host: Some(to.to_owned()),
+                    status_code: Some(RedirectStatus::PermanentRedirect),
+                    ..Redirect::default()
+                }),
+                ..RouteRule::default()
+            }],
+            tls: secret.as_ref().map(|(_, secret_name)| RouteTls {
+                secret_name: secret_name.clone(),
+            }),
+            class_name: None,
+            cors: None,
+            plugins: Vec::new(),
+            allowed_namespaces: Vec::new(),
+            https_redirect: None,
+            source_ranges: None,
+            client_limits: None,
+        };
+        let mut route = Route::new(&format!("ingress:{}:{from}", self.name), spec);
+        route.metadata.namespace = Some(self.namespace.to_owned());
+        route.metadata.creation_timestamp = self.ingress.metadata.creation_timestamp.clone();
+        route.metadata.generation = self.ingress.metadata.generation;
+        Translated {
+            route,
+            ingress: self.name.to_owned(),
+            fields: FieldMap {
+                host: annotation.clone(),
+                tls: secret.map(|(i, _)| format!("spec.tls[{i}].secretName")),
+                rules: vec![annotation],
+            },
+        }
     }
 
     /// The Route of one host.
