@@ -17,7 +17,7 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Index;
-use super::report::{ObjectKind, ObjectReport};
+use super::report::{InSnapshot, ObjectKind, ObjectReport};
 use crate::condition::{ConditionType, Reason};
 use crate::route::{
     BackendRef, HeaderEntry, HeaderModifier, HttpsRedirect, PathMatch, PathMatchType,
@@ -91,8 +91,7 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
     let mut mains = Vec::new();
     let mut canaries = Vec::new();
     for ingress in ingresses {
-        let namespace = super::namespace_of(&ingress.metadata).to_owned();
-        let name = super::name_of(&ingress.metadata).to_owned();
+        let (namespace, name) = key_of(ingress);
         let mut report = ObjectReport::new(
             ObjectKind::Ingress,
             &namespace,
@@ -113,10 +112,7 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
     }
     let mut canary_paths = canary_paths(&canaries, &mut translation.reports);
     for (ingress, settings) in &mains {
-        let key = (
-            super::namespace_of(&ingress.metadata).to_owned(),
-            super::name_of(&ingress.metadata).to_owned(),
-        );
+        let key = key_of(ingress);
         let Some(report) = translation.reports.get_mut(&key) else {
             continue;
         };
@@ -134,6 +130,16 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         }
         .build();
         translation.routes.extend(routes);
+    }
+    // Per canary Ingress: its paths that found their main Ingress, and those that did not.
+    let mut found: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for path in &canary_paths {
+        let counts = found.entry(path.key.clone()).or_default();
+        if path.used {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
     }
     for unused in canary_paths.into_iter().filter(|c| !c.used) {
         if let Some(report) = translation.reports.get_mut(&unused.key) {
@@ -156,27 +162,25 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         }
     }
     for (ingress, _) in &canaries {
-        let key = (
-            super::namespace_of(&ingress.metadata).to_owned(),
-            super::name_of(&ingress.metadata).to_owned(),
-        );
+        let key = key_of(ingress);
         if let Some(report) = translation.reports.get_mut(&key) {
-            report.in_snapshot = canary_in_snapshot(report);
+            report.in_snapshot = match found.get(&key).copied().unwrap_or_default() {
+                _ if report.is_invalid() => InSnapshot::No,
+                (0, _) => InSnapshot::No,
+                (_, 0) => InSnapshot::Whole,
+                _ => InSnapshot::Partly,
+            };
         }
     }
     translation
 }
 
-/// A canary's share: whole when every path found its main Ingress.
-fn canary_in_snapshot(report: &ObjectReport) -> super::report::InSnapshot {
-    use super::report::InSnapshot;
-    if report.is_invalid() {
-        InSnapshot::No
-    } else if report.has(ConditionType::Accepted, &[Reason::NoMainIngress]) {
-        InSnapshot::Partly
-    } else {
-        InSnapshot::Whole
-    }
+/// Namespace and name of an Ingress, as reports are keyed.
+fn key_of(ingress: &Ingress) -> (String, String) {
+    (
+        super::namespace_of(&ingress.metadata).to_owned(),
+        super::name_of(&ingress.metadata).to_owned(),
+    )
 }
 
 /// One path of a canary Ingress, waiting for the Ingress it splits.
@@ -198,10 +202,7 @@ fn canary_paths(
 ) -> Vec<CanaryPath> {
     let mut paths = Vec::new();
     for (ingress, settings) in canaries {
-        let key = (
-            super::namespace_of(&ingress.metadata).to_owned(),
-            super::name_of(&ingress.metadata).to_owned(),
-        );
+        let key = key_of(ingress);
         let Some(report) = reports.get_mut(&key) else {
             continue;
         };
