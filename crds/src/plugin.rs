@@ -200,10 +200,15 @@ pub struct PluginStatus {
 }
 
 impl Plugin {
+    /// The Secrets of its namespace this Plugin takes config values from.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.secret_refs.iter().map(|r| r.secret_name.as_str())
+    }
+
     /// Whether this Plugin takes config values from the Secret `namespace/name`.
     pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
         crate::compile::namespace_of(&self.metadata) == namespace
-            && self.spec.secret_refs.iter().any(|r| r.secret_name == name)
+            && self.secret_names().any(|secret| secret == name)
     }
 
     /// Whether this Plugin's source is in the ConfigMap `namespace/name`: an edit of that

@@ -878,21 +878,24 @@ pub struct PluginAttachment {
 }
 
 impl Route {
+    /// The Secrets of its namespace this Route reads: its certificate's, and those of its
+    /// plugin overrides' `secretRefs`.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let tls = self.spec.tls.iter().map(|tls| tls.secret_name.as_str());
+        let refs = self
+            .spec
+            .plugins
+            .iter()
+            .flat_map(|attachment| &attachment.secret_refs)
+            .map(|r| r.secret_name.as_str());
+        tls.chain(refs)
+    }
+
     /// Whether this Route takes its certificate, or a plugin config value, from the Secret
     /// `namespace/name`.
     pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
         crate::compile::namespace_of(&self.metadata) == namespace
-            && (self
-                .spec
-                .tls
-                .as_ref()
-                .is_some_and(|tls| tls.secret_name == name)
-                || self
-                    .spec
-                    .plugins
-                    .iter()
-                    .flat_map(|attachment| &attachment.secret_refs)
-                    .any(|r| r.secret_name == name))
+            && self.secret_names().any(|secret| secret == name)
     }
 }
 

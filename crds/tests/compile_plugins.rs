@@ -580,3 +580,30 @@ fn version_moves_only_when_content_changes() {
     assert_eq!(next.snapshot.version, 2);
     assert_ne!(next.snapshot.hash, first.snapshot.hash);
 }
+
+#[test]
+fn a_secret_whose_data_the_operator_did_not_keep_is_pending_not_missing() {
+    let yaml = [
+        "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: keys\n  namespace: shop\n  annotations: {weir.dev/data-not-kept: 'true'}\n".to_owned(),
+        plugin(
+            "jwt",
+            &format!(
+                "{}  secretRefs: [{{path: /key, secretName: keys, key: hs256}}]\n",
+                inline_plugin(HELLO_PLUGIN)
+            ),
+        ),
+    ]
+    .concat();
+    let c = compile_yaml(&yaml);
+    let report = plugin_report(&c, "shop", "jwt");
+    let message = diagnostic(report, "spec.secretRefs[0].secretName", Reason::Pending);
+    assert!(message.contains("is being read"), "{message}");
+    assert_eq!(
+        condition(report, ConditionType::ResolvedRefs),
+        (false, Reason::Pending)
+    );
+    assert!(
+        report.conditions().iter().all(|c| !c.warrants_event()),
+        "a Secret being read again is no reason for a Warning Event"
+    );
+}

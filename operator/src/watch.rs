@@ -9,11 +9,12 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use weir_crds::compile::DATA_NOT_KEPT;
 use weir_crds::{Plugin, Route};
 
 use crate::config::Config;
@@ -63,13 +64,84 @@ pub fn secret_matters(
         || ingresses.iter().any(|s| {
             s.find(|i| {
                 i.namespace().as_deref() == Some(namespace.as_str())
-                    && i.spec
-                        .iter()
-                        .flat_map(|spec| spec.tls.iter().flatten())
-                        .any(|tls| tls.secret_name.as_deref() == Some(name.as_str()))
+                    && ingress_secret_names(i).any(|secret| secret == name)
             })
             .is_some()
         })
+}
+
+/// The Secrets of its namespace an Ingress reads: its TLS certificates'.
+fn ingress_secret_names(ingress: &Ingress) -> impl Iterator<Item = &str> {
+    ingress
+        .spec
+        .iter()
+        .flat_map(|spec| spec.tls.iter().flatten())
+        .filter_map(|tls| tls.secret_name.as_deref())
+}
+
+/// The Secret type whose data is always kept: certificates, small, and read by name.
+const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// What the Secret store keeps of `secret`: everything when a Route, Plugin or Ingress
+/// reads it (or it is a TLS Secret), else its metadata only, marked [`DATA_NOT_KEPT`], so
+/// memory tracks the Secrets weir reads, not every Opaque Secret of the cluster.
+pub fn project_secret(
+    secret: &mut Secret,
+    routes: &[Store<Route>],
+    plugins: &[Store<Plugin>],
+    ingresses: &[Store<Ingress>],
+) {
+    let tls = secret.type_.as_deref() == Some(TLS_SECRET_TYPE);
+    if tls || secret_matters(secret, routes, plugins, ingresses) {
+        return;
+    }
+    secret.data = None;
+    secret.string_data = None;
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(DATA_NOT_KEPT.to_owned(), "true".to_owned());
+}
+
+/// Lists the Secrets again when an object reads one whose data was not kept.
+#[derive(Clone)]
+struct SecretRelist {
+    secrets: Vec<Store<Secret>>,
+    relist: Arc<watch::Sender<u64>>,
+}
+
+impl SecretRelist {
+    /// Lists the Secrets again when some of `names` (Secrets of `namespace` an object
+    /// reads) is stored without its data.
+    fn check<'a>(&self, namespace: Option<String>, names: impl Iterator<Item = &'a str>) {
+        let namespace = namespace.unwrap_or_default();
+        if reads_dropped_data(&namespace, names, &self.secrets) {
+            self.relist.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// Whether some of `names` (Secrets of `namespace` an object reads) is in the store
+/// without its data: it was not read when it was listed, so the Secrets are listed again.
+pub fn reads_dropped_data<'a>(
+    namespace: &str,
+    mut names: impl Iterator<Item = &'a str>,
+    secrets: &[Store<Secret>],
+) -> bool {
+    names.any(|name| {
+        secrets.iter().any(|store| {
+            store
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+                .is_some_and(|secret| {
+                    secret
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(DATA_NOT_KEPT))
+                })
+        })
+    })
 }
 
 /// Secrets the operator never reads, left out of its watch (a field selector): service
@@ -90,11 +162,14 @@ where
     }
 }
 
-/// Runs one reflector until its stream ends, calling `on_event` for each object event.
+/// Runs one reflector until its watch ends, calling `on_event` for each object event.
+/// When `relist` changes, the watch starts again from a fresh list (`streams` makes
+/// it): the store is replaced by what the list holds once it is complete.
 async fn reflect<K, S>(
     kind: &'static str,
-    writer: Writer<K>,
-    stream: S,
+    mut writer: Writer<K>,
+    mut streams: impl FnMut() -> S + Send,
+    mut relist: Option<watch::Receiver<u64>>,
     metrics: Metrics,
     mut on_event: impl FnMut(&K) + Send,
     mut on_ready: impl FnMut() + Send,
@@ -103,18 +178,46 @@ async fn reflect<K, S>(
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
-    let stream = reflector::reflector(writer, stream);
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => on_event(&object),
-            Ok(watcher::Event::InitDone) => on_ready(),
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Err(e) => {
-                metrics.watch_error(kind);
-                tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+    loop {
+        let stream = streams();
+        futures::pin_mut!(stream);
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = relisted(relist.as_mut()) => break,
+            };
+            let Some(event) = event else {
+                return;
+            };
+            match event {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    match &event {
+                        watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                            on_event(object)
+                        }
+                        watcher::Event::InitDone => on_ready(),
+                        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                    }
+                }
+                Err(e) => {
+                    metrics.watch_error(kind);
+                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                }
             }
         }
+        tracing::info!(kind, "listing again");
+    }
+}
+
+/// Resolves when `relist` changes; never without one (or once its sender is gone).
+async fn relisted(relist: Option<&mut watch::Receiver<u64>>) {
+    let changed = match relist {
+        Some(relist) => relist.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -208,35 +311,66 @@ pub fn spawn(
             let _ = changes.send(Change::Objects);
         }
     };
+    // Secrets nothing read when they were listed are kept without their data; an object
+    // that starts reading one makes the Secret watches list again.
+    let (relist_secrets, secrets_relisted) = watch::channel(0u64);
+    let relist_for = SecretRelist {
+        secrets: stores.secrets.clone(),
+        relist: Arc::new(relist_secrets),
+    };
     for (scope, writer) in scopes.iter().zip(routes) {
-        let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let stream = watch(
-            api::<Route>(client, scope.as_deref()),
-            watcher::Config::default(),
-            Keep::Nothing,
-        );
+        let (on_event, relist) = (objects.clone(), relist_for.clone());
+        let on_ready = {
+            let (ready, relist, store) =
+                (objects.clone(), relist_for.clone(), stores.routes.clone());
+            move || {
+                ready();
+                for route in store.iter().flat_map(|s| s.state()) {
+                    relist.check(route.namespace(), route.secret_names());
+                }
+            }
+        };
+        let api = api::<Route>(client, scope.as_deref());
+        let watched = watcher::Config::default();
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
         tasks.push(tokio::spawn(reflect(
             "Route",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
-            move |_| on_event(),
+            move |route: &Route| {
+                on_event();
+                relist.check(route.namespace(), route.secret_names());
+            },
             on_ready,
         )));
     }
     for (scope, writer) in scopes.iter().zip(plugins) {
-        let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let stream = watch(
-            api::<Plugin>(client, scope.as_deref()),
-            watcher::Config::default(),
-            Keep::Nothing,
-        );
+        let (on_event, relist) = (objects.clone(), relist_for.clone());
+        let on_ready = {
+            let (ready, relist, store) =
+                (objects.clone(), relist_for.clone(), stores.plugins.clone());
+            move || {
+                ready();
+                for plugin in store.iter().flat_map(|s| s.state()) {
+                    relist.check(plugin.namespace(), plugin.secret_names());
+                }
+            }
+        };
+        let api = api::<Plugin>(client, scope.as_deref());
+        let watched = watcher::Config::default();
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
         tasks.push(tokio::spawn(reflect(
             "Plugin",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
-            move |_| on_event(),
+            move |plugin: &Plugin| {
+                on_event();
+                relist.check(plugin.namespace(), plugin.secret_names());
+            },
             on_ready,
         )));
     }
@@ -247,15 +381,14 @@ pub fn spawn(
         if let Some(selector) = &config.config_map_selector {
             selected = selected.labels(selector);
         }
-        let stream = watch(
-            api::<ConfigMap>(client, scope.as_deref()),
-            selected,
-            Keep::Nothing,
-        );
+        let api = api::<ConfigMap>(client, scope.as_deref());
+        let watched = selected;
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
         tasks.push(tokio::spawn(reflect(
             "ConfigMap",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
             move |cm| {
                 if config_map_matters(cm, &plugin_stores) {
@@ -267,15 +400,14 @@ pub fn spawn(
     }
     for (scope, writer) in scopes.iter().zip(services) {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let stream = watch(
-            api::<Service>(client, scope.as_deref()),
-            watcher::Config::default(),
-            Keep::Nothing,
-        );
+        let api = api::<Service>(client, scope.as_deref());
+        let watched = watcher::Config::default();
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
         tasks.push(tokio::spawn(reflect(
             "Service",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
             move |_| on_event(),
             on_ready,
@@ -283,15 +415,14 @@ pub fn spawn(
     }
     for (scope, writer) in scopes.iter().zip(endpoint_slices) {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let stream = watch(
-            api::<EndpointSlice>(client, scope.as_deref()),
-            watcher::Config::default(),
-            Keep::Labels,
-        );
+        let api = api::<EndpointSlice>(client, scope.as_deref());
+        let watched = watcher::Config::default();
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Labels);
         tasks.push(tokio::spawn(reflect(
             "EndpointSlice",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
             move |_| on_event(),
             on_ready,
@@ -302,16 +433,25 @@ pub fn spawn(
         let route_stores = stores.routes.clone();
         let plugin_stores = stores.plugins.clone();
         let ingress_stores = stores.ingresses.clone();
-        // TLS certificates and plugin keys (Opaque, or any type a team uses for them).
-        let stream = watch(
-            api::<Secret>(client, scope.as_deref()),
-            watcher::Config::default().fields(SECRETS_NOT_WATCHED),
-            Keep::Nothing,
+        // TLS certificates and plugin keys (Opaque, or any type a team uses for them); the
+        // data of those nothing reads is not kept.
+        let api = api::<Secret>(client, scope.as_deref());
+        let watched = watcher::Config::default().fields(SECRETS_NOT_WATCHED);
+        let readers = (
+            stores.routes.clone(),
+            stores.plugins.clone(),
+            stores.ingresses.clone(),
         );
+        let streams = move || {
+            let (routes, plugins, ingresses) = readers.clone();
+            watch(api.clone(), watched.clone(), Keep::Nothing)
+                .modify(move |secret| project_secret(secret, &routes, &plugins, &ingresses))
+        };
         tasks.push(tokio::spawn(reflect(
             "Secret",
             writer,
-            stream,
+            streams,
+            Some(secrets_relisted.clone()),
             metrics.clone(),
             move |secret| {
                 if secret_matters(secret, &route_stores, &plugin_stores, &ingress_stores) {
@@ -326,18 +466,33 @@ pub fn spawn(
             ready_and_empty(writer);
             continue;
         }
-        let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let stream = watch(
-            api::<Ingress>(client, scope.as_deref()),
-            watcher::Config::default(),
-            Keep::Annotations,
-        );
+        let (on_event, relist) = (objects.clone(), relist_for.clone());
+        let on_ready = {
+            let (ready, relist, store) = (
+                objects.clone(),
+                relist_for.clone(),
+                stores.ingresses.clone(),
+            );
+            move || {
+                ready();
+                for ingress in store.iter().flat_map(|s| s.state()) {
+                    relist.check(ingress.namespace(), ingress_secret_names(&ingress));
+                }
+            }
+        };
+        let api = api::<Ingress>(client, scope.as_deref());
+        let watched = watcher::Config::default();
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Annotations);
         tasks.push(tokio::spawn(reflect(
             "Ingress",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
-            move |_| on_event(),
+            move |ingress: &Ingress| {
+                on_event();
+                relist.check(ingress.namespace(), ingress_secret_names(ingress));
+            },
             on_ready,
         )));
     }
@@ -347,15 +502,14 @@ pub fn spawn(
             continue;
         }
         let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let stream = watch(
-            Api::<IngressClass>::all(client.clone()),
-            watcher::Config::default(),
-            Keep::Annotations,
-        );
+        let api = Api::<IngressClass>::all(client.clone());
+        let watched = watcher::Config::default();
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Annotations);
         tasks.push(tokio::spawn(reflect(
             "IngressClass",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
             move |_| on_event(),
             on_ready,
@@ -367,15 +521,14 @@ pub fn spawn(
             ready_and_empty(writer);
             continue;
         };
-        let stream = watch(
-            Api::<Service>::namespaced(client.clone(), namespace),
-            watcher::Config::default().fields(&format!("metadata.name={name}")),
-            Keep::Nothing,
-        );
+        let api = Api::<Service>::namespaced(client.clone(), namespace);
+        let watched = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
         tasks.push(tokio::spawn(reflect(
             "PublishService",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
             move |_| on_event(),
             on_ready,
@@ -386,16 +539,15 @@ pub fn spawn(
     });
     for writer in proxy_slices {
         let (on_event, on_ready) = (proxies.clone(), proxies.clone());
-        let stream = watch(
-            Api::<EndpointSlice>::namespaced(client.clone(), &config.proxies.namespace),
-            watcher::Config::default()
-                .labels(&format!("{SERVICE_NAME_LABEL}={}", config.proxies.service)),
-            Keep::Labels,
-        );
+        let api = Api::<EndpointSlice>::namespaced(client.clone(), &config.proxies.namespace);
+        let watched = watcher::Config::default()
+            .labels(&format!("{SERVICE_NAME_LABEL}={}", config.proxies.service));
+        let streams = move || watch(api.clone(), watched.clone(), Keep::Labels);
         tasks.push(tokio::spawn(reflect(
             "ProxyEndpointSlice",
             writer,
-            stream,
+            streams,
+            None,
             metrics.clone(),
             move |_| on_event(),
             move || on_ready(),

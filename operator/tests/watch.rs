@@ -244,3 +244,74 @@ async fn ingresses_keep_their_settings_and_the_published_service_is_watched_by_n
         task.abort();
     }
 }
+
+#[tokio::test]
+async fn secrets_nothing_reads_are_kept_without_their_data_and_listed_again_once_read() {
+    let (client, api) = FakeApi::start();
+    let secret = |name: &str, type_: &str, version: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": type_,
+               "metadata": {"name": name, "namespace": "shop", "resourceVersion": version},
+               "data": {"key": "c2VjcmV0LWtleS12YWx1ZQ=="}})
+    };
+    api.lists.lock().unwrap().extend([(
+        "/api/v1/secrets".to_owned(),
+        vec![
+            secret("signing", "Opaque", "1"),
+            secret("certificate", "kubernetes.io/tls", "1"),
+        ],
+    )]);
+    let (stores, writers) = stores_for(1);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let tasks = spawn(&client, &config(), &stores, writers, tx, Metrics::new());
+    tokio::time::timeout(PATIENCE, stores.wait_until_ready())
+        .await
+        .expect("every store lists");
+    let data_of = |name: &str| {
+        stores
+            .world()
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .map(|s| s.data.is_some())
+    };
+    assert_eq!(
+        data_of("signing"),
+        Some(false),
+        "nothing reads it: metadata only"
+    );
+    assert_eq!(
+        data_of("certificate"),
+        Some(true),
+        "TLS Secrets keep their data"
+    );
+    let lists_before = api
+        .take()
+        .iter()
+        .filter(|s| s.path == "/api/v1/secrets" && !s.query.contains("watch=true"))
+        .count();
+    assert_eq!(lists_before, 1);
+
+    // A Plugin starts reading it: the Secrets are listed again, its data kept this time.
+    let mut plugin = plugin_json("auth", 1, "auth-src");
+    plugin["metadata"]["resourceVersion"] = json!("2");
+    plugin["spec"]["secretRefs"] = json!([{"path": "/key", "secretName": "signing", "key": "key"}]);
+    api.watch_event("/apis/weir.dev/v1alpha1/plugins", "ADDED", plugin);
+    tokio::time::timeout(PATIENCE, async {
+        while data_of("signing") != Some(true) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the Secret's data is kept once a Plugin reads it");
+    assert!(
+        api.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.path == "/api/v1/secrets" && !s.query.contains("watch=true")),
+        "listed again"
+    );
+    for task in tasks {
+        task.abort();
+    }
+}

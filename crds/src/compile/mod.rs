@@ -17,6 +17,7 @@ pub mod report;
 mod routes;
 mod schema_check;
 mod secret_refs;
+pub use secret_refs::DATA_NOT_KEPT;
 mod tls;
 pub mod typescript;
 

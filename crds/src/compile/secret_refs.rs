@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
 use super::Index;
@@ -12,6 +13,20 @@ use super::report::ObjectReport;
 use super::tls::secret_value;
 use crate::condition::{ConditionType, Reason};
 use crate::plugin::ConfigSecretRef;
+
+/// Annotation the operator's Secret store puts on a Secret whose data it did not keep
+/// (nothing read it when it was listed); the Secrets are listed again once something
+/// reads it.
+pub const DATA_NOT_KEPT: &str = "weir.dev/data-not-kept";
+
+/// Whether a Secret's data is still to be read: the store kept only its metadata.
+pub(crate) fn is_being_read(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|annotations| annotations.contains_key(DATA_NOT_KEPT))
+}
 
 /// The places of a config whose values came from Secrets: JSON Pointer → `Secret
 /// ns/name, key k` (kept in the bundle as [`crate::snapshot::PluginBundle::secret_paths`]).
@@ -62,6 +77,19 @@ pub(crate) fn resolve(
             complete = false;
             continue;
         };
+        if is_being_read(secret) {
+            report.push(
+                format!("{field}.secretName"),
+                ConditionType::ResolvedRefs,
+                Reason::Pending,
+                format!(
+                    "Secret {namespace}/{} is being read (the operator lists Secrets again when one is newly referenced)",
+                    reference.secret_name
+                ),
+            );
+            complete = false;
+            continue;
+        }
         let Some(bytes) = secret_value(secret, &reference.key) else {
             report.push(
                 format!("{field}.key"),

@@ -31,6 +31,15 @@ pub(crate) fn certificate(
         );
         return None;
     };
+    if super::secret_refs::is_being_read(secret) {
+        report.push(
+            FIELD,
+            ConditionType::ResolvedRefs,
+            Reason::Pending,
+            format!("Secret {namespace}/{secret_name} is being read"),
+        );
+        return None;
+    }
     let invalid = |report: &mut ObjectReport, why: String| {
         report.push(
             FIELD,
