@@ -43,7 +43,7 @@ where
 /// can.
 pub fn skip_reason() -> Option<String> {
     let mut missing = Vec::new();
-    if std::env::var_os("KUBECONFIG").is_none() {
+    if !kubeconfig_set() {
         missing.push("KUBECONFIG is not set (the suite needs a Kubernetes API server)");
     }
     if !rustix::process::geteuid().is_root() {
@@ -80,4 +80,9 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// Whether `KUBECONFIG` names a file: set and not empty (as `scripts/test` reads it).
+pub fn kubeconfig_set() -> bool {
+    std::env::var_os("KUBECONFIG").is_some_and(|value| !value.is_empty())
 }

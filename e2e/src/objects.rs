@@ -36,7 +36,7 @@ const KINDS: [(&str, &str); 8] = [
 /// A client for the API server of `KUBECONFIG`, or `None` (after saying why in one line)
 /// when the variable is unset. For tests that need only the API server.
 pub async fn client_or_skip(test: &str) -> Option<Client> {
-    if std::env::var_os("KUBECONFIG").is_none() {
+    if !crate::kubeconfig_set() {
         eprintln!(
             "skipping e2e test {test}: KUBECONFIG is not set (the e2e suite needs a Kubernetes API server)"
         );
