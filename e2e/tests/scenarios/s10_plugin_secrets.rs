@@ -2,7 +2,8 @@
 //! Secret exists the Plugin says `ResolvedRefs=False`/`SecretNotFound` and its Route is
 //! not served; creating the Secret (an Opaque one, which the operator's watch must see)
 //! programs both, and the value reaches the plugin; rotating the Secret changes it
-//! without a restart. No status ever shows the value.
+//! without a restart. No status ever shows the value. A Secret that exists before anything
+//! reads it (so the operator kept only its metadata) is read once a Plugin refers to it.
 
 use std::time::Duration;
 
@@ -128,4 +129,29 @@ async fn s10_plugin_config_from_a_secret_created_and_rotated_later() {
         .wait_for(&plugins, "hasher", timeout, plugin_programmed(1, ""))
         .await;
     assert!(!hasher.data["status"].to_string().contains(second));
+
+    // A Secret nothing reads yet is kept without its data; a Plugin applied later that
+    // reads it makes the operator list Secrets again, and the Plugin is programmed.
+    objects::apply(
+        &client,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "earlier"},
+               "type": "Opaque", "stringData": {"key": "a-key-that-was-there-first"}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    objects::apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "late-reader"},
+            "spec": {"source": {"configMapRef": {"name": "plugin-sources", "key": "hash.ts"}},
+                     "secretRefs": [{"path": "/key", "secretName": "earlier", "key": "key"}]}
+        }),
+    )
+    .await;
+    scenario
+        .wait_for(&plugins, "late-reader", timeout, plugin_programmed(1, ""))
+        .await;
 }
