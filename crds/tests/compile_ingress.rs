@@ -1116,3 +1116,34 @@ fn from_to_www_redirect_sends_the_other_name_to_the_ingress_s_host() {
         "the redirecting name keeps its certificate"
     );
 }
+
+#[test]
+fn a_canary_without_its_service_is_reported_on_itself_and_takes_no_requests() {
+    let yaml = format!(
+        "{SERVICES}{}{}",
+        ingress("main", &[], &simple("shop.example", "/")),
+        ingress(
+            "canary",
+            &[(&nginx("canary"), "true"), (&nginx("canary-weight"), "50")],
+            "  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: not-deployed-yet, port: {number: 80}}}}"
+        ),
+    );
+    let c = compile_yaml(&yaml);
+    assert_eq!(ingress_report(&c, "main").diagnostics, vec![]);
+    let canary = ingress_report(&c, "canary");
+    let message = diagnostic(
+        canary,
+        "spec.rules[0].http.paths[0].backend.service.name",
+        Reason::BackendNotFound,
+    );
+    assert!(
+        message.contains("the canary takes no requests"),
+        "{message}"
+    );
+    let (_, forward) = only_forward(&c.snapshot, "shop.example");
+    assert_eq!(backends_of(forward), [("service:shop/web:80", 1)]);
+}

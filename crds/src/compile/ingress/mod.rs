@@ -110,7 +110,7 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         }
         translation.reports.insert((namespace, name), report);
     }
-    let mut canary_paths = canary_paths(&canaries, &mut translation.reports);
+    let mut canary_paths = canary_paths(&canaries, index, &mut translation.reports);
     for (ingress, settings) in &mains {
         let key = key_of(ingress);
         let Some(report) = translation.reports.get_mut(&key) else {
@@ -131,11 +131,11 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         .build();
         translation.routes.extend(routes);
     }
-    // Per canary Ingress: its paths that found their main Ingress, and those that did not.
+    // Per canary Ingress: its paths that split their main Ingress, and those that do not.
     let mut found: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
     for path in &canary_paths {
         let counts = found.entry(path.key.clone()).or_default();
-        if path.used {
+        if path.used && path.backend.is_some() {
             counts.0 += 1;
         } else {
             counts.1 += 1;
@@ -190,14 +190,17 @@ struct CanaryPath {
     path: String,
     path_type: String,
     field: String,
-    target: ServiceTarget,
-    protocol: Option<ServiceProtocol>,
+    /// Its backend; `None` when it is missing (reported on the canary).
+    backend: Option<BackendRef>,
     canary: Canary,
     used: bool,
 }
 
+/// The paths of the canary Ingresses, their backends checked (and reported on the canary)
+/// now: a canary whose Service is missing takes no share of its main Ingress's requests.
 fn canary_paths(
     canaries: &[(&Ingress, Settings)],
+    index: &Index<'_>,
     reports: &mut BTreeMap<(String, String), ObjectReport>,
 ) -> Vec<CanaryPath> {
     let mut paths = Vec::new();
@@ -213,18 +216,26 @@ fn canary_paths(
             continue;
         }
         for (field, host, path) in ingress_paths(ingress) {
-            let Some(target) = service_target(&path.backend, &format!("{field}.backend"), report)
-            else {
+            let backend_field = format!("{field}.backend");
+            let Some(target) = service_target(&path.backend, &backend_field, report) else {
                 continue;
             };
+            let backend = resolve_target(
+                &target,
+                settings.backend_protocol,
+                &key.0,
+                &backend_field,
+                index,
+                report,
+            )
+            .filter(|backend| service_port_found(backend, &key.0, &backend_field, index, report));
             paths.push(CanaryPath {
                 key: key.clone(),
                 host: host.to_ascii_lowercase(),
                 path: path.path.clone().unwrap_or_else(|| "/".to_owned()),
                 path_type: path.path_type.clone(),
                 field,
-                target,
-                protocol: settings.backend_protocol,
+                backend,
                 canary: canary.clone(),
                 used: false,
             });
@@ -351,6 +362,44 @@ fn resolve_target(
         weight: None,
         protocol,
     })
+}
+
+/// Whether the Service and port `backend` names exist (reported when not): checked for a
+/// canary's backend before it takes requests.
+fn service_port_found(
+    backend: &BackendRef,
+    namespace: &str,
+    field: &str,
+    index: &Index<'_>,
+    report: &mut ObjectReport,
+) -> bool {
+    let name = backend.name.as_deref().unwrap_or_default();
+    let Some(service) = index.services.get(&(namespace, name)) else {
+        report.push(
+            format!("{field}.service.name"),
+            ConditionType::ResolvedRefs,
+            Reason::BackendNotFound,
+            format!("Service {namespace}/{name} not found; the canary takes no requests"),
+        );
+        return false;
+    };
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref());
+    let found = ports
+        .unwrap_or_default()
+        .iter()
+        .any(|p| backend.port.is_some_and(|port| i32::from(port) == p.port));
+    if !found {
+        report.push(
+            format!("{field}.service.port"),
+            ConditionType::ResolvedRefs,
+            Reason::BackendNotFound,
+            format!(
+                "Service {namespace}/{name} has no port {}; the canary takes no requests",
+                backend.port.unwrap_or_default()
+            ),
+        );
+    }
+    found
 }
 
 /// Builds the Routes of one (non-canary) Ingress.
@@ -676,15 +725,10 @@ impl Builder<'_, '_> {
         let canary = match canary {
             Some(canary) => {
                 canary.used = true;
-                let backend = resolve_target(
-                    &canary.target,
-                    canary.protocol,
-                    self.namespace,
-                    &format!("{}.backend", canary.field),
-                    self.index,
-                    self.report,
-                );
-                backend.map(|backend| (backend, canary.canary.clone()))
+                canary
+                    .backend
+                    .clone()
+                    .map(|backend| (backend, canary.canary.clone()))
             }
             None => None,
         };
