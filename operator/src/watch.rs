@@ -112,13 +112,66 @@ struct SecretRelist {
 }
 
 impl SecretRelist {
-    /// Lists the Secrets again when some of `names` (Secrets of `namespace` an object
-    /// reads) is stored without its data.
-    fn check<'a>(&self, namespace: Option<String>, names: impl Iterator<Item = &'a str>) {
-        let namespace = namespace.unwrap_or_default();
-        if reads_dropped_data(&namespace, names, &self.secrets) {
+    /// Lists the Secrets again when `object` reads one stored without its data.
+    fn check<K: ReadsSecrets>(&self, object: &K) {
+        let namespace = object.namespace().unwrap_or_default();
+        if reads_dropped_data(&namespace, object.secrets_read().into_iter(), &self.secrets) {
             self.relist.send_modify(|n| *n += 1);
         }
+    }
+
+    /// The event and list-complete callbacks of a watch of objects that read Secrets
+    /// (`store` is theirs): each announces a change with `changed`, then checks the
+    /// object (or, once listed, every object) for Secrets to list again.
+    fn reading<K>(
+        &self,
+        store: &[Store<K>],
+        changed: impl Fn() + Clone + Send + 'static,
+    ) -> (
+        impl FnMut(&K) + Send + 'static,
+        impl FnMut() + Send + 'static,
+    )
+    where
+        K: ReadsSecrets + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let (relist, on_change) = (self.clone(), changed.clone());
+        let on_event = move |object: &K| {
+            on_change();
+            relist.check(object);
+        };
+        let (relist, store) = (self.clone(), store.to_vec());
+        let on_ready = move || {
+            changed();
+            for object in store.iter().flat_map(|s| s.state()) {
+                relist.check(&*object);
+            }
+        };
+        (on_event, on_ready)
+    }
+}
+
+/// Objects that read Secrets of their own namespace.
+trait ReadsSecrets: Resource {
+    /// The names of the Secrets it reads.
+    fn secrets_read(&self) -> Vec<&str>;
+}
+
+impl ReadsSecrets for Route {
+    fn secrets_read(&self) -> Vec<&str> {
+        self.secret_names().collect()
+    }
+}
+
+impl ReadsSecrets for Plugin {
+    fn secrets_read(&self) -> Vec<&str> {
+        self.secret_names().collect()
+    }
+}
+
+impl ReadsSecrets for Ingress {
+    fn secrets_read(&self) -> Vec<&str> {
+        ingress_secret_names(self).collect()
     }
 }
 
@@ -319,17 +372,7 @@ pub fn spawn(
         relist: Arc::new(relist_secrets),
     };
     for (scope, writer) in scopes.iter().zip(routes) {
-        let (on_event, relist) = (objects.clone(), relist_for.clone());
-        let on_ready = {
-            let (ready, relist, store) =
-                (objects.clone(), relist_for.clone(), stores.routes.clone());
-            move || {
-                ready();
-                for route in store.iter().flat_map(|s| s.state()) {
-                    relist.check(route.namespace(), route.secret_names());
-                }
-            }
-        };
+        let (on_event, on_ready) = relist_for.reading(&stores.routes, objects.clone());
         let api = api::<Route>(client, scope.as_deref());
         let watched = watcher::Config::default();
         let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
@@ -339,25 +382,12 @@ pub fn spawn(
             streams,
             None,
             metrics.clone(),
-            move |route: &Route| {
-                on_event();
-                relist.check(route.namespace(), route.secret_names());
-            },
+            on_event,
             on_ready,
         )));
     }
     for (scope, writer) in scopes.iter().zip(plugins) {
-        let (on_event, relist) = (objects.clone(), relist_for.clone());
-        let on_ready = {
-            let (ready, relist, store) =
-                (objects.clone(), relist_for.clone(), stores.plugins.clone());
-            move || {
-                ready();
-                for plugin in store.iter().flat_map(|s| s.state()) {
-                    relist.check(plugin.namespace(), plugin.secret_names());
-                }
-            }
-        };
+        let (on_event, on_ready) = relist_for.reading(&stores.plugins, objects.clone());
         let api = api::<Plugin>(client, scope.as_deref());
         let watched = watcher::Config::default();
         let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
@@ -367,10 +397,7 @@ pub fn spawn(
             streams,
             None,
             metrics.clone(),
-            move |plugin: &Plugin| {
-                on_event();
-                relist.check(plugin.namespace(), plugin.secret_names());
-            },
+            on_event,
             on_ready,
         )));
     }
@@ -466,20 +493,7 @@ pub fn spawn(
             ready_and_empty(writer);
             continue;
         }
-        let (on_event, relist) = (objects.clone(), relist_for.clone());
-        let on_ready = {
-            let (ready, relist, store) = (
-                objects.clone(),
-                relist_for.clone(),
-                stores.ingresses.clone(),
-            );
-            move || {
-                ready();
-                for ingress in store.iter().flat_map(|s| s.state()) {
-                    relist.check(ingress.namespace(), ingress_secret_names(&ingress));
-                }
-            }
-        };
+        let (on_event, on_ready) = relist_for.reading(&stores.ingresses, objects.clone());
         let api = api::<Ingress>(client, scope.as_deref());
         let watched = watcher::Config::default();
         let streams = move || watch(api.clone(), watched.clone(), Keep::Annotations);
@@ -489,10 +503,7 @@ pub fn spawn(
             streams,
             None,
             metrics.clone(),
-            move |ingress: &Ingress| {
-                on_event();
-                relist.check(ingress.namespace(), ingress_secret_names(ingress));
-            },
+            on_event,
             on_ready,
         )));
     }

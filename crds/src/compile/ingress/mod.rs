@@ -566,18 +566,28 @@ impl Builder<'_, '_> {
             source_ranges: None,
             client_limits: None,
         };
-        let mut route = Route::new(&format!("ingress:{}:{from}", self.name), spec);
+        self.translated(
+            &from,
+            spec,
+            FieldMap {
+                host: annotation.clone(),
+                tls: secret.map(|(i, _)| format!("spec.tls[{i}].secretName")),
+                rules: vec![annotation],
+            },
+        )
+    }
+
+    /// The Route of `host` (`*` for any) this Ingress becomes, named `ingress:NAME:HOST`,
+    /// as old as the Ingress and of its generation.
+    fn translated(&self, host: &str, spec: RouteSpec, fields: FieldMap) -> Translated {
+        let mut route = Route::new(&format!("ingress:{}:{host}", self.name), spec);
         route.metadata.namespace = Some(self.namespace.to_owned());
         route.metadata.creation_timestamp = self.ingress.metadata.creation_timestamp.clone();
         route.metadata.generation = self.ingress.metadata.generation;
         Translated {
             route,
             ingress: self.name.to_owned(),
-            fields: FieldMap {
-                host: annotation.clone(),
-                tls: secret.map(|(i, _)| format!("spec.tls[{i}].secretName")),
-                rules: vec![annotation],
-            },
+            fields,
         }
     }
 
@@ -613,11 +623,11 @@ impl Builder<'_, '_> {
                 .map(|(i, _)| format!("spec.tls[{i}].secretName")),
             rules: rules.fields,
         };
-        let name = format!(
-            "ingress:{}:{}",
-            self.name,
-            if host.is_empty() { "*" } else { &host }
-        );
+        let route_host = if host.is_empty() {
+            "*".to_owned()
+        } else {
+            host.clone()
+        };
         let spec = RouteSpec {
             class_name: None,
             // `server-alias` names more hosts for the Ingress's hosts (not for any host).
@@ -648,15 +658,7 @@ impl Builder<'_, '_> {
             source_ranges: settings.source_ranges.clone(),
             client_limits: settings.client_limits.clone(),
         };
-        let mut route = Route::new(&name, spec);
-        route.metadata.namespace = Some(self.namespace.to_owned());
-        route.metadata.creation_timestamp = self.ingress.metadata.creation_timestamp.clone();
-        route.metadata.generation = self.ingress.metadata.generation;
-        Translated {
-            route,
-            ingress: self.name.to_owned(),
-            fields,
-        }
+        self.translated(&route_host, spec, fields)
     }
 
     /// The rules of one path: the path itself, and those of a canary splitting it.
