@@ -17,6 +17,23 @@ use crate::condition::Conditions;
 pub const HOST_PATTERN: &str =
     r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
 
+/// Whether `host` is a host name as Routes take it ([`HOST_PATTERN`], at most 253 bytes):
+/// lower-case DNS labels, optionally behind `*.`. For hosts that reach the compiler
+/// without the Route schema in front (those of Ingresses).
+pub fn is_host_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    host.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// Pattern of a gateway class name (`spec.className`): a DNS label.
 pub const CLASS_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
@@ -902,6 +919,38 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_follow_the_schema_pattern() {
+        let pattern = regex::Regex::new(HOST_PATTERN).unwrap();
+        let long_label = format!("{}.example", "a".repeat(64));
+        let long_name = format!("{}example", "a.".repeat(127));
+        for host in [
+            "example.com",
+            "*.example.com",
+            "a-b.c0",
+            "x",
+            "*.x",
+            "*",
+            "**.x",
+            "a.*.x",
+            "-a.x",
+            "a-.x",
+            "A.x",
+            "a..x",
+            "a.x.",
+            "",
+            "a_b.x",
+            &long_label,
+            &long_name,
+        ] {
+            assert_eq!(
+                is_host_name(host),
+                pattern.is_match(host) && host.len() <= 253,
+                "{host:?}"
+            );
+        }
+    }
 
     #[test]
     fn class_names_follow_the_schema_pattern() {

@@ -450,7 +450,7 @@ impl Builder<'_, '_> {
                 .as_deref()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            if !host.is_empty() && !is_host(&host) {
+            if !host.is_empty() && !crate::route::is_host_name(&host) {
                 self.report.invalid(
                     format!("spec.rules[{r}].host"),
                     format!("{host:?} is not a host name (DNS labels, optionally behind *.)"),
@@ -487,7 +487,7 @@ impl Builder<'_, '_> {
             hosts[at].1.fields.extend(fields);
         }
         for alias in &self.settings.aliases {
-            if !is_host(alias) {
+            if !crate::route::is_host_name(alias) {
                 self.report.invalid(
                     annotations::field(&format!("{NGINX_PREFIX}server-alias")),
                     format!("{alias:?} is not a host name (DNS labels, optionally behind *.)"),
@@ -933,22 +933,6 @@ fn covers(pattern: &str, host: &str) -> bool {
     };
     host.split_once('.')
         .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(base))
-}
-
-/// A host name as Routes take it: lower-case DNS labels, optionally behind `*.`.
-fn is_host(host: &str) -> bool {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 #[cfg(test)]
