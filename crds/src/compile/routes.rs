@@ -621,11 +621,7 @@ fn lower_header_changes(
     for (list, entries) in [("set", &modifier.set), ("add", &modifier.add)] {
         for (i, entry) in entries.iter().enumerate() {
             let at = format!("{field}.{list}[{i}]");
-            if entry.value.chars().any(|c| c.is_control() && c != '\t') {
-                report.invalid(
-                    format!("{at}.value"),
-                    "header values cannot contain control characters",
-                );
+            if !check_header_value(&entry.value, format!("{at}.value"), report) {
                 continue;
             }
             if let Some(name) = check_name(&entry.name, format!("{at}.name"), report) {
@@ -987,6 +983,16 @@ fn lower_redirect(
     })
 }
 
+/// Whether `value` may be a header value (no control characters but tab); reported on
+/// `field` when not.
+fn check_header_value(value: &str, field: String, report: &mut ObjectReport) -> bool {
+    let valid = !value.chars().any(|c| c.is_control() && c != '\t');
+    if !valid {
+        report.invalid(field, "header values cannot contain control characters");
+    }
+    valid
+}
+
 fn lower_direct(direct: &DirectResponse, field: &str, report: &mut ObjectReport) -> Respond {
     let mut headers = BTreeMap::new();
     for (name, value) in &direct.headers {
@@ -996,12 +1002,7 @@ fn lower_direct(direct: &DirectResponse, field: &str, report: &mut ObjectReport)
                 format!("{name:?} is not a valid header name"),
             );
         }
-        if value.chars().any(|c| c.is_control() && c != '\t') {
-            report.invalid(
-                format!("{field}.headers.{name}"),
-                "header values cannot contain control characters",
-            );
-        }
+        check_header_value(value, format!("{field}.headers.{name}"), report);
         headers.insert(name.to_ascii_lowercase(), value.clone());
     }
     let body = direct.body.clone().unwrap_or_default();
