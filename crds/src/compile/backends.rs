@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use url::{Host, Url};
 
 use super::Index;
@@ -167,34 +167,15 @@ fn from_service(
         server_name: None,
         base_path: None,
     };
-    let Some(service) = index.services.get(&(namespace, name)) else {
-        report.push(
-            format!("{field}.name"),
-            ConditionType::ResolvedRefs,
-            Reason::BackendNotFound,
-            format!("Service {namespace}/{name} not found"),
-        );
-        return (id, backend);
+    let (service, service_port) = match service_port(index, namespace, name, port) {
+        Ok(found) => found,
+        Err(missing) => {
+            let fields = (format!("{field}.name"), format!("{field}.port"));
+            missing.report(namespace, name, port, fields, "", report);
+            return (id, backend);
+        }
     };
     let spec = service.spec.as_ref();
-    let ports: &[ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
-    let Some(service_port) = ports.iter().find(|p| i32::from(port) == p.port) else {
-        let known: Vec<String> = ports.iter().map(|p| p.port.to_string()).collect();
-        report.push(
-            format!("{field}.port"),
-            ConditionType::ResolvedRefs,
-            Reason::BackendNotFound,
-            format!(
-                "Service {namespace}/{name} has no port {port} (ports: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        );
-        return (id, backend);
-    };
     let app_protocol = service_port.app_protocol.as_deref().unwrap_or_default();
     backend.protocol = match protocol {
         Some(ServiceProtocol::Http) => BackendProtocol::Http,
@@ -253,6 +234,74 @@ fn from_service(
     }
     backend.endpoints = endpoints.into_iter().collect();
     (id, backend)
+}
+
+/// Why the Service port a backend reference names cannot be used.
+pub(crate) enum MissingBackend {
+    /// There is no such Service.
+    Service,
+    /// The Service has no such port; these are the ports it has.
+    Port(Vec<i32>),
+}
+
+impl MissingBackend {
+    /// Reports it (`BackendNotFound`) on the reference's name or port field, the message
+    /// followed by `consequence`.
+    pub(crate) fn report(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+        (name_field, port_field): (String, String),
+        consequence: &str,
+        report: &mut ObjectReport,
+    ) {
+        let (field, message) = match self {
+            Self::Service => (name_field, format!("Service {namespace}/{name} not found")),
+            Self::Port(known) => {
+                let known: Vec<String> = known.iter().map(i32::to_string).collect();
+                let known = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                (
+                    port_field,
+                    format!("Service {namespace}/{name} has no port {port} (ports: {known})"),
+                )
+            }
+        };
+        report.push(
+            field,
+            ConditionType::ResolvedRefs,
+            Reason::BackendNotFound,
+            format!("{message}{consequence}"),
+        );
+    }
+}
+
+/// The Service `namespace/name` and its port `port` (its `port`, not the target port).
+pub(crate) fn service_port<'a>(
+    index: &Index<'a>,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Result<(&'a Service, &'a ServicePort), MissingBackend> {
+    let service: &'a Service = index
+        .services
+        .get(&(namespace, name))
+        .copied()
+        .ok_or(MissingBackend::Service)?;
+    let ports: &'a [ServicePort] = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    ports
+        .iter()
+        .find(|p| i32::from(port) == p.port)
+        .map(|found| (service, found))
+        .ok_or_else(|| MissingBackend::Port(ports.iter().map(|p| p.port).collect()))
 }
 
 /// The Service an EndpointSlice belongs to.

@@ -374,32 +374,25 @@ fn service_port_found(
     report: &mut ObjectReport,
 ) -> bool {
     let name = backend.name.as_deref().unwrap_or_default();
-    let Some(service) = index.services.get(&(namespace, name)) else {
-        report.push(
-            format!("{field}.service.name"),
-            ConditionType::ResolvedRefs,
-            Reason::BackendNotFound,
-            format!("Service {namespace}/{name} not found; the canary takes no requests"),
-        );
-        return false;
-    };
-    let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref());
-    let found = ports
-        .unwrap_or_default()
-        .iter()
-        .any(|p| backend.port.is_some_and(|port| i32::from(port) == p.port));
-    if !found {
-        report.push(
-            format!("{field}.service.port"),
-            ConditionType::ResolvedRefs,
-            Reason::BackendNotFound,
-            format!(
-                "Service {namespace}/{name} has no port {}; the canary takes no requests",
-                backend.port.unwrap_or_default()
-            ),
-        );
+    let port = backend.port.unwrap_or_default();
+    match super::backends::service_port(index, namespace, name, port) {
+        Ok(_) => true,
+        Err(missing) => {
+            let fields = (
+                format!("{field}.service.name"),
+                format!("{field}.service.port"),
+            );
+            missing.report(
+                namespace,
+                name,
+                port,
+                fields,
+                "; the canary takes no requests",
+                report,
+            );
+            false
+        }
     }
-    found
 }
 
 /// Builds the Routes of one (non-canary) Ingress.
