@@ -21,6 +21,9 @@ pub enum ConditionType {
     Compiled,
     /// The object is in the snapshot applied by every proxy.
     Programmed,
+    /// (Gateway listeners) the listener conflicts with another of its Gateway; `True`
+    /// when it does.
+    Conflicted,
     /// Summary for tools that read kstatus (Flux, `kubectl wait --for=condition=Ready`,
     /// Argo CD): the current generation is valid, resolved, compiled and served by every
     /// proxy.
@@ -34,7 +37,8 @@ pub enum ConditionType {
 }
 
 impl ConditionType {
-    /// Every condition type weir writes; types not listed are other writers' and kept.
+    /// Every condition type weir writes on its own kinds (Route, Plugin); types not
+    /// listed are other writers' and kept.
     pub const ALL: [Self; 7] = [
         Self::Accepted,
         Self::ResolvedRefs,
@@ -52,6 +56,7 @@ impl ConditionType {
             Self::ResolvedRefs => "ResolvedRefs",
             Self::Compiled => "Compiled",
             Self::Programmed => "Programmed",
+            Self::Conflicted => "Conflicted",
             Self::Ready => "Ready",
             Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",
@@ -127,6 +132,36 @@ pub enum Reason {
     UnsupportedAnnotation,
     /// (Ingresses) a canary path has no Ingress without the canary annotation to split.
     NoMainIngress,
+    /// (HTTPRoutes) no listener of the parent Gateway admits the Route (by namespace or kind).
+    NotAllowedByListeners,
+    /// (HTTPRoutes) no hostname of the Route intersects a hostname of the parent's listeners.
+    NoMatchingListenerHostname,
+    /// (HTTPRoutes) the parent Gateway has no listener of the `sectionName` or `port` named.
+    NoMatchingParent,
+    /// (HTTPRoutes) a reference names a kind weir does not serve (a backend that is not a Service, a filter that is not a weir Plugin).
+    InvalidKind,
+    /// (Gateway API) a value weir does not implement (a filter type, a match type); the part using it is not served.
+    UnsupportedValue,
+    /// (Gateways) one or more listeners are not valid.
+    ListenersNotValid,
+    /// (Gateways) `spec.addresses` asks for addresses, which weir's proxies do not assign.
+    UnsupportedAddress,
+    /// (GatewayClasses) `parametersRef` is set: weir's classes take no parameters.
+    InvalidParameters,
+    /// (listeners) a protocol other than HTTP and HTTPS.
+    UnsupportedProtocol,
+    /// (listeners) a port the proxies do not listen on for the listener's protocol.
+    PortUnavailable,
+    /// (listeners) another listener of the Gateway has the same port and hostname.
+    HostnameConflict,
+    /// (listeners) another listener of the Gateway has the same port and another protocol.
+    ProtocolConflict,
+    /// (listeners) a certificate reference is not a Secret, or the Secret holds no usable certificate.
+    InvalidCertificateRef,
+    /// (listeners) `allowedRoutes.kinds` names a kind other than HTTPRoute.
+    InvalidRouteKinds,
+    /// (listeners) `Conflicted=False`.
+    NoConflicts,
 }
 
 impl Reason {
@@ -166,6 +201,21 @@ impl Reason {
             Self::Ready => "Ready",
             Self::UnsupportedAnnotation => "UnsupportedAnnotation",
             Self::NoMainIngress => "NoMainIngress",
+            Self::NotAllowedByListeners => "NotAllowedByListeners",
+            Self::NoMatchingListenerHostname => "NoMatchingListenerHostname",
+            Self::NoMatchingParent => "NoMatchingParent",
+            Self::InvalidKind => "InvalidKind",
+            Self::UnsupportedValue => "UnsupportedValue",
+            Self::ListenersNotValid => "ListenersNotValid",
+            Self::UnsupportedAddress => "UnsupportedAddress",
+            Self::InvalidParameters => "InvalidParameters",
+            Self::UnsupportedProtocol => "UnsupportedProtocol",
+            Self::PortUnavailable => "PortUnavailable",
+            Self::HostnameConflict => "HostnameConflict",
+            Self::ProtocolConflict => "ProtocolConflict",
+            Self::InvalidCertificateRef => "InvalidCertificateRef",
+            Self::InvalidRouteKinds => "InvalidRouteKinds",
+            Self::NoConflicts => "NoConflicts",
         }
     }
 }
@@ -272,11 +322,35 @@ pub fn merge_conditions(
     generation: Option<i64>,
     now: &Time,
 ) -> Conditions {
-    let mut merged: Conditions = current
+    let others = current
         .iter()
         .filter(|c| !ConditionType::ALL.iter().any(|t| t.as_str() == c.type_))
         .cloned()
         .collect();
+    apply_conditions(others, current, desired, generation, now)
+}
+
+/// The conditions `desired` at `generation`, for a list weir alone writes (a Gateway
+/// API object of weir's class): nothing else is kept, and a condition whose status does
+/// not change keeps its `lastTransitionTime` from `current`.
+pub fn replace_conditions(
+    current: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Conditions {
+    apply_conditions(Vec::new(), current, desired, generation, now)
+}
+
+/// `kept` plus `desired`, transition times taken from `current` where the status holds.
+fn apply_conditions(
+    kept: Conditions,
+    current: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Conditions {
+    let mut merged = kept;
     for want in desired {
         let status = status_str(want.status);
         let last_transition_time = current

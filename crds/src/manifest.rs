@@ -287,6 +287,11 @@ impl Manifests {
             secrets: self.secrets.iter().collect(),
             ingresses: self.ingresses.iter().collect(),
             ingress_classes: self.ingress_classes.iter().collect(),
+            gateway_classes: self.gateway_classes.iter().collect(),
+            gateways: self.gateways.iter().collect(),
+            http_routes: self.http_routes.iter().collect(),
+            reference_grants: self.reference_grants.iter().collect(),
+            namespaces: Vec::new(),
             previous: None,
             options: Options::default(),
         }

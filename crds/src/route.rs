@@ -56,7 +56,7 @@ pub const TOKEN_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 /// A Route sends requests for some hosts to backends, or answers them itself.
 // Printer columns repeat `type_ = "string"`, which is what the lint flags.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.dev",
     version = "v1alpha1",
@@ -523,6 +523,13 @@ pub struct BackendRef {
     /// (`https`, `kubernetes.io/h2c`), else HTTP/1.1. A URL backend's scheme says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<ServiceProtocol>,
+
+    /// The Service's namespace when it is not the Route's. Never read from a Route: set
+    /// only by the translation of kinds that may refer across namespaces (a Gateway API
+    /// `HTTPRoute`, once a `ReferenceGrant` allows it).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub namespace: Option<String>,
 }
 
 /// Protocols the proxy speaks to a Service.

@@ -389,6 +389,7 @@ impl Cli {
                     default: self.default_class,
                 }),
                 trusted_namespaces: self.trusted(default_namespace),
+                listener_ports: None,
             },
             status: crate::status::StatusLimits {
                 concurrency: self.status_concurrency,
@@ -513,6 +514,7 @@ mod tests {
                     default: true
                 }),
                 trusted_namespaces: Some(["weir".to_owned()].into()),
+                listener_ports: None,
             },
             "a cluster install serves the default class, no URL backends, and trusts its own \
              namespace only with broad hosts"

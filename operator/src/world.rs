@@ -221,6 +221,11 @@ impl World {
             secrets: self.secrets.iter().map(|s| &**s).collect(),
             ingresses: self.ingresses.iter().map(|i| &**i).collect(),
             ingress_classes: self.ingress_classes.iter().map(|c| &**c).collect(),
+            gateway_classes: Vec::new(),
+            gateways: Vec::new(),
+            http_routes: Vec::new(),
+            reference_grants: Vec::new(),
+            namespaces: Vec::new(),
             previous,
             options: options.clone(),
         }

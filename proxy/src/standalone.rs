@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 use thiserror::Error;
-use weir_crds::compile::ObjectRef;
+use weir_crds::compile::report::ObjectKind;
+use weir_crds::compile::{Compilation, ObjectRef};
 use weir_crds::condition::Reason;
 use weir_crds::manifest::{Document, Manifests, Object, parse};
 use weir_crds::snapshot::Snapshot;
@@ -68,9 +69,6 @@ impl ConfigDir {
         let mut broken: BTreeSet<PathBuf> = BTreeSet::new();
         for file in files {
             let (objects, errors) = read_file(&file);
-            for unserved in objects.iter().filter_map(not_served) {
-                tracing::warn!(file = %file.display(), "{unserved}");
-            }
             if errors.is_empty() {
                 fresh.insert(file, objects);
             } else {
@@ -83,7 +81,7 @@ impl ConfigDir {
 
         // Compile; files holding an object the compiler finds invalid count as broken too,
         // and the compile runs again with their last good versions.
-        let mut compilation = loop {
+        let (mut compilation, manifests) = loop {
             let manifests = self.assemble(&fresh, &broken, |duplicate| {
                 tracing::warn!("{duplicate}");
             });
@@ -98,7 +96,7 @@ impl ConfigDir {
                 .filter(|file| self.last_good.contains_key(file) && !broken.contains(file))
                 .collect();
             if newly_broken.is_empty() {
-                break compilation;
+                break (compilation, manifests);
             }
             for file in newly_broken {
                 tracing::warn!(file = %file.display(), "the file has an invalid object; its last good version keeps serving");
@@ -117,6 +115,9 @@ impl ConfigDir {
                     diagnostic.message
                 );
             }
+        }
+        for unattached in unattached_http_routes(&manifests, &compilation) {
+            tracing::warn!("{unattached}");
         }
         for (file, objects) in fresh {
             if !broken.contains(&file) {
@@ -264,12 +265,6 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Checked, ConfigDirErr
                 .into_iter()
                 .map(|error| format!("{}: {error}", file.display())),
         );
-        warnings.extend(
-            objects
-                .iter()
-                .filter_map(not_served)
-                .map(|unserved| format!("{}: {unserved}", file.display())),
-        );
         fresh.insert(file, objects);
     }
     let config = ConfigDir::new(dir.to_owned());
@@ -298,23 +293,35 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Checked, ConfigDirErr
             }
         }
     }
+    warnings.extend(unattached_http_routes(&manifests, &compilation));
     Ok(Checked { problems, warnings })
 }
 
-/// What an object is when weir reads it but does not serve it yet: the Gateway API kinds,
-/// checked (an unknown field is an error) but not compiled into the snapshot.
-fn not_served(object: &Object) -> Option<String> {
-    let gateway_api = matches!(
-        object,
-        Object::GatewayClass(_)
-            | Object::Gateway(_)
-            | Object::HTTPRoute(_)
-            | Object::ReferenceGrant(_)
-    );
-    gateway_api.then(|| {
-        let (kind, namespace, name) = object_key(object);
-        format!("{kind} {namespace}/{name}: weir reads and checks Gateway API objects but does not serve them yet")
-    })
+/// A line per HTTPRoute that names no Gateway of weir's (a Gateway whose GatewayClass has
+/// weir's `controllerName`): in a cluster another controller may serve it, but in a
+/// directory weir serves alone, it is most likely a mistake.
+fn unattached_http_routes(manifests: &Manifests, compilation: &Compilation) -> Vec<String> {
+    manifests
+        .http_routes
+        .iter()
+        .map(|route| ObjectRef {
+            kind: ObjectKind::HTTPRoute,
+            namespace: route
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| weir_crds::compile::DEFAULT_NAMESPACE.to_owned()),
+            name: route.metadata.name.clone().unwrap_or_default(),
+        })
+        .filter(|route| !compilation.gateway_api.parents.contains_key(route))
+        .map(|route| {
+            format!(
+                "{route}: names no Gateway weir serves (of a GatewayClass with controllerName \
+                 {}); not served",
+                weir_crds::compile::GATEWAY_CONTROLLER
+            )
+        })
+        .collect()
 }
 
 fn object_key(object: &Object) -> (&'static str, String, String) {

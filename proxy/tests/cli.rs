@@ -319,7 +319,7 @@ fn check_reports_every_problem_of_a_directory() {
 }
 
 #[test]
-fn check_reads_gateway_api_objects_and_says_they_are_not_served_yet() {
+fn check_reports_gateway_api_objects() {
     let dir = tempfile::tempdir().unwrap();
     let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{name: public}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n";
     std::fs::write(dir.path().join("route.yaml"), route).unwrap();
@@ -327,7 +327,16 @@ fn check_reads_gateway_api_objects_and_says_they_are_not_served_yet() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("route.yaml: HTTPRoute shop/web: weir reads and checks Gateway API objects but does not serve them yet"),
+        stdout.contains("warning: HTTPRoute shop/web: names no Gateway weir serves"),
+        "{stdout}"
+    );
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: weir}\nspec: {controllerName: weir.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: public, namespace: shop}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    let output = weir_proxy(&["check", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("route.yaml: HTTPRoute shop/web: spec.rules[0].backendRefs[0].name: Service shop/web with port 80 not found"),
         "{stdout}"
     );
     // Checked all the same: a typo is a problem.

@@ -59,7 +59,7 @@ pub(crate) fn resolve(
             Some(resolved)
         }
         (None, Some(name), Some(port)) => Some(from_service(
-            namespace,
+            backend.namespace.as_deref().unwrap_or(namespace),
             name,
             port,
             backend.protocol,

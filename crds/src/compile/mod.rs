@@ -8,6 +8,7 @@
 
 mod backends;
 pub(crate) use backends::endpoint_is_ready;
+pub mod gateway_api;
 pub mod ingress;
 pub mod modules;
 mod ownership;
@@ -19,12 +20,13 @@ mod schema_check;
 mod secret_refs;
 pub use secret_refs::DATA_NOT_KEPT;
 mod tls;
+mod translated;
 pub mod typescript;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jsonschema::Validator;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -32,6 +34,7 @@ use kube::ResourceExt;
 use crate::plugin::PluginScope;
 use crate::snapshot::{Action, PluginBundle, SNAPSHOT_FORMAT, Snapshot};
 use crate::{Plugin, Route};
+pub use gateway_api::GATEWAY_CONTROLLER;
 use report::{InSnapshot, ObjectKind, ObjectReport};
 
 pub use report::{Diagnostic, ObjectRef};
@@ -58,6 +61,16 @@ pub struct Inputs<'a> {
     pub ingresses: Vec<&'a Ingress>,
     /// IngressClasses: which one is weir's, and whether it is the default.
     pub ingress_classes: Vec<&'a IngressClass>,
+    /// Gateway API GatewayClasses: those whose `controllerName` is weir's are served.
+    pub gateway_classes: Vec<&'a crate::gateway::GatewayClass>,
+    /// Gateway API Gateways (those of other classes are ignored).
+    pub gateways: Vec<&'a crate::gateway::Gateway>,
+    /// Gateway API HTTPRoutes (those attached to no weir Gateway are ignored).
+    pub http_routes: Vec<&'a crate::gateway::HTTPRoute>,
+    /// ReferenceGrants, for references across namespaces.
+    pub reference_grants: Vec<&'a crate::gateway::ReferenceGrant>,
+    /// Namespaces, for listeners that admit routes by namespace labels.
+    pub namespaces: Vec<&'a Namespace>,
     /// The snapshot before this one: its version, and the last good bundle of each plugin.
     pub previous: Option<&'a Snapshot>,
     /// Switches.
@@ -77,6 +90,10 @@ pub struct Options {
     /// than one label below a registrable domain (`*.com`, `*.co.uk`); `None` trusts
     /// every namespace (standalone mode: one tenant).
     pub trusted_namespaces: Option<BTreeSet<String>>,
+    /// The ports Gateway listeners must name, those the proxies are reached on for
+    /// HTTP and HTTPS; `None` takes any port (standalone mode: the proxy's own
+    /// listeners).
+    pub listener_ports: Option<gateway_api::ListenerPorts>,
 }
 
 impl Default for Options {
@@ -85,6 +102,7 @@ impl Default for Options {
             allow_url_backends: true,
             class: None,
             trusted_namespaces: None,
+            listener_ports: None,
         }
     }
 }
@@ -121,9 +139,11 @@ impl Options {
 pub struct Compilation {
     /// The snapshot.
     pub snapshot: Snapshot,
-    /// One report per Route, Plugin and served Ingress, sorted by kind, namespace and
-    /// name.
+    /// One report per Route, Plugin, served Ingress and weir's Gateway API objects,
+    /// sorted by kind, namespace and name.
     pub reports: Vec<ObjectReport>,
+    /// What Gateway API status needs besides the reports.
+    pub gateway_api: gateway_api::GatewayApiFacts,
 }
 
 impl Compilation {
@@ -245,12 +265,12 @@ pub(crate) struct Context<'a> {
     options: Options,
 }
 
-/// A Route to compile: one of the inputs, or one an Ingress became.
+/// A Route to compile: one of the inputs, or one another object became.
 struct Source<'r> {
     namespace: &'r str,
     name: &'r str,
     route: &'r Route,
-    translated: Option<&'r ingress::Translated>,
+    translated: Option<&'r translated::Translated>,
 }
 
 /// Compiles the inputs into a snapshot and a report per Route, Plugin and served Ingress.
@@ -315,12 +335,15 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         options: inputs.options.clone(),
     };
 
-    // Ingresses weir's class serves, as Routes.
+    // Ingresses weir's class serves, and HTTPRoutes attached to its Gateways, as Routes.
     let served_ingresses: Vec<&Ingress> = by_name(&inputs.ingresses)
         .into_values()
         .filter(|ingress| ingress::serves(ingress, &inputs.ingress_classes, &ctx.options))
         .collect();
     let mut translation = ingress::translate(&served_ingresses, &ctx.index);
+    let (gateway_translation, gateway_api) = gateway_api::translate(inputs, &ctx);
+    translation.routes.extend(gateway_translation.routes);
+    translation.reports.extend(gateway_translation.reports);
 
     // Oldest first: an older object wins conflicts. Objects read from files have no
     // creation time and come after, by namespace and name.
@@ -348,28 +371,26 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
     let mut lowered = Vec::new();
     for source in &routes {
         let (namespace, name) = (source.namespace, source.name);
-        let (mut report, origin) = match source.translated {
-            None => (
-                ObjectReport::new(
-                    ObjectKind::Route,
-                    namespace,
-                    name,
-                    source.route.metadata.generation,
-                ),
-                None,
-            ),
-            Some(translated) => (
-                ObjectReport::new(
-                    ObjectKind::Ingress,
-                    namespace,
-                    &translated.ingress,
-                    source.route.metadata.generation,
-                ),
-                Some(format!("Ingress {namespace}/{}", translated.ingress)),
-            ),
-        };
-        if let Some(route) = routes::lower(source.route, namespace, name, origin, &ctx, &mut report)
+        let kind = source
+            .translated
+            .map_or(ObjectKind::Route, |t| t.source.kind);
+        let report_name = source.translated.map_or(name, |t| t.source.name.as_str());
+        let mut report = ObjectReport::new(
+            kind,
+            namespace,
+            report_name,
+            source.route.metadata.generation,
+        );
+        let origin = source.translated.map(|t| t.source.to_string());
+        if let Some(mut route) =
+            routes::lower(source.route, namespace, name, origin, &ctx, &mut report)
         {
+            if let Some(translated) = source.translated {
+                route.tenant.clone_from(&translated.tenant);
+                route
+                    .certificates
+                    .extend(translated.certificates.iter().cloned());
+            }
             lowered.push(route);
             route_reports.push((report, true));
         } else {
@@ -395,28 +416,27 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         }
     }
     let certificates = precedence::certificates(&lowered, &mut lowered_reports);
-    let mut ingress_parts: BTreeMap<(String, String), Vec<InSnapshot>> = BTreeMap::new();
+    let mut translated_parts: BTreeMap<ObjectRef, Vec<InSnapshot>> = BTreeMap::new();
     for (source, (mut report, _)) in routes.iter().zip(route_reports) {
         let Some(translated) = source.translated else {
             reports.push(report);
             continue;
         };
-        let key = (source.namespace.to_owned(), translated.ingress.clone());
-        let Some(ingress_report) = translation.reports.get_mut(&key) else {
+        let Some(source_report) = translation.reports.get_mut(&translated.source) else {
             continue;
         };
         for mut diagnostic in report.diagnostics.drain(..) {
-            diagnostic.field = translated.fields.ingress_field(&diagnostic.field);
-            if !ingress_report.diagnostics.contains(&diagnostic) {
-                ingress_report.diagnostics.push(diagnostic);
+            diagnostic.field = translated.fields.source_field(&diagnostic.field);
+            if !source_report.diagnostics.contains(&diagnostic) {
+                source_report.diagnostics.push(diagnostic);
             }
         }
-        ingress_parts
-            .entry(key)
+        translated_parts
+            .entry(translated.source.clone())
             .or_default()
             .push(report.in_snapshot);
     }
-    for (key, parts) in ingress_parts {
+    for (key, parts) in translated_parts {
         if let Some(report) = translation.reports.get_mut(&key) {
             report.in_snapshot = if parts.iter().all(|p| *p == InSnapshot::Whole) {
                 InSnapshot::Whole
@@ -425,6 +445,14 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
             } else {
                 InSnapshot::Partly
             };
+        }
+    }
+    // A Gateway is in the snapshot when one of its listeners can serve.
+    for (key, listeners) in &gateway_api.listeners {
+        if let Some(report) = translation.reports.get_mut(key)
+            && listeners.iter().any(|l| l.served)
+        {
+            report.in_snapshot = InSnapshot::Whole;
         }
     }
     reports.extend(translation.reports.into_values());
@@ -483,5 +511,9 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         None => 1,
     };
     reports.sort_by(|a, b| a.object.cmp(&b.object));
-    Compilation { snapshot, reports }
+    Compilation {
+        snapshot,
+        reports,
+        gateway_api,
+    }
 }

@@ -24,7 +24,7 @@ pub(crate) fn enforce(
     trusted: Option<&BTreeSet<String>>,
 ) {
     for (route, report) in routes.iter_mut().zip(reports.iter_mut()) {
-        let namespace = route.namespace.clone();
+        let namespace = route.tenant.clone();
         let is_trusted = trusted.is_none_or(|trusted| trusted.contains(&namespace));
         if is_trusted {
             continue;
@@ -57,8 +57,8 @@ pub(crate) fn enforce(
                     .iter()
                     .filter_map(|host| {
                         let owner = owners.owner(host)?;
-                        let refused = owner.namespace != route.namespace
-                            && !owner.admits(&route.namespace);
+                        let refused = owner.namespace != route.tenant
+                            && !owner.admits(&route.tenant);
                         refused.then(|| {
                             let why = format!(
                                 "{} belongs to namespace {} (its {} claimed {} first); a Route \
@@ -67,7 +67,7 @@ pub(crate) fn enforce(
                                 owner.namespace,
                                 owner.origin,
                                 owner.claim,
-                                route.namespace
+                                route.tenant
                             );
                             (host.clone(), why)
                         })
@@ -94,7 +94,7 @@ pub(crate) fn enforce(
     }
     // A certificate serves only the hosts its Route kept.
     for route in routes.iter_mut() {
-        if let Some(certificate) = &mut route.certificate {
+        for certificate in &mut route.certificates {
             certificate.hosts.retain(|host| route.hosts.contains(host));
         }
     }
@@ -147,7 +147,7 @@ impl<'a> Owners<'a> {
         for (position, route) in routes.iter().enumerate() {
             for host in &route.hosts {
                 by_claim.entry(host).or_insert_with(|| Owner {
-                    namespace: &route.namespace,
+                    namespace: &route.tenant,
                     origin: &route.origin,
                     claim: host,
                     position,
@@ -158,7 +158,7 @@ impl<'a> Owners<'a> {
         for route in routes {
             for host in &route.hosts {
                 if let Some(owner) = by_claim.get_mut(host.as_str())
-                    && owner.namespace == route.namespace
+                    && owner.namespace == route.tenant
                 {
                     owner
                         .admitted

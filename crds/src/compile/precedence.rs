@@ -42,7 +42,9 @@ pub(crate) fn virtual_hosts(
                     &entry.query[..],
                 );
                 match claims.get(&key) {
-                    Some(&winner) if winner == position => continue, // the same match twice in one Route
+                    // The same match twice in one object (one Route, or the Routes of
+                    // one HTTPRoute attached to two Gateways).
+                    Some(&winner) if routes[winner].origin == route.origin => continue,
                     Some(&winner) => {
                         let winner = &routes[winner];
                         lost += 1;
@@ -86,9 +88,19 @@ pub(crate) fn virtual_hosts(
         .collect()
 }
 
-/// Exact before Template before Regex before Prefix; longer values first; more
-/// conditions (methods, headers, query) first; then the older Route, rule and match order.
-type SortKey = (u8, Reverse<usize>, Reverse<usize>, usize, usize, usize);
+/// Exact before Template before Regex before Prefix; longer values first; then, as the
+/// Gateway API orders matches, a method condition first, then more header conditions,
+/// then more query conditions; then the older Route, rule and match order.
+type SortKey = (
+    u8,
+    Reverse<usize>,
+    Reverse<bool>,
+    Reverse<usize>,
+    Reverse<usize>,
+    usize,
+    usize,
+    usize,
+);
 
 fn sort_key(entry: &MatchEntry, route_position: usize, rule: usize, index: usize) -> SortKey {
     let (rank, value) = match &entry.path {
@@ -97,12 +109,12 @@ fn sort_key(entry: &MatchEntry, route_position: usize, rule: usize, index: usize
         PathPattern::Regex(v) => (2, v),
         PathPattern::Prefix(v) => (3, v),
     };
-    let conditions =
-        usize::from(!entry.methods.is_empty()) + entry.headers.len() + entry.query.len();
     (
         rank,
         Reverse(value.len()),
-        Reverse(conditions),
+        Reverse(!entry.methods.is_empty()),
+        Reverse(entry.headers.len()),
+        Reverse(entry.query.len()),
         route_position,
         rule,
         index,
@@ -118,15 +130,13 @@ pub(crate) fn certificates(
     let mut host_owner: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     let mut by_secret: BTreeMap<&str, Certificate> = BTreeMap::new();
     for (position, route) in routes.iter().enumerate() {
-        let Some(certificate) = &route.certificate else {
-            continue;
-        };
-        for host in &certificate.hosts {
-            match host_owner.get(host.as_str()) {
-                Some((_, secret)) if *secret == certificate.secret => {}
-                Some((winner, secret)) => {
-                    let winner = &routes[*winner];
-                    reports[position].push(
+        for certificate in &route.certificates {
+            for host in &certificate.hosts {
+                match host_owner.get(host.as_str()) {
+                    Some((_, secret)) if *secret == certificate.secret => {}
+                    Some((winner, secret)) => {
+                        let winner = &routes[*winner];
+                        reports[position].push(
                         "spec.tls.secretName",
                         ConditionType::Accepted,
                         Reason::Conflicted,
@@ -136,24 +146,25 @@ pub(crate) fn certificates(
                             winner.origin
                         ),
                     );
-                    continue;
+                        continue;
+                    }
+                    None => {
+                        host_owner.insert(host, (position, &certificate.secret));
+                    }
                 }
-                None => {
-                    host_owner.insert(host, (position, &certificate.secret));
+                let entry = by_secret
+                    .entry(&certificate.secret)
+                    .or_insert_with(|| Certificate {
+                        hosts: Vec::new(),
+                        ..certificate.clone()
+                    });
+                if !entry.hosts.contains(host) {
+                    entry.hosts.push(host.clone());
                 }
-            }
-            let entry = by_secret
-                .entry(&certificate.secret)
-                .or_insert_with(|| Certificate {
-                    hosts: Vec::new(),
-                    ..certificate.clone()
-                });
-            if !entry.hosts.contains(host) {
-                entry.hosts.push(host.clone());
-            }
-            let route_name = format!("{}/{}", route.namespace, route.name);
-            if !entry.routes.contains(&route_name) {
-                entry.routes.push(route_name);
+                let route_name = format!("{}/{}", route.namespace, route.name);
+                if !entry.routes.contains(&route_name) {
+                    entry.routes.push(route_name);
+                }
             }
         }
     }

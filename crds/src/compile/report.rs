@@ -19,6 +19,12 @@ pub enum ObjectKind {
     Plugin,
     /// A Kubernetes `Ingress`.
     Ingress,
+    /// A Gateway API `GatewayClass` (cluster-scoped: its namespace is empty).
+    GatewayClass,
+    /// A Gateway API `Gateway`.
+    Gateway,
+    /// A Gateway API `HTTPRoute`.
+    HTTPRoute,
 }
 
 impl fmt::Display for ObjectKind {
@@ -27,6 +33,9 @@ impl fmt::Display for ObjectKind {
             Self::Route => "Route",
             Self::Plugin => "Plugin",
             Self::Ingress => "Ingress",
+            Self::GatewayClass => "GatewayClass",
+            Self::Gateway => "Gateway",
+            Self::HTTPRoute => "HTTPRoute",
         })
     }
 }
@@ -185,34 +194,59 @@ impl ObjectReport {
             .iter()
             .filter(|d| d.condition == kind)
             .collect();
-        let Some(first) = failures.first() else {
-            let (reason, message) = match kind {
-                ConditionType::Accepted => (Reason::Accepted, "valid"),
-                ConditionType::ResolvedRefs => (Reason::ResolvedRefs, "all references resolved"),
-                ConditionType::Compiled => (Reason::Compiled, "compiled"),
-                ConditionType::Programmed => (Reason::Programmed, "programmed"),
-                ConditionType::Ready | ConditionType::Reconciling | ConditionType::Stalled => {
-                    (Reason::Ready, "ready")
-                }
-            };
-            return DesiredCondition::ok(kind, reason, message);
+        let last_good = match &self.in_snapshot {
+            InSnapshot::LastGood {
+                code_hash,
+                generation,
+            } => {
+                let version = generation.map_or_else(String::new, |g| format!("generation {g}, "));
+                Some(format!(
+                    "the last good version ({version}{code_hash}) keeps serving"
+                ))
+            }
+            _ => None,
         };
-        let mut message = failures
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let InSnapshot::LastGood {
-            code_hash,
-            generation,
-        } = &self.in_snapshot
-        {
-            let version = generation.map_or_else(String::new, |g| format!("generation {g}, "));
-            message.push_str(&format!(
-                "; the last good version ({version}{code_hash}) keeps serving"
-            ));
-        }
-        DesiredCondition::failed(kind, first.reason, truncate(message))
+        condition_of(kind, &failures, last_good)
+    }
+}
+
+/// Condition `kind` for the diagnostics that set it (`failures`, all of that condition),
+/// with `afterword` added to a failure's message. `Conflicted` is the one condition that
+/// is `True` when something is wrong.
+pub(crate) fn condition_of(
+    kind: ConditionType,
+    failures: &[&Diagnostic],
+    afterword: Option<String>,
+) -> DesiredCondition {
+    let Some(first) = failures.first() else {
+        let (reason, message) = match kind {
+            ConditionType::Accepted => (Reason::Accepted, "valid"),
+            ConditionType::ResolvedRefs => (Reason::ResolvedRefs, "all references resolved"),
+            ConditionType::Compiled => (Reason::Compiled, "compiled"),
+            ConditionType::Programmed => (Reason::Programmed, "programmed"),
+            ConditionType::Conflicted => {
+                return DesiredCondition::failed(kind, Reason::NoConflicts, "no conflicts");
+            }
+            ConditionType::Ready | ConditionType::Reconciling | ConditionType::Stalled => {
+                (Reason::Ready, "ready")
+            }
+        };
+        return DesiredCondition::ok(kind, reason, message);
+    };
+    let mut message = failures
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(afterword) = afterword {
+        message.push_str("; ");
+        message.push_str(&afterword);
+    }
+    let message = truncate(message);
+    if kind == ConditionType::Conflicted {
+        DesiredCondition::ok(kind, first.reason, message)
+    } else {
+        DesiredCondition::failed(kind, first.reason, message)
     }
 }
 

@@ -59,8 +59,11 @@ pub(crate) struct LoweredRoute {
     pub entries: Vec<LoweredEntry>,
     /// Backends the rules use, by id.
     pub backends: Vec<(String, Backend)>,
-    /// TLS certificate for the hosts.
-    pub certificate: Option<Certificate>,
+    /// The namespace whose claim its hosts are (see [`super::ownership`]): its own, or
+    /// for a Route an HTTPRoute became, its Gateway's.
+    pub tenant: String,
+    /// TLS certificates for the hosts.
+    pub certificates: Vec<Certificate>,
     /// Namespaces whose Routes may serve the hosts this Route's namespace owns.
     pub allowed_namespaces: Vec<String>,
 }
@@ -115,10 +118,16 @@ pub(crate) fn lower(
             report,
         ))
     });
-    let certificate = spec
-        .tls
-        .as_ref()
-        .and_then(|t| tls::certificate(&t.secret_name, namespace, &hosts, &ctx.index, report));
+    let certificate = spec.tls.as_ref().and_then(|t| {
+        tls::certificate(
+            &t.secret_name,
+            namespace,
+            &hosts,
+            "spec.tls.secretName",
+            &ctx.index,
+            report,
+        )
+    });
 
     let mut lowered = LoweredRoute {
         namespace: namespace.to_owned(),
@@ -128,7 +137,8 @@ pub(crate) fn lower(
         rules: Vec::new(),
         entries: Vec::new(),
         backends: Vec::new(),
-        certificate,
+        tenant: namespace.to_owned(),
+        certificates: certificate.into_iter().collect(),
         allowed_namespaces: spec.allowed_namespaces.clone(),
     };
     for (rule_index, rule) in spec.rules.iter().enumerate() {

@@ -12,19 +12,19 @@ use crate::snapshot::{Certificate, PrivateKeyPem};
 const CERT_KEY: &str = "tls.crt";
 const PRIVATE_KEY_KEY: &str = "tls.key";
 
-/// The certificate of a Route's `tls.secretName` for `hosts`, or a diagnostic saying why
-/// there is none (the Route still serves, without TLS for its hosts).
+/// The certificate of a Secret for `hosts`, or a diagnostic on `field` (the reference)
+/// saying why there is none (the referrer still serves, without TLS for its hosts).
 pub(crate) fn certificate(
     secret_name: &str,
     namespace: &str,
     hosts: &[String],
+    field: &str,
     index: &Index<'_>,
     report: &mut ObjectReport,
 ) -> Option<Certificate> {
-    const FIELD: &str = "spec.tls.secretName";
     let Some(secret) = index.secrets.get(&(namespace, secret_name)) else {
         report.push(
-            FIELD,
+            field,
             ConditionType::ResolvedRefs,
             Reason::SecretNotFound,
             format!("Secret {namespace}/{secret_name} not found"),
@@ -33,7 +33,7 @@ pub(crate) fn certificate(
     };
     if super::secret_refs::is_being_read(secret) {
         report.push(
-            FIELD,
+            field,
             ConditionType::ResolvedRefs,
             Reason::Pending,
             format!("Secret {namespace}/{secret_name} is being read"),
@@ -42,7 +42,7 @@ pub(crate) fn certificate(
     }
     let invalid = |report: &mut ObjectReport, why: String| {
         report.push(
-            FIELD,
+            field,
             ConditionType::ResolvedRefs,
             Reason::InvalidCertificate,
             format!("Secret {namespace}/{secret_name}: {why}"),

@@ -136,7 +136,11 @@ async fn patch(client: &Client, write: &Write) -> Result<(), kube::Error> {
                 .await?;
         }
         // An Ingress's status has no conditions: only the write's Events are published.
-        ObjectKind::Ingress => {}
+        // Gateway API statuses are not written yet.
+        ObjectKind::Ingress
+        | ObjectKind::GatewayClass
+        | ObjectKind::Gateway
+        | ObjectKind::HTTPRoute => {}
     }
     Ok(())
 }

@@ -17,14 +17,15 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Index;
-use super::report::{InSnapshot, ObjectKind, ObjectReport};
+use super::report::{InSnapshot, ObjectKind, ObjectRef, ObjectReport};
+use super::translated::{SourceFields, Translated, Translation};
+use crate::Options;
 use crate::condition::{ConditionType, Reason};
 use crate::route::{
     BackendRef, HeaderEntry, HeaderModifier, HttpsRedirect, PathMatch, PathMatchType,
     PluginAttachment, Redirect, RedirectScheme, RedirectStatus, RegexRewrite, Rewrite, RouteMatch,
     RouteRule, RouteSpec, RouteTls, ServiceProtocol, ValueMatch, ValueMatchType,
 };
-use crate::{Options, Route};
 use annotations::{Canary, Settings};
 pub use annotations::{NGINX_PREFIX, PLUGINS_ANNOTATION};
 pub(crate) use fields::FieldMap;
@@ -37,25 +38,6 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 
 /// The class annotation Ingresses carried before `spec.ingressClassName`.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-
-/// A Route an Ingress became, with the way back to the Ingress's fields.
-pub(crate) struct Translated {
-    /// The Route (named `ingress:NAME:HOST`, which no Route can be named).
-    pub route: Route,
-    /// The Ingress's name.
-    pub ingress: String,
-    /// The Route's field paths as the Ingress's.
-    pub fields: FieldMap,
-}
-
-/// Every served Ingress: its Routes, and what was found before compiling them.
-#[derive(Default)]
-pub(crate) struct Translation {
-    /// The Routes, in the order of their Ingresses.
-    pub routes: Vec<Translated>,
-    /// One report per served Ingress, by namespace and name.
-    pub reports: BTreeMap<(String, String), ObjectReport>,
-}
 
 /// Whether weir serves Ingresses of no class: weir's IngressClass is the cluster's
 /// default. Serves every Ingress in standalone mode (no class).
@@ -91,11 +73,11 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
     let mut mains = Vec::new();
     let mut canaries = Vec::new();
     for ingress in ingresses {
-        let (namespace, name) = key_of(ingress);
+        let key = key_of(ingress);
         let mut report = ObjectReport::new(
             ObjectKind::Ingress,
-            &namespace,
-            &name,
+            &key.namespace,
+            &key.name,
             ingress.metadata.generation,
         );
         let empty = BTreeMap::new();
@@ -108,7 +90,7 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         } else {
             mains.push((*ingress, settings));
         }
-        translation.reports.insert((namespace, name), report);
+        translation.reports.insert(key, report);
     }
     let mut canary_paths = canary_paths(&canaries, index, &mut translation.reports);
     for (ingress, settings) in &mains {
@@ -121,8 +103,8 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         }
         let routes = Builder {
             ingress,
-            namespace: &key.0,
-            name: &key.1,
+            namespace: &key.namespace,
+            name: &key.name,
             settings,
             index,
             report,
@@ -132,7 +114,7 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
         translation.routes.extend(routes);
     }
     // Per canary Ingress: its paths that split their main Ingress, and those that do not.
-    let mut found: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    let mut found: BTreeMap<ObjectRef, (usize, usize)> = BTreeMap::new();
     for path in &canary_paths {
         let counts = found.entry(path.key.clone()).or_default();
         if path.used && path.backend.is_some() {
@@ -156,7 +138,7 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
                         &unused.host
                     },
                     unused.path,
-                    unused.key.0
+                    unused.key.namespace
                 ),
             );
         }
@@ -175,17 +157,18 @@ pub(crate) fn translate(ingresses: &[&Ingress], index: &Index<'_>) -> Translatio
     translation
 }
 
-/// Namespace and name of an Ingress, as reports are keyed.
-fn key_of(ingress: &Ingress) -> (String, String) {
-    (
-        super::namespace_of(&ingress.metadata).to_owned(),
-        super::name_of(&ingress.metadata).to_owned(),
-    )
+/// An Ingress, as reports are keyed.
+fn key_of(ingress: &Ingress) -> ObjectRef {
+    ObjectRef {
+        kind: ObjectKind::Ingress,
+        namespace: super::namespace_of(&ingress.metadata).to_owned(),
+        name: super::name_of(&ingress.metadata).to_owned(),
+    }
 }
 
 /// One path of a canary Ingress, waiting for the Ingress it splits.
 struct CanaryPath {
-    key: (String, String),
+    key: ObjectRef,
     host: String,
     path: String,
     path_type: String,
@@ -201,7 +184,7 @@ struct CanaryPath {
 fn canary_paths(
     canaries: &[(&Ingress, Settings)],
     index: &Index<'_>,
-    reports: &mut BTreeMap<(String, String), ObjectReport>,
+    reports: &mut BTreeMap<ObjectRef, ObjectReport>,
 ) -> Vec<CanaryPath> {
     let mut paths = Vec::new();
     for (ingress, settings) in canaries {
@@ -223,12 +206,14 @@ fn canary_paths(
             let backend = resolve_target(
                 &target,
                 settings.backend_protocol,
-                &key.0,
+                &key.namespace,
                 &backend_field,
                 index,
                 report,
             )
-            .filter(|backend| service_port_found(backend, &key.0, &backend_field, index, report));
+            .filter(|backend| {
+                service_port_found(backend, &key.namespace, &backend_field, index, report)
+            });
             paths.push(CanaryPath {
                 key: key.clone(),
                 host: host.to_ascii_lowercase(),
@@ -358,9 +343,8 @@ fn resolve_target(
     Some(BackendRef {
         name: Some(target.name.clone()),
         port: Some(port),
-        url: None,
-        weight: None,
         protocol,
+        ..BackendRef::default()
     })
 }
 
@@ -573,14 +557,17 @@ impl Builder<'_, '_> {
     /// The Route of `host` (`*` for any) this Ingress becomes, named `ingress:NAME:HOST`,
     /// as old as the Ingress and of its generation.
     fn translated(&self, host: &str, spec: RouteSpec, fields: FieldMap) -> Translated {
-        let mut route = Route::new(&format!("ingress:{}:{host}", self.name), spec);
-        route.metadata.namespace = Some(self.namespace.to_owned());
-        route.metadata.creation_timestamp = self.ingress.metadata.creation_timestamp.clone();
-        route.metadata.generation = self.ingress.metadata.generation;
         Translated {
-            route,
-            ingress: self.name.to_owned(),
-            fields,
+            route: super::translated::route_of(
+                &self.ingress.metadata,
+                self.namespace,
+                &format!("ingress:{}:{host}", self.name),
+                spec,
+            ),
+            source: key_of(self.ingress),
+            fields: SourceFields::Ingress(fields),
+            tenant: self.namespace.to_owned(),
+            certificates: Vec::new(),
         }
     }
 
@@ -712,7 +699,7 @@ impl Builder<'_, '_> {
         };
         let canary = self.canaries.iter_mut().find(|c| {
             !c.used
-                && c.key.0 == self.namespace
+                && c.key.namespace == self.namespace
                 && c.host == host
                 && c.path == value
                 && c.path_type == path.path_type
