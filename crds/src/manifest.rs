@@ -6,7 +6,7 @@
 //! Plugin, an Ingress or a Gateway API object is an error, not silently dropped: a typo
 //! must not turn off a rule.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Deserialize;
@@ -45,6 +45,8 @@ pub enum Object {
     HTTPRoute(HTTPRoute),
     /// A `gateway.networking.k8s.io/v1beta1` ReferenceGrant.
     ReferenceGrant(ReferenceGrant),
+    /// A `v1` Namespace: its labels, for Gateway listeners that admit routes by them.
+    Namespace(Namespace),
 }
 
 /// A document that could not be read, with where and why.
@@ -175,6 +177,7 @@ fn parse_document(document: usize, value: serde_yaml_ng::Value) -> Result<Docume
         ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
             typed_object(value, true).map(Object::ReferenceGrant)
         }
+        ("v1", "Namespace") => typed_object(value, false).map(Object::Namespace),
         (api_version, kind) => {
             return Ok(Document::Ignored {
                 kind: format!("{api_version}/{kind}"),
@@ -255,6 +258,8 @@ pub struct Manifests {
     pub http_routes: Vec<HTTPRoute>,
     /// ReferenceGrants.
     pub reference_grants: Vec<ReferenceGrant>,
+    /// Namespaces.
+    pub namespaces: Vec<Namespace>,
 }
 
 impl Manifests {
@@ -273,6 +278,7 @@ impl Manifests {
             Object::Gateway(o) => self.gateways.push(o),
             Object::HTTPRoute(o) => self.http_routes.push(o),
             Object::ReferenceGrant(o) => self.reference_grants.push(o),
+            Object::Namespace(o) => self.namespaces.push(o),
         }
     }
 
@@ -291,7 +297,7 @@ impl Manifests {
             gateways: self.gateways.iter().collect(),
             http_routes: self.http_routes.iter().collect(),
             reference_grants: self.reference_grants.iter().collect(),
-            namespaces: Vec::new(),
+            namespaces: self.namespaces.iter().collect(),
             previous: None,
             options: Options::default(),
         }

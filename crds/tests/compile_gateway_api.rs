@@ -1192,3 +1192,55 @@ fn listener_ports_must_be_the_proxies_own() {
         triple("Accepted", true, "Accepted")
     );
 }
+
+#[test]
+fn http_route_allowed_routes_by_namespace_selector() {
+    let c = compile(&format!(
+        "{}{}{}",
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: backend-namespaces, namespace: infra, generation: 1}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: web, labels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+",
+        http_route(
+            "web",
+            "labelled",
+            "  parentRefs: [{name: backend-namespaces, namespace: infra}]\n  hostnames: [web.example.com]\n  rules: [{backendRefs: [{name: web-backend, port: 8080}]}]",
+        ),
+        http_route(
+            "app",
+            "unlabelled",
+            "  parentRefs: [{name: backend-namespaces, namespace: infra}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: app-backend-v1, port: 8080}]}]",
+        ),
+    ));
+    accepted_and_resolved(&c, "web", "labelled", "backend-namespaces");
+    assert_eq!(
+        parent_conditions(&c, "app", "unlabelled", "backend-namespaces")[0],
+        triple("Accepted", false, "NotAllowedByListeners")
+    );
+    let hosts: Vec<&str> = c
+        .snapshot
+        .virtual_hosts
+        .iter()
+        .map(|v| v.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["web.example.com"]);
+}

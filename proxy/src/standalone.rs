@@ -338,6 +338,7 @@ fn object_key(object: &Object) -> (&'static str, String, String) {
         Object::Gateway(o) => ("Gateway", &o.metadata),
         Object::HTTPRoute(o) => ("HTTPRoute", &o.metadata),
         Object::ReferenceGrant(o) => ("ReferenceGrant", &o.metadata),
+        Object::Namespace(o) => ("Namespace", &o.metadata),
     };
     let namespace = meta
         .namespace
