@@ -4,28 +4,12 @@
 
 mod support;
 
-use std::path::Path;
-
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::*;
 use weir_crds::compile::report::{InSnapshot, ObjectKind};
 
 const FILES: [&str; 3] = ["gateway.yaml", "services.yaml", "routes.yaml"];
-
-/// The example's files in a temporary directory, its loopback ports swapped for `ports`.
-fn example_dir(ports: &[(u16, u16)]) -> tempfile::TempDir {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway-api");
-    let dir = tempfile::tempdir().unwrap();
-    for file in FILES {
-        let mut text = std::fs::read_to_string(source.join(file)).unwrap();
-        for (from, to) in ports {
-            text = text.replace(&format!("port: {from}}}"), &format!("port: {to}}}"));
-        }
-        std::fs::write(dir.path().join(file), text).unwrap();
-    }
-    dir
-}
 
 /// An upstream answering with its name, the method, the path and the Host header and
 /// `x-cart-checked` it received.
@@ -58,23 +42,19 @@ async fn the_gateway_api_example_serves_its_routes() {
     let api = echo("catalog-api").await;
     let api_v2 = echo("catalog-api-v2").await;
     let checkout = echo("checkout").await;
-    let dir = example_dir(&[
-        (19091, storefront.addr.port()),
-        (19092, api.addr.port()),
-        (19093, api_v2.addr.port()),
-        (19094, checkout.addr.port()),
-    ]);
+    let dir = example_dir(
+        "gateway-api",
+        &FILES,
+        &[
+            (19091, storefront.addr.port()),
+            (19092, api.addr.port()),
+            (19093, api_v2.addr.port()),
+            (19094, checkout.addr.port()),
+        ],
+    );
 
     // What the compiler says of the example: everything accepted and served.
-    let mut manifests = weir_crds::manifest::Manifests::default();
-    for file in FILES {
-        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
-        for document in weir_crds::manifest::parse(&text) {
-            if let weir_crds::manifest::Document::Object(object) = document.unwrap() {
-                manifests.add(object);
-            }
-        }
-    }
+    let manifests = manifests_in(dir.path(), &FILES);
     let compilation = weir_crds::compile(&manifests.inputs());
     for (kind, namespace, name) in [
         (ObjectKind::GatewayClass, "", "weir"),

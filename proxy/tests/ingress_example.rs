@@ -4,27 +4,13 @@
 
 mod support;
 
-use std::path::Path;
-
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::*;
 use weir_crds::compile::report::{InSnapshot, ObjectKind};
 use weir_crds::condition::Reason;
 
-/// The example's files in a temporary directory, its loopback ports swapped for `ports`.
-fn example_dir(ports: &[(u16, u16)]) -> tempfile::TempDir {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ingress");
-    let dir = tempfile::tempdir().unwrap();
-    for file in ["services.yaml", "ingresses.yaml"] {
-        let mut text = std::fs::read_to_string(source.join(file)).unwrap();
-        for (from, to) in ports {
-            text = text.replace(&format!("port: {from}}}"), &format!("port: {to}}}"));
-        }
-        std::fs::write(dir.path().join(file), text).unwrap();
-    }
-    dir
-}
+const FILES: [&str; 2] = ["services.yaml", "ingresses.yaml"];
 
 /// An upstream answering with its name, the path and the Host header it received.
 async fn echo(name: &'static str) -> Upstream {
@@ -46,23 +32,19 @@ async fn the_ingress_example_serves_its_annotations() {
     let api = echo("catalog-api").await;
     let canary = echo("catalog-api-canary").await;
     let office = echo("back-office").await;
-    let dir = example_dir(&[
-        (19081, storefront.addr.port()),
-        (19082, api.addr.port()),
-        (19083, canary.addr.port()),
-        (19084, office.addr.port()),
-    ]);
+    let dir = example_dir(
+        "ingress",
+        &FILES,
+        &[
+            (19081, storefront.addr.port()),
+            (19082, api.addr.port()),
+            (19083, canary.addr.port()),
+            (19084, office.addr.port()),
+        ],
+    );
 
     // What the compiler says of the example: everything served, one annotation reported.
-    let mut manifests = weir_crds::manifest::Manifests::default();
-    for file in ["services.yaml", "ingresses.yaml"] {
-        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
-        for document in weir_crds::manifest::parse(&text) {
-            if let weir_crds::manifest::Document::Object(object) = document.unwrap() {
-                manifests.add(object);
-            }
-        }
-    }
+    let manifests = manifests_in(dir.path(), &FILES);
     let compilation = weir_crds::compile(&manifests.inputs());
     for name in [
         "storefront",

@@ -119,14 +119,46 @@ impl TestProxy {
     }
 }
 
-/// Compiles manifests into a snapshot with the given version.
-pub fn compile_yaml(yaml: &str, version: u64) -> Snapshot {
+/// Parses manifests, failing the test on a document that does not parse.
+pub fn manifests(yaml: &str) -> Manifests {
     let mut manifests = Manifests::default();
     for document in parse(yaml) {
         if let Document::Object(object) = document.expect("manifest parses") {
             manifests.add(object);
         }
     }
+    manifests
+}
+
+/// `files` of `examples/NAME` in a temporary directory, their loopback ports (written
+/// `port: N}`) swapped for the test's: `ports` maps the example's to the test's.
+pub fn example_dir(example: &str, files: &[&str], ports: &[(u16, u16)]) -> tempfile::TempDir {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(example);
+    let dir = tempfile::tempdir().unwrap();
+    for file in files {
+        let mut text = std::fs::read_to_string(source.join(file)).unwrap();
+        for (from, to) in ports {
+            text = text.replace(&format!("port: {from}}}"), &format!("port: {to}}}"));
+        }
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    dir
+}
+
+/// The manifests of `files` in `dir`.
+pub fn manifests_in(dir: &std::path::Path, files: &[&str]) -> Manifests {
+    let texts: Vec<String> = files
+        .iter()
+        .map(|file| std::fs::read_to_string(dir.join(file)).unwrap())
+        .collect();
+    manifests(&texts.join("\n---\n"))
+}
+
+/// Compiles manifests into a snapshot with the given version.
+pub fn compile_yaml(yaml: &str, version: u64) -> Snapshot {
+    let manifests = manifests(yaml);
     let compilation = weir_crds::compile(&manifests.inputs());
     for report in &compilation.reports {
         assert!(

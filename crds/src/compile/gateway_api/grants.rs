@@ -47,3 +47,12 @@ pub(crate) fn permits(grants: &[&ReferenceGrant], from: &Referrer<'_>, to: &Refe
             from_listed && to_listed
         })
 }
+
+/// Why `from` may not refer to `to`, for the referrer's status.
+pub(crate) fn refusal(from: &Referrer<'_>, to: &Referent<'_>) -> String {
+    format!(
+        "{} {}/{} is in another namespace and no ReferenceGrant there lets {}s of namespace {} \
+         use it",
+        to.kind, to.namespace, to.name, from.kind, from.namespace
+    )
+}

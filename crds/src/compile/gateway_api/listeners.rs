@@ -10,8 +10,8 @@ use crate::compile::report::{InSnapshot, ObjectKind, ObjectRef, ObjectReport};
 use crate::compile::{Index, Options, name_of, namespace_of, tls};
 use crate::condition::{ConditionType, Reason};
 use crate::gateway::{
-    CORE_GROUP, GROUP, Gateway, GatewayClass, HTTP_ROUTE_KIND, Listener, ProtocolType,
-    RouteGroupKind, RouteNamespaces, SECRET_KIND, TLSModeType,
+    CORE_GROUP, GATEWAY_KIND, GROUP, Gateway, GatewayClass, HTTP_ROUTE_KIND, Listener,
+    ProtocolType, RouteGroupKind, RouteNamespaces, SECRET_KIND, TLSModeType,
 };
 use crate::snapshot::Certificate;
 
@@ -341,30 +341,23 @@ fn certificate_secret(
             continue;
         }
         let secret_namespace = reference.namespace_or(namespace);
-        let permitted = grants::permits(
-            grants,
-            &Referrer {
-                group: GROUP,
-                kind: "Gateway",
-                namespace,
-            },
-            &Referent {
-                group: CORE_GROUP,
-                kind: SECRET_KIND,
-                namespace: secret_namespace,
-                name: &reference.name,
-            },
-        );
-        if !permitted {
+        let referrer = Referrer {
+            group: GROUP,
+            kind: GATEWAY_KIND,
+            namespace,
+        };
+        let referent = Referent {
+            group: CORE_GROUP,
+            kind: SECRET_KIND,
+            namespace: secret_namespace,
+            name: &reference.name,
+        };
+        if !grants::permits(grants, &referrer, &referent) {
             report.push(
                 ref_field,
                 ConditionType::ResolvedRefs,
                 Reason::RefNotPermitted,
-                format!(
-                    "Secret {secret_namespace}/{} is in another namespace and no ReferenceGrant \
-                     there lets Gateways of namespace {namespace} use it",
-                    reference.name
-                ),
+                grants::refusal(&referrer, &referent),
             );
             continue;
         }

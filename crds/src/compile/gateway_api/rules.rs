@@ -484,30 +484,23 @@ fn backend_ref(
         return None;
     }
     let service_namespace = backend.namespace_or(namespace);
-    let permitted = grants::permits(
-        grants,
-        &Referrer {
-            group: GROUP,
-            kind: HTTP_ROUTE_KIND,
-            namespace,
-        },
-        &Referent {
-            group: CORE_GROUP,
-            kind: SERVICE_KIND,
-            namespace: service_namespace,
-            name: &backend.name,
-        },
-    );
-    if !permitted {
+    let referrer = Referrer {
+        group: GROUP,
+        kind: HTTP_ROUTE_KIND,
+        namespace,
+    };
+    let referent = Referent {
+        group: CORE_GROUP,
+        kind: SERVICE_KIND,
+        namespace: service_namespace,
+        name: &backend.name,
+    };
+    if !grants::permits(grants, &referrer, &referent) {
         report.push(
             format!("{field}.namespace"),
             ConditionType::ResolvedRefs,
             Reason::RefNotPermitted,
-            format!(
-                "Service {service_namespace}/{} is in another namespace and no ReferenceGrant \
-                 there lets HTTPRoutes of namespace {namespace} use it",
-                backend.name
-            ),
+            grants::refusal(&referrer, &referent),
         );
         return None;
     }
