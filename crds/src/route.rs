@@ -530,6 +530,14 @@ pub struct BackendRef {
     #[serde(skip)]
     #[schemars(skip)]
     pub namespace: Option<String>,
+
+    /// Why the reference cannot be used, already told to its object. Never read from a
+    /// Route: set only by translations whose kind asks that requests for an invalid
+    /// backend fail (a Gateway API `HTTPRoute`: 500) rather than the reference being
+    /// dropped.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub unresolved: Option<String>,
 }
 
 /// Protocols the proxy speaks to a Service.

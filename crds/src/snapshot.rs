@@ -508,6 +508,11 @@ pub struct Backend {
     /// Prepended to every request path (from a URL backend's path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_path: Option<String>,
+    /// Why the backend cannot be used, when its reference is invalid (a Gateway API
+    /// backend of another kind, not permitted, or not found): the requests its weight
+    /// sends it are answered 500, as the Gateway API asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
 }
 
 /// How the proxy speaks to a backend.

@@ -740,7 +740,7 @@ fn http_route_weight() {
     );
 }
 
-/// A rule answering 500 (its backends are all invalid).
+/// A rule answering 500 itself (a filter it cannot run, or no backend).
 fn answers_500(rule: &Rule) {
     match &rule.action {
         Action::Respond(respond) => {
@@ -753,6 +753,19 @@ fn answers_500(rule: &Rule) {
         }
         other => panic!("expected 500, got {other:?}"),
     }
+}
+
+/// The unresolved backends a rule sends to (whose share the proxy answers 500), with
+/// their weights, and why each is unresolved.
+fn unresolved<'s>(snapshot: &'s Snapshot, rule: &Rule) -> Vec<(&'s str, &'s str)> {
+    forward(rule)
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let (id, backend) = snapshot.backends.get_key_value(&b.backend)?;
+            Some((id.as_str(), backend.unresolved.as_deref()?))
+        })
+        .collect()
 }
 
 #[test]
@@ -786,9 +799,17 @@ spec:
             triple("ResolvedRefs", false, "RefNotPermitted"),
         ]
     );
-    answers_500(entries(&c.snapshot, "*")[0].1);
+    let rule = entries(&c.snapshot, "*")[0].1;
+    let refused = unresolved(&c.snapshot, rule);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, "unresolved:app/app-backend-v1:8080");
     assert!(
-        c.snapshot.backends.is_empty(),
+        refused[0].1.contains("no ReferenceGrant"),
+        "{}",
+        refused[0].1
+    );
+    assert!(
+        c.snapshot.backends.values().all(|b| b.endpoints.is_empty()),
         "no Service of namespace app is used"
     );
 
@@ -805,7 +826,8 @@ spec:
 
 #[test]
 fn http_route_invalid_backend_refs() {
-    // HTTPRouteInvalidNonExistentBackendRef and HTTPRouteInvalidBackendRefUnknownKind.
+    // HTTPRouteInvalidNonExistentBackendRef and HTTPRouteInvalidBackendRefUnknownKind:
+    // requests for the invalid backend get 500.
     let c = compile(&format!(
         "{}{}",
         http_route(
@@ -827,8 +849,10 @@ fn http_route_invalid_backend_refs() {
         parent_conditions(&c, "infra", "unknown-kind", "same-namespace")[1],
         triple("ResolvedRefs", false, "InvalidKind")
     );
-    answers_500(entries(&c.snapshot, "a.example.com")[0].1);
-    answers_500(entries(&c.snapshot, "b.example.com")[0].1);
+    for host in ["a.example.com", "b.example.com"] {
+        let rule = entries(&c.snapshot, host)[0].1;
+        assert_eq!(unresolved(&c.snapshot, rule).len(), 1, "{host}");
+    }
     let r = report(&c, ObjectKind::HTTPRoute, "infra", "nonexistent");
     diagnostic(
         r,
@@ -1243,4 +1267,32 @@ metadata: {name: app}
         .map(|v| v.host.as_str())
         .collect();
     assert_eq!(hosts, ["web.example.com"]);
+}
+
+#[test]
+fn http_route_partially_invalid_backends_keep_their_share() {
+    // Of two backends, one missing: half the requests are answered 500, as the spec asks,
+    // and the other half reach the Service that exists.
+    let c = compile(&http_route(
+        "infra",
+        "partly",
+        "  parentRefs: [{name: same-namespace}]
+  rules:
+  - backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 50}
+    - {name: missing, port: 8080, weight: 50}",
+    ));
+    assert_eq!(
+        parent_conditions(&c, "infra", "partly", "same-namespace")[1],
+        triple("ResolvedRefs", false, "BackendNotFound")
+    );
+    let rule = entries(&c.snapshot, "*")[0].1;
+    assert_eq!(
+        backends(rule),
+        [
+            ("service:infra/infra-backend-v1:8080", 50),
+            ("unresolved:infra/missing:8080", 50),
+        ]
+    );
+    assert_eq!(unresolved(&c.snapshot, rule).len(), 1);
 }

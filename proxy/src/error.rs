@@ -50,6 +50,15 @@ pub enum ProxyError {
     /// No snapshot has been applied yet.
     #[error("the proxy has no configuration yet")]
     NotReady,
+    /// The chosen backend's reference is invalid (a Gateway API backend of another kind,
+    /// not permitted, or not found): answered 500, as the Gateway API asks.
+    #[error("backend {backend} cannot be used: {why}")]
+    BackendUnresolved {
+        /// Backend id.
+        backend: String,
+        /// Why, as the route's status says it.
+        why: String,
+    },
     /// The chosen backend has no endpoint that can take the request.
     #[error("backend {backend} has no healthy endpoint")]
     NoHealthyUpstream {
@@ -113,6 +122,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BackendUnresolved { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -133,6 +143,7 @@ impl ProxyError {
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::PluginFailed(_) => "plugin_failed",
+            Self::BackendUnresolved { .. } => "backend_unresolved",
         }
     }
 

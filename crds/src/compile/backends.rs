@@ -31,6 +31,22 @@ pub(crate) fn resolve(
     allow_urls: bool,
     report: &mut ObjectReport,
 ) -> Option<(String, Backend)> {
+    if let Some(why) = &backend.unresolved {
+        let namespace = backend.namespace.as_deref().unwrap_or(namespace);
+        let name = backend.name.as_deref().unwrap_or_default();
+        let id = format!(
+            "unresolved:{namespace}/{name}:{}",
+            backend.port.unwrap_or(0)
+        );
+        let unusable = Backend {
+            protocol: BackendProtocol::Http,
+            endpoints: Vec::new(),
+            server_name: None,
+            base_path: None,
+            unresolved: Some(why.clone()),
+        };
+        return Some((id, unusable));
+    }
     match (&backend.url, &backend.name, backend.port) {
         (Some(_), None, None) if backend.protocol.is_some() => {
             report.invalid(
@@ -136,6 +152,7 @@ fn from_url(raw: &str, field: &str, report: &mut ObjectReport) -> Option<(String
         endpoints: vec![Endpoint { host, port }],
         server_name,
         base_path,
+        unresolved: None,
     };
     Some((id, backend))
 }
@@ -166,6 +183,7 @@ fn from_service(
         endpoints: Vec::new(),
         server_name: None,
         base_path: None,
+        unresolved: None,
     };
     let (service, service_port) = match service_port(index, namespace, name, port) {
         Ok(found) => found,

@@ -63,6 +63,12 @@ pub(super) async fn attempt(
         path,
     } = *destination;
     let backend = &target.backend;
+    if let Some(why) = &backend.unresolved {
+        return Err(ProxyError::BackendUnresolved {
+            backend: backend.id.clone(),
+            why: why.clone(),
+        });
+    }
     let Some(index) = backend.pick(forward.policy.load_balancer, tried, now_ms()) else {
         gateway
             .metrics

@@ -133,6 +133,7 @@ fn url_target(
         endpoints: vec![Endpoint { host, port }],
         server_name: server_name.clone(),
         base_path: None,
+        unresolved: None,
     };
     let id = format!("url:{}", parsed.origin().ascii_serialization());
     let loaded = LoadedBackend::load(&id, &backend, &Persisted::default());

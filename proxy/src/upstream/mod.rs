@@ -70,6 +70,9 @@ pub struct LoadedBackend {
     pub server_name: Option<String>,
     /// Prefix of every upstream path.
     pub base_path: Option<String>,
+    /// Why the backend cannot be used (its reference is invalid): requests it gets are
+    /// answered 500.
+    pub unresolved: Option<String>,
     cursor: AtomicUsize,
 }
 
@@ -93,6 +96,7 @@ impl LoadedBackend {
             endpoints,
             server_name: backend.server_name.clone(),
             base_path: backend.base_path.clone(),
+            unresolved: backend.unresolved.clone(),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -166,6 +170,7 @@ mod tests {
             ],
             server_name: None,
             base_path: Some("/base".into()),
+            unresolved: None,
         };
         let loaded = LoadedBackend::load("b", &backend, &states);
         let path = loaded.upstream_path("/x?y=1").unwrap();

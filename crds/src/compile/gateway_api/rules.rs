@@ -193,12 +193,15 @@ pub(crate) fn translate(
                 );
                 return None;
             }
-            if let Some(backend_ref) =
-                backend_ref(backend, namespace, &backend_field, grants, ctx, report)
-            {
-                fields.backends.push(b);
-                backend_refs.push(backend_ref);
-            }
+            fields.backends.push(b);
+            backend_refs.push(backend_ref(
+                backend,
+                namespace,
+                &backend_field,
+                grants,
+                ctx,
+                report,
+            ));
         }
         let forwards = backend_refs.iter().any(|b| b.weight != Some(0));
         match (broken_filter, forwards) {
@@ -215,7 +218,7 @@ pub(crate) fn translate(
                 translated.direct_response = Some(server_error(if broken.is_some() {
                     "a filter of the rule cannot run"
                 } else {
-                    "the rule has no usable backend"
+                    "the rule has no backend"
                 }));
             }
         }
@@ -460,8 +463,9 @@ fn plugin(
     None
 }
 
-/// A backend reference as a weir backend, when it names a Service that exists and may
-/// be used; `None` (reported) otherwise.
+/// A backend reference as a weir backend. One that does not name a Service that exists
+/// and may be used is reported, and becomes an unresolved backend: its share of the
+/// requests is answered 500, as the Gateway API asks.
 fn backend_ref(
     backend: &HTTPBackendRef,
     namespace: &str,
@@ -469,19 +473,47 @@ fn backend_ref(
     grants: &[&crate::gateway::ReferenceGrant],
     ctx: &Context<'_>,
     report: &mut ObjectReport,
-) -> Option<BackendRef> {
+) -> BackendRef {
+    let service_namespace = backend.namespace_or(namespace);
+    let unresolved = check_backend_ref(backend, namespace, grants, ctx)
+        .err()
+        .map(|(sub_field, reason, message)| {
+            report.push(
+                format!("{field}{sub_field}"),
+                ConditionType::ResolvedRefs,
+                reason,
+                message.clone(),
+            );
+            message
+        });
+    BackendRef {
+        name: Some(backend.name.clone()),
+        port: backend.port,
+        weight: Some(backend.weight_or_default()),
+        namespace: (service_namespace != namespace).then(|| service_namespace.to_owned()),
+        unresolved,
+        ..BackendRef::default()
+    }
+}
+
+/// Whether a backend reference names a Service weir may send to; if not, the sub-field
+/// at fault, the reason and the message.
+fn check_backend_ref(
+    backend: &HTTPBackendRef,
+    namespace: &str,
+    grants: &[&crate::gateway::ReferenceGrant],
+    ctx: &Context<'_>,
+) -> Result<(), (&'static str, Reason, String)> {
     if backend.group_or_default() != CORE_GROUP || backend.kind_or_default() != SERVICE_KIND {
-        report.push(
-            field,
-            ConditionType::ResolvedRefs,
+        return Err((
+            "",
             Reason::InvalidKind,
             format!(
                 "{}/{} is not a backend weir serves; name a Service",
                 backend.group_or_default(),
                 backend.kind_or_default()
             ),
-        );
-        return None;
+        ));
     }
     let service_namespace = backend.namespace_or(namespace);
     let referrer = Referrer {
@@ -496,42 +528,30 @@ fn backend_ref(
         name: &backend.name,
     };
     if !grants::permits(grants, &referrer, &referent) {
-        report.push(
-            format!("{field}.namespace"),
-            ConditionType::ResolvedRefs,
+        return Err((
+            ".namespace",
             Reason::RefNotPermitted,
             grants::refusal(&referrer, &referent),
-        );
-        return None;
+        ));
     }
     let Some(port) = backend.port else {
-        report.push(
-            format!("{field}.port"),
-            ConditionType::ResolvedRefs,
+        return Err((
+            ".port",
             Reason::BackendNotFound,
-            "a Service backend needs a port",
-        );
-        return None;
+            "a Service backend needs a port".to_owned(),
+        ));
     };
     if backends::service_port(&ctx.index, service_namespace, &backend.name, port).is_err() {
-        report.push(
-            format!("{field}.name"),
-            ConditionType::ResolvedRefs,
+        return Err((
+            ".name",
             Reason::BackendNotFound,
             format!(
                 "Service {service_namespace}/{} with port {port} not found",
                 backend.name
             ),
-        );
-        return None;
+        ));
     }
-    Some(BackendRef {
-        name: Some(backend.name.clone()),
-        port: Some(port),
-        weight: Some(backend.weight_or_default()),
-        namespace: (service_namespace != namespace).then(|| service_namespace.to_owned()),
-        ..BackendRef::default()
-    })
+    Ok(())
 }
 
 /// The rule's timeouts: `request` bounds the whole request; `backendRequest`, each try
