@@ -133,6 +133,10 @@ pub struct MatchEntry {
     /// Query parameter conditions, all of which must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<ValueCondition>,
+    /// Only requests over TLS (`true`) or over plain HTTP (`false`); unset takes both. Set
+    /// for Gateway API routes attached only to HTTPS listeners, or only to HTTP ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
 }
 
 /// A path condition. See [`crate::path`] for normalization and segment rules.

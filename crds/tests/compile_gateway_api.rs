@@ -1296,3 +1296,63 @@ fn http_route_partially_invalid_backends_keep_their_share() {
     );
     assert_eq!(unresolved(&c.snapshot, rule).len(), 1);
 }
+
+#[test]
+fn http_and_https_listeners_serve_their_own_routes() {
+    // The usual setup: the HTTP listener's route redirects to HTTPS, the HTTPS listener's
+    // route forwards. Same host and path, no conflict: each serves its own connections.
+    let secret = tls_secret("shop-cert", &["shop.example.com"])
+        .replace("namespace: shop", "namespace: infra");
+    let gateway = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: infra, generation: 1}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: shop.example.com}
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: shop.example.com
+    tls: {certificateRefs: [{name: shop-cert}]}
+";
+    let c = compile(&format!(
+        "{secret}{gateway}{}{}",
+        http_route(
+            "infra",
+            "to-https",
+            "  parentRefs: [{name: web, sectionName: http}]\n  rules: [{filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]}]",
+        ),
+        http_route(
+            "infra",
+            "app",
+            &format!("  parentRefs: [{{name: web, sectionName: https}}]\n  rules: [{{{TO_V1}}}]"),
+        ),
+    ));
+    accepted_and_resolved(&c, "infra", "to-https", "web");
+    accepted_and_resolved(&c, "infra", "app", "web");
+    let host = c
+        .snapshot
+        .virtual_hosts
+        .iter()
+        .find(|v| v.host == "shop.example.com")
+        .unwrap();
+    let by_connection: Vec<(Option<bool>, &str)> = host
+        .entries
+        .iter()
+        .map(|e| {
+            let kind = match &c.snapshot.rules[&e.rule].action {
+                Action::Redirect(_) => "redirect",
+                Action::Forward(_) => "forward",
+                Action::Respond(_) => "respond",
+            };
+            (e.tls, kind)
+        })
+        .collect();
+    assert_eq!(by_connection.len(), 2);
+    assert!(by_connection.contains(&(Some(false), "redirect")));
+    assert!(by_connection.contains(&(Some(true), "forward")));
+    let certificate = &c.snapshot.certificates[0];
+    assert_eq!(certificate.hosts, ["shop.example.com"]);
+}

@@ -151,6 +151,7 @@ async fn serve(
         query: request.uri().query(),
         method: request.method(),
         headers: request.headers(),
+        tls: conn.tls,
     };
     let mut matched = snapshot
         .router

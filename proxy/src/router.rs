@@ -38,6 +38,8 @@ struct Entry<R> {
     methods: Vec<Method>,
     headers: Vec<ValueMatcher>,
     query: Vec<ValueMatcher>,
+    /// Over TLS only (`true`), plain HTTP only (`false`), or both.
+    tls: Option<bool>,
 }
 
 enum PathMatcher {
@@ -71,6 +73,8 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     /// The headers.
     pub headers: &'a HeaderMap,
+    /// Whether the request came over TLS.
+    pub tls: bool,
 }
 
 /// A matched entry.
@@ -187,6 +191,7 @@ impl<R> Entry<R> {
             methods,
             headers: values(&entry.headers)?,
             query: values(&entry.query)?,
+            tls: entry.tls,
         })
     }
 
@@ -195,6 +200,9 @@ impl<R> Entry<R> {
         request: &RequestHead<'_>,
         query_pairs: &mut Option<Vec<(String, String)>>,
     ) -> Option<Match<'r, R>> {
+        if self.tls.is_some_and(|tls| tls != request.tls) {
+            return None;
+        }
         let (params, matched_prefix) = match &self.path {
             PathMatcher::Exact(v) => {
                 (v == request.path).then_some((Vec::new(), Some(v.as_str())))?
@@ -346,6 +354,7 @@ mod tests {
             methods: vec![],
             headers: vec![],
             query: vec![],
+            tls: None,
         }
     }
 
@@ -363,6 +372,7 @@ mod tests {
             query: None,
             method: &Method::GET,
             headers: &headers,
+            tls: false,
         };
         router.route(&head).map(|m| (**m.target).clone())
     }
@@ -454,6 +464,7 @@ mod tests {
             query: None,
             method: &Method::GET,
             headers: &headers,
+            tls: false,
         };
         let matched = r.route(&head).unwrap();
         assert_eq!(matched.params, [("id".to_owned(), "42".to_owned())]);
@@ -471,6 +482,7 @@ mod tests {
             query: Some("a=1&v=2"),
             method: &Method::GET,
             headers: &headers,
+            tls: false,
         };
         assert_eq!(**r.route(&head).unwrap().target, "canary");
         let wrong_query = RequestHead {
@@ -478,6 +490,30 @@ mod tests {
             ..head
         };
         assert!(r.route(&wrong_query).is_none());
+    }
+
+    #[test]
+    fn entries_of_one_kind_of_connection_match_only_it() {
+        let mut plain = entry("plain", PathPattern::Prefix("/".into()));
+        plain.tls = Some(false);
+        let mut secure = entry("secure", PathPattern::Prefix("/".into()));
+        secure.tls = Some(true);
+        let r = router(vec![VirtualHost {
+            host: "*".into(),
+            entries: vec![plain, secure],
+        }]);
+        let headers = HeaderMap::new();
+        let head = RequestHead {
+            host: "x",
+            path: "/a",
+            query: None,
+            method: &Method::GET,
+            headers: &headers,
+            tls: false,
+        };
+        assert_eq!(**r.route(&head).unwrap().target, "plain");
+        let over_tls = RequestHead { tls: true, ..head };
+        assert_eq!(**r.route(&over_tls).unwrap().target, "secure");
     }
 
     #[test]

@@ -390,6 +390,9 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
                 route
                     .certificates
                     .extend(translated.certificates.iter().cloned());
+                for lowered in &mut route.entries {
+                    lowered.entry.tls = translated.tls;
+                }
             }
             lowered.push(route);
             route_reports.push((report, true));

@@ -25,8 +25,8 @@ pub(crate) fn virtual_hosts(
     routes: &[LoweredRoute],
     reports: &mut [&mut ObjectReport],
 ) -> Vec<VirtualHost> {
-    // Winner of each key: index of the route.
-    let mut claims: BTreeMap<ConflictKey<'_>, usize> = BTreeMap::new();
+    // Claims of each key: the route and the connections (TLS, plain, both) it takes.
+    let mut claims: BTreeMap<ConflictKey<'_>, Vec<(usize, Option<bool>)>> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, Vec<(SortKey, &MatchEntry)>> = BTreeMap::new();
     for (position, route) in routes.iter().enumerate() {
         let mut placed = 0usize;
@@ -41,11 +41,16 @@ pub(crate) fn virtual_hosts(
                     &entry.headers[..],
                     &entry.query[..],
                 );
-                match claims.get(&key) {
+                let overlapping = claims.get(&key).and_then(|claimed| {
+                    claimed
+                        .iter()
+                        .find(|(_, tls)| tls.is_none() || entry.tls.is_none() || *tls == entry.tls)
+                });
+                match overlapping {
                     // The same match twice in one object (one Route, or the Routes of
                     // one HTTPRoute attached to two Gateways).
-                    Some(&winner) if routes[winner].origin == route.origin => continue,
-                    Some(&winner) => {
+                    Some(&(winner, _)) if routes[winner].origin == route.origin => continue,
+                    Some(&(winner, _)) => {
                         let winner = &routes[winner];
                         lost += 1;
                         reports[position].push(
@@ -60,7 +65,7 @@ pub(crate) fn virtual_hosts(
                         );
                     }
                     None => {
-                        claims.insert(key, position);
+                        claims.entry(key).or_default().push((position, entry.tls));
                         placed += 1;
                         hosts.entry(host).or_default().push((
                             sort_key(entry, position, lowered.rule, lowered.index),

@@ -371,6 +371,7 @@ fn lower_match(m: &RouteMatch, field: &str, report: &mut ObjectReport) -> MatchE
         methods,
         headers: lower_values(&m.headers, &format!("{field}.headers"), true, report),
         query: lower_values(&m.query, &format!("{field}.query"), false, report),
+        tls: None,
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct Translated {
     pub tenant: String,
     /// Certificates for its hosts given outside the Route (by Gateway listeners).
     pub certificates: Vec<Certificate>,
+    /// Whether it serves only requests over TLS (`true`) or plain HTTP (`false`), as the
+    /// Gateway listeners it came through do; `None`: both.
+    pub tls: Option<bool>,
 }
 
 /// The source's field paths for a translated Route's, by kind of source.

@@ -1,10 +1,11 @@
 //! Gateway API objects as weir serves them: the GatewayClasses whose `controllerName` is
 //! weir's, their Gateways, and the HTTPRoutes attached to those Gateways' listeners.
 //!
-//! Each HTTPRoute rule becomes one weir Route per Gateway it attaches to (named
-//! `httproute:NAME:GATEWAY-NAMESPACE/GATEWAY:RULE`, which no Route can be named), served
-//! with the hostnames the route and the listeners share and the certificates of the
-//! HTTPS listeners. These Routes are compiled with every other in one host space; their
+//! Each HTTPRoute rule becomes one weir Route per Gateway and listener protocol it
+//! attaches to (named `httproute:NAME:GATEWAY-NAMESPACE/GATEWAY:RULE:http|https`, which
+//! no Route can be named), served with the hostnames the route and the listeners share,
+//! over plain HTTP or TLS as the listeners are, with the certificates of the HTTPS
+//! listeners. These Routes are compiled with every other in one host space; their
 //! hosts are claimed for the Gateway's namespace, whose listeners let the route in. What
 //! the compiler finds is reported on the HTTPRoute, per parent, and on the Gateway, per
 //! listener ([`status`]).
@@ -27,6 +28,7 @@ use crate::gateway::{HTTPRoute, ParentReference, RouteGroupKind};
 use crate::route::RouteSpec;
 use attach::{Parent, RouteOrigin};
 pub use listeners::ListenerPorts;
+use listeners::ListenerProtocol;
 pub(crate) use rules::RuleFields;
 
 /// The `controllerName` of the GatewayClasses weir serves.
@@ -168,15 +170,21 @@ fn translate_route(
                 )
             })
             .collect();
-        // Per Gateway (the same Gateway twice, by listener or port, is one).
-        let mut by_gateway: BTreeMap<usize, Vec<(usize, Vec<String>)>> = BTreeMap::new();
+        // Per Gateway (the same Gateway twice, by listener or port, is one) and protocol:
+        // a route on an HTTP listener is not served over TLS, nor one on an HTTPS
+        // listener over plain HTTP.
+        let mut by_gateway: BTreeMap<(usize, bool), Vec<(usize, Vec<String>)>> = BTreeMap::new();
         for attachment in attachments {
-            by_gateway
-                .entry(attachment.gateway)
-                .or_default()
-                .extend(attachment.listeners);
+            let gateway = &gateways[attachment.gateway];
+            for (listener, hosts) in attachment.listeners {
+                let tls = gateway.listeners[listener].protocol == Some(ListenerProtocol::Https);
+                by_gateway
+                    .entry((attachment.gateway, tls))
+                    .or_default()
+                    .push((listener, hosts));
+            }
         }
-        for (gateway, listeners) in by_gateway {
+        for ((gateway, tls), listeners) in by_gateway {
             let gateway = &gateways[gateway];
             let mut hosts: Vec<String> = listeners
                 .iter()
@@ -196,8 +204,11 @@ fn translate_route(
                     ..RouteSpec::default()
                 };
                 let route_name = format!(
-                    "httproute:{name}:{}/{}:{:04}",
-                    gateway.key.namespace, gateway.key.name, rule.fields.rule
+                    "httproute:{name}:{}/{}:{:04}:{}",
+                    gateway.key.namespace,
+                    gateway.key.name,
+                    rule.fields.rule,
+                    if tls { "https" } else { "http" }
                 );
                 translation.routes.push(Translated {
                     route: super::translated::route_of(
@@ -210,6 +221,7 @@ fn translate_route(
                     fields: SourceFields::HttpRoute(rule.fields.clone()),
                     tenant: gateway.key.namespace.clone(),
                     certificates: certificates.clone(),
+                    tls: Some(tls),
                 });
             }
         }

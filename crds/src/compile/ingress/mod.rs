@@ -568,6 +568,7 @@ impl Builder<'_, '_> {
             fields: SourceFields::Ingress(fields),
             tenant: self.namespace.to_owned(),
             certificates: Vec::new(),
+            tls: None,
         }
     }
 
