@@ -10,13 +10,16 @@ use kube::core::SelectorExt;
 use crate::condition::Reason;
 use crate::gateway::{FromNamespaces, GATEWAY_KIND, GROUP, ParentReference};
 
+/// A listener (its index in the Gateway's listeners) that serves a route, and the
+/// hostnames it serves it with.
+pub(crate) type ListenerHosts = (usize, Vec<String>);
+
 /// The listeners a parent reference attaches a route to.
 pub(crate) struct Attachment {
     /// Index of the Gateway among the served ones.
     pub gateway: usize,
-    /// Per listener (index into the Gateway's listeners) that serves the route: the
-    /// hostnames it serves it with.
-    pub listeners: Vec<(usize, Vec<String>)>,
+    /// The listeners that serve the route.
+    pub listeners: Vec<ListenerHosts>,
 }
 
 /// What one parent reference comes to.

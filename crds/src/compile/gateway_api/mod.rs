@@ -26,7 +26,7 @@ use super::{Context, Inputs, by_name, tls};
 use crate::condition::ConditionType;
 use crate::gateway::{HTTPRoute, ParentReference, RouteGroupKind};
 use crate::route::RouteSpec;
-use attach::{Parent, RouteOrigin};
+use attach::{ListenerHosts, Parent, RouteOrigin};
 pub use listeners::ListenerPorts;
 use listeners::ListenerProtocol;
 pub(crate) use rules::RuleFields;
@@ -173,7 +173,7 @@ fn translate_route(
         // Per Gateway (the same Gateway twice, by listener or port, is one) and protocol:
         // a route on an HTTP listener is not served over TLS, nor one on an HTTPS
         // listener over plain HTTP.
-        let mut by_gateway: BTreeMap<(usize, bool), Vec<(usize, Vec<String>)>> = BTreeMap::new();
+        let mut by_gateway: BTreeMap<(usize, bool), Vec<ListenerHosts>> = BTreeMap::new();
         for attachment in attachments {
             let gateway = &gateways[attachment.gateway];
             for (listener, hosts) in attachment.listeners {
@@ -233,7 +233,7 @@ fn translate_route(
 /// served with on each (problems with them are the listener's, reported on the Gateway).
 fn listener_certificates(
     gateway: &listeners::ServedGateway,
-    attached: &[(usize, Vec<String>)],
+    attached: &[ListenerHosts],
     ctx: &Context<'_>,
 ) -> Vec<crate::snapshot::Certificate> {
     attached
