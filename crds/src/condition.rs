@@ -24,6 +24,9 @@ pub enum ConditionType {
     /// (Gateway listeners) the listener conflicts with another of its Gateway; `True`
     /// when it does.
     Conflicted,
+    /// (HTTPRoutes) some rules are not served and the others are; present only while
+    /// `True`.
+    PartiallyInvalid,
     /// Summary for tools that read kstatus (Flux, `kubectl wait --for=condition=Ready`,
     /// Argo CD): the current generation is valid, resolved, compiled and served by every
     /// proxy.
@@ -57,6 +60,7 @@ impl ConditionType {
             Self::Compiled => "Compiled",
             Self::Programmed => "Programmed",
             Self::Conflicted => "Conflicted",
+            Self::PartiallyInvalid => "PartiallyInvalid",
             Self::Ready => "Ready",
             Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",

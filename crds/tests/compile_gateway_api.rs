@@ -891,11 +891,15 @@ fn http_route_unsupported_filter_and_extension_ref_plugins() {
         Reason::PluginNotFound,
     );
     assert_eq!(r.in_snapshot, InSnapshot::Whole);
+    // The CORS rule is left out, the rest served: PartiallyInvalid.
     let conditions = parent_conditions(&c, "infra", "filters", "same-namespace");
-    assert_eq!(conditions[0], triple("Accepted", true, "Accepted"));
     assert_eq!(
-        conditions[1],
-        triple("ResolvedRefs", false, "PluginNotFound")
+        conditions,
+        vec![
+            triple("Accepted", true, "Accepted"),
+            triple("PartiallyInvalid", true, "UnsupportedValue"),
+            triple("ResolvedRefs", false, "PluginNotFound"),
+        ]
     );
     let paths: Vec<String> = entries(&c.snapshot, "*")
         .iter()

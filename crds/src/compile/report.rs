@@ -227,6 +227,9 @@ pub(crate) fn condition_of(
             ConditionType::Conflicted => {
                 return DesiredCondition::failed(kind, Reason::NoConflicts, "no conflicts");
             }
+            ConditionType::PartiallyInvalid => {
+                return DesiredCondition::failed(kind, Reason::Accepted, "every rule is valid");
+            }
             ConditionType::Ready | ConditionType::Reconciling | ConditionType::Stalled => {
                 (Reason::Ready, "ready")
             }
@@ -243,7 +246,10 @@ pub(crate) fn condition_of(
         message.push_str(&afterword);
     }
     let message = truncate(message);
-    if kind == ConditionType::Conflicted {
+    if matches!(
+        kind,
+        ConditionType::Conflicted | ConditionType::PartiallyInvalid
+    ) {
         DesiredCondition::ok(kind, first.reason, message)
     } else {
         DesiredCondition::failed(kind, first.reason, message)

@@ -169,6 +169,8 @@ pub fn http_route_status(
             route_accepted(&route_wide, &report.in_snapshot)
         };
         let resolved = condition(route_wide.iter(), ConditionType::ResolvedRefs);
+        let mut desired = vec![accepted, resolved];
+        desired.extend(partially_invalid(&route_wide, &report.in_snapshot));
         let previous_conditions = previous
             .iter()
             .find(|p| p.controller_name == GATEWAY_CONTROLLER && p.parent_ref == parent.parent_ref)
@@ -176,12 +178,7 @@ pub fn http_route_status(
         statuses.push(RouteParentStatus {
             parent_ref: parent.parent_ref.clone(),
             controller_name: GATEWAY_CONTROLLER.to_owned(),
-            conditions: replace_conditions(
-                previous_conditions,
-                &[accepted, resolved],
-                report.generation,
-                now,
-            ),
+            conditions: replace_conditions(previous_conditions, &desired, report.generation, now),
         });
     }
     HTTPRouteStatus { parents: statuses }
@@ -207,6 +204,26 @@ fn route_accepted(route_wide: &[Diagnostic], in_snapshot: &InSnapshot) -> Desire
         Reason::Accepted,
         format!("accepted; not served: {not_served}"),
     )
+}
+
+/// `PartiallyInvalid=True` when rules weir cannot serve (a filter or match it does not
+/// implement, an invalid value) are left out and the rest is served; absent otherwise.
+fn partially_invalid(
+    route_wide: &[Diagnostic],
+    in_snapshot: &InSnapshot,
+) -> Option<DesiredCondition> {
+    let dropped: Vec<&Diagnostic> = route_wide
+        .iter()
+        .filter(|d| d.condition == ConditionType::Accepted && d.reason == Reason::UnsupportedValue)
+        .collect();
+    if dropped.is_empty() || *in_snapshot == InSnapshot::No {
+        return None;
+    }
+    Some(condition_of(
+        ConditionType::PartiallyInvalid,
+        &dropped,
+        None,
+    ))
 }
 
 fn condition<'d>(
