@@ -17,8 +17,9 @@ use super::{Context, PluginState, backends, tls};
 use crate::condition::{ConditionType, Reason};
 use crate::path::{self, Template};
 use crate::route::{
-    ClientLimits, CorsPolicy, DirectResponse, HeaderModifier, HttpMethod, PathMatchType, Redirect,
-    RegexRewrite, Rewrite, RouteMatch, RouteRule, SourceRanges, ValueMatch, ValueMatchType,
+    BackendRef, ClientLimits, CorsPolicy, DirectResponse, HeaderModifier, HttpMethod,
+    PathMatchType, Redirect, RegexRewrite, Rewrite, RouteMatch, RouteRule, SourceRanges,
+    ValueMatch, ValueMatchType,
 };
 use crate::snapshot::{
     Action, Backend, Certificate, ClientLimits as SnapshotClientLimits, Cors,
@@ -478,7 +479,7 @@ fn lower_action(
 #[allow(clippy::too_many_arguments)]
 fn lower_forward(
     rule: &RouteRule,
-    refs: &[crate::route::BackendRef],
+    refs: &[BackendRef],
     matches: &[MatchEntry],
     namespace: &str,
     field: &str,
@@ -489,25 +490,22 @@ fn lower_forward(
     let mut weighted = Vec::new();
     for (i, backend_ref) in refs.iter().enumerate() {
         let backend_field = format!("{field}.backends[{i}]");
-        let Some((id, backend)) = backends::resolve(
+        let Some(id) = use_backend(
             backend_ref,
             namespace,
             &backend_field,
-            &ctx.index,
-            ctx.options.allow_url_backends,
+            ctx,
             report,
+            backends,
         ) else {
             continue;
         };
         let weight = backend_ref.weight.unwrap_or(1);
         if weight > 0 {
             weighted.push(WeightedBackend {
-                backend: id.clone(),
+                backend: id,
                 weight,
             });
-        }
-        if !backends.iter().any(|(known, _)| *known == id) {
-            backends.push((id, backend));
         }
     }
     if weighted.is_empty() && !refs.is_empty() && !report.is_invalid() {
@@ -583,6 +581,30 @@ fn lower_forward(
             lower_header_changes(modifier, &format!("{field}.requestHeaders"), report)
         }),
     })
+}
+
+/// Resolves a backend reference (see [`backends::resolve`]) and adds the backend to
+/// those the Route uses; its id, or `None` when the reference is invalid (reported).
+fn use_backend(
+    backend_ref: &BackendRef,
+    namespace: &str,
+    field: &str,
+    ctx: &Context<'_>,
+    report: &mut ObjectReport,
+    backends: &mut Vec<(String, Backend)>,
+) -> Option<String> {
+    let (id, backend) = backends::resolve(
+        backend_ref,
+        namespace,
+        field,
+        &ctx.index,
+        ctx.options.allow_url_backends,
+        report,
+    )?;
+    if !backends.iter().any(|(known, _)| *known == id) {
+        backends.push((id.clone(), backend));
+    }
+    Some(id)
 }
 
 /// Headers a rule may not change: the message's framing, the connection's, and the host
