@@ -232,6 +232,10 @@ pub struct RouteStatus {
     {
         "rule": "!has(self.upgrades) || self.upgrades.all(p, !p.matches('^(?i)h2c(/.*)?$'))",
         "message": "h2c upgrades are never allowed: HTTP/2 clients are served directly (h2c with prior knowledge, or TLS with ALPN)"
+    },
+    {
+        "rule": "!has(self.mirrors) || size(self.mirrors) == 0 || has(self.backends)",
+        "message": "mirrors apply only to rules with backends: a redirect or a fixed response sends nothing upstream to copy"
     }
 ]))]
 pub struct RouteRule {
@@ -303,6 +307,65 @@ pub struct RouteRule {
     /// the backend, a redirect, a fixed response or an error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<HeaderModifier>,
+
+    /// Backends that also get a copy of requests (all of them, or a share), as the
+    /// primary backend gets it: after the rewrite and the header changes. Their answers
+    /// are dropped, and they never slow down or fail the request itself. Only for rules
+    /// with backends; upgrade requests (WebSocket) are not mirrored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub mirrors: Vec<RequestMirror>,
+}
+
+/// A backend that gets a copy of a rule's requests, whose answers are dropped.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.percent) && has(self.fraction))",
+        "message": "set at most one of percent and fraction"
+    },
+    {
+        "rule": "!has(self.backend.weight)",
+        "message": "a mirror's share of requests is its percent or fraction; weight applies to backends"
+    }
+]))]
+pub struct RequestMirror {
+    /// Where the copies go: a Service (`name` and `port`, optionally `protocol`) or a
+    /// `url`, as for backends, without `weight`.
+    pub backend: BackendRef,
+
+    /// Share of the rule's requests copied, in percent. Default 100 (with no
+    /// `fraction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: Option<u32>,
+
+    /// Share of the rule's requests copied, as a fraction, for shares a whole percent
+    /// cannot say (the Gateway API `RequestMirror` filter's `fraction`). At most one of
+    /// `percent` and `fraction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<MirrorFraction>,
+}
+
+/// A share of requests: `numerator` out of every `denominator`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.numerator <= (has(self.denominator) ? self.denominator : 100)",
+        "message": "the numerator cannot be greater than the denominator"
+    }
+]))]
+pub struct MirrorFraction {
+    /// Requests copied out of every `denominator`.
+    #[schemars(range(min = 0))]
+    pub numerator: u32,
+
+    /// Out of how many requests, at least 1. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub denominator: Option<u32>,
 }
 
 /// Changes to a set of headers: `remove` first, then `set` (replacing every value of the

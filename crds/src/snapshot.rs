@@ -302,6 +302,22 @@ pub struct Forward {
     /// Changes to the request's headers before it goes upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderChanges>,
+    /// Backends that get a copy of a share of the requests; their answers are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A backend that gets a copy of `numerator` out of every `denominator` requests of a
+/// rule, drawn at random for each request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// Id in [`Snapshot::backends`].
+    pub backend: String,
+    /// Requests copied out of every `denominator` (at most `denominator`; 0: none).
+    pub numerator: u32,
+    /// Positive.
+    pub denominator: u32,
 }
 
 /// The protocols a rule allows upgrades to when its Route names none: WebSocket.

@@ -7,7 +7,9 @@ use support::*;
 use weir_crds::compile::report::InSnapshot;
 use weir_crds::condition::{ConditionType, Reason};
 use weir_crds::route::ValueMatchType;
-use weir_crds::snapshot::{Action, PathPattern, PathRewrite, RegexSubstitution, ValueCondition};
+use weir_crds::snapshot::{
+    Action, Mirror, PathPattern, PathRewrite, RegexSubstitution, ValueCondition,
+};
 
 #[test]
 fn every_match_type_is_compiled() {
@@ -300,6 +302,113 @@ fn without_a_retry_policy_only_connect_failures_are_retried_once() {
     assert_eq!(forward.retries, None);
 }
 
+#[test]
+fn mirrors_are_lowered_to_fractions_and_their_backends_kept() {
+    let c = compile_yaml(&route(
+        "r",
+        "  rules:
+  - backends: [{url: 'http://primary.local'}]
+    mirrors:
+    - backend: {url: 'http://shadow.local:8080/base'}
+    - backend: {url: 'http://primary.local'}
+      percent: 10
+    - backend: {url: 'h2c://third.local'}
+      fraction: {numerator: 1, denominator: 3}
+    - backend: {url: 'http://shadow.local:8080/base'}
+      fraction: {numerator: 5}
+    - backend: {url: 'http://never.local'}
+      percent: 0",
+    ));
+    assert_eq!(route_report(&c, "shop", "r").diagnostics, vec![]);
+    let Action::Forward(forward) = &c.snapshot.rules["shop/r/0"].action else {
+        panic!("forward")
+    };
+    let mirror = |backend: &str, numerator, denominator| Mirror {
+        backend: backend.into(),
+        numerator,
+        denominator,
+    };
+    assert_eq!(
+        forward.mirrors,
+        [
+            mirror("url:http://shadow.local:8080/base", 100, 100),
+            mirror("url:http://primary.local:80", 10, 100),
+            mirror("url:h2c://third.local:80", 1, 3),
+            mirror("url:http://shadow.local:8080/base", 5, 100),
+            mirror("url:http://never.local:80", 0, 100),
+        ]
+    );
+    assert_eq!(forward.backends.len(), 1, "mirrors are not backends");
+    let backends: Vec<&str> = c.snapshot.backends.keys().map(String::as_str).collect();
+    assert_eq!(
+        backends,
+        [
+            "url:h2c://third.local:80",
+            "url:http://never.local:80",
+            "url:http://primary.local:80",
+            "url:http://shadow.local:8080/base",
+        ],
+        "a backend only mirrors use is in the snapshot"
+    );
+}
+
+#[test]
+fn mirror_backends_are_resolved_like_backends() {
+    let yaml = route(
+        "r",
+        "  rules:
+  - backends: [{url: 'http://primary.local'}]
+    mirrors: [{backend: {url: 'http://shadow.local'}}, {backend: {name: ghost, port: 80}}]",
+    );
+    let c = compile_yaml(&yaml);
+    let report = route_report(&c, "shop", "r");
+    assert_eq!(
+        diagnostic(
+            report,
+            "spec.rules[0].mirrors[1].backend.name",
+            Reason::BackendNotFound
+        ),
+        "Service shop/ghost not found"
+    );
+    assert_eq!(
+        condition(report, ConditionType::ResolvedRefs),
+        (false, Reason::BackendNotFound)
+    );
+    assert_eq!(
+        condition(report, ConditionType::Accepted),
+        (true, Reason::Accepted)
+    );
+    assert_eq!(
+        report.in_snapshot,
+        InSnapshot::Whole,
+        "a mirror that cannot be reached does not keep the rule from serving"
+    );
+    assert!(
+        c.snapshot.backends["service:shop/ghost:80"]
+            .endpoints
+            .is_empty()
+    );
+
+    let c = compile_yaml_with(
+        &yaml,
+        weir_crds::Options {
+            allow_url_backends: false,
+            ..Default::default()
+        },
+    );
+    diagnostic(
+        route_report(&c, "shop", "r"),
+        "spec.rules[0].mirrors[0].backend.url",
+        Reason::RefNotPermitted,
+    );
+    assert!(
+        c.snapshot.backends["url:http://shadow.local:80"]
+            .endpoints
+            .is_empty(),
+        "a forbidden URL mirror gets no endpoint"
+    );
+}
+
 /// One Route per kind of invalid field: each is left out, with `Accepted=False`,
 /// reason `Invalid`, naming the field.
 #[test]
@@ -490,6 +599,51 @@ fn each_kind_of_invalid_route_field_is_named() {
             "plugin-twice",
             "  plugins: [{name: p}, {name: p}]\n  rules: [{directResponse: {status: 200}}]",
             "spec.plugins[1].name",
+        ),
+        (
+            "mirror-weight",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b', weight: 1}}]}]",
+            "spec.rules[0].mirrors[0].backend.weight",
+        ),
+        (
+            "mirror-on-redirect",
+            "  rules: [{redirect: {host: a.example}, mirrors: [{backend: {url: 'http://b'}}]}]",
+            "spec.rules[0].mirrors",
+        ),
+        (
+            "mirror-on-direct-response",
+            "  rules: [{directResponse: {status: 200}, mirrors: [{backend: {url: 'http://b'}}]}]",
+            "spec.rules[0].mirrors",
+        ),
+        (
+            "mirror-percent-and-fraction",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}, percent: 5, fraction: {numerator: 1}}]}]",
+            "spec.rules[0].mirrors[0]",
+        ),
+        (
+            "mirror-percent-above-100",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}, percent: 101}]}]",
+            "spec.rules[0].mirrors[0].percent",
+        ),
+        (
+            "mirror-fraction-above-one",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}, fraction: {numerator: 3, denominator: 2}}]}]",
+            "spec.rules[0].mirrors[0].fraction",
+        ),
+        (
+            "mirror-fraction-out-of-0",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}, fraction: {numerator: 0, denominator: 0}}]}]",
+            "spec.rules[0].mirrors[0].fraction.denominator",
+        ),
+        (
+            "mirror-name-without-port",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}}, {backend: {name: svc}}]}]",
+            "spec.rules[0].mirrors[1].backend",
+        ),
+        (
+            "mirror-url",
+            "  rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'ftp://b'}}]}]",
+            "spec.rules[0].mirrors[0].backend.url",
         ),
     ];
     let mut yaml = String::new();

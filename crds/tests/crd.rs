@@ -217,7 +217,10 @@ fn valid_objects_pass() {
              "rewrite": {"replacePrefix": "/v1"}, "timeouts": {"request": "1m30s"},
              "retries": {"attempts": 2, "retryOn": ["ConnectFailure"], "statuses": [503]},
              "loadBalancer": "RoundRobin", "maxConcurrentRequests": 10, "outlierDetection": {},
-             "upgrades": ["websocket", "connect-udp"]},
+             "upgrades": ["websocket", "connect-udp"],
+             "mirrors": [{"backend": {"name": "shadow", "port": 80}, "percent": 5},
+                         {"backend": {"url": "http://10.0.0.2"}, "fraction": {"numerator": 1, "denominator": 3}},
+                         {"backend": {"url": "http://10.0.0.3"}, "fraction": {"numerator": 100}}]},
             {"redirect": {"scheme": "https", "statusCode": 301}},
             {"directResponse": {"status": 200, "body": "ok"}}
         ]
@@ -305,6 +308,30 @@ fn invalid_routes_are_refused_by_the_schema() {
             "cel: redirect path twice",
             json!({"rules": [{"redirect": {"path": "/a", "replacePrefix": "/b"}}]}),
         ),
+        (
+            "cel: mirrors without backends",
+            json!({"rules": [{"redirect": {"host": "a.example"}, "mirrors": [{"backend": {"url": "http://b"}}]}]}),
+        ),
+        (
+            "cel: mirror weight",
+            json!({"rules": [{"backends": [{"url": "http://a"}], "mirrors": [{"backend": {"url": "http://b", "weight": 1}}]}]}),
+        ),
+        (
+            "cel: mirror percent and fraction",
+            json!({"rules": [{"backends": [{"url": "http://a"}], "mirrors": [{"backend": {"url": "http://b"}, "percent": 5, "fraction": {"numerator": 1}}]}]}),
+        ),
+        (
+            "cel: mirror fraction above one",
+            json!({"rules": [{"backends": [{"url": "http://a"}], "mirrors": [{"backend": {"url": "http://b"}, "fraction": {"numerator": 101}}]}]}),
+        ),
+        (
+            "mirror percent maximum",
+            json!({"rules": [{"backends": [{"url": "http://a"}], "mirrors": [{"backend": {"url": "http://b"}, "percent": 101}]}]}),
+        ),
+        (
+            "mirror denominator minimum",
+            json!({"rules": [{"backends": [{"url": "http://a"}], "mirrors": [{"backend": {"url": "http://b"}, "fraction": {"numerator": 0, "denominator": 0}}]}]}),
+        ),
     ];
     for (what, spec) in cases {
         let errors = api_server_errors(&Route::crd(), &route_object(spec));
@@ -353,6 +380,10 @@ fn the_compiler_refuses_what_the_cel_rules_refuse() {
         "rules: [{matches: [{headers: [{name: x}]}], directResponse: {status: 200}}]",
         "rules: [{redirect: {path: /a, replacePrefix: /b}}]",
         "rules: [{directResponse: {status: 200}, timeouts: {request: 1s}}]",
+        "rules: [{redirect: {host: a.example}, mirrors: [{backend: {url: 'http://b'}}]}]",
+        "rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b', weight: 2}}]}]",
+        "rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}, percent: 5, fraction: {numerator: 1}}]}]",
+        "rules: [{backends: [{url: 'http://a'}], mirrors: [{backend: {url: 'http://b'}, fraction: {numerator: 101}}]}]",
     ];
     for spec in yaml_cases {
         let yaml = format!(

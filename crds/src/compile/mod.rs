@@ -480,7 +480,10 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
     let used_backends: BTreeSet<&str> = rules
         .values()
         .filter_map(|rule| match &rule.action {
-            Action::Forward(forward) => Some(forward.backends.iter().map(|b| b.backend.as_str())),
+            Action::Forward(forward) => {
+                let backends = forward.backends.iter().map(|b| b.backend.as_str());
+                Some(backends.chain(forward.mirrors.iter().map(|m| m.backend.as_str())))
+            }
             _ => None,
         })
         .flatten()

@@ -18,12 +18,12 @@ use crate::condition::{ConditionType, Reason};
 use crate::path::{self, Template};
 use crate::route::{
     BackendRef, ClientLimits, CorsPolicy, DirectResponse, HeaderModifier, HttpMethod,
-    PathMatchType, Redirect, RegexRewrite, Rewrite, RouteMatch, RouteRule, SourceRanges,
-    ValueMatch, ValueMatchType,
+    PathMatchType, Redirect, RegexRewrite, RequestMirror, Rewrite, RouteMatch, RouteRule,
+    SourceRanges, ValueMatch, ValueMatchType,
 };
 use crate::snapshot::{
     Action, Backend, Certificate, ClientLimits as SnapshotClientLimits, Cors,
-    DEFAULT_TUNNEL_IDLE_MS, Forward, HeaderChanges, HttpsRedirectAction, MatchEntry,
+    DEFAULT_TUNNEL_IDLE_MS, Forward, HeaderChanges, HttpsRedirectAction, MatchEntry, Mirror,
     NEVER_UPGRADED, Outliers, PathPattern, PathRewrite, PluginCall, RedirectAction,
     RegexSubstitution, Respond, Retries, Rule, SourceRanges as SnapshotRanges, TimeoutsMs,
     ValueCondition, WeightedBackend, default_upgrades, upgrade_protocol,
@@ -450,6 +450,13 @@ fn lower_action(
             lower_forward(rule, refs, matches, namespace, field, ctx, report, backends)
                 .map(|forward| Action::Forward(Box::new(forward)))
         }
+        (None, Some(_), None) | (None, None, Some(_)) if !rule.mirrors.is_empty() => {
+            report.invalid(
+                format!("{field}.mirrors"),
+                "mirrors apply only to rules with backends: a redirect or a fixed response sends nothing upstream to copy",
+            );
+            None
+        }
         (None, Some(_), None) | (None, None, Some(_)) if forward_only => {
             report.invalid(
                 field,
@@ -580,6 +587,15 @@ fn lower_forward(
         request_headers: rule.request_headers.as_ref().map(|modifier| {
             lower_header_changes(modifier, &format!("{field}.requestHeaders"), report)
         }),
+        mirrors: rule
+            .mirrors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, mirror)| {
+                let field = format!("{field}.mirrors[{i}]");
+                lower_mirror(mirror, namespace, &field, ctx, report, backends)
+            })
+            .collect(),
     })
 }
 
@@ -605,6 +621,66 @@ fn use_backend(
         backends.push((id.clone(), backend));
     }
     Some(id)
+}
+
+/// A mirror with its share as a fraction: `percent` out of 100, the `fraction` itself
+/// (denominator 100 when unset), or every request.
+fn lower_mirror(
+    mirror: &RequestMirror,
+    namespace: &str,
+    field: &str,
+    ctx: &Context<'_>,
+    report: &mut ObjectReport,
+    backends: &mut Vec<(String, Backend)>,
+) -> Option<Mirror> {
+    if mirror.backend.weight.is_some() {
+        report.invalid(
+            format!("{field}.backend.weight"),
+            "a mirror's share of requests is its percent or fraction; weight applies to backends",
+        );
+    }
+    let (numerator, denominator) = match (mirror.percent, mirror.fraction) {
+        (None, None) => (100, 100),
+        (Some(percent), None) => {
+            if percent > 100 {
+                report.invalid(format!("{field}.percent"), "a percent is 0 to 100");
+            }
+            (percent, 100)
+        }
+        (None, Some(fraction)) => {
+            let denominator = fraction.denominator.unwrap_or(100);
+            if denominator == 0 {
+                report.invalid(
+                    format!("{field}.fraction.denominator"),
+                    "the denominator must be at least 1",
+                );
+            } else if fraction.numerator > denominator {
+                report.invalid(
+                    format!("{field}.fraction"),
+                    "the numerator cannot be greater than the denominator",
+                );
+            }
+            (fraction.numerator, denominator)
+        }
+        (Some(_), Some(_)) => {
+            report.invalid(field, "set at most one of percent and fraction");
+            return None;
+        }
+    };
+    let backend_field = format!("{field}.backend");
+    let backend = use_backend(
+        &mirror.backend,
+        namespace,
+        &backend_field,
+        ctx,
+        report,
+        backends,
+    )?;
+    Some(Mirror {
+        backend,
+        numerator,
+        denominator,
+    })
 }
 
 /// Headers a rule may not change: the message's framing, the connection's, and the host
