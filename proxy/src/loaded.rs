@@ -135,6 +135,8 @@ pub struct LoadedForward {
     pub request_headers: Option<HeaderEdits>,
     /// Requests and retries in flight for this rule.
     pub budget: Arc<RetryBudget>,
+    /// Backends that get a copy of a share of the requests.
+    pub mirrors: Vec<LoadedMirror>,
 }
 
 impl LoadedForward {
@@ -163,6 +165,19 @@ pub struct Target {
     pub weight: u32,
     /// Limit of concurrent requests from this rule, if any.
     pub limiter: Option<Arc<Semaphore>>,
+}
+
+/// A mirror of a rule: a backend that gets a copy of `numerator` out of every
+/// `denominator` requests.
+pub struct LoadedMirror {
+    /// The backend.
+    pub backend: Arc<LoadedBackend>,
+    /// How to connect to it, with the rule's connect timeout.
+    pub connector: Connector,
+    /// Requests copied out of every `denominator`.
+    pub numerator: u32,
+    /// Positive.
+    pub denominator: u32,
 }
 
 /// A prepared fixed response.
@@ -305,32 +320,50 @@ fn load_action(
 ) -> Result<LoadedAction, String> {
     Ok(match action {
         Action::Forward(forward) => {
+            let backend = |id: &str| {
+                let backend = backends
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| format!("backend {id} is not in the snapshot"))?;
+                let connector = clients.connector(
+                    backend.protocol,
+                    forward.timeouts.connect_ms,
+                    backend.server_name.as_deref(),
+                );
+                Ok::<_, String>((backend, connector))
+            };
             let targets = forward
                 .backends
                 .iter()
                 .map(|weighted| {
-                    let backend = backends
-                        .get(weighted.backend.as_str())
-                        .cloned()
-                        .ok_or_else(|| {
-                            format!("backend {} is not in the snapshot", weighted.backend)
-                        })?;
+                    let (backend, connector) = backend(&weighted.backend)?;
                     let limiter = forward.max_concurrent_requests.map(|limit| {
                         live.limiters.get_or_insert(
                             (rule_id.to_owned(), weighted.backend.clone(), limit),
                             || Semaphore::new(limit as usize),
                         )
                     });
-                    let connector = clients.connector(
-                        backend.protocol,
-                        forward.timeouts.connect_ms,
-                        backend.server_name.as_deref(),
-                    );
                     Ok(Target {
                         backend,
                         connector,
                         weight: weighted.weight,
                         limiter,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mirrors = forward
+                .mirrors
+                .iter()
+                .map(|mirror| {
+                    if mirror.denominator == 0 {
+                        return Err(format!("the mirror to {} draws out of 0", mirror.backend));
+                    }
+                    let (backend, connector) = backend(&mirror.backend)?;
+                    Ok(LoadedMirror {
+                        backend,
+                        connector,
+                        numerator: mirror.numerator,
+                        denominator: mirror.denominator,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -351,6 +384,7 @@ fn load_action(
                 budget: live
                     .budgets
                     .get_or_insert(rule_id.to_owned(), RetryBudget::default),
+                mirrors,
             }))
         }
         Action::Redirect(redirect) => LoadedAction::Redirect(LoadedRedirect {

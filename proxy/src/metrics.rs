@@ -41,6 +41,11 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabel {
     reason: &'static str,
 }
@@ -61,6 +66,7 @@ pub struct Metrics {
     /// Client connections open now.
     pub active_connections: Gauge,
     connections_refused: Family<RefusalLabel, Counter>,
+    mirror_requests: Family<ResultLabel, Counter>,
     /// Version of the snapshot being served.
     pub snapshot_version: Gauge,
 }
@@ -89,6 +95,18 @@ pub enum UpstreamErrorKind {
     NoEndpoint,
 }
 
+/// What came of a copy of a request for a mirror, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MirrorResult {
+    /// The mirror answered (with any status).
+    Sent,
+    /// It did not: no endpoint, no connection, reset, out of time, or its copy of the
+    /// body was given up.
+    Failed,
+    /// Not sent: the shard had as many mirrors in flight as it allows.
+    Skipped,
+}
+
 impl Metrics {
     /// Registers the families in `registry` (prefix `weir`).
     pub fn register(registry: &mut Registry) -> Self {
@@ -101,6 +119,7 @@ impl Metrics {
             snapshot_loads: Family::default(),
             active_connections: Gauge::default(),
             connections_refused: Family::default(),
+            mirror_requests: Family::default(),
             snapshot_version: Gauge::default(),
         };
         let weir = registry.sub_registry_with_prefix("weir");
@@ -143,6 +162,11 @@ impl Metrics {
             "connections_refused",
             "Client connections closed when accepted, by the limit they were beyond",
             metrics.connections_refused.clone(),
+        );
+        weir.register(
+            "mirror_requests",
+            "Copies of requests for mirrors, by result (sent: the mirror answered; failed: it did not; skipped: too many mirrors in flight)",
+            metrics.mirror_requests.clone(),
         );
         weir.register(
             "snapshot_version",
@@ -209,6 +233,18 @@ impl Metrics {
         let outcome = if applied { "applied" } else { "rejected" };
         self.snapshot_loads
             .get_or_create(&Outcome { outcome })
+            .inc();
+    }
+
+    /// Counts a copy of a request for a mirror.
+    pub fn mirror(&self, result: MirrorResult) {
+        let result = match result {
+            MirrorResult::Sent => "sent",
+            MirrorResult::Failed => "failed",
+            MirrorResult::Skipped => "skipped",
+        };
+        self.mirror_requests
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

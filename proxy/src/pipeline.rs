@@ -5,7 +5,7 @@
 //! request ─> framing checks ─> path normalization ─> route ─> HTTPS redirect?
 //!        ─> source ranges ─> client limits ─> body size (Content-Length) ─> CORS preflight?
 //!        ─> plugins' beforeRequest (only when the rule has plugins; see `plugins`)
-//!        ─> action: respond | redirect | forward (balance, limit, retry)
+//!        ─> action: respond | redirect | forward (balance, limit, mirror, retry)
 //!        ─> plugins' afterResponse ─> CORS headers
 //!        ─> metrics ─> response body streams ─> access log line
 //! ```
@@ -123,7 +123,7 @@ fn request_span(gateway: &Gateway, request: &Request<Incoming>, request_id: &str
 }
 
 async fn serve(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     snapshot: &LoadedSnapshot,
     conn: &Rc<ConnInfo>,
     mut request: Request<Incoming>,
@@ -267,7 +267,7 @@ struct Rule<'a> {
 
 /// Runs the rule's action: a fixed response, a redirect, or forwarding upstream.
 async fn act(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     rule: Rule<'_>,
     conn: &Rc<ConnInfo>,
     request: Request<ClientBody>,
@@ -312,7 +312,7 @@ async fn act(
 /// hooks. Whatever answers (upstream, plugin, proxy error) goes through `afterResponse`
 /// of the plugins that ran; a failure of a `Closed` plugin answers 503.
 async fn with_plugins(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     rule: Rule<'_>,
     conn: &Rc<ConnInfo>,
     request: Request<Incoming>,

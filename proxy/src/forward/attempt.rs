@@ -99,10 +99,7 @@ pub(super) async fn attempt(
     let mut request = Request::new(body);
     *request.method_mut() = prepared.parts.method.clone();
     *request.uri_mut() = uri;
-    *request.version_mut() = match backend.protocol {
-        BackendProtocol::H2c if !prepared.upgrade() => Version::HTTP_2,
-        _ => Version::HTTP_11,
-    };
+    *request.version_mut() = upstream_version(backend.protocol, prepared.upgrade());
     // A try that no other can follow takes the headers; an earlier one copies them.
     *request.headers_mut() = if retry::may_follow(forward, tried.len()) {
         prepared.parts.headers.clone()
@@ -162,6 +159,15 @@ pub(super) async fn attempt(
     };
     gateway.metrics.upstream_error(&backend.id, kind);
     Ok(Err(failure))
+}
+
+/// The HTTP version a request goes upstream with: HTTP/2 to h2c backends (but for an
+/// upgrade, which only HTTP/1.1 has), HTTP/1.1 otherwise (HTTPS picks its own by ALPN).
+pub(super) fn upstream_version(protocol: BackendProtocol, upgrade: bool) -> Version {
+    match protocol {
+        BackendProtocol::H2c if !upgrade => Version::HTTP_2,
+        _ => Version::HTTP_11,
+    }
 }
 
 /// Feeds passive health checking with the outcome of a try.

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! prepare (path, headers, body) ─> target (steered, or by weight; concurrency permit)
+//!   ─> mirror (copies sent by tasks of their own, never waited for)
 //!   ─> attempt (endpoint, send within the try's time) ─> retry? (policy, budget, backoff)
 //!   ─> respond (stream the body back, or tunnel an upgrade)
 //! ```
 
 mod attempt;
+mod mirror;
 mod prepare;
 mod respond;
 mod retry;
@@ -29,6 +31,7 @@ use crate::loaded::{LoadedForward, LoadedRule};
 use crate::shard::Shard;
 use crate::upstream::retry::Failure;
 use attempt::{Answered, Destination, Timing};
+pub use mirror::MirrorsInFlight;
 
 /// A request on its way upstream.
 pub struct ForwardRequest<'a> {
@@ -61,7 +64,7 @@ pub struct Steering {
 
 /// Sends the request to one of the rule's backends and returns the upstream's response.
 pub async fn forward(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     rule: &LoadedRule,
     forward: &LoadedForward,
     request: ForwardRequest<'_>,
@@ -77,6 +80,7 @@ pub async fn forward(
         .upstream_path(&prepared.path)
         .map_err(|e| ProxyError::BadRequest(format!("upstream path: {e}")))?;
     let permit = target::permit(gateway, target)?;
+    mirror::start(shard, forward, &mut prepared);
 
     let request_timeout = Duration::from_millis(policy.timeouts.request_ms);
     let timing = Timing {

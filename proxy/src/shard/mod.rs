@@ -10,7 +10,8 @@
 //! shard thread ─ runtime + LocalSet
 //!   ├─ accept loops (plain, TLS) ─> one task per connection ─> pipeline::handle
 //!   ├─ ShardPlugins (isolates of every loaded plugin version)
-//!   └─ ShardClients (upstream connection pools)
+//!   ├─ ShardClients (upstream connection pools)
+//!   └─ MirrorsInFlight (mirror requests, each a task of the shard)
 //! ```
 
 pub mod listeners;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use weir_plugin_runtime::ShardPlugins;
 
+use crate::forward::MirrorsInFlight;
 use crate::gateway::Gateway;
 use crate::server::Drain;
 use crate::upstream::client::{Connector, ShardClients, UpstreamBody, UpstreamError};
@@ -36,6 +38,8 @@ pub struct Shard {
     pub clients: ShardClients,
     /// Its client connections and the tunnels they became, which shutdown lets finish.
     pub drain: Drain,
+    /// Its mirror requests in flight.
+    pub mirrors: MirrorsInFlight,
 }
 
 impl Shard {

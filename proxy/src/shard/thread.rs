@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shard;
 use super::listeners::Inbound;
 use crate::connection::OpenConnection;
+use crate::forward::MirrorsInFlight;
 use crate::gateway::Gateway;
 use crate::server::{self, Drain, TrafficBuilder};
 use crate::upstream::client::ShardClients;
@@ -140,6 +141,7 @@ impl ShardStart {
             clients: ShardClients::start(),
             gateway: gateway.clone(),
             drain: Drain::default(),
+            mirrors: MirrorsInFlight::default(),
         });
         let builder = Rc::new(server::traffic_builder(&gateway.config.limits));
         let mut accepting = tokio::task::JoinSet::new();
