@@ -169,6 +169,8 @@ struct MirrorRequest {
 /// Why a mirror request came to nothing.
 #[derive(Debug, thiserror::Error)]
 enum MirrorError {
+    #[error("the backend cannot be used: {0}")]
+    Unresolved(String),
     #[error("no endpoint of the backend is available")]
     NoEndpoint,
     #[error("the path: {0}")]
@@ -204,6 +206,9 @@ async fn send(shard: Rc<Shard>, copy: MirrorRequest, timeout: Duration, _slot: S
 /// (so an HTTP/1.1 connection goes back to the shard's pool).
 async fn exchange(shard: &Shard, copy: MirrorRequest) -> Result<(), MirrorError> {
     let backend = &copy.backend;
+    if let Some(why) = &backend.unresolved {
+        return Err(MirrorError::Unresolved(why.clone()));
+    }
     let index = backend
         .pick(copy.load_balancer, &[], now_ms())
         .ok_or(MirrorError::NoEndpoint)?;
