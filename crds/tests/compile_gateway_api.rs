@@ -1360,3 +1360,46 @@ spec:
     let certificate = &c.snapshot.certificates[0];
     assert_eq!(certificate.hosts, ["shop.example.com"]);
 }
+
+#[test]
+fn http_route_request_mirror() {
+    // HTTPRouteRequestMirror (extended), with a percent, a fraction, and a mirror whose
+    // Service is missing (reported; the rule still serves).
+    let c = compile(&http_route(
+        "infra",
+        "request-mirror",
+        "  parentRefs: [{name: same-namespace}]
+  rules:
+  - filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: infra-backend-v3, port: 8080}, fraction: {numerator: 1, denominator: 3}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: nope, port: 8080}, percent: 10}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]",
+    ));
+    let r = report(&c, ObjectKind::HTTPRoute, "infra", "request-mirror");
+    diagnostic(
+        r,
+        "spec.rules[0].filters[2].requestMirror.backendRef.name",
+        Reason::BackendNotFound,
+    );
+    assert_eq!(r.in_snapshot, InSnapshot::Whole);
+    let rule = entries(&c.snapshot, "*")[0].1;
+    let forward = forward(rule);
+    assert_eq!(backends(rule), [("service:infra/infra-backend-v1:8080", 1)]);
+    let mirrors: Vec<(&str, u32, u32)> = forward
+        .mirrors
+        .iter()
+        .map(|m| (m.backend.as_str(), m.numerator, m.denominator))
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            ("service:infra/infra-backend-v2:8080", 100, 100),
+            ("service:infra/infra-backend-v3:8080", 1, 3),
+            ("unresolved:infra/nope:8080", 10, 100),
+        ]
+    );
+}

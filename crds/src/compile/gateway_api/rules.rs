@@ -12,15 +12,15 @@ use crate::compile::{Context, PluginState, backends};
 use crate::condition::{ConditionType, Reason};
 use crate::gateway::{
     CORE_GROUP, GROUP, HTTP_ROUTE_KIND, HTTPBackendRef, HTTPHeaderFilter, HTTPMethod,
-    HTTPPathModifier, HTTPPathModifierType, HTTPRequestRedirectFilter, HTTPRouteFilterType,
-    HTTPRouteMatch, HTTPRouteRule, HTTPURLRewriteFilter, HeaderMatchType, LocalObjectReference,
-    PathMatchType as GatewayPathMatchType, QueryParamMatchType,
+    HTTPPathModifier, HTTPPathModifierType, HTTPRequestMirrorFilter, HTTPRequestRedirectFilter,
+    HTTPRouteFilterType, HTTPRouteMatch, HTTPRouteRule, HTTPURLRewriteFilter, HeaderMatchType,
+    LocalObjectReference, PathMatchType as GatewayPathMatchType, QueryParamMatchType,
     RedirectScheme as GatewayRedirectScheme, SERVICE_KIND,
 };
 use crate::route::{
-    BackendRef, DirectResponse, HeaderEntry, HeaderModifier, HttpMethod, PathMatch, PathMatchType,
-    PluginAttachment, Redirect, RedirectScheme, RedirectStatus, Rewrite, RouteMatch, RouteRule,
-    Timeouts, ValueMatch, ValueMatchType,
+    BackendRef, DirectResponse, HeaderEntry, HeaderModifier, HttpMethod, MirrorFraction, PathMatch,
+    PathMatchType, PluginAttachment, Redirect, RedirectScheme, RedirectStatus, RequestMirror,
+    Rewrite, RouteMatch, RouteRule, Timeouts, ValueMatch, ValueMatchType,
 };
 
 /// The API group and kind of a weir Plugin, as an `ExtensionRef` filter names it.
@@ -44,6 +44,8 @@ pub(crate) struct RuleFields {
     pub backends: Vec<usize>,
     /// The `filters` index of each Route plugin.
     pub plugins: Vec<usize>,
+    /// The `filters` index of each Route mirror.
+    pub mirrors: Vec<usize>,
     /// The `filters` index of the filter each Route rule field came from
     /// (`requestHeaders`, `responseHeaders`, `redirect`, `rewrite`).
     pub filters: BTreeMap<&'static str, usize>,
@@ -75,6 +77,11 @@ impl RuleFields {
                 return format!("{rule}.backendRefs[{index}]{sub}");
             }
             return format!("{rule}.backendRefs");
+        }
+        if let Some(mirror) = rest.strip_prefix(".mirrors[")
+            && let Some(filter) = index_of(mirror).and_then(|i| self.mirrors.get(i))
+        {
+            return format!("{rule}.filters[{filter}]");
         }
         if let Some(matched) = rest.strip_prefix(".matches[")
             && let Some(index) = index_of(matched)
@@ -157,6 +164,31 @@ pub(crate) fn translate(
                 translated.rewrite = Some(url_rewrite(rewrite));
                 fields.filters.insert("rewrite", f);
             }
+            HTTPRouteFilterType::RequestMirror => {
+                let Some(mirror) = &filter.request_mirror else {
+                    continue;
+                };
+                let backend = service_ref(
+                    &ServiceReference::of_mirror(mirror),
+                    namespace,
+                    &format!("{filter_field}.requestMirror.backendRef"),
+                    grants,
+                    ctx,
+                    report,
+                );
+                translated.mirrors.push(RequestMirror {
+                    backend: BackendRef {
+                        weight: None,
+                        ..backend
+                    },
+                    percent: mirror.percent.map(u32::from),
+                    fraction: mirror.fraction.as_ref().map(|f| MirrorFraction {
+                        numerator: f.numerator,
+                        denominator: Some(f.denominator_or_default()),
+                    }),
+                });
+                fields.mirrors.push(f);
+            }
             HTTPRouteFilterType::ExtensionRef => {
                 let Some(reference) = &filter.extension_ref else {
                     continue;
@@ -194,8 +226,8 @@ pub(crate) fn translate(
                 return None;
             }
             fields.backends.push(b);
-            backend_refs.push(backend_ref(
-                backend,
+            backend_refs.push(service_ref(
+                &ServiceReference::of_backend(backend),
                 namespace,
                 &backend_field,
                 grants,
@@ -213,6 +245,8 @@ pub(crate) fn translate(
                 fields.backends.clear();
                 plugins.clear();
                 fields.plugins.clear();
+                translated.mirrors.clear();
+                fields.mirrors.clear();
                 translated.request_headers = None;
                 translated.rewrite = None;
                 translated.direct_response = Some(server_error(if broken.is_some() {
@@ -225,6 +259,8 @@ pub(crate) fn translate(
     } else if broken_filter.is_some() {
         plugins.clear();
         fields.plugins.clear();
+        translated.mirrors.clear();
+        fields.mirrors.clear();
         translated.redirect = None;
         translated.direct_response = Some(server_error("a filter of the rule cannot run"));
     }
@@ -463,19 +499,54 @@ fn plugin(
     None
 }
 
-/// A backend reference as a weir backend. One that does not name a Service that exists
+/// A reference to a Service, as a `backendRef` and a `RequestMirror` filter write one.
+struct ServiceReference<'r> {
+    group: &'r str,
+    kind: &'r str,
+    name: &'r str,
+    namespace: Option<&'r str>,
+    port: Option<u16>,
+    weight: u32,
+}
+
+impl<'r> ServiceReference<'r> {
+    fn of_backend(backend: &'r HTTPBackendRef) -> Self {
+        Self {
+            group: backend.group_or_default(),
+            kind: backend.kind_or_default(),
+            name: &backend.name,
+            namespace: backend.namespace.as_deref(),
+            port: backend.port,
+            weight: backend.weight_or_default(),
+        }
+    }
+
+    fn of_mirror(mirror: &'r HTTPRequestMirrorFilter) -> Self {
+        let reference = &mirror.backend_ref;
+        Self {
+            group: reference.group_or_default(),
+            kind: reference.kind_or_default(),
+            name: &reference.name,
+            namespace: reference.namespace.as_deref(),
+            port: reference.port,
+            weight: 1,
+        }
+    }
+}
+
+/// A Service reference as a weir backend. One that does not name a Service that exists
 /// and may be used is reported, and becomes an unresolved backend: its share of the
-/// requests is answered 500, as the Gateway API asks.
-fn backend_ref(
-    backend: &HTTPBackendRef,
+/// requests is answered 500, as the Gateway API asks (a mirror is not sent).
+fn service_ref(
+    reference: &ServiceReference<'_>,
     namespace: &str,
     field: &str,
     grants: &[&crate::gateway::ReferenceGrant],
     ctx: &Context<'_>,
     report: &mut ObjectReport,
 ) -> BackendRef {
-    let service_namespace = backend.namespace_or(namespace);
-    let unresolved = check_backend_ref(backend, namespace, grants, ctx)
+    let service_namespace = reference.namespace.unwrap_or(namespace);
+    let unresolved = check_service_ref(reference, namespace, grants, ctx)
         .err()
         .map(|(sub_field, reason, message)| {
             report.push(
@@ -487,35 +558,34 @@ fn backend_ref(
             message
         });
     BackendRef {
-        name: Some(backend.name.clone()),
-        port: backend.port,
-        weight: Some(backend.weight_or_default()),
+        name: Some(reference.name.to_owned()),
+        port: reference.port,
+        weight: Some(reference.weight),
         namespace: (service_namespace != namespace).then(|| service_namespace.to_owned()),
         unresolved,
         ..BackendRef::default()
     }
 }
 
-/// Whether a backend reference names a Service weir may send to; if not, the sub-field
-/// at fault, the reason and the message.
-fn check_backend_ref(
-    backend: &HTTPBackendRef,
+/// Whether a reference names a Service weir may send to; if not, the sub-field at fault,
+/// the reason and the message.
+fn check_service_ref(
+    reference: &ServiceReference<'_>,
     namespace: &str,
     grants: &[&crate::gateway::ReferenceGrant],
     ctx: &Context<'_>,
 ) -> Result<(), (&'static str, Reason, String)> {
-    if backend.group_or_default() != CORE_GROUP || backend.kind_or_default() != SERVICE_KIND {
+    if reference.group != CORE_GROUP || reference.kind != SERVICE_KIND {
         return Err((
             "",
             Reason::InvalidKind,
             format!(
                 "{}/{} is not a backend weir serves; name a Service",
-                backend.group_or_default(),
-                backend.kind_or_default()
+                reference.group, reference.kind
             ),
         ));
     }
-    let service_namespace = backend.namespace_or(namespace);
+    let service_namespace = reference.namespace.unwrap_or(namespace);
     let referrer = Referrer {
         group: GROUP,
         kind: HTTP_ROUTE_KIND,
@@ -525,7 +595,7 @@ fn check_backend_ref(
         group: CORE_GROUP,
         kind: SERVICE_KIND,
         namespace: service_namespace,
-        name: &backend.name,
+        name: reference.name,
     };
     if !grants::permits(grants, &referrer, &referent) {
         return Err((
@@ -534,20 +604,20 @@ fn check_backend_ref(
             grants::refusal(&referrer, &referent),
         ));
     }
-    let Some(port) = backend.port else {
+    let Some(port) = reference.port else {
         return Err((
             ".port",
             Reason::BackendNotFound,
             "a Service backend needs a port".to_owned(),
         ));
     };
-    if backends::service_port(&ctx.index, service_namespace, &backend.name, port).is_err() {
+    if backends::service_port(&ctx.index, service_namespace, reference.name, port).is_err() {
         return Err((
             ".name",
             Reason::BackendNotFound,
             format!(
                 "Service {service_namespace}/{} with port {port} not found",
-                backend.name
+                reference.name
             ),
         ));
     }
