@@ -136,6 +136,28 @@ pub struct Cli {
     /// `status.loadBalancer` instead of `--publish-service`'s.
     #[arg(long, env = "WEIR_PUBLISH_ADDRESS", value_delimiter = ',')]
     pub publish_address: Vec<String>,
+
+    /// Whether Gateway API objects (GatewayClasses with controller
+    /// `weir.dev/gateway-controller`, their Gateways, the HTTPRoutes attached to them) are
+    /// served once the API server serves the Gateway API. Off, the operator neither looks
+    /// for the Gateway API nor watches any of its kinds or Namespaces.
+    #[arg(long, env = "WEIR_WATCH_GATEWAY_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_gateway_api: bool,
+
+    /// How often the operator asks the API server whether it serves the Gateway API (its
+    /// CRDs installed or removed).
+    #[arg(long, env = "WEIR_GATEWAY_API_DISCOVERY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub gateway_api_discovery_interval: Duration,
+
+    /// The port Gateway listeners of protocol HTTP must name: the proxy Service's plain
+    /// HTTP port. With `--gateway-https-port`; unset, listeners may name any port.
+    #[arg(long, env = "WEIR_GATEWAY_HTTP_PORT", requires = "gateway_https_port")]
+    pub gateway_http_port: Option<u16>,
+
+    /// The port Gateway listeners of protocol HTTPS must name: the proxy Service's TLS
+    /// port. With `--gateway-http-port`.
+    #[arg(long, env = "WEIR_GATEWAY_HTTPS_PORT", requires = "gateway_http_port")]
+    pub gateway_https_port: Option<u16>,
 }
 
 /// How logs are written.
@@ -249,8 +271,13 @@ pub struct Config {
     pub config_map_selector: Option<String>,
     /// Whether Ingresses and IngressClasses are watched.
     pub watch_ingresses: bool,
-    /// What served Ingresses publish in `status.loadBalancer`.
+    /// What served Ingresses publish in `status.loadBalancer`, and Gateways in
+    /// `status.addresses`.
     pub publish: crate::status::Publish,
+    /// Whether the Gateway API is looked for, and its kinds watched once served.
+    pub watch_gateway_api: bool,
+    /// How often the API server is asked whether it serves the Gateway API.
+    pub gateway_api_discovery_interval: Duration,
 }
 
 /// The push token in `path` (white space around it trimmed), refused when it is shorter
@@ -302,6 +329,12 @@ impl Cli {
             return Err(ConfigError::Invalid {
                 flag: "--push-timeout",
                 message: "must be more than zero".into(),
+            });
+        }
+        if self.gateway_api_discovery_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                flag: "--gateway-api-discovery-interval",
+                message: "must be at least 1s".into(),
             });
         }
         if self.status_concurrency == 0 {
@@ -389,7 +422,9 @@ impl Cli {
                     default: self.default_class,
                 }),
                 trusted_namespaces: self.trusted(default_namespace),
-                listener_ports: None,
+                listener_ports: self.gateway_http_port.zip(self.gateway_https_port).map(
+                    |(http, https)| weir_crds::compile::gateway_api::ListenerPorts { http, https },
+                ),
             },
             status: crate::status::StatusLimits {
                 concurrency: self.status_concurrency,
@@ -403,6 +438,8 @@ impl Cli {
                 .map(str::to_owned),
             watch_ingresses: self.watch_ingresses,
             publish: self.publish()?,
+            watch_gateway_api: self.watch_gateway_api,
+            gateway_api_discovery_interval: self.gateway_api_discovery_interval,
         })
     }
 
@@ -557,6 +594,41 @@ mod tests {
             })
         );
         assert!(internal.compile.allow_url_backends);
+        assert!(config.watch_gateway_api);
+        assert_eq!(
+            config.gateway_api_discovery_interval,
+            Duration::from_secs(30)
+        );
+        let gateway = parse(&[
+            "--admin-token-file",
+            token,
+            "--gateway-http-port",
+            "8080",
+            "--gateway-https-port",
+            "8443",
+            "--watch-gateway-api=false",
+        ])
+        .to_config("x")
+        .unwrap();
+        assert_eq!(
+            gateway.compile.listener_ports,
+            Some(weir_crds::compile::gateway_api::ListenerPorts {
+                http: 8080,
+                https: 8443
+            })
+        );
+        assert!(!gateway.watch_gateway_api);
+        assert!(
+            Cli::try_parse_from([
+                "weir-operator",
+                "--admin-token-file",
+                token,
+                "--gateway-http-port",
+                "80"
+            ])
+            .is_err(),
+            "one listener port without the other"
+        );
         assert_eq!(
             internal
                 .proxies
@@ -607,6 +679,19 @@ mod tests {
             let error = cli.to_config("x").unwrap_err().to_string();
             assert!(error.starts_with(flag), "{args:?}: {error}");
         }
+        let discovery = parse(&[
+            "--admin-token-file",
+            token,
+            "--gateway-api-discovery-interval",
+            "0s",
+        ]);
+        assert!(
+            discovery
+                .to_config("x")
+                .unwrap_err()
+                .to_string()
+                .starts_with("--gateway-api-discovery-interval")
+        );
         let lease = parse(&["--admin-token-file", token, "--lease-duration", "1s"]);
         assert!(
             lease

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod build;
 pub mod config;
+pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod push;

@@ -1,23 +1,30 @@
 //! The watchers: one reflector per kind and watched namespace, each change announced on
-//! the [`Changes`] channel. ConfigMaps and Secrets only count when a Plugin, Route or
-//! Ingress refers to them, so unrelated churn in a busy cluster builds nothing.
+//! the [`Changes`] channel. ConfigMaps and Secrets only count when a Plugin, Route,
+//! Ingress or Gateway refers to them, so unrelated churn in a busy cluster builds nothing.
+//! The Gateway API kinds (and Namespaces, read for them) are watched while the API server
+//! serves the Gateway API ([`crate::discovery`]).
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use weir_crds::compile::DATA_NOT_KEPT;
+use weir_crds::gateway::{
+    CORE_GROUP, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, SECRET_KIND,
+};
 use weir_crds::{Plugin, Route};
 
 use crate::config::Config;
+use crate::discovery::{GatewayApi, watch_gateway_api};
 use crate::metrics::Metrics;
 use crate::world::{Stores, Writers};
 
@@ -45,29 +52,58 @@ pub fn config_map_matters(config_map: &ConfigMap, plugins: &[Store<Plugin>]) -> 
         .any(|s| s.find(|p| p.uses_config_map(&namespace, &name)).is_some())
 }
 
-/// Whether a Secret event matters: some Route's or Ingress's certificate, or a config
-/// value of some Plugin or Route plugin override, is in it.
-pub fn secret_matters(
-    secret: &Secret,
-    routes: &[Store<Route>],
-    plugins: &[Store<Plugin>],
-    ingresses: &[Store<Ingress>],
-) -> bool {
+/// The stores of the objects that read Secrets: a Secret counts when one of them does.
+#[derive(Clone, Default)]
+pub struct SecretReaders {
+    /// Routes (certificates, plugin config values).
+    pub routes: Vec<Store<Route>>,
+    /// Plugins (config values).
+    pub plugins: Vec<Store<Plugin>>,
+    /// Ingresses (certificates).
+    pub ingresses: Vec<Store<Ingress>>,
+    /// Gateways (their HTTPS listeners' certificates).
+    pub gateways: Vec<Store<Gateway>>,
+}
+
+impl SecretReaders {
+    /// The readers among `stores`.
+    pub fn of(stores: &Stores) -> Self {
+        Self {
+            routes: stores.routes.clone(),
+            plugins: stores.plugins.clone(),
+            ingresses: stores.ingresses.clone(),
+            gateways: stores.gateways.clone(),
+        }
+    }
+}
+
+/// Whether a Secret event matters: some Route's, Ingress's or Gateway listener's
+/// certificate, or a config value of some Plugin or Route plugin override, is in it.
+pub fn secret_matters(secret: &Secret, readers: &SecretReaders) -> bool {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
-    routes
+    readers
+        .routes
         .iter()
         .any(|s| s.find(|r| r.uses_secret(&namespace, &name)).is_some())
-        || plugins
+        || readers
+            .plugins
             .iter()
             .any(|s| s.find(|p| p.uses_secret(&namespace, &name)).is_some())
-        || ingresses.iter().any(|s| {
-            s.find(|i| {
-                i.namespace().as_deref() == Some(namespace.as_str())
-                    && ingress_secret_names(i).any(|secret| secret == name)
-            })
+        || reads(&readers.ingresses, &namespace, &name)
+        || reads(&readers.gateways, &namespace, &name)
+}
+
+/// Whether an object of `stores` reads Secret `namespace/name`.
+fn reads<K>(stores: &[Store<K>], namespace: &str, name: &str) -> bool
+where
+    K: ReadsSecrets + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stores.iter().any(|s| {
+        s.find(|o| o.secrets_read().contains(&(namespace, name)))
             .is_some()
-        })
+    })
 }
 
 /// The Secrets of its namespace an Ingress reads: its TLS certificates'.
@@ -82,17 +118,13 @@ fn ingress_secret_names(ingress: &Ingress) -> impl Iterator<Item = &str> {
 /// The Secret type whose data is always kept: certificates, small, and read by name.
 const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// What the Secret store keeps of `secret`: everything when a Route, Plugin or Ingress
-/// reads it (or it is a TLS Secret), else its metadata only, marked [`DATA_NOT_KEPT`], so
-/// memory tracks the Secrets weir reads, not every Opaque Secret of the cluster.
-pub fn project_secret(
-    secret: &mut Secret,
-    routes: &[Store<Route>],
-    plugins: &[Store<Plugin>],
-    ingresses: &[Store<Ingress>],
-) {
+/// What the Secret store keeps of `secret`: everything when a Route, Plugin, Ingress or
+/// Gateway reads it (or it is a TLS Secret), else its metadata only, marked
+/// [`DATA_NOT_KEPT`], so memory tracks the Secrets weir reads, not every Opaque Secret of
+/// the cluster.
+pub fn project_secret(secret: &mut Secret, readers: &SecretReaders) {
     let tls = secret.type_.as_deref() == Some(TLS_SECRET_TYPE);
-    if tls || secret_matters(secret, routes, plugins, ingresses) {
+    if tls || secret_matters(secret, readers) {
         return;
     }
     secret.data = None;
@@ -114,8 +146,7 @@ struct SecretRelist {
 impl SecretRelist {
     /// Lists the Secrets again when `object` reads one stored without its data.
     fn check<K: ReadsSecrets>(&self, object: &K) {
-        let namespace = object.namespace().unwrap_or_default();
-        if reads_dropped_data(&namespace, object.secrets_read().into_iter(), &self.secrets) {
+        if reads_dropped_data(object.secrets_read().into_iter(), &self.secrets) {
             self.relist.send_modify(|n| *n += 1);
         }
     }
@@ -151,38 +182,63 @@ impl SecretRelist {
     }
 }
 
-/// Objects that read Secrets of their own namespace.
+/// Objects that read Secrets.
 trait ReadsSecrets: Resource {
-    /// The names of the Secrets it reads.
-    fn secrets_read(&self) -> Vec<&str>;
+    /// The namespace and name of each Secret it reads.
+    fn secrets_read(&self) -> Vec<(&str, &str)>;
+}
+
+/// `names`, Secrets of the namespace of the object `meta` describes.
+fn in_namespace_of<'a>(
+    meta: &'a kube::api::ObjectMeta,
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    names.map(|name| (namespace, name)).collect()
 }
 
 impl ReadsSecrets for Route {
-    fn secrets_read(&self) -> Vec<&str> {
-        self.secret_names().collect()
+    fn secrets_read(&self) -> Vec<(&str, &str)> {
+        in_namespace_of(&self.metadata, self.secret_names())
     }
 }
 
 impl ReadsSecrets for Plugin {
-    fn secrets_read(&self) -> Vec<&str> {
-        self.secret_names().collect()
+    fn secrets_read(&self) -> Vec<(&str, &str)> {
+        in_namespace_of(&self.metadata, self.secret_names())
     }
 }
 
 impl ReadsSecrets for Ingress {
-    fn secrets_read(&self) -> Vec<&str> {
-        ingress_secret_names(self).collect()
+    fn secrets_read(&self) -> Vec<(&str, &str)> {
+        in_namespace_of(&self.metadata, ingress_secret_names(self))
     }
 }
 
-/// Whether some of `names` (Secrets of `namespace` an object reads) is in the store
-/// without its data: it was not read when it was listed, so the Secrets are listed again.
+impl ReadsSecrets for Gateway {
+    /// Its listeners' certificate references to Secrets, in its namespace or (granted by
+    /// a ReferenceGrant) another.
+    fn secrets_read(&self) -> Vec<(&str, &str)> {
+        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
+        self.spec
+            .listeners
+            .iter()
+            .filter_map(|listener| listener.tls.as_ref())
+            .flat_map(|tls| &tls.certificate_refs)
+            .filter(|r| r.group_or_default() == CORE_GROUP && r.kind_or_default() == SECRET_KIND)
+            .map(|r| (r.namespace_or(namespace), r.name.as_str()))
+            .collect()
+    }
+}
+
+/// Whether some of `secrets_read` (namespace and name of the Secrets an object reads) is
+/// in the store without its data: it was not read when it was listed, so the Secrets are
+/// listed again.
 pub fn reads_dropped_data<'a>(
-    namespace: &str,
-    mut names: impl Iterator<Item = &'a str>,
+    mut secrets_read: impl Iterator<Item = (&'a str, &'a str)>,
     secrets: &[Store<Secret>],
 ) -> bool {
-    names.any(|name| {
+    secrets_read.any(|(namespace, name)| {
         secrets.iter().any(|store| {
             store
                 .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
@@ -220,46 +276,127 @@ where
 /// it): the store is replaced by what the list holds once it is complete.
 async fn reflect<K, S>(
     kind: &'static str,
-    mut writer: Writer<K>,
-    mut streams: impl FnMut() -> S + Send,
-    mut relist: Option<watch::Receiver<u64>>,
+    writer: Writer<K>,
+    streams: impl FnMut() -> S + Send,
+    relist: Option<watch::Receiver<u64>>,
     metrics: Metrics,
-    mut on_event: impl FnMut(&K) + Send,
-    mut on_ready: impl FnMut() + Send,
+    on_event: impl FnMut(&K) + Send,
+    on_ready: impl FnMut() + Send,
 ) where
     K: Resource + Clone + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
-    loop {
-        let stream = streams();
-        futures::pin_mut!(stream);
+    let mut reflector = Reflector {
+        kind,
+        writer,
+        streams,
+        metrics,
+        on_event,
+        on_ready,
+    };
+    reflector.watch(relist).await;
+}
+
+/// One reflector: the writer of its store, how it watches (`streams` makes the watch),
+/// and what it calls: `on_event` for each object event, `on_ready` once a list is
+/// complete.
+struct Reflector<K, F, E, R>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    kind: &'static str,
+    writer: Writer<K>,
+    streams: F,
+    metrics: Metrics,
+    on_event: E,
+    on_ready: R,
+}
+
+impl<K, F, E, R> Reflector<K, F, E, R>
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    E: FnMut(&K) + Send,
+    R: FnMut() + Send,
+{
+    /// Watches until the watch ends (see [`reflect`]).
+    async fn watch<S>(&mut self, mut relist: Option<watch::Receiver<u64>>)
+    where
+        F: FnMut() -> S + Send,
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    {
+        let kind = self.kind;
         loop {
-            let event = tokio::select! {
-                event = stream.next() => event,
-                () = relisted(relist.as_mut()) => break,
-            };
-            let Some(event) = event else {
-                return;
-            };
-            match event {
-                Ok(event) => {
-                    writer.apply_watcher_event(&event);
-                    match &event {
-                        watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
-                            on_event(object)
+            let stream = (self.streams)();
+            futures::pin_mut!(stream);
+            loop {
+                let event = tokio::select! {
+                    event = stream.next() => event,
+                    () = relisted(relist.as_mut()) => break,
+                };
+                let Some(event) = event else {
+                    return;
+                };
+                match event {
+                    Ok(event) => {
+                        self.writer.apply_watcher_event(&event);
+                        match &event {
+                            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                                (self.on_event)(object)
+                            }
+                            watcher::Event::InitDone => (self.on_ready)(),
+                            watcher::Event::Init | watcher::Event::InitApply(_) => {}
                         }
-                        watcher::Event::InitDone => on_ready(),
-                        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                    }
+                    Err(e) => {
+                        self.metrics.watch_error(kind);
+                        tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
                     }
                 }
-                Err(e) => {
-                    metrics.watch_error(kind);
-                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+            }
+            tracing::info!(kind, "listing again");
+        }
+    }
+
+    /// Watches (a Gateway API kind, or Namespaces, read for it) while `served` says the
+    /// API server serves the Gateway API. While it does not, the store is empty and
+    /// counts as listed; when it stops, the watch stops and the store is emptied
+    /// (announced with `on_ready`). Until the first answer the store is not listed, so no
+    /// snapshot is built without the Gateway API objects of a cluster that has them.
+    async fn while_served<S>(mut self, mut served: watch::Receiver<GatewayApi>)
+    where
+        F: FnMut() -> S + Send,
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    {
+        let mut listed_empty = false;
+        loop {
+            let now = *served.borrow_and_update();
+            match now {
+                GatewayApi::Unknown => {}
+                GatewayApi::Absent => {
+                    if !listed_empty {
+                        listed_empty = true;
+                        empty(&mut self.writer);
+                        (self.on_ready)();
+                    }
+                }
+                GatewayApi::Present => {
+                    listed_empty = false;
+                    let watching = self.watch(None);
+                    let gone = served.wait_for(|known| *known != GatewayApi::Present);
+                    tokio::select! {
+                        () = watching => return,
+                        answer = gone => if answer.is_err() { return },
+                    }
+                    continue;
                 }
             }
+            if served.changed().await.is_err() {
+                return;
+            }
         }
-        tracing::info!(kind, "listing again");
     }
 }
 
@@ -325,8 +462,9 @@ where
         .modify(move |object| trim(object, keep))
 }
 
-/// Marks the store of a kind not watched as listed, and empty.
-fn ready_and_empty<K>(mut writer: Writer<K>)
+/// Empties a store as an empty list would, marking it listed: the store of a kind not
+/// watched, or no longer served.
+fn empty<K>(writer: &mut Writer<K>)
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -357,6 +495,11 @@ pub fn spawn(
         ingress_classes,
         proxy_slices,
         publish_service,
+        gateway_classes,
+        gateways,
+        http_routes,
+        reference_grants,
+        namespaces,
     } = writers;
     let objects = {
         let changes = changes.clone();
@@ -457,22 +600,16 @@ pub fn spawn(
     }
     for (scope, writer) in scopes.iter().zip(secrets) {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
-        let route_stores = stores.routes.clone();
-        let plugin_stores = stores.plugins.clone();
-        let ingress_stores = stores.ingresses.clone();
+        let readers = SecretReaders::of(stores);
         // TLS certificates and plugin keys (Opaque, or any type a team uses for them); the
         // data of those nothing reads is not kept.
         let api = api::<Secret>(client, scope.as_deref());
         let watched = watcher::Config::default().fields(SECRETS_NOT_WATCHED);
-        let readers = (
-            stores.routes.clone(),
-            stores.plugins.clone(),
-            stores.ingresses.clone(),
-        );
+        let projected = readers.clone();
         let streams = move || {
-            let (routes, plugins, ingresses) = readers.clone();
+            let readers = projected.clone();
             watch(api.clone(), watched.clone(), Keep::Nothing)
-                .modify(move |secret| project_secret(secret, &routes, &plugins, &ingresses))
+                .modify(move |secret| project_secret(secret, &readers))
         };
         tasks.push(tokio::spawn(reflect(
             "Secret",
@@ -481,16 +618,16 @@ pub fn spawn(
             Some(secrets_relisted.clone()),
             metrics.clone(),
             move |secret| {
-                if secret_matters(secret, &route_stores, &plugin_stores, &ingress_stores) {
+                if secret_matters(secret, &readers) {
                     on_event()
                 }
             },
             on_ready,
         )));
     }
-    for (scope, writer) in scopes.iter().zip(ingresses) {
+    for (scope, mut writer) in scopes.iter().zip(ingresses) {
         if !config.watch_ingresses {
-            ready_and_empty(writer);
+            empty(&mut writer);
             continue;
         }
         let (on_event, on_ready) = relist_for.reading(&stores.ingresses, objects.clone());
@@ -507,9 +644,9 @@ pub fn spawn(
             on_ready,
         )));
     }
-    for writer in ingress_classes {
+    for mut writer in ingress_classes {
         if !config.watch_ingresses {
-            ready_and_empty(writer);
+            empty(&mut writer);
             continue;
         }
         let (on_event, on_ready) = (objects.clone(), objects.clone());
@@ -526,10 +663,10 @@ pub fn spawn(
             on_ready,
         )));
     }
-    for writer in publish_service {
+    for mut writer in publish_service {
         let (on_event, on_ready) = (objects.clone(), objects.clone());
         let crate::status::Publish::Service { namespace, name } = &config.publish else {
-            ready_and_empty(writer);
+            empty(&mut writer);
             continue;
         };
         let api = Api::<Service>::namespaced(client.clone(), namespace);
@@ -545,6 +682,21 @@ pub fn spawn(
             on_ready,
         )));
     }
+    tasks.extend(spawn_gateway_api(
+        client,
+        config,
+        GatewayApiWriters {
+            gateway_classes,
+            gateways,
+            http_routes,
+            reference_grants,
+            namespaces,
+        },
+        &relist_for,
+        stores,
+        &objects,
+        &metrics,
+    ));
     let proxies = Arc::new(move || {
         let _ = changes.send(Change::Proxies);
     });
@@ -565,6 +717,183 @@ pub fn spawn(
         )));
     }
     tasks
+}
+
+/// The writers of the Gateway API stores.
+struct GatewayApiWriters {
+    gateway_classes: Vec<Writer<GatewayClass>>,
+    gateways: Vec<Writer<Gateway>>,
+    http_routes: Vec<Writer<HTTPRoute>>,
+    reference_grants: Vec<Writer<ReferenceGrant>>,
+    namespaces: Vec<Writer<Namespace>>,
+}
+
+/// Starts asking whether the Gateway API is served and the watches of its kinds (and of
+/// Namespaces), which run while it is; with `--watch-gateway-api=false`, marks their
+/// stores listed and empty. Returns the tasks started.
+fn spawn_gateway_api(
+    client: &Client,
+    config: &Config,
+    writers: GatewayApiWriters,
+    relist_for: &SecretRelist,
+    stores: &Stores,
+    objects: &(impl Fn() + Clone + Send + 'static),
+    metrics: &Metrics,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let GatewayApiWriters {
+        gateway_classes,
+        gateways,
+        http_routes,
+        reference_grants,
+        namespaces,
+    } = writers;
+    if !config.watch_gateway_api {
+        gateway_classes.into_iter().for_each(|mut w| empty(&mut w));
+        gateways.into_iter().for_each(|mut w| empty(&mut w));
+        http_routes.into_iter().for_each(|mut w| empty(&mut w));
+        reference_grants.into_iter().for_each(|mut w| empty(&mut w));
+        namespaces.into_iter().for_each(|mut w| empty(&mut w));
+        return tasks;
+    }
+    let (known, served) = watch::channel(GatewayApi::Unknown);
+    tasks.push(tokio::spawn(watch_gateway_api(
+        client.clone(),
+        config.gateway_api_discovery_interval,
+        known,
+        metrics.clone(),
+    )));
+    let served = &served;
+    tasks.extend(while_served_each(
+        "GatewayClass",
+        [Api::all(client.clone())],
+        gateway_classes,
+        served,
+        metrics,
+        || every_change(objects),
+    ));
+    tasks.extend(while_served_each(
+        "Gateway",
+        scoped(client, config),
+        gateways,
+        served,
+        metrics,
+        || relist_for.reading(&stores.gateways, objects.clone()),
+    ));
+    tasks.extend(while_served_each(
+        "HTTPRoute",
+        scoped(client, config),
+        http_routes,
+        served,
+        metrics,
+        || every_change(objects),
+    ));
+    tasks.extend(while_served_each(
+        "ReferenceGrant",
+        scoped(client, config),
+        reference_grants,
+        served,
+        metrics,
+        || every_change(objects),
+    ));
+    for writer in namespaces {
+        let (on_event, on_ready) = every_change(objects);
+        let client = client.clone();
+        let streams = move || namespace_labels(client.clone());
+        let reflector = Reflector {
+            kind: "Namespace",
+            writer,
+            streams,
+            metrics: metrics.clone(),
+            on_event,
+            on_ready,
+        };
+        tasks.push(tokio::spawn(reflector.while_served(served.clone())));
+    }
+    tasks
+}
+
+/// The API of namespaced kind `K` in each watched namespace (or all of them).
+fn scoped<K>(client: &Client, config: &Config) -> Vec<Api<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    config
+        .namespaces
+        .scopes()
+        .iter()
+        .map(|scope| api(client, scope.as_deref()))
+        .collect()
+}
+
+/// Callbacks announcing every event and every complete list as a change.
+fn every_change<K, F>(changed: &F) -> (impl FnMut(&K) + Send + 'static, F)
+where
+    F: Fn() + Clone + Send + 'static,
+{
+    let on_event = changed.clone();
+    (move |_: &K| on_event(), changed.clone())
+}
+
+/// Starts [`Reflector::while_served`] for each writer of a kind, watching what the API beside it
+/// names (one per watched namespace, or the cluster), with the callbacks `callbacks` makes.
+fn while_served_each<K, E, R>(
+    kind: &'static str,
+    apis: impl IntoIterator<Item = Api<K>>,
+    writers: Vec<Writer<K>>,
+    served: &watch::Receiver<GatewayApi>,
+    metrics: &Metrics,
+    mut callbacks: impl FnMut() -> (E, R),
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    E: FnMut(&K) + Send + 'static,
+    R: FnMut() + Send + 'static,
+{
+    apis.into_iter()
+        .zip(writers)
+        .map(|(api, writer)| {
+            let (on_event, on_ready) = callbacks();
+            let streams = move || watch(api.clone(), watcher::Config::default(), Keep::Nothing);
+            let reflector = Reflector {
+                kind,
+                writer,
+                streams,
+                metrics: metrics.clone(),
+                on_event,
+                on_ready,
+            };
+            tokio::spawn(reflector.while_served(served.clone()))
+        })
+        .collect()
+}
+
+/// Namespaces as listeners' namespace selectors read them: a metadata-only watch (no
+/// spec or status crosses the wire), each kept as its name and labels.
+fn namespace_labels(
+    client: Client,
+) -> impl Stream<Item = Result<watcher::Event<Namespace>, watcher::Error>> + Send {
+    let api = Api::<PartialObjectMeta<Namespace>>::all(client);
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(|event| match event {
+            watcher::Event::Apply(meta) => watcher::Event::Apply(namespace_of(meta)),
+            watcher::Event::Delete(meta) => watcher::Event::Delete(namespace_of(meta)),
+            watcher::Event::InitApply(meta) => watcher::Event::InitApply(namespace_of(meta)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
+        .modify(|namespace| trim(namespace, Keep::Labels))
+}
+
+/// A Namespace with the metadata of `meta` and nothing else.
+fn namespace_of(meta: PartialObjectMeta<Namespace>) -> Namespace {
+    Namespace {
+        metadata: meta.metadata,
+        ..Namespace::default()
+    }
 }
 
 #[cfg(test)]

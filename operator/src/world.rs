@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store, store::Writer};
+use weir_crds::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use weir_crds::{Inputs, Plugin, Route, Snapshot};
 
 /// Readers of every store the operator keeps.
@@ -32,6 +33,16 @@ pub struct Stores {
     pub proxy_slices: Vec<Store<EndpointSlice>>,
     /// The Service whose addresses Ingresses publish (`--publish-service`).
     pub publish_service: Vec<Store<Service>>,
+    /// Gateway API GatewayClasses (cluster-wide: one store).
+    pub gateway_classes: Vec<Store<GatewayClass>>,
+    /// Gateway API Gateways, per watched namespace.
+    pub gateways: Vec<Store<Gateway>>,
+    /// Gateway API HTTPRoutes, per watched namespace.
+    pub http_routes: Vec<Store<HTTPRoute>>,
+    /// Gateway API ReferenceGrants, per watched namespace.
+    pub reference_grants: Vec<Store<ReferenceGrant>>,
+    /// Namespaces, their names and labels only (cluster-wide: one store).
+    pub namespaces: Vec<Store<Namespace>>,
 }
 
 /// Writers of every store, fed by the watchers (or, in tests, by hand).
@@ -56,6 +67,16 @@ pub struct Writers {
     pub proxy_slices: Vec<Writer<EndpointSlice>>,
     /// The Service whose addresses Ingresses publish.
     pub publish_service: Vec<Writer<Service>>,
+    /// Gateway API GatewayClasses.
+    pub gateway_classes: Vec<Writer<GatewayClass>>,
+    /// Gateway API Gateways, per watched namespace.
+    pub gateways: Vec<Writer<Gateway>>,
+    /// Gateway API HTTPRoutes, per watched namespace.
+    pub http_routes: Vec<Writer<HTTPRoute>>,
+    /// Gateway API ReferenceGrants, per watched namespace.
+    pub reference_grants: Vec<Writer<ReferenceGrant>>,
+    /// Namespaces.
+    pub namespaces: Vec<Writer<Namespace>>,
 }
 
 fn stores<K>(count: usize) -> (Vec<Store<K>>, Vec<Writer<K>>)
@@ -66,9 +87,9 @@ where
     (0..count).map(|_| reflector::store()).unzip()
 }
 
-/// Empty stores: `scopes` per namespaced kind (one per watched namespace), one for
-/// IngressClasses, one for the proxy admin Service's EndpointSlices and one for the
-/// published Service.
+/// Empty stores: `scopes` per namespaced kind (one per watched namespace), and one per
+/// cluster-scoped kind (IngressClasses, GatewayClasses, Namespaces), for the proxy admin
+/// Service's EndpointSlices and for the published Service.
 pub fn stores_for(scopes: usize) -> (Stores, Writers) {
     let (routes, w_routes) = stores(scopes);
     let (plugins, w_plugins) = stores(scopes);
@@ -80,6 +101,11 @@ pub fn stores_for(scopes: usize) -> (Stores, Writers) {
     let (ingress_classes, w_ingress_classes) = stores(1);
     let (proxy_slices, w_proxy_slices) = stores(1);
     let (publish_service, w_publish_service) = stores(1);
+    let (gateway_classes, w_gateway_classes) = stores(1);
+    let (gateways, w_gateways) = stores(scopes);
+    let (http_routes, w_http_routes) = stores(scopes);
+    let (reference_grants, w_reference_grants) = stores(scopes);
+    let (namespaces, w_namespaces) = stores(1);
     (
         Stores {
             routes,
@@ -92,6 +118,11 @@ pub fn stores_for(scopes: usize) -> (Stores, Writers) {
             ingress_classes,
             proxy_slices,
             publish_service,
+            gateway_classes,
+            gateways,
+            http_routes,
+            reference_grants,
+            namespaces,
         },
         Writers {
             routes: w_routes,
@@ -104,6 +135,11 @@ pub fn stores_for(scopes: usize) -> (Stores, Writers) {
             ingress_classes: w_ingress_classes,
             proxy_slices: w_proxy_slices,
             publish_service: w_publish_service,
+            gateway_classes: w_gateway_classes,
+            gateways: w_gateways,
+            http_routes: w_http_routes,
+            reference_grants: w_reference_grants,
+            namespaces: w_namespaces,
         },
     )
 }
@@ -135,6 +171,16 @@ pub struct World {
     pub ingresses: Vec<Arc<Ingress>>,
     /// IngressClasses.
     pub ingress_classes: Vec<Arc<IngressClass>>,
+    /// GatewayClasses.
+    pub gateway_classes: Vec<Arc<GatewayClass>>,
+    /// Gateways.
+    pub gateways: Vec<Arc<Gateway>>,
+    /// HTTPRoutes.
+    pub http_routes: Vec<Arc<HTTPRoute>>,
+    /// ReferenceGrants.
+    pub reference_grants: Vec<Arc<ReferenceGrant>>,
+    /// Namespaces (names and labels).
+    pub namespaces: Vec<Arc<Namespace>>,
 }
 
 impl Stores {
@@ -149,7 +195,27 @@ impl Stores {
             secrets: all(&self.secrets),
             ingresses: self.ingresses(),
             ingress_classes: all(&self.ingress_classes),
+            gateway_classes: self.gateway_classes(),
+            gateways: self.gateways(),
+            http_routes: self.http_routes(),
+            reference_grants: all(&self.reference_grants),
+            namespaces: all(&self.namespaces),
         }
+    }
+
+    /// The GatewayClasses now.
+    pub fn gateway_classes(&self) -> Vec<Arc<GatewayClass>> {
+        all(&self.gateway_classes)
+    }
+
+    /// The Gateways now.
+    pub fn gateways(&self) -> Vec<Arc<Gateway>> {
+        all(&self.gateways)
+    }
+
+    /// The HTTPRoutes now.
+    pub fn http_routes(&self) -> Vec<Arc<HTTPRoute>> {
+        all(&self.http_routes)
     }
 
     /// The Ingresses now.
@@ -199,7 +265,12 @@ impl Stores {
             ingresses,
             ingress_classes,
             proxy_slices,
-            publish_service
+            publish_service,
+            gateway_classes,
+            gateways,
+            http_routes,
+            reference_grants,
+            namespaces
         );
         futures::future::join_all(waits).await;
     }
@@ -221,11 +292,11 @@ impl World {
             secrets: self.secrets.iter().map(|s| &**s).collect(),
             ingresses: self.ingresses.iter().map(|i| &**i).collect(),
             ingress_classes: self.ingress_classes.iter().map(|c| &**c).collect(),
-            gateway_classes: Vec::new(),
-            gateways: Vec::new(),
-            http_routes: Vec::new(),
-            reference_grants: Vec::new(),
-            namespaces: Vec::new(),
+            gateway_classes: self.gateway_classes.iter().map(|c| &**c).collect(),
+            gateways: self.gateways.iter().map(|g| &**g).collect(),
+            http_routes: self.http_routes.iter().map(|r| &**r).collect(),
+            reference_grants: self.reference_grants.iter().map(|g| &**g).collect(),
+            namespaces: self.namespaces.iter().map(|n| &**n).collect(),
             previous,
             options: options.clone(),
         }

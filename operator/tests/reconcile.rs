@@ -9,7 +9,7 @@ mod support;
 use http::Method;
 use serde_json::json;
 use support::*;
-use weir_operator::watch::{config_map_matters, secret_matters};
+use weir_operator::watch::{SecretReaders, config_map_matters, secret_matters};
 
 #[tokio::test]
 async fn status_carries_conditions_and_generation_and_is_written_once() {
@@ -227,17 +227,11 @@ async fn plugin_config_values_come_from_secrets_which_status_never_shows() {
 
     // Only a Secret some Plugin (or Route) reads counts as a change.
     let short = secret("auth-keys", "hs256", "too-short-secret-value");
-    assert!(secret_matters(
-        &short,
-        &h.stores.routes,
-        &h.stores.plugins,
-        &h.stores.ingresses
-    ));
+    let readers = SecretReaders::of(&h.stores);
+    assert!(secret_matters(&short, &readers));
     assert!(!secret_matters(
         &secret("unrelated", "hs256", "x"),
-        &h.stores.routes,
-        &h.stores.plugins,
-        &h.stores.ingresses
+        &readers
     ));
 
     // A value the configSchema refuses is reported by its Secret, never shown.

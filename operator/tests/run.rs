@@ -60,6 +60,11 @@ async fn bursts_are_debounced_and_new_proxies_served_at_once() {
     fill(&mut writers.ingresses[0], Vec::new());
     fill(&mut writers.ingress_classes[0], Vec::new());
     fill(&mut writers.publish_service[0], Vec::new());
+    fill(&mut writers.gateway_classes[0], Vec::new());
+    fill(&mut writers.gateways[0], Vec::new());
+    fill(&mut writers.http_routes[0], Vec::new());
+    fill(&mut writers.reference_grants[0], Vec::new());
+    fill(&mut writers.namespaces[0], Vec::new());
     fill(&mut writers.proxy_slices[0], slices_for(&[first.addr]));
     eventually("the first build", || reconciles(&metrics) == 1).await;
     assert!(metrics.is_ready());

@@ -31,6 +31,8 @@ fn config() -> Config {
         config_map_selector: None,
         watch_ingresses: true,
         publish: weir_operator::status::Publish::Nothing,
+        watch_gateway_api: false,
+        gateway_api_discovery_interval: Duration::from_secs(30),
     }
 }
 
@@ -311,6 +313,113 @@ async fn secrets_nothing_reads_are_kept_without_their_data_and_listed_again_once
             .any(|s| s.path == "/api/v1/secrets" && !s.query.contains("watch=true")),
         "listed again"
     );
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn gateway_api_is_watched_once_discovery_shows_it_and_no_longer_once_it_is_gone() {
+    let (client, api) = FakeApi::start();
+    let gateway = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop", "resourceVersion": "1"},
+        "spec": {"gatewayClassName": "weir", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}
+    });
+    let namespace = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "resourceVersion": "1",
+                     "labels": {"team": "shop"}, "annotations": {"owner": "someone"}},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}
+    });
+    api.lists.lock().unwrap().extend([
+        (
+            "/apis/gateway.networking.k8s.io/v1/gateways".to_owned(),
+            vec![gateway],
+        ),
+        ("/api/v1/namespaces".to_owned(), vec![namespace]),
+    ]);
+    let (stores, writers) = stores_for(1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut config = config();
+    config.watch_gateway_api = true;
+    config.gateway_api_discovery_interval = Duration::from_millis(100);
+    let tasks = spawn(&client, &config, &stores, writers, tx, Metrics::new());
+
+    // Not served: the stores count as listed, empty, and nothing of it is watched.
+    tokio::time::timeout(PATIENCE, stores.wait_until_ready())
+        .await
+        .expect("every store lists, the Gateway API's empty");
+    assert!(stores.world().gateways.is_empty());
+    let gateway_api_requests = |api: &FakeApi| {
+        api.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with("/apis/gateway.networking.k8s.io/v1/"))
+            .count()
+    };
+    assert_eq!(gateway_api_requests(&api), 0);
+    assert!(
+        api.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.path != "/api/v1/namespaces"),
+        "Namespaces are watched only for the Gateway API"
+    );
+
+    // The CRDs are installed: discovery shows every kind, and the watches start.
+    api.discover(
+        "gateway.networking.k8s.io/v1",
+        &[
+            ("gatewayclasses", "GatewayClass"),
+            ("gateways", "Gateway"),
+            ("httproutes", "HTTPRoute"),
+        ],
+    );
+    api.discover(
+        "gateway.networking.k8s.io/v1beta1",
+        &[("referencegrants", "ReferenceGrant")],
+    );
+    while rx.try_recv().is_ok() {}
+    tokio::time::timeout(PATIENCE, async {
+        while stores.world().gateways.is_empty() || stores.world().namespaces.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the Gateway and the Namespace are listed once the Gateway API is served");
+    assert_eq!(next_change(&mut rx).await, Change::Objects);
+    let world = stores.world();
+    assert_eq!(world.gateways[0].spec.listeners[0].name, "http");
+    // Namespaces: a metadata-only watch, of which their labels are kept.
+    let shop = &world.namespaces[0];
+    assert_eq!(shop.metadata.labels.as_ref().unwrap()["team"], "shop");
+    assert_eq!(shop.metadata.annotations, None);
+    assert_eq!(shop.spec, None);
+    let namespace_list = api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path == "/api/v1/namespaces")
+        .map(|s| s.accept.clone())
+        .unwrap();
+    assert!(
+        namespace_list.contains("as=PartialObjectMetadataList"),
+        "{namespace_list}"
+    );
+
+    // The CRDs are removed: the watches stop and the stores are emptied.
+    api.discovery.lock().unwrap().clear();
+    tokio::time::timeout(PATIENCE, async {
+        while !stores.world().gateways.is_empty() || !stores.world().namespaces.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the stores are emptied once the Gateway API is gone");
     for task in tasks {
         task.abort();
     }

@@ -47,6 +47,9 @@ pub struct Seen {
     pub method: Method,
     pub path: String,
     pub query: String,
+    /// The `Accept` header (a metadata-only list or watch asks for
+    /// `PartialObjectMetadataList`).
+    pub accept: String,
     pub body: Value,
 }
 
@@ -59,6 +62,9 @@ pub struct FakeApi {
     pub objects: Arc<Mutex<HashMap<String, Value>>>,
     /// Leases by API path.
     pub leases: Arc<Mutex<HashMap<String, Value>>>,
+    /// API discovery: the resource list served per group version path (e.g.
+    /// `/apis/gateway.networking.k8s.io/v1`); others answer 404.
+    pub discovery: Arc<Mutex<HashMap<String, Value>>>,
     /// Objects listed per collection path (e.g. `/api/v1/configmaps`).
     pub lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
     /// Watch events waiting per collection path, served to the next watch request.
@@ -112,14 +118,30 @@ impl FakeApi {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or_default().to_owned();
+        let accept = request
+            .headers()
+            .get("accept")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.seen.lock().unwrap().push(Seen {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
+            accept,
             body: body.clone(),
         });
+        if method == Method::GET && path.starts_with("/apis/") && path.matches('/').count() == 3 {
+            return match self.discovery.lock().unwrap().get(&path) {
+                Some(resources) => ok(200, resources),
+                None => status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            };
+        }
         if method == Method::GET && !path.contains("/leases") {
             return self.list_or_watch(&path, &query).await;
         }
@@ -169,6 +191,20 @@ impl FakeApi {
         let Some(object) = objects.get_mut(object_path) else {
             return status(404, "NotFound", "no such object");
         };
+        // A patch carrying a resourceVersion applies only to the object at that version;
+        // a write moves an object that has one to the next.
+        let current = object["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned);
+        if let Some(expected) = body["metadata"]["resourceVersion"].as_str()
+            && current.as_deref() != Some(expected)
+        {
+            return status(409, "Conflict", "the object has been modified");
+        }
+        if let Some(version) = current {
+            let next: u64 = version.parse::<u64>().unwrap() + 1;
+            object["metadata"]["resourceVersion"] = json!(next.to_string());
+        }
         object["status"] = body["status"].clone();
         ok(200, object)
     }
@@ -208,6 +244,24 @@ impl FakeApi {
             200,
             &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
         )
+    }
+
+    /// Serves the discovery of `group_version` (`group/version`) listing these kinds (and
+    /// the status subresource of each).
+    pub fn discover(&self, group_version: &str, kinds: &[(&str, &str)]) {
+        let resources: Vec<Value> = kinds
+            .iter()
+            .flat_map(|(plural, kind)| {
+                [
+                    json!({"name": plural, "singularName": "", "namespaced": true, "kind": kind, "verbs": ["get", "list", "watch"]}),
+                    json!({"name": format!("{plural}/status"), "singularName": "", "namespaced": true, "kind": kind, "verbs": ["get", "patch"]}),
+                ]
+            })
+            .collect();
+        self.discovery.lock().unwrap().insert(
+            format!("/apis/{group_version}"),
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+        );
     }
 
     /// Queues a watch event (`ADDED`, `MODIFIED`, `DELETED`) on a collection path.
@@ -305,6 +359,28 @@ impl FakeApi {
     /// The requests seen so far, emptying the record.
     pub fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    /// The status patches of the paths `matching` says (path, body), emptying the record
+    /// of requests until `count` were seen (writes run in the background).
+    pub async fn wait_for_status_patches(
+        &self,
+        count: usize,
+        matching: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        within(async {
+            while seen.len() < count {
+                seen.extend(
+                    self.take_status_patches()
+                        .into_iter()
+                        .filter(|(path, _)| matching(path)),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        seen
     }
 
     /// The status patches seen so far (path, body), emptying the record of requests.
