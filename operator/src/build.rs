@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use weir_crds::Snapshot;
+use weir_crds::compile::gateway_api::GatewayApiFacts;
 use weir_crds::compile::report::{ObjectRef, ObjectReport};
 use weir_crds::programmed::ServedSince;
 
@@ -18,6 +19,8 @@ pub struct Build {
     pub version: u64,
     /// The report on each object.
     pub reports: Vec<ObjectReport>,
+    /// What Gateway API status needs besides the reports: listeners and parents.
+    pub gateway_api: GatewayApiFacts,
     /// How long compiling took.
     pub duration: Duration,
     /// Whether the snapshot differs from the previous one.
@@ -97,6 +100,7 @@ impl Builder {
         Build {
             version,
             reports: compilation.reports,
+            gateway_api: compilation.gateway_api,
             duration,
             changed,
         }

@@ -1,8 +1,9 @@
-//! weir's operator as a library: it watches Routes, Plugins and the objects they refer
-//! to, compiles them into one snapshot with `weir-crds`, pushes the snapshot to every
-//! proxy's admin API and writes status conditions and Events. Every decision (what is
-//! valid, which conditions, which messages) is a pure function in `weir-crds`; this crate
-//! is the I/O around it. The `weir-operator` binary only parses flags and calls [`app::run`].
+//! weir's operator as a library: it watches Routes, Plugins, Ingresses, Gateway API
+//! objects and the objects they refer to, compiles them into one snapshot with
+//! `weir-crds`, pushes the snapshot to every proxy's admin API and writes status
+//! conditions and Events. Every decision (what is valid, which conditions, which
+//! messages) is a pure function in `weir-crds`; this crate is the I/O around it. The
+//! `weir-operator` binary only parses flags and calls [`app::run`].
 
 pub mod app;
 pub mod build;

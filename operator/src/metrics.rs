@@ -109,7 +109,7 @@ impl Metrics {
         let status_writes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "status_writes",
-            "Status patches sent, by outcome: written, gone (object deleted), failed",
+            "Status patches sent, by outcome: written, gone (object deleted), conflict (an HTTPRoute changed since its status was decided), failed",
             status_writes.clone(),
         );
         let status_queue = Gauge::default();
@@ -187,6 +187,7 @@ impl Metrics {
         let outcome = match sent {
             crate::status::Sent::Written => "written",
             crate::status::Sent::Gone => "gone",
+            crate::status::Sent::Conflict => "conflict",
             crate::status::Sent::Failed => {
                 self.error("status");
                 "failed"

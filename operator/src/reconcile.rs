@@ -8,13 +8,16 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use weir_crds::admin::admin_endpoints;
+use weir_crds::compile::gateway_api::GatewayApiFacts;
 use weir_crds::compile::report::ObjectReport;
 
 use crate::build::Builder;
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::push::{Fleet, PushBody, Pusher, highest_version, push_all};
-use crate::status::{Publish, Reported, StatusWriter, Written, published};
+use crate::status::{
+    GatewayApiInputs, Publish, Reported, StatusWriter, Written, gateway_addresses, published,
+};
 use crate::watch::Change;
 use crate::world::Stores;
 
@@ -51,6 +54,7 @@ pub struct Reconciler {
     port_name: Option<String>,
     admin_service: ObjectReference,
     reports: Vec<ObjectReport>,
+    gateway_api: GatewayApiFacts,
     announced: Option<u64>,
     body: Option<(u64, String, PushBody)>,
     publish: Publish,
@@ -83,13 +87,14 @@ impl Reconciler {
                 ..ObjectReference::default()
             },
             reports: Vec::new(),
+            gateway_api: GatewayApiFacts::default(),
             announced: None,
             body: None,
             publish: Publish::Nothing,
         }
     }
 
-    /// Publishes `publish`'s addresses in the status of the Ingresses served.
+    /// Publishes `publish`'s addresses in the status of the Ingresses and Gateways served.
     pub fn publishing(mut self, publish: Publish) -> Self {
         self.publish = publish;
         self
@@ -150,6 +155,7 @@ impl Reconciler {
         drop(world);
         self.metrics.reconciled(build.duration, version);
         self.reports = build.reports;
+        self.gateway_api = build.gateway_api;
         self.sync().await
     }
 
@@ -241,15 +247,24 @@ impl Reconciler {
             routes: self.stores.routes(),
             plugins: self.stores.plugins(),
             ingresses: self.stores.ingresses(),
+            gateway_classes: self.stores.gateway_classes(),
+            gateways: self.stores.gateways(),
+            http_routes: self.stores.http_routes(),
         };
+        let service = self.stores.publish_service();
+        let published = published(&self.publish, service.as_deref());
+        let gateway_addresses = gateway_addresses(published.as_deref().unwrap_or_default());
         let status = self.status.update(
             &reported,
             &self.reports,
             |object| builder.served_since(object),
-            &self.fleet.acks(),
+            &GatewayApiInputs {
+                facts: &self.gateway_api,
+                addresses: &gateway_addresses,
+                acks: &self.fleet.acks(),
+            },
         );
-        let service = self.stores.publish_service();
-        if let Some(addresses) = published(&self.publish, service.as_deref()) {
+        if let Some(addresses) = published {
             self.status
                 .publish_addresses(&reported.ingresses, &self.reports, &addresses);
         }

@@ -6,7 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use http::Method;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde_json::{Value, json};
@@ -26,28 +25,6 @@ fn ingress_json(name: &str, class: &str, annotations: Value, host: &str) -> Valu
 
 fn ingress_path(name: &str) -> String {
     format!("/apis/networking.k8s.io/v1/namespaces/shop/ingresses/{name}")
-}
-
-/// The `status.loadBalancer` patches seen so far, by Ingress name, waiting for `count`.
-async fn load_balancer_patches(api: &FakeApi, count: usize) -> Vec<(String, Value)> {
-    let mut seen = Vec::new();
-    within(async {
-        while seen.len() < count {
-            seen.extend(
-                api.take()
-                    .into_iter()
-                    .filter(|s| {
-                        s.method == Method::PATCH
-                            && s.path.contains("/ingresses/")
-                            && s.path.ends_with("/status")
-                    })
-                    .map(|s| (s.path, s.body)),
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    seen
 }
 
 #[tokio::test]
@@ -113,7 +90,10 @@ async fn ingress_warnings_are_events_and_served_ingresses_publish_the_proxy_addr
     assert_eq!(event["regarding"]["kind"], "Ingress");
     assert_eq!(event["regarding"]["name"], "buffered");
 
-    let mut patches = load_balancer_patches(&h.api, 2).await;
+    let mut patches = h
+        .api
+        .wait_for_status_patches(2, |path| path.contains("/ingresses/"))
+        .await;
     patches.sort_by(|a, b| a.0.cmp(&b.0));
     let paths: Vec<&str> = patches.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(

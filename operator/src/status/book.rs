@@ -8,25 +8,100 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use weir_crds::compile::ObjectRef;
-use weir_crds::condition::{Conditions, DesiredCondition, merge_conditions, same_conditions};
+use weir_crds::condition::{
+    ConditionType, Conditions, DesiredCondition, merge_conditions, same_conditions,
+};
+
+use super::gateway_api::GatewayApiStatus;
+
+/// What a write puts in an object's status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// `status.conditions` and `status.observedGeneration` of a Route or Plugin, applied
+    /// by server-side apply; an Ingress's status has no conditions, so its write only
+    /// publishes the Events.
+    Conditions {
+        /// The generation the status describes (`observedGeneration`).
+        generation: Option<i64>,
+        /// The whole condition list to apply.
+        conditions: Conditions,
+    },
+    /// A Gateway API object's status, by merge patch.
+    GatewayApi {
+        /// The status.
+        status: GatewayApiStatus,
+        /// `metadata.resourceVersion` of the object it was built from.
+        read_at: Option<String>,
+    },
+}
+
+impl Body {
+    /// The `(type, reason)` of each failing condition.
+    fn failed(&self) -> Failed {
+        match self {
+            Self::Conditions { conditions, .. } => failed(conditions.iter()),
+            Self::GatewayApi { status, .. } => failed(status.conditions()),
+        }
+    }
+}
 
 /// The status decided last for an object: queued, being written or written.
 struct Intent {
     uid: Option<String>,
-    generation: Option<i64>,
-    conditions: Conditions,
+    body: Body,
 }
 
-/// The `(type, reason)` of each `False` condition of a status: all that Events are
+/// The `(type, reason)` of each failing condition of a status: all that Events are
 /// decided on, kept instead of whole statuses for every object written.
 type Failed = Vec<(String, String)>;
 
-fn failed(conditions: &[Condition]) -> Failed {
+/// Whether `condition` says something is wrong: `False`, but for `Conflicted` (a Gateway
+/// listener's), which is `True` when it is.
+pub fn is_failing(condition: &Condition) -> bool {
+    let failing = if condition.type_ == ConditionType::Conflicted.as_str() {
+        "True"
+    } else {
+        "False"
+    };
+    condition.status == failing
+}
+
+fn failed<'a>(conditions: impl Iterator<Item = &'a Condition>) -> Failed {
     conditions
-        .iter()
-        .filter(|c| c.status == "False")
+        .filter(|c| is_failing(c))
         .map(|c| (c.type_.clone(), c.reason.clone()))
         .collect()
+}
+
+/// A failing condition that deserves a Warning Event when it is new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The condition type.
+    pub condition: String,
+    /// Its reason: the Event's.
+    pub reason: String,
+    /// Its message.
+    pub message: String,
+}
+
+impl From<&DesiredCondition> for Failure {
+    fn from(condition: &DesiredCondition) -> Self {
+        Self {
+            condition: condition.kind.as_str().to_owned(),
+            reason: condition.reason.as_str().to_owned(),
+            message: condition.message.clone(),
+        }
+    }
+}
+
+impl From<&Condition> for Failure {
+    fn from(condition: &Condition) -> Self {
+        Self {
+            condition: condition.type_.clone(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+        }
+    }
 }
 
 /// A write waiting: what is not in the object's [`Intent`].
@@ -34,7 +109,7 @@ struct Queued {
     /// Where Events about the object point.
     reference: ObjectReference,
     /// Failed conditions that warrant a Warning Event when they are new.
-    failures: Vec<DesiredCondition>,
+    failures: Vec<Failure>,
     /// What the store showed failed when decided: what new failures are measured
     /// against when this replica has written nothing for the object.
     stored: Failed,
@@ -45,16 +120,14 @@ struct Queued {
 pub struct Write {
     /// The object.
     pub object: ObjectRef,
-    /// The generation the status describes (`observedGeneration`).
-    pub generation: Option<i64>,
-    /// The whole condition list to apply.
-    pub conditions: Conditions,
+    /// What to write.
+    pub body: Body,
     /// Where Events about the object point.
     pub reference: ObjectReference,
     /// The failures new since the status this replica last wrote.
-    pub events: Vec<DesiredCondition>,
+    pub events: Vec<Failure>,
     /// Kept to queue the write again if it fails.
-    failures: Vec<DesiredCondition>,
+    failures: Vec<Failure>,
     stored: Failed,
 }
 
@@ -65,6 +138,9 @@ pub enum Sent {
     Written,
     /// The object is gone.
     Gone,
+    /// The object changed since the status was built from it (`409 Conflict`): it is
+    /// decided again from the object as it is now.
+    Conflict,
     /// Failed; to be tried again.
     Failed,
 }
@@ -89,6 +165,16 @@ pub struct Stored<'a> {
     pub generation: Option<i64>,
 }
 
+/// What the store shows of a Gateway API object now.
+pub struct StoredStatus<'a> {
+    /// `metadata.uid`.
+    pub uid: Option<&'a str>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<&'a str>,
+    /// Its status.
+    pub status: GatewayApiStatus,
+}
+
 impl Book {
     /// Decides the status of `object` from `desired`: queues a write, replacing a queued
     /// one, unless the status decided last (or, for an object this replica has not
@@ -104,41 +190,110 @@ impl Book {
     ) -> bool {
         self.forget_observed(object, &stored);
         let (base, base_generation) = match self.latest.get(object) {
-            Some(intent) if intent.uid.as_deref() == stored.uid => {
-                (intent.conditions.as_slice(), intent.generation)
-            }
+            Some(Intent {
+                uid,
+                body:
+                    Body::Conditions {
+                        generation: decided,
+                        conditions,
+                    },
+            }) if uid.as_deref() == stored.uid => (conditions.as_slice(), *decided),
             _ => (stored.conditions, stored.generation),
         };
         let merged = merge_conditions(base, desired, generation, now);
         if same_conditions(&merged, base) && base_generation == generation {
             return false;
         }
-        let failures: Vec<DesiredCondition> = desired
+        let failures: Vec<Failure> = desired
             .iter()
             .filter(|d| d.warrants_event())
-            .cloned()
+            .map(Failure::from)
             .collect();
+        let stored_failed = failed(stored.conditions.iter());
+        let intent = Intent {
+            uid: stored.uid.map(str::to_owned),
+            body: Body::Conditions {
+                generation,
+                conditions: merged,
+            },
+        };
+        self.queue(object, intent, failures, stored_failed, reference);
+        true
+    }
+
+    /// Decides the status of a Gateway API `object`, `built` from what the store shows:
+    /// queues a write, replacing a queued one, unless the status decided last (while the
+    /// store still shows the object it was built from) or else the stored one already
+    /// says the same. Returns whether it queued.
+    pub fn decide_status(
+        &mut self,
+        object: &ObjectRef,
+        stored: StoredStatus<'_>,
+        built: GatewayApiStatus,
+        reference: impl FnOnce() -> ObjectReference,
+    ) -> bool {
+        let decided = self
+            .latest
+            .get(object)
+            .and_then(|intent| match &intent.body {
+                Body::GatewayApi { status, read_at }
+                    if intent.uid.as_deref() == stored.uid
+                        && read_at.as_deref() == stored.resource_version =>
+                {
+                    Some(status)
+                }
+                _ => None,
+            });
+        if let Some(decided) = decided {
+            if built.same_as(decided) {
+                return false;
+            }
+        } else if built.same_as(&stored.status) {
+            // The store shows it: nothing waits to be written, and the store is the base.
+            if self.queued.remove(object).is_some() {
+                self.order.retain(|o| o != object);
+            }
+            if !self.in_flight.contains_key(object) {
+                self.latest.remove(object);
+            }
+            return false;
+        }
+        let failures = built.failures();
+        let stored_failed = failed(stored.status.conditions());
+        let intent = Intent {
+            uid: stored.uid.map(str::to_owned),
+            body: Body::GatewayApi {
+                status: built,
+                read_at: stored.resource_version.map(str::to_owned),
+            },
+        };
+        self.queue(object, intent, failures, stored_failed, reference);
+        true
+    }
+
+    /// Makes `intent` the status decided for `object` and queues its write (replacing a
+    /// queued one, which keeps its place).
+    fn queue(
+        &mut self,
+        object: &ObjectRef,
+        intent: Intent,
+        failures: Vec<Failure>,
+        stored: Failed,
+        reference: impl FnOnce() -> ObjectReference,
+    ) {
         let queued = Queued {
             reference: reference(),
             stored: if failures.is_empty() {
                 Failed::new()
             } else {
-                failed(stored.conditions)
+                stored
             },
             failures,
         };
-        self.latest.insert(
-            object.clone(),
-            Intent {
-                uid: stored.uid.map(str::to_owned),
-                generation,
-                conditions: merged,
-            },
-        );
+        self.latest.insert(object.clone(), intent);
         if self.queued.insert(object.clone(), queued).is_none() {
             self.order.push_back(object.clone());
         }
-        true
     }
 
     /// Forgets the status decided for `object` once the store shows it written and no
@@ -148,8 +303,12 @@ impl Book {
     fn forget_observed(&mut self, object: &ObjectRef, stored: &Stored<'_>) {
         let observed = self.latest.get(object).is_some_and(|intent| {
             intent.uid.as_deref() == stored.uid
-                && intent.generation == stored.generation
-                && same_conditions(&intent.conditions, stored.conditions)
+                && matches!(
+                    &intent.body,
+                    Body::Conditions { generation, conditions }
+                        if *generation == stored.generation
+                            && same_conditions(conditions, stored.conditions)
+                )
         });
         if observed && !self.queued.contains_key(object) && !self.in_flight.contains_key(object) {
             self.latest.remove(object);
@@ -190,17 +349,14 @@ impl Book {
         let events = queued
             .failures
             .iter()
-            .filter(|d| !base.iter().any(|f| same_failure(f, d)))
+            .filter(|f| !base.iter().any(|b| b.0 == f.condition && b.1 == f.reason))
             .cloned()
             .collect();
-        self.in_flight.insert(
-            object.clone(),
-            (intent.uid.clone(), failed(&intent.conditions)),
-        );
+        self.in_flight
+            .insert(object.clone(), (intent.uid.clone(), intent.body.failed()));
         Some(Write {
             object,
-            generation: intent.generation,
-            conditions: intent.conditions.clone(),
+            body: intent.body.clone(),
             reference: queued.reference,
             events,
             failures: queued.failures,
@@ -209,7 +365,8 @@ impl Book {
     }
 
     /// Records how `write` ended. A failed write is queued again at the back, unless a
-    /// newer status was queued meanwhile.
+    /// newer status was queued meanwhile; after a conflict the status is decided again
+    /// from the object as the store shows it next.
     pub fn done(&mut self, write: Write, sent: Sent) {
         let object = &write.object;
         let Some(in_flight) = self.in_flight.remove(object) else {
@@ -221,6 +378,11 @@ impl Book {
             }
             Sent::Gone => {
                 self.written.remove(object);
+            }
+            Sent::Conflict => {
+                if !self.queued.contains_key(object) {
+                    self.latest.remove(object);
+                }
             }
             Sent::Failed => {
                 if self.latest.contains_key(object) && !self.queued.contains_key(object) {
@@ -242,11 +404,6 @@ impl Book {
     pub fn outstanding(&self) -> usize {
         self.queued.len() + self.in_flight.len()
     }
-}
-
-/// Whether `failed` (a `False` condition's type and reason) is what `desired` says.
-fn same_failure(failed: &(String, String), desired: &DesiredCondition) -> bool {
-    failed.0 == desired.kind.as_str() && failed.1 == desired.reason.as_str()
 }
 
 #[cfg(test)]
@@ -280,6 +437,13 @@ mod tests {
         }]
     }
 
+    fn conditions(write: &Write) -> &[Condition] {
+        match &write.body {
+            Body::Conditions { conditions, .. } => conditions,
+            Body::GatewayApi { .. } => panic!("a Route's write"),
+        }
+    }
+
     fn decide(book: &mut Book, name: &str, desired: &[DesiredCondition]) -> bool {
         book.decide(
             &object(name),
@@ -302,7 +466,7 @@ mod tests {
         assert_eq!(book.outstanding(), 2);
         let first = book.next().unwrap();
         assert_eq!(first.object, object("a"));
-        assert_eq!(first.conditions[0].message, "applied on 1/1");
+        assert_eq!(conditions(&first)[0].message, "applied on 1/1");
         assert_eq!(book.next().unwrap().object, object("b"));
         assert!(book.next().is_none());
     }
@@ -317,10 +481,10 @@ mod tests {
         book.done(first, Sent::Failed);
         // The newer status supersedes the failed one.
         let second = book.next().unwrap();
-        assert_eq!(second.conditions[0].message, "two");
+        assert_eq!(conditions(&second)[0].message, "two");
         book.done(second, Sent::Failed);
         let retried = book.next().unwrap();
-        assert_eq!(retried.conditions[0].message, "two");
+        assert_eq!(conditions(&retried)[0].message, "two");
         book.done(retried, Sent::Written);
         assert_eq!(book.outstanding(), 0);
     }
@@ -349,7 +513,7 @@ mod tests {
         let mut book = Book::default();
         decide(&mut book, "a", &programmed(true, "applied on 1/1"));
         let write = book.next().unwrap();
-        let written = write.conditions.clone();
+        let written = conditions(&write).to_vec();
         book.done(write, Sent::Written);
         let shows = |conditions| Stored {
             uid: Some("uid"),
@@ -376,7 +540,7 @@ mod tests {
         let mut changed = written.clone();
         changed[0].message = "edited by hand".into();
         assert!(same(&mut book, shows(&changed)));
-        assert_eq!(book.next().unwrap().conditions, written);
+        assert_eq!(conditions(&book.next().unwrap()), written);
     }
 
     #[test]
@@ -388,5 +552,68 @@ mod tests {
         book.retain(&HashSet::from([&a]));
         assert_eq!(book.outstanding(), 1);
         assert_eq!(book.next().unwrap().object, a);
+    }
+
+    /// A GatewayClass status with `Accepted` of `status` and `reason`, turned at `second`.
+    fn class_status(status: &str, reason: &str, second: i64) -> GatewayApiStatus {
+        GatewayApiStatus::GatewayClass(weir_crds::gateway::GatewayClassStatus {
+            conditions: vec![Condition {
+                type_: "Accepted".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: reason.into(),
+                observed_generation: Some(1),
+                last_transition_time: at(second),
+            }],
+        })
+    }
+
+    fn decide_class(
+        book: &mut Book,
+        version: &str,
+        shows: GatewayApiStatus,
+        built: GatewayApiStatus,
+    ) -> bool {
+        let object = ObjectRef::namespaced(ObjectKind::GatewayClass, "weir");
+        let stored = StoredStatus {
+            uid: Some("uid"),
+            resource_version: Some(version),
+            status: shows,
+        };
+        book.decide_status(&object, stored, built, ObjectReference::default)
+    }
+
+    #[test]
+    fn a_gateway_api_status_is_decided_against_the_object_it_was_built_from() {
+        let mut book = Book::default();
+        let refused = || class_status("False", "InvalidParameters", 1);
+        let accepted = |second| class_status("True", "Accepted", second);
+        // The store shows it already (another time of turning is no difference).
+        assert!(!decide_class(&mut book, "1", accepted(1), accepted(2)));
+        assert!(decide_class(&mut book, "1", accepted(1), refused()));
+        let write = book.next().unwrap();
+        assert_eq!(write.events.len(), 1, "a new failure: one Event");
+        assert_eq!(write.events[0].reason, "InvalidParameters");
+        let Body::GatewayApi { read_at, .. } = &write.body else {
+            panic!("a GatewayClass's write");
+        };
+        assert_eq!(read_at.as_deref(), Some("1"));
+        book.done(write, Sent::Written);
+        // The store has not caught up with the write: nothing to do.
+        assert!(!decide_class(&mut book, "1", accepted(1), refused()));
+        // It shows the write: nothing to do, and nothing kept.
+        assert!(!decide_class(&mut book, "2", refused(), refused()));
+        assert!(book.latest.is_empty());
+        // A write refused as the object changed meanwhile is decided again from the
+        // object as the store shows it next, not retried as it was.
+        assert!(decide_class(&mut book, "2", refused(), accepted(3)));
+        let write = book.next().unwrap();
+        book.done(write, Sent::Conflict);
+        assert_eq!(book.outstanding(), 0);
+        assert!(decide_class(&mut book, "3", refused(), accepted(3)));
+        let Body::GatewayApi { read_at, .. } = &book.next().unwrap().body else {
+            panic!("a GatewayClass's write");
+        };
+        assert_eq!(read_at.as_deref(), Some("3"));
     }
 }

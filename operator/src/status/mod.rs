@@ -3,13 +3,15 @@
 //! when they changed; and a Kubernetes Event when an object is rejected or fails to load.
 //! An Ingress has no conditions in its status: its conditions are decided the same way
 //! but only their Events are published, and its `status.loadBalancer` is written by
-//! [`load_balancer`].
+//! [`load_balancer`]. weir's Gateway API objects get the status the Gateway API defines
+//! ([`gateway_api`]), through the same book and task.
 //!
 //! The reconciler only decides ([`StatusWriter::update`]); the writes run in a task of
 //! their own ([`sender`]) with bounded concurrency and rate, so they never hold up a build
 //! or a push. The [`book`] coalesces them per object.
 
 mod book;
+mod gateway_api;
 mod load_balancer;
 mod sender;
 
@@ -28,12 +30,14 @@ use weir_crds::admin::ProxyAck;
 use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
 use weir_crds::condition::{DesiredCondition, summary};
+use weir_crds::gateway::{Gateway, GatewayClass, HTTPRoute};
 use weir_crds::programmed::programmed;
 use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
-pub use book::Sent;
-use book::{Book, Stored};
+pub use book::{Body, Failure, Sent};
+use book::{Book, Stored, StoredStatus};
+pub use gateway_api::{GatewayApiStatus, Inputs as GatewayApiInputs, gateway_addresses};
 pub use load_balancer::{LoadBalancerWriter, Publish, published};
 
 /// Field manager of the operator's status writes.
@@ -118,12 +122,13 @@ impl Drop for StatusWriter {
     }
 }
 
-/// A Route, Plugin or Ingress of the world.
+/// An object of the world whose status is decided.
 #[derive(Clone, Copy)]
 enum Object<'a> {
     Route(&'a Route),
     Plugin(&'a Plugin),
     Ingress(&'a Ingress),
+    GatewayApi(gateway_api::Stored<'a>),
 }
 
 impl<'a> Object<'a> {
@@ -133,6 +138,9 @@ impl<'a> Object<'a> {
             Self::Route(route) => route.object_ref(&()),
             Self::Plugin(plugin) => plugin.object_ref(&()),
             Self::Ingress(ingress) => ingress.object_ref(&()),
+            Self::GatewayApi(gateway_api::Stored::GatewayClass(class)) => class.object_ref(&()),
+            Self::GatewayApi(gateway_api::Stored::Gateway(gateway)) => gateway.object_ref(&()),
+            Self::GatewayApi(gateway_api::Stored::HTTPRoute(route)) => route.object_ref(&()),
         }
     }
 
@@ -142,6 +150,9 @@ impl<'a> Object<'a> {
             Self::Route(_) => ObjectKind::Route,
             Self::Plugin(_) => ObjectKind::Plugin,
             Self::Ingress(_) => ObjectKind::Ingress,
+            Self::GatewayApi(gateway_api::Stored::GatewayClass(_)) => ObjectKind::GatewayClass,
+            Self::GatewayApi(gateway_api::Stored::Gateway(_)) => ObjectKind::Gateway,
+            Self::GatewayApi(gateway_api::Stored::HTTPRoute(_)) => ObjectKind::HTTPRoute,
         }
     }
 
@@ -151,11 +162,14 @@ impl<'a> Object<'a> {
             Self::Route(route) => &route.metadata,
             Self::Plugin(plugin) => &plugin.metadata,
             Self::Ingress(ingress) => &ingress.metadata,
+            Self::GatewayApi(gateway_api::Stored::GatewayClass(class)) => &class.metadata,
+            Self::GatewayApi(gateway_api::Stored::Gateway(gateway)) => &gateway.metadata,
+            Self::GatewayApi(gateway_api::Stored::HTTPRoute(route)) => &route.metadata,
         }
     }
 
     /// Its stored `status.conditions` and `status.observedGeneration` (an Ingress has
-    /// neither).
+    /// neither; a Gateway API object's status is read whole).
     fn status(self) -> (&'a [Condition], Option<i64>) {
         let status = match self {
             Self::Route(route) => route
@@ -166,7 +180,7 @@ impl<'a> Object<'a> {
                 .status
                 .as_ref()
                 .map(|s| (s.conditions.as_slice(), s.observed_generation)),
-            Self::Ingress(_) => None,
+            Self::Ingress(_) | Self::GatewayApi(_) => None,
         };
         status.unwrap_or((&[], None))
     }
@@ -183,9 +197,24 @@ fn index<'a>(world: &'a Reported) -> HashMap<Key<'a>, Object<'a>> {
         .ingresses
         .iter()
         .map(|ingress| Object::Ingress(ingress));
+    let classes = world
+        .gateway_classes
+        .iter()
+        .map(|class| Object::GatewayApi(gateway_api::Stored::GatewayClass(class)));
+    let gateways = world
+        .gateways
+        .iter()
+        .map(|gateway| Object::GatewayApi(gateway_api::Stored::Gateway(gateway)));
+    let http_routes = world
+        .http_routes
+        .iter()
+        .map(|route| Object::GatewayApi(gateway_api::Stored::HTTPRoute(route)));
     routes
         .chain(plugins)
         .chain(ingresses)
+        .chain(classes)
+        .chain(gateways)
+        .chain(http_routes)
         .map(|object| {
             let meta = object.meta();
             let namespace = meta.namespace.as_deref().unwrap_or_default();
@@ -204,6 +233,12 @@ pub struct Reported {
     pub plugins: Vec<Arc<Plugin>>,
     /// Ingresses.
     pub ingresses: Vec<Arc<Ingress>>,
+    /// GatewayClasses.
+    pub gateway_classes: Vec<Arc<GatewayClass>>,
+    /// Gateways.
+    pub gateways: Vec<Arc<Gateway>>,
+    /// HTTPRoutes.
+    pub http_routes: Vec<Arc<HTTPRoute>>,
 }
 
 impl StatusWriter {
@@ -262,13 +297,14 @@ impl StatusWriter {
 
     /// Decides the status of every reported object (served as it is now since the
     /// snapshot `since` names), as stored now in `world`, and queues the writes of those
-    /// that changed.
+    /// that changed. `gateway_api` holds what a Gateway API object's status needs besides
+    /// its report, and what the proxies acknowledged.
     pub fn update(
         &self,
         world: &Reported,
         reports: &[ObjectReport],
         since: impl Fn(&ObjectRef) -> u64,
-        acks: &[ProxyAck],
+        gateway_api: &GatewayApiInputs<'_>,
     ) -> Written {
         let mut written = Written::default();
         let now = now();
@@ -280,21 +316,33 @@ impl StatusWriter {
             let Some(&found) = index.get(&key) else {
                 continue;
             };
-            let desired = desired_conditions(report, since(object), acks);
-            let (conditions, generation) = found.status();
-            let stored = Stored {
-                uid: found.meta().uid.as_deref(),
-                conditions,
-                generation,
+            let meta = found.meta();
+            let queued = if let Object::GatewayApi(stored) = found {
+                let built = stored.build(report, since(object), gateway_api, &now);
+                let stored = StoredStatus {
+                    uid: meta.uid.as_deref(),
+                    resource_version: meta.resource_version.as_deref(),
+                    status: stored.shown(),
+                };
+                book.decide_status(object, stored, built, || found.reference())
+            } else {
+                let desired = desired_conditions(report, since(object), gateway_api.acks);
+                let (conditions, generation) = found.status();
+                let stored = Stored {
+                    uid: meta.uid.as_deref(),
+                    conditions,
+                    generation,
+                };
+                book.decide(
+                    object,
+                    stored,
+                    report.generation,
+                    &desired,
+                    || found.reference(),
+                    &now,
+                )
             };
-            if book.decide(
-                object,
-                stored,
-                report.generation,
-                &desired,
-                || found.reference(),
-                &now,
-            ) {
+            if queued {
                 written.queued += 1;
             } else {
                 written.unchanged += 1;

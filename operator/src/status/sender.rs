@@ -2,7 +2,9 @@
 //! [`StatusLimits::concurrency`] in flight and [`StatusLimits::per_second`] started per
 //! second, publishes the Warning Events a write brings, and pauses every write with
 //! exponential backoff when the API server refuses one (a `429` from priority and
-//! fairness, a `5xx`, a broken connection): the queue keeps coalescing meanwhile.
+//! fairness, a `5xx`, a broken connection): the queue keeps coalescing meanwhile. A
+//! `409 Conflict` (an HTTPRoute changed since its status was built) is no refusal: the
+//! status is decided again from the object as it is now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +18,11 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 use weir_crds::compile::report::ObjectKind;
+use weir_crds::gateway::{Gateway, GatewayClass, HTTPRoute};
 use weir_crds::{Plugin, Route};
 
-use super::book::{Sent, Write};
+use super::book::{Body, Sent, Write};
+use super::gateway_api::GatewayApiStatus;
 use super::{FIELD_MANAGER, Shared, StatusLimits, truncate_note};
 use crate::metrics::Metrics;
 
@@ -63,7 +67,7 @@ pub(super) async fn run(
         tokio::select! {
             Some((write, sent)) = sending.next(), if !sending.is_empty() => {
                 match sent {
-                    Sent::Written | Sent::Gone => backoff = FIRST_BACKOFF,
+                    Sent::Written | Sent::Gone | Sent::Conflict => backoff = FIRST_BACKOFF,
                     Sent::Failed => {
                         paused_until = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -92,12 +96,12 @@ async fn send(client: &Client, recorder: &Recorder, write: &Write) -> Sent {
             for failure in &write.events {
                 let event = Event {
                     type_: EventType::Warning,
-                    reason: failure.reason.as_str().to_owned(),
+                    reason: failure.reason.clone(),
                     note: Some(truncate_note(&format!(
                         "{}: {}",
-                        failure.kind, failure.message
+                        failure.condition, failure.message
                     ))),
-                    action: failure.kind.as_str().to_owned(),
+                    action: failure.condition.clone(),
                     secondary: None,
                 };
                 if let Err(e) = recorder.publish(&event, &write.reference).await {
@@ -107,6 +111,10 @@ async fn send(client: &Client, recorder: &Recorder, write: &Write) -> Sent {
             Sent::Written
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Sent::Gone,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            tracing::info!(object = %write.object, "the object changed since its status was decided; deciding again");
+            Sent::Conflict
+        }
         Err(e) => {
             tracing::warn!(object = %write.object, error = %e, "writing status failed; backing off");
             Sent::Failed
@@ -115,32 +123,63 @@ async fn send(client: &Client, recorder: &Recorder, write: &Write) -> Sent {
 }
 
 async fn patch(client: &Client, write: &Write) -> Result<(), kube::Error> {
-    let (object, generation) = (&write.object, write.generation);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let body = |kind: &str| {
-        json!({
-            "apiVersion": "weir.dev/v1alpha1",
-            "kind": kind,
-            "status": {"observedGeneration": generation, "conditions": write.conditions},
-        })
-    };
-    match object.kind {
-        ObjectKind::Route => {
-            Api::<Route>::namespaced(client.clone(), &object.namespace)
-                .patch_status(&object.name, &params, &Patch::Apply(body("Route")))
-                .await?;
+    let object = &write.object;
+    match &write.body {
+        Body::Conditions {
+            generation,
+            conditions,
+        } => {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let body = |kind: &str| {
+                json!({
+                    "apiVersion": "weir.dev/v1alpha1",
+                    "kind": kind,
+                    "status": {"observedGeneration": generation, "conditions": conditions},
+                })
+            };
+            match object.kind {
+                ObjectKind::Route => {
+                    Api::<Route>::namespaced(client.clone(), &object.namespace)
+                        .patch_status(&object.name, &params, &Patch::Apply(body("Route")))
+                        .await?;
+                }
+                ObjectKind::Plugin => {
+                    Api::<Plugin>::namespaced(client.clone(), &object.namespace)
+                        .patch_status(&object.name, &params, &Patch::Apply(body("Plugin")))
+                        .await?;
+                }
+                // An Ingress's status has no conditions: only the write's Events are
+                // published. Gateway API objects' writes carry their whole status.
+                ObjectKind::Ingress
+                | ObjectKind::GatewayClass
+                | ObjectKind::Gateway
+                | ObjectKind::HTTPRoute => {}
+            }
         }
-        ObjectKind::Plugin => {
-            Api::<Plugin>::namespaced(client.clone(), &object.namespace)
-                .patch_status(&object.name, &params, &Patch::Apply(body("Plugin")))
-                .await?;
+        Body::GatewayApi { status, read_at } => {
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            let patch = Patch::Merge(status.patch(read_at.as_deref()));
+            match status {
+                GatewayApiStatus::GatewayClass(_) => {
+                    Api::<GatewayClass>::all(client.clone())
+                        .patch_status(&object.name, &params, &patch)
+                        .await?;
+                }
+                GatewayApiStatus::Gateway(_) => {
+                    Api::<Gateway>::namespaced(client.clone(), &object.namespace)
+                        .patch_status(&object.name, &params, &patch)
+                        .await?;
+                }
+                GatewayApiStatus::HTTPRoute(_) => {
+                    Api::<HTTPRoute>::namespaced(client.clone(), &object.namespace)
+                        .patch_status(&object.name, &params, &patch)
+                        .await?;
+                }
+            }
         }
-        // An Ingress's status has no conditions: only the write's Events are published.
-        // Gateway API statuses are not written yet.
-        ObjectKind::Ingress
-        | ObjectKind::GatewayClass
-        | ObjectKind::Gateway
-        | ObjectKind::HTTPRoute => {}
     }
     Ok(())
 }
