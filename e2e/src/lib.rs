@@ -10,6 +10,7 @@
 //! what is missing and passes without touching anything ([`skip_reason`]), so
 //! `cargo test --workspace` works anywhere.
 
+pub mod gateway_api;
 pub mod http;
 pub mod netns;
 pub mod objects;
@@ -37,6 +38,23 @@ where
             runtime.block_on(task());
         }
     })
+}
+
+/// Runs `task` with a client of its own on [`on_own_runtime`] and waits for it: for a
+/// `Drop` that deletes what a test made (it cannot await, and the test's client needs the
+/// test's runtime, which the `Drop` blocks). Without a client configuration it does
+/// nothing.
+pub(crate) fn with_own_client<F, Fut>(task: F)
+where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = on_own_runtime(move || async move {
+        if let Ok(client) = kube::Client::try_default().await {
+            task(client).await;
+        }
+    })
+    .join();
 }
 
 /// Why the suite cannot run here (no `KUBECONFIG`, not root, or both), or `None` when it

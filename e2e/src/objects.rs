@@ -61,30 +61,35 @@ pub async fn install_crds(client: &Client) {
         )
         .await
         .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-        let established = crate::wait::until(
-            &format!("CRD {name} established"),
-            Duration::from_secs(20),
-            Duration::from_millis(200),
-            || async {
-                let current = crds.get(&name).await.map_err(|e| e.to_string())?;
-                let conditions = current
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default();
-                if conditions
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                {
-                    Ok(())
-                } else {
-                    Err(format!("conditions {conditions:?}"))
-                }
-            },
-        )
-        .await;
-        if let Err(timeout) = established {
-            panic!("{timeout}");
-        }
+        wait_established(&crds, &name).await;
+    }
+}
+
+/// Waits until the API server serves the CRD `name` (`Established`).
+pub async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) {
+    let established = crate::wait::until(
+        &format!("CRD {name} established"),
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let current = crds.get(name).await.map_err(|e| e.to_string())?;
+            let conditions = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                Ok(())
+            } else {
+                Err(format!("conditions {conditions:?}"))
+            }
+        },
+    )
+    .await;
+    if let Err(timeout) = established {
+        panic!("{timeout}");
     }
 }
 
@@ -112,16 +117,10 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot await, and runs inside the test's runtime, which is blocked here:
-        // delete from a thread with a runtime and a client of its own (the test's client
-        // needs the test's runtime to make progress).
         let name = self.name.clone();
-        let _ = crate::on_own_runtime(move || async move {
-            if let Ok(client) = Client::try_default().await {
-                delete_namespace(client, &name).await;
-            }
-        })
-        .join();
+        crate::with_own_client(move |client| async move {
+            delete_namespace(client, &name).await;
+        });
     }
 }
 

@@ -139,3 +139,23 @@ pub async fn answers(proxy: SocketAddr, host: &str, body: &str) -> Result<(), St
         ))
     }
 }
+
+/// Whether `host` via `proxy` answers `200` on path `inside` and `404` on `outside`: it
+/// is served on the paths it matches, and only there. Returns the answer on `inside`.
+pub async fn served_only_on(
+    proxy: SocketAddr,
+    host: &str,
+    inside: &str,
+    outside: &str,
+) -> Result<weir_e2e::http::Response, String> {
+    let served = weir_e2e::http::get(proxy, host, inside)
+        .await
+        .map_err(|e| e.to_string())?;
+    let other = weir_e2e::http::get(proxy, host, outside)
+        .await
+        .map_err(|e| e.to_string())?;
+    match (served.status.as_u16(), other.status.as_u16()) {
+        (200, 404) => Ok(served),
+        answered => Err(format!("{inside} and {outside} answered {answered:?}")),
+    }
+}

@@ -7,6 +7,7 @@
 mod common;
 mod s10_plugin_secrets;
 mod s11_ingress;
+mod s12_gateway_api;
 mod s1_service_backend;
 mod s2_plugin_edit;
 mod s3_plugin_syntax_error;
