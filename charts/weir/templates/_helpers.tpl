@@ -83,6 +83,15 @@ app.kubernetes.io/part-of: weir
 {{- end -}}
 {{- end -}}
 
+{{/*
+The public Service's ports, as JSON ({"http": 80, "https": 443}): the Service exposes them,
+and Gateway listeners must name them (the operator's --gateway-http-port and
+--gateway-https-port).
+*/}}
+{{- define "weir.proxy.servicePorts" -}}
+{"http": 80, "https": 443}
+{{- end -}}
+
 {{/* The headless Service listing the proxies' admin endpoints for the operator. */}}
 {{- define "weir.adminServiceName" -}}
 {{- printf "%s-proxy-admin" (include "weir.fullname" .) -}}

@@ -106,6 +106,8 @@ VALUE_SETS: dict[str, dict] = {
     "redis-existing": {"redis": {"existingSecret": "redis-credentials", "existingSecretKey": "connection"}},
     "no-network-policy": {"networkPolicy": {"enabled": False}},
     "internal": {"className": "internal", "defaultClass": False},
+    "no-gateway-api": {"gatewayApi": {"enabled": False}},
+    "gateway-api-crds": {"gatewayApi": {"installCRDs": True}},
     "tuned": {
         "fullnameOverride": "edge",
         "commonLabels": {"team": "platform"},

@@ -22,8 +22,8 @@ from conftest import (
 )
 
 # Value sets whose flags differ from one another (workers, trusted proxies, limits,
-# tracing, access log, classes, namespaces, extra flags).
-FLAG_SETS = ("defaults", "tuned", "watch-namespaces", "internal")
+# tracing, access log, classes, namespaces, extra flags, the Gateway API off).
+FLAG_SETS = ("defaults", "tuned", "watch-namespaces", "internal", "no-gateway-api")
 
 # A client configuration pointing at nothing: the operator builds its client and checks
 # its configuration, then keeps retrying its watches.

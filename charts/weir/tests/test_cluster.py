@@ -46,6 +46,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 CRDS = ("routes.weir.dev", "plugins.weir.dev")
+# Upstream's Gateway API CRDs, which the chart installs with gatewayApi.installCRDs.
+GATEWAY_API_CRDS = tuple(
+    f"{plural}.gateway.networking.k8s.io"
+    for plural in ("gatewayclasses", "gateways", "grpcroutes", "httproutes", "referencegrants")
+)
+GATEWAY_CLASS_API = "apis/gateway.networking.k8s.io/v1/gatewayclasses"
 # API paths of the kinds the chart renders that every API server has.
 RESOURCES = {
     "Namespace": ("api/v1", "namespaces", False),
@@ -224,9 +230,10 @@ def test_two_releases_side_by_side(kube, namespace):
 def test_the_api_server_accepts_every_object(kube, namespace, name):
     """Server-side validation, on the API server's own version (1.24 where the schemas of
     test_kubernetes_schemas.py stop at 1.25). Custom resources (ServiceMonitor, ...) are
-    left out: their CRDs are not installed."""
+    left out: their CRDs are not installed. So are upstream's Gateway API CRDs, which older
+    API servers may refuse: test_the_api_server_on_the_gateway_api_crds has them."""
     for obj in render(VALUE_SETS[name], namespace=namespace):
-        if obj["kind"] in RESOURCES:
+        if obj["kind"] in RESOURCES and obj["metadata"]["name"] not in GATEWAY_API_CRDS:
             status, body = kube.dry_run_create(obj, namespace)
             assert status == 201, (obj["kind"], obj["metadata"]["name"], body.get("message"))
 
@@ -341,3 +348,94 @@ def test_the_operator_works_with_exactly_the_charts_rights(kube, namespace, scop
                 assert "forbidden" not in operator.output().lower(), operator.output()
         finally:
             helm.uninstall("weir", timeout=120)
+
+
+def serves_gateway_classes(kube) -> bool:
+    """Whether discovery lists gateway.networking.k8s.io/v1 GatewayClasses (what Helm's
+    .Capabilities.APIVersions.Has checks)."""
+    groups = {g["name"]: [v["version"] for v in g["versions"]] for g in kube.get("apis")["groups"]}
+    if "v1" not in groups.get("gateway.networking.k8s.io", []):
+        return False
+    resources = kube.get("apis/gateway.networking.k8s.io/v1")["resources"]
+    return any(r["kind"] == "GatewayClass" for r in resources)
+
+
+def gateway_api_refusals(kube) -> dict[str, str]:
+    """The Gateway API CRDs the chart renders that this API server refuses (a dry run),
+    with its message. One that exists already counts as accepted."""
+    refused = {}
+    for crd in render({"gatewayApi": {"installCRDs": True}}):
+        if crd["kind"] == "CustomResourceDefinition":
+            status, body = kube.dry_run_create(crd, "default")
+            if status != 201 and body.get("reason") != "AlreadyExists":
+                refused[crd["metadata"]["name"]] = body.get("message", "")
+    return refused
+
+
+def test_the_api_server_on_the_gateway_api_crds(kube):
+    """Upstream's v1.3.0 CRDs as the chart renders them: every one is accepted, except
+    that an API server whose CEL has no transition rules (no `oldSelf`, such as this
+    chart's v1.24 test server with CustomResourceValidationExpressions on) refuses the
+    GatewayClass one, for its `controllerName` rule `self == oldSelf`, and only that."""
+    refused = gateway_api_refusals(kube)
+    if refused:
+        assert list(refused) == ["gatewayclasses.gateway.networking.k8s.io"], refused
+        message = refused["gatewayclasses.gateway.networking.k8s.io"]
+        assert "properties[controllerName].x-kubernetes-validations[0].rule" in message, message
+        assert "undeclared reference to 'oldSelf'" in message, message
+
+
+def test_without_the_crds_no_gateway_class(kube, namespace):
+    """Where the GatewayClass API is not served, an install renders no GatewayClass (it
+    would fail the whole install) and its notes say why."""
+    if serves_gateway_classes(kube):
+        pytest.skip("this API server serves GatewayClasses")
+    with helm_python.Config(namespace=namespace) as helm:
+        release = helm.install(str(CHART), "weir", {}, namespace=namespace, dry_run="server", timeout=120)
+    kinds = {o["kind"] for o in parse_objects(release["manifest"])}
+    assert "ClusterRole" in kinds and "GatewayClass" not in kinds
+    assert "The cluster has no Gateway API CRDs" in release["notes"]
+
+
+def test_install_with_the_gateway_api_crds(kube, namespace):
+    """gatewayApi.installCRDs on a real API server: the install creates upstream's CRDs
+    (but no GatewayClass yet: Helm maps every object to its API before creating any), the
+    next upgrade the GatewayClass; uninstalling deletes the class and keeps the CRDs."""
+    present = [c for c in GATEWAY_API_CRDS if kube.get(f"apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c}")]
+    if present:
+        pytest.skip(f"the Gateway API CRDs are installed already ({', '.join(present)}): not this test's to take over")
+    refused = gateway_api_refusals(kube)
+    if refused:
+        pytest.skip(f"this API server refuses upstream's {', '.join(refused)}: {next(iter(refused.values()))}")
+    values = {"gatewayApi": {"installCRDs": True}}
+    try:
+        with helm_python.Config(namespace=namespace) as helm:
+            release = helm.install(str(CHART), "weir", values, namespace=namespace, timeout=120)
+        assert "run `helm upgrade` once more" in release["notes"]
+        for name in GATEWAY_API_CRDS:
+            crd = kube.get(f"apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+            assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == "weir"
+        assert kube.get(f"{GATEWAY_CLASS_API}/weir") is None
+
+        # A new Helm client, as a second `helm upgrade` command is: a client keeps the
+        # API versions it discovered first.
+        with helm_python.Config(namespace=namespace) as helm:
+            release = helm.upgrade(str(CHART), "weir", values, namespace=namespace, timeout=120)
+            assert "once more" not in release["notes"] and "no Gateway API CRDs" not in release["notes"]
+            gateway_class = kube.get(f"{GATEWAY_CLASS_API}/weir")
+            assert gateway_class["spec"]["controllerName"] == "weir.dev/gateway-controller"
+
+            helm.uninstall("weir", timeout=120)
+            assert kube.get(f"{GATEWAY_CLASS_API}/weir") is None
+            for name in GATEWAY_API_CRDS:
+                assert kube.get(f"apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"), name
+    finally:
+        with helm_python.Config(namespace=namespace) as helm:
+            helm.uninstall("weir", timeout=120, ignore_not_found=True)
+        if serves_gateway_classes(kube):
+            kube.call("DELETE", f"{GATEWAY_CLASS_API}/weir")
+        crds = [f"apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}" for name in GATEWAY_API_CRDS]
+        for crd in crds:
+            kube.call("DELETE", crd)
+        wait_for("the Gateway API CRDs to be deleted", lambda: not any(kube.get(crd) for crd in crds))

@@ -13,8 +13,9 @@ import textwrap
 
 import kubernetes_validate.utils as kv
 import pytest
+import yaml
 
-from conftest import NAMESPACE, REPO, SCHEMA_VERSIONS, dns_names, openssl, openssl_verify, parse_objects, proxy_admin_status
+from conftest import CHART, NAMESPACE, REPO, SCHEMA_VERSIONS, dns_names, openssl, openssl_verify, parse_objects, proxy_admin_status
 
 MANIFEST = REPO / "deploy" / "weir.yaml"
 CREATE_SECRETS = REPO / "deploy" / "create-secrets"
@@ -74,6 +75,28 @@ def test_apply_order():
     ranks = [order.index(k) for k in kinds[3:]]
     assert ranks == sorted(ranks)
     assert {"Deployment", "Service", "ClusterRole", "NetworkPolicy", "ServiceAccount"} <= set(kinds)
+
+
+def test_the_header_makes_the_gateway_class_the_operator_serves():
+    """The manifest holds no Gateway API object (the CRDs are not weir's, the GatewayClass
+    needs them first); its header says how to make the class, as the chart makes it, after
+    upstream's CRDs of the version the chart vendors."""
+    assert not [o for o in OBJECTS if o["apiVersion"].startswith("gateway.networking.k8s.io/")]
+    assert not [o for o in OBJECTS if o["metadata"]["name"].endswith(".gateway.networking.k8s.io")]
+    header = TEXT.split("\n---\n", 1)[0]
+    snippet = header.split("kubectl apply -f - <<'EOF'\n", 1)[1].split("\n#   EOF", 1)[0]
+    gateway_class = yaml.safe_load(re.sub(r"^#   ", "", snippet, flags=re.MULTILINE))
+    operator = next(o for o in OBJECTS if o["kind"] == "Deployment" and o["metadata"]["name"] == "weir-operator")
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert gateway_class == {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": next(a.split("=", 1)[1] for a in args if a.startswith("--class="))},
+        "spec": {"controllerName": "weir.dev/gateway-controller"},
+    }
+    (version,) = set(re.findall(r"gateway-api/releases/download/(v[0-9.]+)/standard-install.yaml", header))
+    for crd in (CHART / "gateway-api-crds").glob("*.yaml"):
+        assert parse_objects(crd.read_text())[0]["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == version
 
 
 def test_kubectl_labels_and_namespace():

@@ -17,10 +17,15 @@ def names(objects, kind):
 
 def test_no_object_name_collides():
     assert not identities(PUBLIC) & identities(INTERNAL)
-    assert names(PUBLIC, "ClusterRole") == {f"{NAMESPACE}-weir-operator", f"{NAMESPACE}-weir-operator-ingressclasses"}
+    assert names(PUBLIC, "ClusterRole") == {
+        f"{NAMESPACE}-weir-operator",
+        f"{NAMESPACE}-weir-operator-ingressclasses",
+        f"{NAMESPACE}-weir-operator-gateway-api",
+    }
     assert names(INTERNAL, "ClusterRole") == {
         f"{NAMESPACE}-internal-weir-operator",
         f"{NAMESPACE}-internal-weir-operator-ingressclasses",
+        f"{NAMESPACE}-internal-weir-operator-gateway-api",
     }
     # Each gateway has its own IngressClass, named by its class.
     assert names(PUBLIC, "IngressClass") == {"weir"}

@@ -120,6 +120,8 @@ def test_operator_flags_by_default():
         "--default-class": ["true"],
         "--allow-url-backends": ["false"],
         "--publish-service": [f"{NAMESPACE}/weir-proxy"],
+        "--gateway-http-port": ["80"],
+        "--gateway-https-port": ["443"],
     }
     assert container(objects, "operator")["env"] == [{"name": "RUST_LOG", "value": "info"}]
 
