@@ -97,8 +97,7 @@ fn report<'c>(
 /// The HTTPRoute's `status.parents` as weir writes it.
 fn route_status(c: &Compilation, namespace: &str, name: &str) -> HTTPRouteStatus {
     let report = report(c, ObjectKind::HTTPRoute, namespace, name);
-    let parents = &c.gateway_api.parents[&report.object];
-    status::http_route_status(report, parents, None, &now())
+    status::http_route_status(report, &c.gateway_api, None, &now())
 }
 
 /// (type, status, reason) of each condition.
@@ -1131,7 +1130,7 @@ fn http_route_observed_generation_bump_keeps_other_controllers_entries() {
     };
     let first = status::http_route_status(
         report,
-        parents,
+        &c.gateway_api,
         Some(&HTTPRouteStatus {
             parents: vec![theirs.clone()],
         }),
@@ -1143,7 +1142,7 @@ fn http_route_observed_generation_bump_keeps_other_controllers_entries() {
     let mut bumped = report.clone();
     bumped.generation = Some(2);
     let later = Time(Timestamp::from_second(1_700_003_600).unwrap());
-    let second = status::http_route_status(&bumped, parents, Some(&first), &later);
+    let second = status::http_route_status(&bumped, &c.gateway_api, Some(&first), &later);
     let ours = &second.parents[1];
     assert!(
         ours.conditions
@@ -1401,5 +1400,68 @@ fn http_route_request_mirror() {
             ("service:infra/infra-backend-v3:8080", 1, 3),
             ("unresolved:infra/nope:8080", 10, 100),
         ]
+    );
+}
+
+#[test]
+fn http_route_status_entries_of_another_weir_installation_are_kept_and_stale_ones_removed() {
+    let entry = |gateway: &str| weir_crds::gateway::RouteParentStatus {
+        parent_ref: serde_json::from_str(&format!(r#"{{"name": "{gateway}"}}"#)).unwrap(),
+        controller_name: GATEWAY_CONTROLLER.into(),
+        conditions: Vec::new(),
+    };
+    // `internal` is a Gateway of another weir installation's class (not in these inputs);
+    // `all-namespaces` is one of this installation's that the route no longer names.
+    let shown = HTTPRouteStatus {
+        parents: vec![entry("internal"), entry("all-namespaces")],
+    };
+    let c = compile(&http_route(
+        "infra",
+        "moved",
+        &format!(
+            "  parentRefs: [{{name: same-namespace}}, {{name: internal}}]\n  rules: [{{{TO_V1}}}]"
+        ),
+    ));
+    let moved = report(&c, ObjectKind::HTTPRoute, "infra", "moved");
+    let status = status::http_route_status(moved, &c.gateway_api, Some(&shown), &now());
+    let names: Vec<&str> = status
+        .parents
+        .iter()
+        .map(|p| p.parent_ref.name.as_str())
+        .collect();
+    assert_eq!(names, ["internal", "same-namespace"]);
+
+    // A route naming none of this installation's Gateways any more, whose status still
+    // has an entry for one: reported, so that the entry is taken out.
+    let route = http_route(
+        "infra",
+        "gone",
+        &format!("  parentRefs: [{{name: internal}}]\n  rules: [{{{TO_V1}}}]"),
+    )
+    .replace(
+        "spec:\n",
+        "status:\n  parents:\n  - parentRef: {name: all-namespaces}\n    controllerName: weir.dev/gateway-controller\n    conditions: []\nspec:\n",
+    );
+    let c = compile(&route);
+    let gone = report(&c, ObjectKind::HTTPRoute, "infra", "gone");
+    assert!(c.gateway_api.parents[&gone.object].is_empty());
+    let status = status::http_route_status(gone, &c.gateway_api, Some(&shown), &now());
+    let names: Vec<&str> = status
+        .parents
+        .iter()
+        .map(|p| p.parent_ref.name.as_str())
+        .collect();
+    assert_eq!(names, ["internal"]);
+    assert!(c.snapshot.virtual_hosts.is_empty());
+
+    // Without such an entry, a route naming no Gateway of this class is not reported.
+    let c = compile(&http_route(
+        "infra",
+        "unrelated",
+        &format!("  parentRefs: [{{name: internal}}]\n  rules: [{{{TO_V1}}}]"),
+    ));
+    assert!(
+        c.report(ObjectKind::HTTPRoute, "infra", "unrelated")
+            .is_none()
     );
 }

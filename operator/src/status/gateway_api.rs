@@ -87,15 +87,12 @@ impl Stored<'_> {
                     now,
                 ))
             }
-            Self::HTTPRoute(route) => {
-                let parents = inputs.facts.parents.get(object);
-                GatewayApiStatus::HTTPRoute(http_route_status(
-                    report,
-                    parents.map_or(&[][..], Vec::as_slice),
-                    route.status.as_ref(),
-                    now,
-                ))
-            }
+            Self::HTTPRoute(route) => GatewayApiStatus::HTTPRoute(http_route_status(
+                report,
+                inputs.facts,
+                route.status.as_ref(),
+                now,
+            )),
         }
     }
 

@@ -16,7 +16,7 @@ mod listeners;
 mod rules;
 pub mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 
@@ -24,7 +24,7 @@ use super::report::{ObjectKind, ObjectRef, ObjectReport};
 use super::translated::{SourceFields, Translated, Translation};
 use super::{Context, Inputs, by_name, tls};
 use crate::condition::ConditionType;
-use crate::gateway::{HTTPRoute, ParentReference, RouteGroupKind};
+use crate::gateway::{GATEWAY_KIND, GROUP, HTTPRoute, ParentReference, RouteGroupKind};
 use crate::route::RouteSpec;
 use attach::{ListenerHosts, Parent, RouteOrigin};
 pub use listeners::ListenerPorts;
@@ -39,8 +39,32 @@ pub const GATEWAY_CONTROLLER: &str = "weir.dev/gateway-controller";
 pub struct GatewayApiFacts {
     /// Per served Gateway, its listeners in `spec.listeners` order.
     pub listeners: BTreeMap<ObjectRef, Vec<ListenerFacts>>,
-    /// Per HTTPRoute attached to a weir Gateway, its `parentRefs` that are weir's.
+    /// Per HTTPRoute naming a Gateway of this gateway's class (or whose status still
+    /// holds an entry of one), its `parentRefs` that name such a Gateway.
     pub parents: BTreeMap<ObjectRef, Vec<ParentFacts>>,
+    /// Every Gateway of this gateway's class, served or refused: status entries that name
+    /// one are this gateway's to write. (Another weir installation, of another class,
+    /// writes the same `controllerName` for its own Gateways.)
+    pub gateways: BTreeSet<ObjectRef>,
+}
+
+impl GatewayApiFacts {
+    /// The Gateway of this gateway's class a parent reference of a route in
+    /// `route_namespace` names, if it names one.
+    pub fn gateway_of(
+        &self,
+        parent: &ParentReference,
+        route_namespace: &str,
+    ) -> Option<&ObjectRef> {
+        if parent.group_or_default() != GROUP || parent.kind_or_default() != GATEWAY_KIND {
+            return None;
+        }
+        self.gateways.get(&ObjectRef {
+            kind: ObjectKind::Gateway,
+            namespace: parent.namespace_or(route_namespace).to_owned(),
+            name: parent.name.clone(),
+        })
+    }
 }
 
 /// A listener's status facts.
@@ -85,6 +109,12 @@ pub(crate) fn translate(inputs: &Inputs<'_>, ctx: &Context<'_>) -> (Translation,
         options,
         &mut translation.reports,
     );
+    facts.gateways = translation
+        .reports
+        .keys()
+        .filter(|key| key.kind == ObjectKind::Gateway)
+        .cloned()
+        .collect();
     for http_route in by_name(&inputs.http_routes).into_values() {
         translate_route(
             http_route,
@@ -149,6 +179,15 @@ fn translate_route(
         });
     }
     if ours.is_empty() {
+        // A route that named one of these Gateways before: its entries are taken out.
+        let stale = http_route.status.iter().flat_map(|s| &s.parents).any(|p| {
+            p.controller_name == GATEWAY_CONTROLLER
+                && facts.gateway_of(&p.parent_ref, namespace).is_some()
+        });
+        if stale {
+            facts.parents.insert(report.object.clone(), Vec::new());
+            translation.reports.insert(report.object.clone(), report);
+        }
         return;
     }
     let key = report.object.clone();

@@ -9,7 +9,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{GATEWAY_CONTROLLER, ListenerFacts, ParentFacts};
+use super::{GATEWAY_CONTROLLER, GatewayApiFacts, ListenerFacts};
 use crate::compile::report::{Diagnostic, InSnapshot, ObjectReport, condition_of};
 use crate::condition::{ConditionType, DesiredCondition, Reason, replace_conditions};
 use crate::gateway::{
@@ -128,18 +128,28 @@ fn listener_diagnostics(report: &ObjectReport, index: usize) -> impl Iterator<It
         .filter(move |d| d.field == field || d.field.starts_with(&format!("{field}.")))
 }
 
-/// An HTTPRoute's status: its `parents` entries of other controllers as they are, and
-/// one of weir's per parent in `parents`.
+/// An HTTPRoute's status: one entry per parent of this gateway's class, and every other
+/// entry as it is (other controllers', and those another weir installation writes for
+/// Gateways of its own class). An entry of this gateway's for a Gateway the route no
+/// longer names is taken out.
 pub fn http_route_status(
     report: &ObjectReport,
-    parents: &[ParentFacts],
+    facts: &GatewayApiFacts,
     current: Option<&HTTPRouteStatus>,
     now: &Time,
 ) -> HTTPRouteStatus {
+    let parents = facts
+        .parents
+        .get(&report.object)
+        .map_or(&[][..], Vec::as_slice);
     let previous = current.map_or(&[][..], |c| &c.parents);
+    let namespace = report.object.namespace.as_str();
     let mut statuses: Vec<RouteParentStatus> = previous
         .iter()
-        .filter(|p| p.controller_name != GATEWAY_CONTROLLER)
+        .filter(|p| {
+            p.controller_name != GATEWAY_CONTROLLER
+                || facts.gateway_of(&p.parent_ref, namespace).is_none()
+        })
         .cloned()
         .collect();
     // The route's own problems, with the Gateway API's reason for an invalid value.
