@@ -166,6 +166,10 @@ pub enum Reason {
     InvalidRouteKinds,
     /// (listeners) `Conflicted=False`.
     NoConflicts,
+    /// A note, not a failure: the object keeps a match that a newer object of another
+    /// kind also claims (the newer one is told `Conflicted`). Said in the kept object's
+    /// `Accepted=True` message.
+    KeptOverNewer,
 }
 
 impl Reason {
@@ -174,6 +178,12 @@ impl Reason {
     /// annotation weir does not map).
     pub fn is_warning(self) -> bool {
         self == Self::UnsupportedAnnotation
+    }
+
+    /// Whether a diagnostic of this reason is a note: nothing is wrong with the object,
+    /// and its condition stays `True`, the note added to the message.
+    pub fn is_note(self) -> bool {
+        self == Self::KeptOverNewer
     }
 
     /// The reason as written in `status.conditions[].reason`.
@@ -220,6 +230,7 @@ impl Reason {
             Self::InvalidCertificateRef => "InvalidCertificateRef",
             Self::InvalidRouteKinds => "InvalidRouteKinds",
             Self::NoConflicts => "NoConflicts",
+            Self::KeptOverNewer => "KeptOverNewer",
         }
     }
 }

@@ -1191,6 +1191,11 @@ spec:
         backends(entries(&c.snapshot, "shared.example.com")[0].1)[0].0,
         "service:infra/infra-backend-v2:8080"
     );
+    // Reported on both: the Route stays Accepted, told of the HTTPRoute.
+    let later = route_report(&c, "infra", "later");
+    assert_eq!(condition(later, ConditionType::Accepted), (true, Reason::Accepted));
+    let note = diagnostic(later, "spec.rules[0].matches[0]", Reason::KeptOverNewer);
+    assert!(note.contains("HTTPRoute infra/gateway-api"), "{note}");
 }
 
 #[test]

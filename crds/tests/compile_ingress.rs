@@ -900,7 +900,18 @@ fn ingresses_and_routes_share_one_host_space_and_the_older_keeps_a_match() {
         ),
     );
     let c = compile_yaml(&yaml);
-    assert_eq!(route_report(&c, "shop", "api").diagnostics, vec![]);
+    // Reported on both: the Route keeps the match, Accepted, and is told of the Ingress.
+    let api = route_report(&c, "shop", "api");
+    let note = diagnostic(api, "spec.rules[0].matches[0]", Reason::KeptOverNewer);
+    assert!(note.contains("newer Ingress shop/late"), "{note}");
+    let accepted = api
+        .conditions()
+        .into_iter()
+        .find(|c| c.kind == ConditionType::Accepted)
+        .unwrap();
+    assert!(accepted.status, "{accepted:?}");
+    assert!(accepted.message.contains("Ingress shop/late"), "{accepted:?}");
+    assert_eq!(api.in_snapshot, InSnapshot::Whole);
     let late = ingress_report(&c, "late");
     let message = diagnostic(late, "spec.rules[0].http.paths[0].path", Reason::Conflicted);
     assert!(message.contains("Route shop/api"), "{message}");
@@ -916,7 +927,13 @@ fn ingresses_and_routes_share_one_host_space_and_the_older_keeps_a_match() {
         ),
     );
     let c = compile_yaml(&yaml);
-    assert_eq!(ingress_report(&c, "early").diagnostics, vec![]);
+    let early = ingress_report(&c, "early");
+    assert_eq!(
+        early.diagnostics.iter().map(|d| d.reason).collect::<Vec<_>>(),
+        [Reason::KeptOverNewer],
+        "{early:#?}"
+    );
+    assert_eq!(early.diagnostics[0].field, "spec.rules[0].http.paths[0].path");
     let message = diagnostic(
         route_report(&c, "shop", "api"),
         "spec.rules[0].matches[0]",

@@ -286,7 +286,7 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<Checked, ConfigDirErr
                 Some(file) => format!("{file}: {}: {diagnostic}", report.object),
                 None => format!("{}: {diagnostic}", report.object),
             };
-            if diagnostic.reason.is_warning() {
+            if diagnostic.reason.is_warning() || diagnostic.reason.is_note() {
                 warnings.push(line);
             } else {
                 problems.push(line);

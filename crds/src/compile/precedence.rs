@@ -25,8 +25,10 @@ pub(crate) fn virtual_hosts(
     routes: &[LoweredRoute],
     reports: &mut [&mut ObjectReport],
 ) -> Vec<VirtualHost> {
-    // Claims of each key: the route and the connections (TLS, plain, both) it takes.
-    let mut claims: BTreeMap<ConflictKey<'_>, Vec<(usize, Option<bool>)>> = BTreeMap::new();
+    // Claims of each key: the route, the connections (TLS, plain, both) it takes, and the
+    // field of its match.
+    let mut claims: BTreeMap<ConflictKey<'_>, Vec<(usize, Option<bool>, &str)>> =
+        BTreeMap::new();
     let mut hosts: BTreeMap<&str, Vec<(SortKey, &MatchEntry)>> = BTreeMap::new();
     for (position, route) in routes.iter().enumerate() {
         let mut placed = 0usize;
@@ -44,15 +46,31 @@ pub(crate) fn virtual_hosts(
                 let overlapping = claims.get(&key).and_then(|claimed| {
                     claimed
                         .iter()
-                        .find(|(_, tls)| tls.is_none() || entry.tls.is_none() || *tls == entry.tls)
+                        .find(|(_, tls, _)| {
+                            tls.is_none() || entry.tls.is_none() || *tls == entry.tls
+                        })
                 });
                 match overlapping {
                     // The same match twice in one object (one Route, or the Routes of
                     // one HTTPRoute attached to two Gateways).
-                    Some(&(winner, _)) if routes[winner].origin == route.origin => continue,
-                    Some(&(winner, _)) => {
-                        let winner = &routes[winner];
+                    Some(&(winner, _, _)) if routes[winner].origin == route.origin => continue,
+                    Some(&(winner_position, _, winner_field)) => {
+                        let winner = &routes[winner_position];
                         lost += 1;
+                        // Across kinds (a Route, an Ingress, an HTTPRoute), the kept
+                        // object is told too: its owners may not know the other kind.
+                        if kind_of(&winner.origin) != kind_of(&route.origin) {
+                            reports[winner_position].push(
+                                winner_field,
+                                ConditionType::Accepted,
+                                Reason::KeptOverNewer,
+                                format!(
+                                    "host {host}: the newer {} claims the same match too; \
+                                     it is not served there",
+                                    route.origin
+                                ),
+                            );
+                        }
                         reports[position].push(
                             lowered.field.clone(),
                             ConditionType::Accepted,
@@ -65,7 +83,11 @@ pub(crate) fn virtual_hosts(
                         );
                     }
                     None => {
-                        claims.entry(key).or_default().push((position, entry.tls));
+                        claims.entry(key).or_default().push((
+                            position,
+                            entry.tls,
+                            &lowered.field,
+                        ));
                         placed += 1;
                         hosts.entry(host).or_default().push((
                             sort_key(entry, position, lowered.rule, lowered.index),
@@ -91,6 +113,11 @@ pub(crate) fn virtual_hosts(
             }
         })
         .collect()
+}
+
+/// The kind an origin names (`Route`, `Ingress`, `HTTPRoute`).
+fn kind_of(origin: &str) -> &str {
+    origin.split_once(' ').map_or(origin, |(kind, _)| kind)
 }
 
 /// Exact before Template before Regex before Prefix; longer values first; then, as the

@@ -210,14 +210,23 @@ impl ObjectReport {
     }
 }
 
-/// Condition `kind` for the diagnostics that set it (`failures`, all of that condition),
-/// with `afterword` added to a failure's message. `Conflicted` is the one condition that
-/// is `True` when something is wrong.
+/// Condition `kind` for the diagnostics that set it (all of that condition), with
+/// `afterword` added to a failure's message; notes fail nothing and are added to the
+/// message of a condition that holds. `Conflicted` and `PartiallyInvalid` are the
+/// conditions that are `True` when something is wrong.
 pub(crate) fn condition_of(
     kind: ConditionType,
-    failures: &[&Diagnostic],
+    diagnostics: &[&Diagnostic],
     afterword: Option<String>,
 ) -> DesiredCondition {
+    let (notes, failures): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
+        diagnostics.iter().partition(|d| d.reason.is_note());
+    if failures.is_empty() && !notes.is_empty() {
+        let mut holds = condition_of(kind, &[], None);
+        let notes: Vec<String> = notes.iter().map(|d| d.to_string()).collect();
+        holds.message = truncate(format!("{}; {}", holds.message, notes.join("; ")));
+        return holds;
+    }
     let Some(first) = failures.first() else {
         let (reason, message) = match kind {
             ConditionType::Accepted => (Reason::Accepted, "valid"),

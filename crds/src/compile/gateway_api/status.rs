@@ -198,15 +198,17 @@ pub fn http_route_status(
 /// problems; else `True`, naming what of it is not served (rules weir cannot serve,
 /// matches older objects serve).
 fn route_accepted(route_wide: &[Diagnostic], in_snapshot: &InSnapshot) -> DesiredCondition {
-    let problems: Vec<&Diagnostic> = route_wide
+    let accepted: Vec<&Diagnostic> = route_wide
         .iter()
         .filter(|d| d.condition == ConditionType::Accepted)
         .collect();
-    if problems.is_empty() {
-        return DesiredCondition::ok(ConditionType::Accepted, Reason::Accepted, "accepted");
-    }
-    if *in_snapshot == InSnapshot::No {
-        return condition_of(ConditionType::Accepted, &problems, None);
+    let problems: Vec<&Diagnostic> = accepted
+        .iter()
+        .copied()
+        .filter(|d| !d.reason.is_note())
+        .collect();
+    if problems.is_empty() || *in_snapshot == InSnapshot::No {
+        return condition_of(ConditionType::Accepted, &accepted, None);
     }
     let not_served = condition_of(ConditionType::Accepted, &problems, None).message;
     DesiredCondition::ok(
