@@ -1193,7 +1193,10 @@ spec:
     );
     // Reported on both: the Route stays Accepted, told of the HTTPRoute.
     let later = route_report(&c, "infra", "later");
-    assert_eq!(condition(later, ConditionType::Accepted), (true, Reason::Accepted));
+    assert_eq!(
+        condition(later, ConditionType::Accepted),
+        (true, Reason::Accepted)
+    );
     let note = diagnostic(later, "spec.rules[0].matches[0]", Reason::KeptOverNewer);
     assert!(note.contains("HTTPRoute infra/gateway-api"), "{note}");
 }

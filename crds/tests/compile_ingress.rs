@@ -910,7 +910,10 @@ fn ingresses_and_routes_share_one_host_space_and_the_older_keeps_a_match() {
         .find(|c| c.kind == ConditionType::Accepted)
         .unwrap();
     assert!(accepted.status, "{accepted:?}");
-    assert!(accepted.message.contains("Ingress shop/late"), "{accepted:?}");
+    assert!(
+        accepted.message.contains("Ingress shop/late"),
+        "{accepted:?}"
+    );
     assert_eq!(api.in_snapshot, InSnapshot::Whole);
     let late = ingress_report(&c, "late");
     let message = diagnostic(late, "spec.rules[0].http.paths[0].path", Reason::Conflicted);
@@ -929,11 +932,18 @@ fn ingresses_and_routes_share_one_host_space_and_the_older_keeps_a_match() {
     let c = compile_yaml(&yaml);
     let early = ingress_report(&c, "early");
     assert_eq!(
-        early.diagnostics.iter().map(|d| d.reason).collect::<Vec<_>>(),
+        early
+            .diagnostics
+            .iter()
+            .map(|d| d.reason)
+            .collect::<Vec<_>>(),
         [Reason::KeptOverNewer],
         "{early:#?}"
     );
-    assert_eq!(early.diagnostics[0].field, "spec.rules[0].http.paths[0].path");
+    assert_eq!(
+        early.diagnostics[0].field,
+        "spec.rules[0].http.paths[0].path"
+    );
     let message = diagnostic(
         route_report(&c, "shop", "api"),
         "spec.rules[0].matches[0]",

@@ -27,8 +27,7 @@ pub(crate) fn virtual_hosts(
 ) -> Vec<VirtualHost> {
     // Claims of each key: the route, the connections (TLS, plain, both) it takes, and the
     // field of its match.
-    let mut claims: BTreeMap<ConflictKey<'_>, Vec<(usize, Option<bool>, &str)>> =
-        BTreeMap::new();
+    let mut claims: BTreeMap<ConflictKey<'_>, Vec<(usize, Option<bool>, &str)>> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, Vec<(SortKey, &MatchEntry)>> = BTreeMap::new();
     for (position, route) in routes.iter().enumerate() {
         let mut placed = 0usize;
@@ -44,11 +43,9 @@ pub(crate) fn virtual_hosts(
                     &entry.query[..],
                 );
                 let overlapping = claims.get(&key).and_then(|claimed| {
-                    claimed
-                        .iter()
-                        .find(|(_, tls, _)| {
-                            tls.is_none() || entry.tls.is_none() || *tls == entry.tls
-                        })
+                    claimed.iter().find(|(_, tls, _)| {
+                        tls.is_none() || entry.tls.is_none() || *tls == entry.tls
+                    })
                 });
                 match overlapping {
                     // The same match twice in one object (one Route, or the Routes of
@@ -83,11 +80,10 @@ pub(crate) fn virtual_hosts(
                         );
                     }
                     None => {
-                        claims.entry(key).or_default().push((
-                            position,
-                            entry.tls,
-                            &lowered.field,
-                        ));
+                        claims
+                            .entry(key)
+                            .or_default()
+                            .push((position, entry.tls, &lowered.field));
                         placed += 1;
                         hosts.entry(host).or_default().push((
                             sort_key(entry, position, lowered.rule, lowered.index),
