@@ -19,15 +19,17 @@ type ConflictKey<'a> = (
     &'a [crate::snapshot::ValueCondition],
 );
 
+/// A claim on a conflict key: the route (its position), the connections it takes (TLS,
+/// plain, both), and the field of its match.
+type Claim<'a> = (usize, Option<bool>, &'a str);
+
 /// Places the entries of `routes` (oldest Route first) under their hosts, dropping the
 /// entries that lose a conflict and telling their Routes so.
 pub(crate) fn virtual_hosts(
     routes: &[LoweredRoute],
     reports: &mut [&mut ObjectReport],
 ) -> Vec<VirtualHost> {
-    // Claims of each key: the route, the connections (TLS, plain, both) it takes, and the
-    // field of its match.
-    let mut claims: BTreeMap<ConflictKey<'_>, Vec<(usize, Option<bool>, &str)>> = BTreeMap::new();
+    let mut claims: BTreeMap<ConflictKey<'_>, Vec<Claim<'_>>> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, Vec<(SortKey, &MatchEntry)>> = BTreeMap::new();
     for (position, route) in routes.iter().enumerate() {
         let mut placed = 0usize;
