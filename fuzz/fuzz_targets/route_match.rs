@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
         query,
         method: &method,
         headers: &headers,
+        tls: data.len() % 2 == 1,
     };
     let first = ROUTER.route(&head).map(|m| (m.target.clone(), m.params));
     let second = ROUTER.route(&head).map(|m| (m.target.clone(), m.params));
