@@ -166,6 +166,16 @@ impl ObjectReport {
         }
     }
 
+    /// The diagnostics on `field` or one of its sub-fields (`spec.listeners[0]` holds
+    /// `spec.listeners[0].tls.certificateRefs[1]`, not `spec.listeners[01]`).
+    pub fn diagnostics_under<'r>(&'r self, field: &'r str) -> impl Iterator<Item = &'r Diagnostic> {
+        self.diagnostics.iter().filter(move |d| {
+            d.field
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+    }
+
     /// Whether any diagnostic sets `condition` to `False` with one of `reasons`.
     pub fn has(&self, condition: ConditionType, reasons: &[Reason]) -> bool {
         self.diagnostics

@@ -118,6 +118,24 @@ pub(crate) fn certificate(
     })
 }
 
+/// `certificate` (checked usable) for those of `hosts` it is valid for; `None` when it is
+/// valid for none of them.
+pub(crate) fn covering(certificate: &Certificate, hosts: &[String]) -> Option<Certificate> {
+    let leaf = CertificateDer::pem_slice_iter(certificate.chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let leaf = webpki::EndEntityCert::try_from(&leaf).ok()?;
+    let covered: Vec<String> = hosts
+        .iter()
+        .filter(|host| covers(&leaf, host))
+        .cloned()
+        .collect();
+    (!covered.is_empty()).then(|| Certificate {
+        hosts: covered,
+        ..certificate.clone()
+    })
+}
+
 /// Whether the certificate is valid for `host` as TLS clients check it (its SANs): for a
 /// wildcard host, for any name under it; every host (`*`) takes any certificate, since
 /// a client asks by name.

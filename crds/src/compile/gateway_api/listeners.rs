@@ -42,8 +42,9 @@ pub(crate) struct ServedListener {
     pub admits_http_routes: bool,
     /// Namespaces routes may come from.
     pub namespaces: RouteNamespaces,
-    /// The certificate Secret (namespace, name) of an HTTPS listener, checked usable.
-    pub certificate_secret: Option<(String, String)>,
+    /// The certificate of an HTTPS listener, checked usable, for its hostname (every
+    /// host when it has none).
+    pub certificate: Option<Certificate>,
     /// Whether routes attached to it are served: accepted, not conflicted, and with a
     /// usable certificate when HTTPS.
     pub usable: bool,
@@ -184,15 +185,14 @@ pub(crate) fn served_gateways(
         for listener in &mut listeners {
             let field = listener.field();
             listener.usable = listener.protocol.is_some()
-                && !report.diagnostics.iter().any(|d| {
-                    (d.field == field || d.field.starts_with(&format!("{field}.")))
-                        && matches!(
-                            d.condition,
-                            ConditionType::Accepted | ConditionType::Conflicted
-                        )
+                && !report.diagnostics_under(&field).any(|d| {
+                    matches!(
+                        d.condition,
+                        ConditionType::Accepted | ConditionType::Conflicted
+                    )
                 })
                 && (listener.protocol != Some(ListenerProtocol::Https)
-                    || listener.certificate_secret.is_some());
+                    || listener.certificate.is_some());
         }
         if !listeners.iter().any(|l| l.usable) {
             report.push(
@@ -272,8 +272,8 @@ fn check_listener(
         }
     }
     let hostname = listener.hostname.as_ref().map(|h| h.to_ascii_lowercase());
-    let certificate_secret = match protocol {
-        Some(ListenerProtocol::Https) => certificate_secret(
+    let certificate = match protocol {
+        Some(ListenerProtocol::Https) => certificate(
             listener, &field, namespace, &hostname, grants, index, report,
         ),
         _ => None,
@@ -286,7 +286,7 @@ fn check_listener(
         protocol,
         admits_http_routes,
         namespaces: allowed.namespaces_or_default().clone(),
-        certificate_secret,
+        certificate,
         usable: false,
         attached_routes: 0,
     }
@@ -294,7 +294,7 @@ fn check_listener(
 
 /// The first usable certificate of an HTTPS listener; what is wrong with the others is
 /// reported as `ResolvedRefs=False`.
-fn certificate_secret(
+fn certificate(
     listener: &Listener,
     field: &str,
     namespace: &str,
@@ -302,7 +302,7 @@ fn certificate_secret(
     grants: &[&crate::gateway::ReferenceGrant],
     index: &Index<'_>,
     report: &mut ObjectReport,
-) -> Option<(String, String)> {
+) -> Option<Certificate> {
     let tls_field = format!("{field}.tls");
     let Some(tls_config) = &listener.tls else {
         report.push(
@@ -362,7 +362,7 @@ fn certificate_secret(
             continue;
         }
         let mut checked = ObjectReport::new(ObjectKind::Gateway, namespace, "", None);
-        let certificate: Option<Certificate> = tls::certificate(
+        let certificate = tls::certificate(
             &reference.name,
             secret_namespace,
             &hosts,
@@ -383,8 +383,8 @@ fn certificate_secret(
                 diagnostic.message,
             );
         }
-        if certificate.is_some() && found.is_none() {
-            found = Some((secret_namespace.to_owned(), reference.name.clone()));
+        if found.is_none() {
+            found = certificate;
         }
     }
     if tls_config.certificate_refs.is_empty() {

@@ -231,7 +231,7 @@ fn translate_route(
                 .collect();
             hosts.sort();
             hosts.dedup();
-            let certificates = listener_certificates(gateway, &listeners, ctx);
+            let certificates = listener_certificates(gateway, &listeners);
             if hosts == ["*"] {
                 hosts.clear();
             }
@@ -269,26 +269,17 @@ fn translate_route(
 }
 
 /// The certificates of the HTTPS listeners a route attaches to, for the hostnames it is
-/// served with on each (problems with them are the listener's, reported on the Gateway).
+/// served with on each that they cover (problems with them are the listener's, reported
+/// on the Gateway).
 fn listener_certificates(
     gateway: &listeners::ServedGateway,
     attached: &[ListenerHosts],
-    ctx: &Context<'_>,
 ) -> Vec<crate::snapshot::Certificate> {
     attached
         .iter()
         .filter_map(|(listener, hosts)| {
-            let listener = &gateway.listeners[*listener];
-            let (namespace, secret) = listener.certificate_secret.as_ref()?;
-            let mut unused = ObjectReport::new(ObjectKind::Gateway, namespace, secret, None);
-            tls::certificate(
-                secret,
-                namespace,
-                hosts,
-                &listener.field(),
-                &ctx.index,
-                &mut unused,
-            )
+            let certificate = gateway.listeners[*listener].certificate.as_ref()?;
+            tls::covering(certificate, hosts)
         })
         .collect()
 }

@@ -54,7 +54,9 @@ pub fn gateway_status(
         .iter()
         .enumerate()
         .filter(|(i, _)| {
-            listener_diagnostics(report, *i).any(|d| d.condition != ConditionType::Programmed)
+            report
+                .diagnostics_under(&format!("spec.listeners[{i}]"))
+                .any(|d| d.condition != ConditionType::Programmed)
         })
         .map(|(_, l)| l.name.as_str())
         .collect();
@@ -79,7 +81,8 @@ pub fn gateway_status(
         .iter()
         .enumerate()
         .map(|(i, facts)| {
-            let own = || listener_diagnostics(report, i);
+            let field = format!("spec.listeners[{i}]");
+            let own = || report.diagnostics_under(&field);
             let mut desired = vec![
                 condition(own(), ConditionType::Accepted),
                 condition(own(), ConditionType::Conflicted),
@@ -118,14 +121,6 @@ pub fn gateway_status(
         ),
         listeners: listener_statuses,
     }
-}
-
-fn listener_diagnostics(report: &ObjectReport, index: usize) -> impl Iterator<Item = &Diagnostic> {
-    let field = format!("spec.listeners[{index}]");
-    report
-        .diagnostics
-        .iter()
-        .filter(move |d| d.field == field || d.field.starts_with(&format!("{field}.")))
 }
 
 /// An HTTPRoute's status: one entry per parent of this gateway's class, and every other
