@@ -16,7 +16,7 @@ pub mod route;
 pub mod schema;
 pub mod snapshot;
 
-pub use compile::{Compilation, GatewayClass, Inputs, Options, compile};
+pub use compile::{Compilation, GatewayClass, Inputs, Options, RouteSource, compile};
 pub use plugin::{Plugin, PluginSpec, PluginStatus};
 pub use route::{Route, RouteSpec, RouteStatus};
 pub use snapshot::Snapshot;

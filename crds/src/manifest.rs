@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use crate::compile::{Inputs, Options};
+use crate::compile::{Inputs, Options, RouteSource};
 use crate::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::{Plugin, Route};
 
@@ -285,7 +285,7 @@ impl Manifests {
     /// Compiler inputs borrowing these objects.
     pub fn inputs(&self) -> Inputs<'_> {
         Inputs {
-            routes: self.routes.iter().collect(),
+            routes: self.routes.iter().map(|r| r as &dyn RouteSource).collect(),
             plugins: self.plugins.iter().collect(),
             config_maps: self.config_maps.iter().collect(),
             services: self.services.iter().collect(),

@@ -308,7 +308,10 @@ mod tests {
             })
             .collect();
         let inputs = crate::Inputs {
-            routes: routes.iter().collect(),
+            routes: routes
+                .iter()
+                .map(|r| r as &dyn crate::compile::RouteSource)
+                .collect(),
             ..crate::Inputs::default()
         };
         let mut compilation = crate::compile(&inputs);

@@ -985,13 +985,6 @@ impl Route {
             .map(|r| r.secret_name.as_str());
         tls.chain(refs)
     }
-
-    /// Whether this Route takes its certificate, or a plugin config value, from the Secret
-    /// `namespace/name`.
-    pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
-        crate::compile::namespace_of(&self.metadata) == namespace
-            && self.secret_names().any(|secret| secret == name)
-    }
 }
 
 #[cfg(test)]

@@ -451,12 +451,31 @@ pub struct RedirectAction {
 pub struct Respond {
     /// Status code.
     pub status: u16,
-    /// Headers (names lower case).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    /// Headers (names lower case), sorted by name; a map on the wire. A list, not a
+    /// `BTreeMap`: a map's first node holds room for eleven entries, and most fixed
+    /// responses have one header (10,000 of them at 10,000 Routes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "sorted_map")]
+    pub headers: Vec<(String, String)>,
     /// Body.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
+}
+
+/// A list of name and value pairs sorted by name, as a JSON object.
+mod sorted_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(pairs.iter().map(|(name, value)| (name, value)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// A CORS policy.
@@ -628,6 +647,26 @@ impl fmt::Debug for PrivateKeyPem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_response_headers_are_a_sorted_map_on_the_wire() {
+        let json = r#"{"status":200,"headers":{"x-b":"2","content-type":"text/plain"}}"#;
+        let respond: Respond = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            respond.headers,
+            [
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                ("x-b".to_owned(), "2".to_owned())
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&respond).unwrap(),
+            r#"{"status":200,"headers":{"content-type":"text/plain","x-b":"2"}}"#
+        );
+        let bare: Respond = serde_json::from_str(r#"{"status":204}"#).unwrap();
+        assert!(bare.headers.is_empty());
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"status":204}"#);
+    }
 
     #[test]
     fn hash_ignores_version_and_tracks_content() {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod push;
 pub mod reconcile;
 pub mod status;
+pub mod stored_route;
 pub mod watch;
 pub mod world;
 

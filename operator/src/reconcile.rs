@@ -11,7 +11,7 @@ use weir_crds::admin::admin_endpoints;
 use weir_crds::compile::gateway_api::GatewayApiFacts;
 use weir_crds::compile::report::ObjectReport;
 
-use crate::build::Builder;
+use crate::build::{BuildThread, Builder};
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::push::{Fleet, PushBody, Pusher, highest_version, push_all};
@@ -47,6 +47,7 @@ pub struct Outcome {
 pub struct Reconciler {
     stores: Stores,
     builder: Builder,
+    build_thread: BuildThread,
     fleet: Fleet,
     pusher: Pusher,
     status: StatusWriter,
@@ -74,6 +75,7 @@ impl Reconciler {
         Self {
             stores,
             builder: Builder::new(options),
+            build_thread: BuildThread::spawn(),
             fleet: Fleet::default(),
             pusher,
             status,
@@ -142,17 +144,19 @@ impl Reconciler {
         // status write replaces its object), each object twice at 10,000 Routes.
         self.reports = Vec::new();
         let world = self.stores.world();
-        let build = self.builder.build(&world);
+        let (routes, plugins) = (world.routes.len(), world.plugins.len());
+        let builder = std::mem::take(&mut self.builder);
+        let (builder, build) = self.build_thread.build(builder, world).await;
+        self.builder = builder;
         let version = build.version;
         tracing::info!(
             version,
             changed = build.changed,
             took_ms = build.duration.as_millis() as u64,
-            routes = world.routes.len(),
-            plugins = world.plugins.len(),
+            routes,
+            plugins,
             "snapshot built"
         );
-        drop(world);
         self.metrics.reconciled(build.duration, version);
         self.reports = build.reports;
         self.gateway_api = build.gateway_api;

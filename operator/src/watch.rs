@@ -23,6 +23,8 @@ use weir_crds::gateway::{
 };
 use weir_crds::{Plugin, Route};
 
+use crate::stored_route::StoredRoute;
+
 use crate::config::Config;
 use crate::discovery::{GatewayApi, watch_gateway_api};
 use crate::metrics::Metrics;
@@ -56,7 +58,7 @@ pub fn config_map_matters(config_map: &ConfigMap, plugins: &[Store<Plugin>]) -> 
 #[derive(Clone, Default)]
 pub struct SecretReaders {
     /// Routes (certificates, plugin config values).
-    pub routes: Vec<Store<Route>>,
+    pub routes: Vec<Store<StoredRoute>>,
     /// Plugins (config values).
     pub plugins: Vec<Store<Plugin>>,
     /// Ingresses (certificates).
@@ -82,10 +84,7 @@ impl SecretReaders {
 pub fn secret_matters(secret: &Secret, readers: &SecretReaders) -> bool {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
-    readers
-        .routes
-        .iter()
-        .any(|s| s.find(|r| r.uses_secret(&namespace, &name)).is_some())
+    reads(&readers.routes, &namespace, &name)
         || readers
             .plugins
             .iter()
@@ -197,9 +196,9 @@ fn in_namespace_of<'a>(
     names.map(|name| (namespace, name)).collect()
 }
 
-impl ReadsSecrets for Route {
+impl ReadsSecrets for StoredRoute {
     fn secrets_read(&self) -> Vec<(&str, &str)> {
-        in_namespace_of(&self.metadata, self.secret_names())
+        StoredRoute::secrets_read(self).collect()
     }
 }
 
@@ -518,7 +517,10 @@ pub fn spawn(
         let (on_event, on_ready) = relist_for.reading(&stores.routes, objects.clone());
         let api = api::<Route>(client, scope.as_deref());
         let watched = watcher::Config::default();
-        let streams = move || watch(api.clone(), watched.clone(), Keep::Nothing);
+        let streams = move || {
+            watch(api.clone(), watched.clone(), Keep::Nothing)
+                .map_ok(|event| projected(event, StoredRoute::from))
+        };
         tasks.push(tokio::spawn(reflect(
             "Route",
             writer,
@@ -878,14 +880,19 @@ fn namespace_labels(
     let api = Api::<PartialObjectMeta<Namespace>>::all(client);
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .map_ok(|event| match event {
-            watcher::Event::Apply(meta) => watcher::Event::Apply(namespace_of(meta)),
-            watcher::Event::Delete(meta) => watcher::Event::Delete(namespace_of(meta)),
-            watcher::Event::InitApply(meta) => watcher::Event::InitApply(namespace_of(meta)),
-            watcher::Event::Init => watcher::Event::Init,
-            watcher::Event::InitDone => watcher::Event::InitDone,
-        })
+        .map_ok(|event| projected(event, namespace_of))
         .modify(|namespace| trim(namespace, Keep::Labels))
+}
+
+/// `event` with its object turned into what the store keeps of it by `project`.
+fn projected<A, B>(event: watcher::Event<A>, project: impl Fn(A) -> B) -> watcher::Event<B> {
+    match event {
+        watcher::Event::Apply(object) => watcher::Event::Apply(project(object)),
+        watcher::Event::Delete(object) => watcher::Event::Delete(project(object)),
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(project(object)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 /// A Namespace with the metadata of `meta` and nothing else.

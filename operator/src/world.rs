@@ -8,13 +8,15 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use weir_crds::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
-use weir_crds::{Inputs, Plugin, Route, Snapshot};
+use weir_crds::{Inputs, Plugin, RouteSource, Snapshot};
+
+use crate::stored_route::StoredRoute;
 
 /// Readers of every store the operator keeps.
 #[derive(Clone, Default)]
 pub struct Stores {
     /// Routes, per watched namespace.
-    pub routes: Vec<Store<Route>>,
+    pub routes: Vec<Store<StoredRoute>>,
     /// Plugins.
     pub plugins: Vec<Store<Plugin>>,
     /// ConfigMaps (plugin sources).
@@ -48,7 +50,7 @@ pub struct Stores {
 /// Writers of every store, fed by the watchers (or, in tests, by hand).
 pub struct Writers {
     /// Routes, per watched namespace.
-    pub routes: Vec<Writer<Route>>,
+    pub routes: Vec<Writer<StoredRoute>>,
     /// Plugins.
     pub plugins: Vec<Writer<Plugin>>,
     /// ConfigMaps.
@@ -155,8 +157,8 @@ where
 /// Every object the compiler reads, at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct World {
-    /// Routes.
-    pub routes: Vec<Arc<Route>>,
+    /// Routes, as the stores keep them.
+    pub routes: Vec<Arc<StoredRoute>>,
     /// Plugins.
     pub plugins: Vec<Arc<Plugin>>,
     /// ConfigMaps.
@@ -229,7 +231,7 @@ impl Stores {
     }
 
     /// The Routes now.
-    pub fn routes(&self) -> Vec<Arc<Route>> {
+    pub fn routes(&self) -> Vec<Arc<StoredRoute>> {
         all(&self.routes)
     }
 
@@ -284,7 +286,11 @@ impl World {
         options: &weir_crds::Options,
     ) -> Inputs<'a> {
         Inputs {
-            routes: self.routes.iter().map(|r| &**r).collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| &**r as &dyn RouteSource)
+                .collect(),
             plugins: self.plugins.iter().map(|p| &**p).collect(),
             config_maps: self.config_maps.iter().map(|c| &**c).collect(),
             services: self.services.iter().map(|s| &**s).collect(),

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use weir_bench_operator::{Objects, generate};
 use weir_operator::build::Builder;
+use weir_operator::stored_route::StoredRoute;
 use weir_operator::world::World;
 
 /// Rebuilds measured after the first build.
@@ -27,8 +28,12 @@ fn all<T: serde::de::DeserializeOwned>(values: &[Value]) -> Result<Vec<Arc<T>>> 
 
 /// The world the operator's stores would hold for these objects.
 fn world(objects: &Objects) -> Result<World> {
+    let routes: Vec<Arc<weir_crds::Route>> = all(&objects.routes)?;
     Ok(World {
-        routes: all(&objects.routes)?,
+        routes: routes
+            .into_iter()
+            .map(|route| Arc::new(StoredRoute::from(Arc::unwrap_or_clone(route))))
+            .collect(),
         plugins: all(&objects.plugins)?,
         config_maps: all(&objects.config_maps)?,
         services: all(&objects.services)?,

@@ -23,13 +23,13 @@ mod tls;
 mod translated;
 pub mod typescript;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jsonschema::Validator;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::ResourceExt;
 
 use crate::plugin::PluginScope;
 use crate::snapshot::{Action, PluginBundle, SNAPSHOT_FORMAT, Snapshot};
@@ -42,11 +42,40 @@ pub use report::{Diagnostic, ObjectRef};
 /// Namespace of objects that name none (manifest files read in standalone mode).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// A Route as the compiler reads it: what it sorts and selects Routes by at once, the
+/// whole Route only when it lowers it. So a caller may keep Routes in a compact form and
+/// expand one at a time, and a build never holds every Route expanded at once (the
+/// operator's stores do this: `weir_operator::stored_route`).
+pub trait RouteSource: std::fmt::Debug + Sync {
+    /// Its metadata: name, namespace, generation, creation time.
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    /// Its `spec.className`.
+    fn class_name(&self) -> Option<&str>;
+
+    /// The whole Route, or why it cannot be read back from its compact form.
+    fn route(&self) -> Result<Cow<'_, Route>, String>;
+}
+
+impl RouteSource for Route {
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+
+    fn class_name(&self) -> Option<&str> {
+        self.spec.class_name.as_deref()
+    }
+
+    fn route(&self) -> Result<Cow<'_, Route>, String> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
 /// Everything the compiler reads.
 #[derive(Clone, Debug, Default)]
 pub struct Inputs<'a> {
     /// Routes.
-    pub routes: Vec<&'a Route>,
+    pub routes: Vec<&'a dyn RouteSource>,
     /// Plugins.
     pub plugins: Vec<&'a Plugin>,
     /// ConfigMaps holding plugin sources (others are ignored).
@@ -176,9 +205,17 @@ pub(crate) fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Obj
 }
 
 fn by_name<'a, K: kube::Resource>(objects: &[&'a K]) -> BTreeMap<(&'a str, &'a str), &'a K> {
+    by_name_with(objects, |object| object.meta())
+}
+
+/// `objects` by namespace and name (the first of each), `meta` giving their metadata.
+fn by_name_with<'a, K: ?Sized>(
+    objects: &[&'a K],
+    meta: impl Fn(&'a K) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeMap<(&'a str, &'a str), &'a K> {
     let mut map = BTreeMap::new();
     for object in objects {
-        let meta = object.meta();
+        let meta = meta(object);
         map.entry((namespace_of(meta), name_of(meta)))
             .or_insert(*object);
     }
@@ -269,8 +306,34 @@ pub(crate) struct Context<'a> {
 struct Source<'r> {
     namespace: &'r str,
     name: &'r str,
-    route: &'r Route,
-    translated: Option<&'r translated::Translated>,
+    meta: &'r k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    input: SourceInput<'r>,
+}
+
+/// Where a [`Source`]'s Route comes from.
+#[derive(Clone, Copy)]
+enum SourceInput<'r> {
+    /// A Route of the inputs, read whole when it is lowered.
+    Listed(&'r dyn RouteSource),
+    /// A Route an Ingress or HTTPRoute became.
+    Translated(&'r translated::Translated),
+}
+
+impl<'r> Source<'r> {
+    fn translated(&self) -> Option<&'r translated::Translated> {
+        match self.input {
+            SourceInput::Listed(_) => None,
+            SourceInput::Translated(translated) => Some(translated),
+        }
+    }
+
+    /// The whole Route, or why it cannot be read.
+    fn route(&self) -> Result<Cow<'r, Route>, String> {
+        match self.input {
+            SourceInput::Listed(route) => route.route(),
+            SourceInput::Translated(translated) => Ok(Cow::Borrowed(&translated.route)),
+        }
+    }
 }
 
 /// Compiles the inputs into a snapshot and a report per Route, Plugin and served Ingress.
@@ -347,45 +410,48 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
 
     // Oldest first: an older object wins conflicts. Objects read from files have no
     // creation time and come after, by namespace and name.
-    let mut routes: Vec<Source<'_>> = by_name(&inputs.routes)
+    let mut routes: Vec<Source<'_>> = by_name_with(&inputs.routes, |route| route.metadata())
         .into_iter()
-        .filter(|(_, route)| ctx.options.serves(route.spec.class_name.as_deref()))
+        .filter(|(_, route)| ctx.options.serves(route.class_name()))
         .map(|((namespace, name), route)| Source {
             namespace,
             name,
-            route,
-            translated: None,
+            meta: route.metadata(),
+            input: SourceInput::Listed(route),
         })
         .chain(translation.routes.iter().map(|translated| Source {
             namespace: namespace_of(&translated.route.metadata),
             name: name_of(&translated.route.metadata),
-            route: &translated.route,
-            translated: Some(translated),
+            meta: &translated.route.metadata,
+            input: SourceInput::Translated(translated),
         }))
         .collect();
     routes.sort_by_key(|source| {
-        let created = source.route.creation_timestamp().map(|t| t.0);
+        let created = source.meta.creation_timestamp.as_ref().map(|t| t.0);
         (created.is_none(), created, source.namespace, source.name)
     });
-    let mut route_reports = Vec::new();
-    let mut lowered = Vec::new();
+    let mut route_reports = Vec::with_capacity(routes.len());
+    let mut lowered = Vec::with_capacity(routes.len());
+    // Backends by id, the first Route's copy of each: taken from each Route as it is
+    // lowered, so the Routes using one Service do not each hold a copy until the end.
+    let mut backends = BTreeMap::new();
     for source in &routes {
         let (namespace, name) = (source.namespace, source.name);
-        let kind = source
-            .translated
-            .map_or(ObjectKind::Route, |t| t.source.kind);
-        let report_name = source.translated.map_or(name, |t| t.source.name.as_str());
-        let mut report = ObjectReport::new(
-            kind,
-            namespace,
-            report_name,
-            source.route.metadata.generation,
-        );
-        let origin = source.translated.map(|t| t.source.to_string());
-        if let Some(mut route) =
-            routes::lower(source.route, namespace, name, origin, &ctx, &mut report)
-        {
-            if let Some(translated) = source.translated {
+        let translated = source.translated();
+        let kind = translated.map_or(ObjectKind::Route, |t| t.source.kind);
+        let report_name = translated.map_or(name, |t| t.source.name.as_str());
+        let mut report = ObjectReport::new(kind, namespace, report_name, source.meta.generation);
+        let origin = translated.map(|t| t.source.to_string());
+        // Read whole here and dropped once lowered: one expanded Route at a time.
+        let lowered_route = match source.route() {
+            Ok(route) => routes::lower(&route, namespace, name, origin, &ctx, &mut report),
+            Err(error) => {
+                report.invalid("spec", format!("the stored Route cannot be read: {error}"));
+                None
+            }
+        };
+        if let Some(mut route) = lowered_route {
+            if let Some(translated) = translated {
                 route.tenant.clone_from(&translated.tenant);
                 route
                     .certificates
@@ -394,6 +460,12 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
                     lowered.entry.tls = translated.tls;
                 }
             }
+            for (id, backend) in route.backends.drain(..) {
+                backends.entry(id).or_insert(backend);
+            }
+            // Every Route's rules and entries are held until the snapshot is assembled.
+            route.rules.shrink_to_fit();
+            route.entries.shrink_to_fit();
             lowered.push(route);
             route_reports.push((report, true));
         } else {
@@ -421,7 +493,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
     let certificates = precedence::certificates(&lowered, &mut lowered_reports);
     let mut translated_parts: BTreeMap<ObjectRef, Vec<InSnapshot>> = BTreeMap::new();
     for (source, (mut report, _)) in routes.iter().zip(route_reports) {
-        let Some(translated) = source.translated else {
+        let Some(translated) = source.translated() else {
             reports.push(report);
             continue;
         };
@@ -465,18 +537,17 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         .flat_map(|h| &h.entries)
         .map(|e| e.rule.as_str())
         .collect();
-    let mut rules = BTreeMap::new();
-    let mut backends = BTreeMap::new();
+    let mut rules = Vec::with_capacity(used_rules.len());
     for route in lowered {
         for (id, rule) in route.rules {
             if used_rules.contains(id.as_str()) {
-                rules.insert(id, rule);
+                rules.push((id, rule));
             }
         }
-        for (id, backend) in route.backends {
-            backends.entry(id).or_insert(backend);
-        }
     }
+    // Built at once from the whole list, the map's nodes are full; inserted one at a
+    // time they would be about half empty (the snapshot's largest map).
+    let rules: BTreeMap<String, crate::snapshot::Rule> = rules.into_iter().collect();
     let used_backends: BTreeSet<&str> = rules
         .values()
         .filter_map(|rule| match &rule.action {

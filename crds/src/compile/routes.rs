@@ -1122,7 +1122,7 @@ fn lower_direct(direct: &DirectResponse, field: &str, report: &mut ObjectReport)
     }
     Respond {
         status: direct.status,
-        headers,
+        headers: headers.into_iter().collect(),
         body,
     }
 }

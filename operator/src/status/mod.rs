@@ -26,15 +26,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::{Notify, watch};
+use weir_crds::Plugin;
 use weir_crds::admin::ProxyAck;
 use weir_crds::compile::ObjectRef;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
 use weir_crds::condition::{DesiredCondition, summary};
 use weir_crds::gateway::{Gateway, GatewayClass, HTTPRoute};
 use weir_crds::programmed::programmed;
-use weir_crds::{Plugin, Route};
 
 use crate::metrics::Metrics;
+use crate::stored_route::StoredRoute;
 pub use book::{Body, Failure, Sent};
 use book::{Book, Stored, StoredStatus};
 pub use gateway_api::{GatewayApiStatus, Inputs as GatewayApiInputs, gateway_addresses};
@@ -125,7 +126,7 @@ impl Drop for StatusWriter {
 /// An object of the world whose status is decided.
 #[derive(Clone, Copy)]
 enum Object<'a> {
-    Route(&'a Route),
+    Route(&'a StoredRoute),
     Plugin(&'a Plugin),
     Ingress(&'a Ingress),
     GatewayApi(gateway_api::Stored<'a>),
@@ -228,7 +229,7 @@ fn index<'a>(world: &'a Reported) -> HashMap<Key<'a>, Object<'a>> {
 #[derive(Clone, Debug, Default)]
 pub struct Reported {
     /// Routes.
-    pub routes: Vec<Arc<Route>>,
+    pub routes: Vec<Arc<StoredRoute>>,
     /// Plugins.
     pub plugins: Vec<Arc<Plugin>>,
     /// Ingresses.

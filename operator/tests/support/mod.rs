@@ -29,6 +29,7 @@ use weir_operator::metrics::Metrics;
 use weir_operator::push::Pusher;
 use weir_operator::reconcile::{Outcome, Reconciler};
 use weir_operator::status::{StatusLimits, StatusWriter};
+use weir_operator::stored_route::StoredRoute;
 use weir_operator::world::{Stores, Writers, stores_for};
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
@@ -623,8 +624,11 @@ pub fn config_map(name: &str, code: &str) -> ConfigMap {
     .unwrap()
 }
 
-pub fn route(value: &Value) -> Route {
-    serde_json::from_value(value.clone()).unwrap()
+/// A Route as the operator's store keeps it.
+pub fn route(value: &Value) -> StoredRoute {
+    serde_json::from_value::<Route>(value.clone())
+        .unwrap()
+        .into()
 }
 
 pub fn plugin(value: &Value) -> Plugin {
