@@ -700,6 +700,54 @@ fn diagnostics_explain_themselves() {
     );
 }
 
+/// A Route kept in a compact form whose spec cannot be read back (as a store's copy
+/// might be): what the compiler sees through [`weir_crds::RouteSource`].
+#[derive(Debug)]
+struct Unreadable(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta);
+
+impl weir_crds::RouteSource for Unreadable {
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.0
+    }
+
+    fn class_name(&self) -> Option<&str> {
+        None
+    }
+
+    fn route(&self) -> Result<std::borrow::Cow<'_, weir_crds::Route>, String> {
+        Err("expected value at line 1 column 1".into())
+    }
+}
+
+#[test]
+fn a_route_source_that_cannot_be_read_is_reported_and_the_rest_served() {
+    let m = manifests(&route(
+        "ok",
+        "  hosts: [ok.example.com]\n  rules: [{directResponse: {status: 200}}]",
+    ));
+    let broken = Unreadable(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some("broken".into()),
+        namespace: Some("shop".into()),
+        generation: Some(2),
+        ..Default::default()
+    });
+    let mut inputs = m.inputs();
+    inputs.routes.push(&broken);
+    let c = weir_crds::compile(&inputs);
+    let report = route_report(&c, "shop", "broken");
+    assert_eq!(report.generation, Some(2));
+    assert_eq!(report.in_snapshot, InSnapshot::No);
+    assert_eq!(
+        diagnostic(report, "spec", Reason::Invalid),
+        "the stored Route cannot be read: expected value at line 1 column 1"
+    );
+    assert_eq!(
+        route_report(&c, "shop", "ok").in_snapshot,
+        InSnapshot::Whole
+    );
+    assert_eq!(c.snapshot.rules.len(), 1);
+}
+
 #[test]
 fn url_backends_can_be_forbidden() {
     let m = manifests(&route(

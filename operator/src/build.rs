@@ -203,4 +203,29 @@ mod tests {
         assert_eq!(builder.build(&world).version, 52);
         assert_eq!(builder.served_since(&a), 51);
     }
+
+    #[tokio::test]
+    async fn the_build_thread_gives_the_builder_back_with_what_it_built() {
+        let thread = BuildThread::spawn();
+        let mut builder = Builder::default();
+        builder.number_above(9);
+        let world = World {
+            routes: vec![route("a", "one")],
+            ..World::default()
+        };
+        let (builder, first) = thread.build(builder, world.clone()).await;
+        assert_eq!((first.version, first.changed), (10, true));
+        assert_eq!(first.reports.len(), 1);
+        // The builder came back with its snapshot and numbering: the same world again
+        // is the same snapshot, a changed one the next version.
+        let (builder, again) = thread.build(builder, world).await;
+        assert_eq!((again.version, again.changed), (10, false));
+        let changed = World {
+            routes: vec![route("a", "two")],
+            ..World::default()
+        };
+        let (builder, next) = thread.build(builder, changed).await;
+        assert_eq!(next.version, 11);
+        assert_eq!(builder.current().unwrap().version, 11);
+    }
 }
