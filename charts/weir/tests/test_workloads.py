@@ -123,7 +123,10 @@ def test_operator_flags_by_default():
         "--gateway-http-port": ["80"],
         "--gateway-https-port": ["443"],
     }
-    assert container(objects, "operator")["env"] == [{"name": "RUST_LOG", "value": "info"}]
+    assert container(objects, "operator")["env"] == [
+        {"name": "RUST_LOG", "value": "info"},
+        {"name": "MIMALLOC_PURGE_DELAY", "value": "0"},
+    ]
 
 
 def test_operator_flags_follow_the_values():
@@ -137,7 +140,10 @@ def test_operator_flags_follow_the_values():
     assert flag(objects, "operator", "--lease-name") == "edge-operator"
     assert flag(objects, "operator", "--proxy-service") == "edge-proxy-admin"
     assert flags(objects, "operator")["--debounce"] == ["500ms"]
-    assert container(objects, "operator")["env"] == [{"name": "RUST_LOG", "value": "debug"}]
+    assert container(objects, "operator")["env"] == [
+        {"name": "RUST_LOG", "value": "debug"},
+        {"name": "MIMALLOC_PURGE_DELAY", "value": "0"},
+    ]
     assert workload(objects, "operator")["spec"]["replicas"] == 2
 
 

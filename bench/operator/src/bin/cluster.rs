@@ -58,11 +58,32 @@ fn peak_rss_mib(process: &Process) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// A process of the run: a sibling binary of this one, logging to `dir/name.log`.
-fn start(dir: &Path, name: &str, netns: Option<&str>, args: Vec<String>) -> Result<Process> {
+/// The environment the chart gives the operator's container
+/// (charts/weir/templates/operator-deployment.yaml), so the operator runs as deployed.
+const OPERATOR_ENV: &[&str] = &["MIMALLOC_PURGE_DELAY=0"];
+
+/// A process of the run: a sibling binary of this one with `env` (`NAME=value`) added to
+/// its environment, logging to `dir/name.log`.
+fn start(
+    dir: &Path,
+    name: &str,
+    env: &[&str],
+    netns: Option<&str>,
+    args: Vec<String>,
+) -> Result<Process> {
+    let binary = binary(name)?;
+    // `env` runs the binary in the same process, so its pid (for VmHWM) is the binary's.
+    let (program, args) = if env.is_empty() {
+        (binary, args)
+    } else {
+        let mut with_env: Vec<String> = env.iter().map(|v| (*v).to_owned()).collect();
+        with_env.push(binary.display().to_string());
+        with_env.extend(args);
+        (PathBuf::from("/usr/bin/env"), with_env)
+    };
     Ok(Process::start(Spec {
         name: name.into(),
-        program: binary(name)?,
+        program,
         args,
         netns: netns.map(str::to_owned),
         log_file: dir.join(format!("{name}.log")),
@@ -265,6 +286,7 @@ async fn measure(
     let proxy = start(
         dir,
         "weir-proxy",
+        &[],
         Some(&host.netns),
         [
             "--listen",
@@ -297,6 +319,7 @@ async fn measure(
     let operator = start(
         dir,
         "weir-operator",
+        OPERATOR_ENV,
         None,
         [
             "--namespaces",
