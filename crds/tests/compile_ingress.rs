@@ -904,11 +904,7 @@ fn ingresses_and_routes_share_one_host_space_and_the_older_keeps_a_match() {
     let api = route_report(&c, "shop", "api");
     let note = diagnostic(api, "spec.rules[0].matches[0]", Reason::KeptOverNewer);
     assert!(note.contains("newer Ingress shop/late"), "{note}");
-    let accepted = api
-        .conditions()
-        .into_iter()
-        .find(|c| c.kind == ConditionType::Accepted)
-        .unwrap();
+    let accepted = desired_condition(api, ConditionType::Accepted);
     assert!(accepted.status, "{accepted:?}");
     assert!(
         accepted.message.contains("Ingress shop/late"),

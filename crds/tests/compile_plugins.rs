@@ -157,11 +157,7 @@ fn typescript_errors_carry_their_position() {
     let syntax = plugin_report(&c, "shop", "syntax");
     let message = diagnostic(syntax, "spec.source.code", Reason::SyntaxError);
     assert!(message.starts_with("3:18: "), "{message}");
-    let compiled = syntax
-        .conditions()
-        .into_iter()
-        .find(|c| c.kind == ConditionType::Compiled)
-        .unwrap();
+    let compiled = desired_condition(syntax, ConditionType::Compiled);
     assert!(!compiled.status);
     assert!(
         compiled.message.starts_with("spec.source.code: 3:18: "),
@@ -477,11 +473,7 @@ fn a_plugin_that_stops_compiling_keeps_its_last_good_version() {
             code_hash: served.code_hash.clone()
         }
     );
-    let compiled = report
-        .conditions()
-        .into_iter()
-        .find(|c| c.kind == ConditionType::Compiled)
-        .unwrap();
+    let compiled = desired_condition(report, ConditionType::Compiled);
     assert!(!compiled.status);
     assert!(
         compiled.message.contains("the last good version"),

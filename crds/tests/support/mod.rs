@@ -5,7 +5,7 @@
 
 use weir_crds::Compilation;
 use weir_crds::compile::report::{ObjectKind, ObjectReport};
-use weir_crds::condition::{ConditionType, Reason};
+use weir_crds::condition::{ConditionType, DesiredCondition, Reason};
 use weir_crds::manifest::{Document, Manifests, parse};
 
 /// Parses manifests, failing the test on any document that does not parse.
@@ -78,13 +78,18 @@ pub fn diagnostic<'r>(report: &'r ObjectReport, field: &str, reason: Reason) -> 
         })
 }
 
-/// The status and reason of one condition of a report.
-pub fn condition(report: &ObjectReport, kind: ConditionType) -> (bool, Reason) {
-    let c = report
+/// One condition of a report, whole.
+pub fn desired_condition(report: &ObjectReport, kind: ConditionType) -> DesiredCondition {
+    report
         .conditions()
         .into_iter()
         .find(|c| c.kind == kind)
-        .expect("condition present");
+        .expect("condition present")
+}
+
+/// The status and reason of one condition of a report.
+pub fn condition(report: &ObjectReport, kind: ConditionType) -> (bool, Reason) {
+    let c = desired_condition(report, kind);
     (c.status, c.reason)
 }
 
