@@ -205,12 +205,6 @@ impl Plugin {
         self.spec.secret_refs.iter().map(|r| r.secret_name.as_str())
     }
 
-    /// Whether this Plugin takes config values from the Secret `namespace/name`.
-    pub fn uses_secret(&self, namespace: &str, name: &str) -> bool {
-        crate::compile::namespace_of(&self.metadata) == namespace
-            && self.secret_names().any(|secret| secret == name)
-    }
-
     /// Whether this Plugin's source is in the ConfigMap `namespace/name`: an edit of that
     /// ConfigMap changes what the Plugin compiles to.
     pub fn uses_config_map(&self, namespace: &str, name: &str) -> bool {
@@ -259,9 +253,6 @@ mod tests {
         assert!(plugin.uses_config_map("shop", "auth-src"));
         assert!(!plugin.uses_config_map("pay", "auth-src"));
         assert!(!plugin.uses_config_map("shop", "other"));
-        assert!(plugin.uses_secret("shop", "auth-keys"));
-        assert!(!plugin.uses_secret("pay", "auth-keys"));
-        assert!(!plugin.uses_secret("shop", "auth-src"));
         plugin.spec.source = PluginSource {
             code: Some("export default {}".into()),
             config_map_ref: None,

@@ -23,11 +23,10 @@ use weir_crds::gateway::{
 };
 use weir_crds::{Plugin, Route};
 
-use crate::stored_route::StoredRoute;
-
 use crate::config::Config;
 use crate::discovery::{GatewayApi, watch_gateway_api};
 use crate::metrics::Metrics;
+use crate::stored_route::StoredRoute;
 use crate::world::{Stores, Writers};
 
 /// What changed.
@@ -85,10 +84,7 @@ pub fn secret_matters(secret: &Secret, readers: &SecretReaders) -> bool {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     reads(&readers.routes, &namespace, &name)
-        || readers
-            .plugins
-            .iter()
-            .any(|s| s.find(|p| p.uses_secret(&namespace, &name)).is_some())
+        || reads(&readers.plugins, &namespace, &name)
         || reads(&readers.ingresses, &namespace, &name)
         || reads(&readers.gateways, &namespace, &name)
 }
@@ -914,6 +910,22 @@ mod tests {
             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\":1}", "meta.helm.sh/release-name": "shop"},
             "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
         })
+    }
+
+    #[test]
+    fn a_plugin_reads_the_secrets_of_its_namespace() {
+        let mut plugin: Plugin = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "auth", "namespace": "shop"},
+            "spec": {
+                "source": {"configMapRef": {"name": "auth-src", "key": "index.ts"}},
+                "secretRefs": [{"path": "/key", "secretName": "auth-keys", "key": "hs256"}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(plugin.secrets_read(), [("shop", "auth-keys")]);
+        plugin.metadata.namespace = Some("pay".into());
+        assert_eq!(plugin.secrets_read(), [("pay", "auth-keys")]);
     }
 
     #[test]
