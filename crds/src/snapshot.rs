@@ -30,8 +30,10 @@ pub struct Snapshot {
     pub hash: String,
     /// Hosts with their match entries, most specific entry first.
     pub virtual_hosts: Vec<VirtualHost>,
-    /// Rules by id (`namespace/route/index`): what to do with a matched request.
-    pub rules: BTreeMap<String, Rule>,
+    /// Rules by id (`namespace/route/index`): what to do with a matched request. Boxed:
+    /// the compiler assembles this map from tens of thousands of rules, and a map of
+    /// pointers is built without copying each rule through its buffers.
+    pub rules: BTreeMap<String, Box<Rule>>,
     /// Upstreams by id (`service:namespace/name:port` or `url:<url>`).
     pub backends: BTreeMap<String, Backend>,
     /// Plugin bundles by id (`namespace/name`).
@@ -46,7 +48,7 @@ pub struct Snapshot {
 struct Content<'a> {
     format: u32,
     virtual_hosts: &'a [VirtualHost],
-    rules: &'a BTreeMap<String, Rule>,
+    rules: &'a BTreeMap<String, Box<Rule>>,
     backends: &'a BTreeMap<String, Backend>,
     plugins: &'a BTreeMap<String, PluginBundle>,
     certificates: &'a [Certificate],

@@ -172,7 +172,7 @@ fn entries<'s>(snapshot: &'s Snapshot, host: &str) -> Vec<(&'s PathPattern, &'s 
     vhost
         .entries
         .iter()
-        .map(|e| (&e.path, &snapshot.rules[&e.rule]))
+        .map(|e| (&e.path, &*snapshot.rules[&e.rule]))
         .collect()
 }
 

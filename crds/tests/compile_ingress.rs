@@ -77,7 +77,7 @@ fn rules_of<'s>(snapshot: &'s Snapshot, host: &str) -> Vec<&'s Rule> {
     vhost
         .entries
         .iter()
-        .map(|e| &snapshot.rules[&e.rule])
+        .map(|e| &*snapshot.rules[&e.rule])
         .collect()
 }
 

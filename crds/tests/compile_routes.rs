@@ -828,6 +828,82 @@ spec:
 }
 
 #[test]
+fn a_route_with_two_hosts_loses_its_matches_on_one_and_keeps_them_on_the_other() {
+    let yaml = "---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: newer, namespace: b, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  hosts: [one.example, two.example]
+  rules:
+  - matches: [{path: {value: /pay}}, {path: {value: /cart}}, {path: {value: /help}}]
+    directResponse: {status: 201}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: older, namespace: a, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  hosts: [one.example]
+  allowedNamespaces: [b]
+  rules:
+  - matches: [{path: {value: /cart}}, {path: {value: /pay}}]
+    directResponse: {status: 200}
+";
+    let c = compile_yaml(yaml);
+    let loser = route_report(&c, "b", "newer");
+    let conflicts: Vec<(&str, &str)> = loser
+        .diagnostics
+        .iter()
+        .map(|d| (d.field.as_str(), d.message.as_str()))
+        .collect();
+    let message = "host one.example: the same match is claimed by Route a/older, which takes \
+                   precedence (older, or as old and first by namespace/name)";
+    assert_eq!(
+        conflicts,
+        [
+            ("spec.rules[0].matches[0]", message),
+            ("spec.rules[0].matches[1]", message)
+        ],
+        "told in the order of its matches"
+    );
+    assert_eq!(loser.in_snapshot, InSnapshot::Partly);
+    assert_eq!(route_report(&c, "a", "older").diagnostics, vec![]);
+    let entries = |host: &str| -> Vec<(String, String)> {
+        let vhost = c.snapshot.virtual_hosts.iter().find(|h| h.host == host);
+        vhost
+            .unwrap_or_else(|| panic!("no virtual host {host}"))
+            .entries
+            .iter()
+            .map(|e| (format!("{:?}", e.path), e.rule.clone()))
+            .collect()
+    };
+    let pair = |path: &str, rule: &str| {
+        (
+            format!("{:?}", PathPattern::Prefix(path.into())),
+            rule.to_owned(),
+        )
+    };
+    assert_eq!(
+        entries("one.example"),
+        [
+            pair("/cart", "a/older/0"),
+            pair("/help", "b/newer/0"),
+            pair("/pay", "a/older/0")
+        ],
+        "longer paths first, then the older Route"
+    );
+    assert_eq!(
+        entries("two.example"),
+        [
+            pair("/cart", "b/newer/0"),
+            pair("/help", "b/newer/0"),
+            pair("/pay", "b/newer/0")
+        ],
+        "every match is kept on the host nobody else claims"
+    );
+}
+
+#[test]
 fn same_age_conflicts_go_to_namespace_then_name_order() {
     let yaml = [
         route(

@@ -460,7 +460,8 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
                     lowered.entry.tls = translated.tls;
                 }
             }
-            for (id, backend) in route.backends.drain(..) {
+            // Taken, not drained: a drained vector keeps its buffer until the end.
+            for (id, backend) in std::mem::take(&mut route.backends) {
                 backends.entry(id).or_insert(backend);
             }
             // Every Route's rules and entries are held until the snapshot is assembled.
@@ -483,7 +484,11 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         &mut lowered_reports,
         ctx.options.trusted_namespaces.as_ref(),
     );
-    let virtual_hosts = precedence::virtual_hosts(&lowered, &mut lowered_reports);
+    let virtual_hosts = precedence::virtual_hosts(&mut lowered, &mut lowered_reports);
+    // Entries that lost every conflict are left.
+    for route in &mut lowered {
+        route.entries = Vec::new();
+    }
     for ((route, claimed), report) in lowered.iter().zip(hosts_claimed).zip(&mut lowered_reports) {
         // Hosts it may not serve are left out: the rest of it is in.
         if route.hosts.len() < claimed && report.in_snapshot == InSnapshot::Whole {
@@ -547,7 +552,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
     }
     // Built at once from the whole list, the map's nodes are full; inserted one at a
     // time they would be about half empty (the snapshot's largest map).
-    let rules: BTreeMap<String, crate::snapshot::Rule> = rules.into_iter().collect();
+    let rules: BTreeMap<String, Box<crate::snapshot::Rule>> = rules.into_iter().collect();
     let used_backends: BTreeSet<&str> = rules
         .values()
         .filter_map(|rule| match &rule.action {

@@ -55,7 +55,7 @@ pub(crate) struct LoweredRoute {
     /// Host patterns; `*` when the Route names none.
     pub hosts: Vec<String>,
     /// Rules by id.
-    pub rules: Vec<(String, Rule)>,
+    pub rules: Vec<(String, Box<Rule>)>,
     /// Match entries, to be placed under every host.
     pub entries: Vec<LoweredEntry>,
     /// Backends the rules use, by id.
@@ -74,8 +74,20 @@ pub(crate) struct LoweredEntry {
     pub entry: MatchEntry,
     pub rule: usize,
     pub index: usize,
-    /// The match's field path, for diagnostics.
-    pub field: String,
+    /// Whether the rule has no matches (the entry is the implicit match-all).
+    pub implicit: bool,
+}
+
+impl LoweredEntry {
+    /// The match's field path, for diagnostics (made when one is written: a string per
+    /// entry, held through the build, is a megabyte at 10,000 Routes).
+    pub fn field(&self) -> String {
+        if self.implicit {
+            format!("spec.rules[{}].matches", self.rule)
+        } else {
+            format!("spec.rules[{}].matches[{}]", self.rule, self.index)
+        }
+    }
 }
 
 /// Checks a Route and lowers it; `None` when it must be left out (the reasons are in
@@ -159,11 +171,6 @@ pub(crate) fn lower(
         };
         let implicit = rule.matches.is_empty();
         for (index, entry) in matches.into_iter().enumerate() {
-            let field = if implicit {
-                format!("{field}.matches")
-            } else {
-                format!("{field}.matches[{index}]")
-            };
             lowered.entries.push(LoweredEntry {
                 entry: MatchEntry {
                     rule: id.clone(),
@@ -171,12 +178,12 @@ pub(crate) fn lower(
                 },
                 rule: rule_index,
                 index,
-                field,
+                implicit,
             });
         }
         lowered.rules.push((
             id,
-            Rule {
+            Box::new(Rule {
                 route: format!("{namespace}/{name}"),
                 index: u32::try_from(rule_index).unwrap_or(u32::MAX),
                 action,
@@ -192,7 +199,7 @@ pub(crate) fn lower(
                         report,
                     ))
                 }),
-            },
+            }),
         ));
     }
 
