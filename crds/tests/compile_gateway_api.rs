@@ -706,13 +706,13 @@ fn http_route_rewrite_host_and_path() {
     // The longer prefix first.
     let prefix = forward(entries[0].1);
     assert_eq!(
-        prefix.path_rewrite,
-        Some(PathRewrite::ReplacePrefix("/one".into()))
+        prefix.path_rewrite.as_deref(),
+        Some(&PathRewrite::ReplacePrefix("/one".into()))
     );
     let full = forward(entries[1].1);
     assert_eq!(
-        full.path_rewrite,
-        Some(PathRewrite::ReplaceFull("/one".into()))
+        full.path_rewrite.as_deref(),
+        Some(&PathRewrite::ReplaceFull("/one".into()))
     );
     assert_eq!(full.host_rewrite.as_deref(), Some("one.example.org"));
 }

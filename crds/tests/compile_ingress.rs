@@ -381,8 +381,8 @@ fn rewrite_target_with_use_regex_rewrites_with_the_path_s_groups() {
     );
     let (_, forward) = only_forward(&c.snapshot, "a.example");
     assert_eq!(
-        forward.path_rewrite,
-        Some(PathRewrite::Regex(RegexSubstitution {
+        forward.path_rewrite.as_deref(),
+        Some(&PathRewrite::Regex(RegexSubstitution {
             pattern: "(?i)^(?:/something(/|$)(.*))".into(),
             substitution: "/${2}".into(),
         }))
@@ -400,8 +400,8 @@ fn rewrite_target_with_use_regex_rewrites_with_the_path_s_groups() {
     );
     let (_, forward) = only_forward(&c.snapshot, "b.example");
     assert_eq!(
-        forward.path_rewrite,
-        Some(PathRewrite::Regex(RegexSubstitution {
+        forward.path_rewrite.as_deref(),
+        Some(&PathRewrite::Regex(RegexSubstitution {
             pattern: "(?i)^(?:/app)".into(),
             substitution: "/".into(),
         }))

@@ -152,8 +152,8 @@ fn actions_are_lowered_with_defaults() {
     );
     assert_eq!(forward.backends[0].weight, 3);
     assert_eq!(
-        forward.path_rewrite,
-        Some(PathRewrite::ReplacePrefix("/".into()))
+        forward.path_rewrite.as_deref(),
+        Some(&PathRewrite::ReplacePrefix("/".into()))
     );
     assert_eq!(forward.host_rewrite.as_deref(), Some("internal.example"));
     assert_eq!(
@@ -252,8 +252,8 @@ fn client_policies_are_lowered_and_shared_by_the_rules_of_a_route() {
         .expect("response headers");
     assert_eq!(response_headers.set["cache-control"], "no-store");
     assert_eq!(
-        forward.path_rewrite,
-        Some(PathRewrite::Regex(RegexSubstitution {
+        forward.path_rewrite.as_deref(),
+        Some(&PathRewrite::Regex(RegexSubstitution {
             pattern: "^/api/(?<rest>.*)".into(),
             substitution: "/v2/${rest}".into()
         }))

@@ -8,11 +8,6 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use weir_operator::config::{Cli, LogFormat};
 
-/// mimalloc instead of the system allocator: at 10,000 Routes glibc's malloc held the
-/// operator's resident memory at about twice its peak heap (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for unusable configuration (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 

@@ -376,10 +376,10 @@ fn load_action(
                 total_weight,
                 path_rewrite: forward
                     .path_rewrite
-                    .as_ref()
+                    .as_deref()
                     .map(Rewrite::load)
                     .transpose()?,
-                request_headers: forward.request_headers.as_ref().map(HeaderEdits::from),
+                request_headers: forward.request_headers.as_deref().map(HeaderEdits::from),
                 policy: (**forward).clone(),
                 budget: live
                     .budgets

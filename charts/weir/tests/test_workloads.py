@@ -125,7 +125,7 @@ def test_operator_flags_by_default():
     }
     assert container(objects, "operator")["env"] == [
         {"name": "RUST_LOG", "value": "info"},
-        {"name": "MIMALLOC_PURGE_DELAY", "value": "0"},
+        {"name": "MALLOC_ARENA_MAX", "value": "2"},
     ]
 
 
@@ -142,7 +142,7 @@ def test_operator_flags_follow_the_values():
     assert flags(objects, "operator")["--debounce"] == ["500ms"]
     assert container(objects, "operator")["env"] == [
         {"name": "RUST_LOG", "value": "debug"},
-        {"name": "MIMALLOC_PURGE_DELAY", "value": "0"},
+        {"name": "MALLOC_ARENA_MAX", "value": "2"},
     ]
     assert workload(objects, "operator")["spec"]["replicas"] == 2
 

@@ -582,7 +582,7 @@ fn lower_forward(
     });
     Some(Forward {
         backends: weighted,
-        path_rewrite,
+        path_rewrite: path_rewrite.map(Box::new),
         host_rewrite,
         timeouts,
         retries,
@@ -592,7 +592,11 @@ fn lower_forward(
         upgrades,
         max_body_bytes: rule.max_request_body_bytes,
         request_headers: rule.request_headers.as_ref().map(|modifier| {
-            lower_header_changes(modifier, &format!("{field}.requestHeaders"), report)
+            Box::new(lower_header_changes(
+                modifier,
+                &format!("{field}.requestHeaders"),
+                report,
+            ))
         }),
         mirrors: rule
             .mirrors

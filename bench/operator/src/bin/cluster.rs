@@ -60,7 +60,7 @@ fn peak_rss_mib(process: &Process) -> Result<f64> {
 
 /// The environment the chart gives the operator's container
 /// (charts/weir/templates/operator-deployment.yaml), so the operator runs as deployed.
-const OPERATOR_ENV: &[&str] = &["MIMALLOC_PURGE_DELAY=0"];
+const OPERATOR_ENV: &[&str] = &["MALLOC_ARENA_MAX=2"];
 
 /// A process of the run: a sibling binary of this one with `env` (`NAME=value`) added to
 /// its environment, logging to `dir/name.log`.
