@@ -464,7 +464,8 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
             for (id, backend) in std::mem::take(&mut route.backends) {
                 backends.entry(id).or_insert(backend);
             }
-            // Every Route's rules and entries are held until the snapshot is assembled.
+            // Every Route's rules are held until the snapshot is assembled, its entries
+            // until they are placed under their hosts.
             route.rules.shrink_to_fit();
             route.entries.shrink_to_fit();
             lowered.push(route);
@@ -485,7 +486,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Compilation {
         ctx.options.trusted_namespaces.as_ref(),
     );
     let virtual_hosts = precedence::virtual_hosts(&mut lowered, &mut lowered_reports);
-    // Entries that lost every conflict are left.
+    // What is left of the entries (a Route's that lost a conflict) goes too.
     for route in &mut lowered {
         route.entries = Vec::new();
     }
