@@ -48,12 +48,9 @@ impl From<Route> for StoredRoute {
 }
 
 impl StoredRoute {
-    /// The namespace and name of each Secret it reads.
-    pub fn secrets_read(&self) -> impl Iterator<Item = (&str, &str)> {
-        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
-        self.secrets_read
-            .iter()
-            .map(move |name| (namespace, name.as_str()))
+    /// The name of each Secret of its namespace it reads, as [`Route::secret_names`].
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.secrets_read.iter().map(String::as_str)
     }
 }
 
@@ -148,8 +145,8 @@ mod tests {
     #[test]
     fn a_stored_route_names_the_secrets_it_reads() {
         let stored = StoredRoute::from(route());
-        let read: Vec<_> = stored.secrets_read().collect();
-        assert_eq!(read, [("shop", "api-cert"), ("shop", "auth-key")]);
+        let read: Vec<_> = stored.secret_names().collect();
+        assert_eq!(read, ["api-cert", "auth-key"]);
         assert_eq!(StoredRoute::kind(&()), "Route");
         assert_eq!(StoredRoute::group(&()), "weir.dev");
     }

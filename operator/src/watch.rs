@@ -194,7 +194,7 @@ fn in_namespace_of<'a>(
 
 impl ReadsSecrets for StoredRoute {
     fn secrets_read(&self) -> Vec<(&str, &str)> {
-        StoredRoute::secrets_read(self).collect()
+        in_namespace_of(&self.metadata, self.secret_names())
     }
 }
 
@@ -910,6 +910,26 @@ mod tests {
             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\":1}", "meta.helm.sh/release-name": "shop"},
             "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
         })
+    }
+
+    #[test]
+    fn a_stored_route_reads_the_secrets_of_its_namespace() {
+        let route: Route = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {
+                "tls": {"secretName": "api-cert"},
+                "plugins": [{"name": "auth",
+                             "secretRefs": [{"path": "/key", "secretName": "auth-key", "key": "k"}]}],
+                "rules": [{"directResponse": {"status": 200}}]
+            }
+        }))
+        .unwrap();
+        let stored = StoredRoute::from(route);
+        assert_eq!(
+            stored.secrets_read(),
+            [("shop", "api-cert"), ("shop", "auth-key")]
+        );
     }
 
     #[test]
